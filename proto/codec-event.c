@@ -1,0 +1,661 @@
+/*
+ * Events: cl_event_t <-> a packed JournalEntry, the payload of every journal record and of
+ * every message the daemon publishes.
+ *
+ * Encoding is on the daemon's hot path (every accepted command), decoding on the projector's
+ * and the replay tool's (millions of events a second), so neither calls malloc: encoding
+ * builds protobuf-c structs on the stack that point into the event, and decoding unpacks into
+ * a stack arena. The journal's per-event size target (PRODUCT.md: <= 128 bytes for a redeem)
+ * depends on proto3's rule that zero and empty fields are not written at all; the encoder keeps
+ * it by leaving absent things absent (no actor for the ledger's own events, no pin_hash
+ * without a PIN, no voucher rule for a gift card).
+ */
+#include <assert.h>
+#include <stdalign.h>
+#include <string.h>
+
+#include "codec-private.h"
+
+/* A stack arena large enough that no valid event needs malloc to unpack (the largest, a
+ * ProgramDefined with every list and string full, takes 11.9 KiB). */
+#define S_EVENT_ARENA_BYTES 16384
+
+/* One of each event message, for the encoder; only the one for ev->type is used. */
+typedef union s_event_pb {
+    Cardledger__V1__MerchantRegistered merchant_registered;
+    Cardledger__V1__StoreRegistered store_registered;
+    Cardledger__V1__ProgramDefined program_defined;
+    Cardledger__V1__ProgramUpdated program_updated;
+    Cardledger__V1__ProgramClosed program_closed;
+    Cardledger__V1__CardIssued card_issued;
+    Cardledger__V1__BatchIssued batch_issued;
+    Cardledger__V1__GiftOffered gift_offered;
+    Cardledger__V1__GiftClaimed gift_claimed;
+    Cardledger__V1__GiftRecalled gift_recalled;
+    Cardledger__V1__GiftReturned gift_returned;
+    Cardledger__V1__CardRedeemed card_redeemed;
+    Cardledger__V1__RedemptionReversed redemption_reversed;
+    Cardledger__V1__CardReloaded card_reloaded;
+    Cardledger__V1__BalanceTransferred balance_transferred;
+    Cardledger__V1__CardAdjusted card_adjusted;
+    Cardledger__V1__CardFrozen card_frozen;
+    Cardledger__V1__CardUnfrozen card_unfrozen;
+    Cardledger__V1__CardExpired card_expired;
+    Cardledger__V1__ExpiryReminded expiry_reminded;
+    Cardledger__V1__PinRejected pin_rejected;
+    Cardledger__V1__CardLocked card_locked;
+    Cardledger__V1__CardUnlocked card_unlocked;
+    Cardledger__V1__ClockAdvanced clock_advanced;
+} s_event_pb_t;
+
+static bool
+s_all_zero(const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] != 0) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Fills e's event oneof from ev; returns CODEC_EINVAL for an unknown type. */
+static int
+s_event_out(int *err, const cl_event_t *ev, Cardledger__V1__JournalEntry *e, s_event_pb_t *pb,
+            Cardledger__V1__ProgramSpec *spec, codec_spec_scratch_t *scratch)
+{
+    switch (ev->type) {
+    case CL_EV_MERCHANT_REGISTERED: {
+        const cl_ev_merchant_registered_t *s = &ev->u.merchant_registered;
+        Cardledger__V1__MerchantRegistered *m = &pb->merchant_registered;
+        cardledger__v1__merchant_registered__init(m);
+        m->merchant_id = CODEC_OUT_STR(err, s->merchant_id);
+        m->name = CODEC_OUT_STR(err, s->name);
+        e->merchant_registered = m;
+        break;
+    }
+    case CL_EV_STORE_REGISTERED: {
+        const cl_ev_store_registered_t *s = &ev->u.store_registered;
+        Cardledger__V1__StoreRegistered *m = &pb->store_registered;
+        cardledger__v1__store_registered__init(m);
+        m->merchant_id = CODEC_OUT_STR(err, s->merchant_id);
+        m->store_id = CODEC_OUT_STR(err, s->store_id);
+        m->name = CODEC_OUT_STR(err, s->name);
+        m->region = CODEC_OUT_STR(err, s->region);
+        e->store_registered = m;
+        break;
+    }
+    case CL_EV_PROGRAM_DEFINED:
+        cardledger__v1__program_defined__init(&pb->program_defined);
+        codec_out_spec(err, &ev->u.program, spec, scratch);
+        pb->program_defined.spec = spec;
+        e->program_defined = &pb->program_defined;
+        break;
+    case CL_EV_PROGRAM_UPDATED:
+        cardledger__v1__program_updated__init(&pb->program_updated);
+        codec_out_spec(err, &ev->u.program, spec, scratch);
+        pb->program_updated.spec = spec;
+        e->program_updated = &pb->program_updated;
+        break;
+    case CL_EV_PROGRAM_CLOSED: {
+        const cl_ev_program_closed_t *s = &ev->u.program_closed;
+        Cardledger__V1__ProgramClosed *m = &pb->program_closed;
+        cardledger__v1__program_closed__init(m);
+        m->merchant_id = CODEC_OUT_STR(err, s->merchant_id);
+        m->program_id = CODEC_OUT_STR(err, s->program_id);
+        m->reason = CODEC_OUT_STR(err, s->reason);
+        e->program_closed = m;
+        break;
+    }
+    case CL_EV_CARD_ISSUED: {
+        const cl_ev_card_issued_t *s = &ev->u.card_issued;
+        Cardledger__V1__CardIssued *m = &pb->card_issued;
+        cardledger__v1__card_issued__init(m);
+        m->card_id = s->card_id;
+        m->merchant_id = CODEC_OUT_STR(err, s->merchant_id);
+        m->program_id = CODEC_OUT_STR(err, s->program_id);
+        m->code = CODEC_OUT_STR(err, s->code);
+        if (s->has_pin) {
+            m->pin_hash.len = CL_HASH_LEN;
+            m->pin_hash.data = (uint8_t *)(uintptr_t)s->pin_hash;
+        }
+        m->holder = CODEC_OUT_STR(err, s->holder);
+        m->channel = (Cardledger__V1__Channel)s->channel;
+        m->store_id = CODEC_OUT_STR(err, s->store_id);
+        m->region = CODEC_OUT_STR(err, s->region);
+        m->face_value_minor = s->face_value_minor;
+        m->price_paid_minor = s->price_paid_minor;
+        m->uses = s->uses;
+        m->valid_from_us = s->valid_from_us;
+        m->expires_at_us = s->expires_at_us;
+        m->imported = s->imported;
+        m->row_key = CODEC_OUT_STR(err, s->row_key);
+        m->batch_id = s->batch_id;
+        e->card_issued = m;
+        break;
+    }
+    case CL_EV_BATCH_ISSUED: {
+        const cl_ev_batch_issued_t *s = &ev->u.batch_issued;
+        Cardledger__V1__BatchIssued *m = &pb->batch_issued;
+        cardledger__v1__batch_issued__init(m);
+        m->batch_id = s->batch_id;
+        m->merchant_id = CODEC_OUT_STR(err, s->merchant_id);
+        m->program_id = CODEC_OUT_STR(err, s->program_id);
+        m->batch_ref = CODEC_OUT_STR(err, s->batch_ref);
+        m->cards_issued = s->cards_issued;
+        m->rows_already_issued = s->rows_already_issued;
+        e->batch_issued = m;
+        break;
+    }
+    case CL_EV_GIFT_OFFERED: {
+        const cl_ev_gift_offered_t *s = &ev->u.gift_offered;
+        Cardledger__V1__GiftOffered *m = &pb->gift_offered;
+        cardledger__v1__gift_offered__init(m);
+        m->card_id = s->card_id;
+        m->offer_id = s->offer_id;
+        m->from_holder = CODEC_OUT_STR(err, s->from_holder);
+        m->to_holder = CODEC_OUT_STR(err, s->to_holder);
+        if (!s_all_zero(s->claim_hash, sizeof s->claim_hash)) {
+            m->claim_hash.len = CL_HASH_LEN;
+            m->claim_hash.data = (uint8_t *)(uintptr_t)s->claim_hash;
+        }
+        m->expires_at_us = s->expires_at_us;
+        e->gift_offered = m;
+        break;
+    }
+    case CL_EV_GIFT_CLAIMED: {
+        const cl_ev_gift_closed_t *s = &ev->u.gift_closed;
+        Cardledger__V1__GiftClaimed *m = &pb->gift_claimed;
+        cardledger__v1__gift_claimed__init(m);
+        m->card_id = s->card_id;
+        m->offer_id = s->offer_id;
+        m->new_holder = CODEC_OUT_STR(err, s->new_holder);
+        m->previous_holder = CODEC_OUT_STR(err, s->previous_holder);
+        e->gift_claimed = m;
+        break;
+    }
+    case CL_EV_GIFT_RECALLED:
+        cardledger__v1__gift_recalled__init(&pb->gift_recalled);
+        pb->gift_recalled.card_id = ev->u.gift_closed.card_id;
+        pb->gift_recalled.offer_id = ev->u.gift_closed.offer_id;
+        e->gift_recalled = &pb->gift_recalled;
+        break;
+    case CL_EV_GIFT_RETURNED:
+        cardledger__v1__gift_returned__init(&pb->gift_returned);
+        pb->gift_returned.card_id = ev->u.gift_closed.card_id;
+        pb->gift_returned.offer_id = ev->u.gift_closed.offer_id;
+        e->gift_returned = &pb->gift_returned;
+        break;
+    case CL_EV_CARD_REDEEMED: {
+        const cl_ev_card_redeemed_t *s = &ev->u.card_redeemed;
+        Cardledger__V1__CardRedeemed *m = &pb->card_redeemed;
+        cardledger__v1__card_redeemed__init(m);
+        m->card_id = s->card_id;
+        m->store_id = CODEC_OUT_STR(err, s->store_id);
+        m->region = CODEC_OUT_STR(err, s->region);
+        m->order_ref = CODEC_OUT_STR(err, s->order_ref);
+        m->amount_minor = s->amount_minor;
+        m->uses = s->uses;
+        m->balance_after_minor = s->balance_after_minor;
+        m->uses_after = s->uses_after;
+        m->order_amount_minor = s->order_amount_minor;
+        m->sku = CODEC_OUT_STR(err, s->sku);
+        e->card_redeemed = m;
+        break;
+    }
+    case CL_EV_REDEMPTION_REVERSED: {
+        const cl_ev_redemption_reversed_t *s = &ev->u.redemption_reversed;
+        Cardledger__V1__RedemptionReversed *m = &pb->redemption_reversed;
+        cardledger__v1__redemption_reversed__init(m);
+        m->card_id = s->card_id;
+        m->redemption_seq = s->redemption_seq;
+        m->store_id = CODEC_OUT_STR(err, s->store_id);
+        m->amount_minor = s->amount_minor;
+        m->uses = s->uses;
+        m->balance_after_minor = s->balance_after_minor;
+        m->uses_after = s->uses_after;
+        m->reason = CODEC_OUT_STR(err, s->reason);
+        e->redemption_reversed = m;
+        break;
+    }
+    case CL_EV_CARD_RELOADED: {
+        const cl_ev_card_reloaded_t *s = &ev->u.card_reloaded;
+        Cardledger__V1__CardReloaded *m = &pb->card_reloaded;
+        cardledger__v1__card_reloaded__init(m);
+        m->card_id = s->card_id;
+        m->amount_minor = s->amount_minor;
+        m->price_paid_minor = s->price_paid_minor;
+        m->balance_after_minor = s->balance_after_minor;
+        m->channel = (Cardledger__V1__Channel)s->channel;
+        m->store_id = CODEC_OUT_STR(err, s->store_id);
+        e->card_reloaded = m;
+        break;
+    }
+    case CL_EV_BALANCE_TRANSFERRED: {
+        const cl_ev_balance_transferred_t *s = &ev->u.balance_transferred;
+        Cardledger__V1__BalanceTransferred *m = &pb->balance_transferred;
+        cardledger__v1__balance_transferred__init(m);
+        m->from_card_id = s->from_card_id;
+        m->to_card_id = s->to_card_id;
+        m->amount_minor = s->amount_minor;
+        m->from_balance_after_minor = s->from_balance_after_minor;
+        m->to_balance_after_minor = s->to_balance_after_minor;
+        e->balance_transferred = m;
+        break;
+    }
+    case CL_EV_CARD_ADJUSTED: {
+        const cl_ev_card_adjusted_t *s = &ev->u.card_adjusted;
+        Cardledger__V1__CardAdjusted *m = &pb->card_adjusted;
+        cardledger__v1__card_adjusted__init(m);
+        m->card_id = s->card_id;
+        m->delta_minor = s->delta_minor;
+        m->delta_uses = s->delta_uses;
+        m->balance_after_minor = s->balance_after_minor;
+        m->uses_after = s->uses_after;
+        m->reason = CODEC_OUT_STR(err, s->reason);
+        e->card_adjusted = m;
+        break;
+    }
+    case CL_EV_CARD_FROZEN:
+        cardledger__v1__card_frozen__init(&pb->card_frozen);
+        pb->card_frozen.card_id = ev->u.card_flag.card_id;
+        pb->card_frozen.reason = CODEC_OUT_STR(err, ev->u.card_flag.reason);
+        e->card_frozen = &pb->card_frozen;
+        break;
+    case CL_EV_CARD_UNFROZEN:
+        cardledger__v1__card_unfrozen__init(&pb->card_unfrozen);
+        pb->card_unfrozen.card_id = ev->u.card_flag.card_id;
+        pb->card_unfrozen.reason = CODEC_OUT_STR(err, ev->u.card_flag.reason);
+        e->card_unfrozen = &pb->card_unfrozen;
+        break;
+    case CL_EV_CARD_UNLOCKED:
+        cardledger__v1__card_unlocked__init(&pb->card_unlocked);
+        pb->card_unlocked.card_id = ev->u.card_flag.card_id;
+        pb->card_unlocked.reason = CODEC_OUT_STR(err, ev->u.card_flag.reason);
+        e->card_unlocked = &pb->card_unlocked;
+        break;
+    case CL_EV_CARD_EXPIRED:
+        cardledger__v1__card_expired__init(&pb->card_expired);
+        pb->card_expired.card_id = ev->u.card_expired.card_id;
+        pb->card_expired.breakage_minor = ev->u.card_expired.breakage_minor;
+        pb->card_expired.uses_left = ev->u.card_expired.uses_left;
+        e->card_expired = &pb->card_expired;
+        break;
+    case CL_EV_EXPIRY_REMINDED:
+        cardledger__v1__expiry_reminded__init(&pb->expiry_reminded);
+        pb->expiry_reminded.card_id = ev->u.expiry_reminded.card_id;
+        pb->expiry_reminded.expires_at_us = ev->u.expiry_reminded.expires_at_us;
+        pb->expiry_reminded.balance_minor = ev->u.expiry_reminded.balance_minor;
+        pb->expiry_reminded.uses_left = ev->u.expiry_reminded.uses_left;
+        e->expiry_reminded = &pb->expiry_reminded;
+        break;
+    case CL_EV_PIN_REJECTED:
+        cardledger__v1__pin_rejected__init(&pb->pin_rejected);
+        pb->pin_rejected.card_id = ev->u.pin.card_id;
+        pb->pin_rejected.failures_in_row = ev->u.pin.failures_in_row;
+        e->pin_rejected = &pb->pin_rejected;
+        break;
+    case CL_EV_CARD_LOCKED:
+        cardledger__v1__card_locked__init(&pb->card_locked);
+        pb->card_locked.card_id = ev->u.pin.card_id;
+        pb->card_locked.failures_in_row = ev->u.pin.failures_in_row;
+        e->card_locked = &pb->card_locked;
+        break;
+    case CL_EV_CLOCK_ADVANCED:
+        cardledger__v1__clock_advanced__init(&pb->clock_advanced);
+        pb->clock_advanced.now_us = ev->u.clock_advanced.now_us;
+        e->clock_advanced = &pb->clock_advanced;
+        break;
+    case CL_EV_NONE:
+    default:
+        return CODEC_EINVAL;
+    }
+    /* The oneof's case numbers are the event field numbers, which cl_event_type_t mirrors. */
+    e->event_case = (Cardledger__V1__JournalEntry__EventCase)ev->type;
+    return 0;
+}
+
+int
+codec_event_encode(const cl_event_t *ev, uint8_t *buf, size_t cap, size_t *out_len)
+{
+    if (ev == NULL || out_len == NULL || (buf == NULL && cap > 0)) {
+        return CODEC_EINVAL;
+    }
+    Cardledger__V1__JournalEntry e;
+    Cardledger__V1__Principal actor;
+    s_event_pb_t pb;
+    Cardledger__V1__ProgramSpec spec;
+    codec_spec_scratch_t scratch;
+    int err = 0;
+
+    cardledger__v1__journal_entry__init(&e);
+    e.request_id = CODEC_OUT_STR(&err, ev->request_id);
+    /* The ledger's own events have no actor. An actor with role 0 but a name still goes out,
+     * so whatever decodes also encodes back to the same event. */
+    if (ev->actor.role != CL_ROLE_NONE || ev->actor.merchant_id[0] != '\0' ||
+        ev->actor.store_id[0] != '\0' || ev->actor.name[0] != '\0') {
+        cardledger__v1__principal__init(&actor);
+        actor.role = (Cardledger__V1__Role)ev->actor.role;
+        actor.merchant_id = CODEC_OUT_STR(&err, ev->actor.merchant_id);
+        actor.store_id = CODEC_OUT_STR(&err, ev->actor.store_id);
+        actor.name = CODEC_OUT_STR(&err, ev->actor.name);
+        e.actor = &actor;
+    }
+    int rc = s_event_out(&err, ev, &e, &pb, &spec, &scratch);
+    if (rc != 0) {
+        return rc;
+    }
+    if (err != 0) {
+        return err;
+    }
+    size_t len = 0;
+    rc = codec_pack(&e.base, buf, cap, &len);
+    if (rc != 0) {
+        return rc;
+    }
+    assert(len <= CODEC_EVENT_MAX_BYTES);
+    *out_len = len;
+    return 0;
+}
+
+/* ---- Decoding ----------------------------------------------------------------------------- */
+
+/* A keyed hash: empty (false), or exactly CL_HASH_LEN bytes (true); anything else fails. */
+static bool
+s_in_hash(codec_in_t *in, uint8_t *dst, const ProtobufCBinaryData *src, const char *field)
+{
+    if (src->len == 0) {
+        return false;
+    }
+    if (src->len != CL_HASH_LEN) {
+        codec_in_fail(in, CODEC_EINVALID, "%s is %zu bytes, it must be %d", field, src->len,
+                      CL_HASH_LEN);
+        return false;
+    }
+    memcpy(dst, src->data, CL_HASH_LEN);
+    return true;
+}
+
+/* Fills ev's union from the unpacked entry; ev is zero. Returns CODEC_EUNKNOWN without an
+ * event; other failures are left in *in. */
+static int
+s_event_in(codec_in_t *in, const Cardledger__V1__JournalEntry *e, cl_event_t *ev)
+{
+    switch (e->event_case) {
+    case CARDLEDGER__V1__JOURNAL_ENTRY__EVENT_MERCHANT_REGISTERED: {
+        const Cardledger__V1__MerchantRegistered *m = e->merchant_registered;
+        cl_ev_merchant_registered_t *d = &ev->u.merchant_registered;
+        codec_in_str(in, d->merchant_id, sizeof d->merchant_id, m->merchant_id, "merchant_id");
+        codec_in_str(in, d->name, sizeof d->name, m->name, "name");
+        break;
+    }
+    case CARDLEDGER__V1__JOURNAL_ENTRY__EVENT_STORE_REGISTERED: {
+        const Cardledger__V1__StoreRegistered *m = e->store_registered;
+        cl_ev_store_registered_t *d = &ev->u.store_registered;
+        codec_in_str(in, d->merchant_id, sizeof d->merchant_id, m->merchant_id, "merchant_id");
+        codec_in_str(in, d->store_id, sizeof d->store_id, m->store_id, "store_id");
+        codec_in_str(in, d->name, sizeof d->name, m->name, "name");
+        codec_in_str(in, d->region, sizeof d->region, m->region, "region");
+        break;
+    }
+    case CARDLEDGER__V1__JOURNAL_ENTRY__EVENT_PROGRAM_DEFINED:
+        codec_in_spec(in, &ev->u.program, e->program_defined->spec);
+        break;
+    case CARDLEDGER__V1__JOURNAL_ENTRY__EVENT_PROGRAM_UPDATED:
+        codec_in_spec(in, &ev->u.program, e->program_updated->spec);
+        break;
+    case CARDLEDGER__V1__JOURNAL_ENTRY__EVENT_PROGRAM_CLOSED: {
+        const Cardledger__V1__ProgramClosed *m = e->program_closed;
+        cl_ev_program_closed_t *d = &ev->u.program_closed;
+        codec_in_str(in, d->merchant_id, sizeof d->merchant_id, m->merchant_id, "merchant_id");
+        codec_in_str(in, d->program_id, sizeof d->program_id, m->program_id, "program_id");
+        codec_in_str(in, d->reason, sizeof d->reason, m->reason, "reason");
+        break;
+    }
+    case CARDLEDGER__V1__JOURNAL_ENTRY__EVENT_CARD_ISSUED: {
+        const Cardledger__V1__CardIssued *m = e->card_issued;
+        cl_ev_card_issued_t *d = &ev->u.card_issued;
+        d->card_id = m->card_id;
+        codec_in_str(in, d->merchant_id, sizeof d->merchant_id, m->merchant_id, "merchant_id");
+        codec_in_str(in, d->program_id, sizeof d->program_id, m->program_id, "program_id");
+        codec_in_str(in, d->code, sizeof d->code, m->code, "code");
+        d->has_pin = s_in_hash(in, d->pin_hash, &m->pin_hash, "pin_hash");
+        codec_in_str(in, d->holder, sizeof d->holder, m->holder, "holder");
+        d->channel = (cl_channel_t)m->channel;
+        codec_in_str(in, d->store_id, sizeof d->store_id, m->store_id, "store_id");
+        codec_in_str(in, d->region, sizeof d->region, m->region, "region");
+        d->face_value_minor = m->face_value_minor;
+        d->price_paid_minor = m->price_paid_minor;
+        d->uses = m->uses;
+        d->valid_from_us = m->valid_from_us;
+        d->expires_at_us = m->expires_at_us;
+        d->imported = m->imported != 0;
+        codec_in_str(in, d->row_key, sizeof d->row_key, m->row_key, "row_key");
+        d->batch_id = m->batch_id;
+        break;
+    }
+    case CARDLEDGER__V1__JOURNAL_ENTRY__EVENT_BATCH_ISSUED: {
+        const Cardledger__V1__BatchIssued *m = e->batch_issued;
+        cl_ev_batch_issued_t *d = &ev->u.batch_issued;
+        d->batch_id = m->batch_id;
+        codec_in_str(in, d->merchant_id, sizeof d->merchant_id, m->merchant_id, "merchant_id");
+        codec_in_str(in, d->program_id, sizeof d->program_id, m->program_id, "program_id");
+        codec_in_str(in, d->batch_ref, sizeof d->batch_ref, m->batch_ref, "batch_ref");
+        d->cards_issued = m->cards_issued;
+        d->rows_already_issued = m->rows_already_issued;
+        break;
+    }
+    case CARDLEDGER__V1__JOURNAL_ENTRY__EVENT_GIFT_OFFERED: {
+        const Cardledger__V1__GiftOffered *m = e->gift_offered;
+        cl_ev_gift_offered_t *d = &ev->u.gift_offered;
+        d->card_id = m->card_id;
+        d->offer_id = m->offer_id;
+        codec_in_str(in, d->from_holder, sizeof d->from_holder, m->from_holder, "from_holder");
+        codec_in_str(in, d->to_holder, sizeof d->to_holder, m->to_holder, "to_holder");
+        (void)s_in_hash(in, d->claim_hash, &m->claim_hash, "claim_hash");
+        d->expires_at_us = m->expires_at_us;
+        break;
+    }
+    case CARDLEDGER__V1__JOURNAL_ENTRY__EVENT_GIFT_CLAIMED: {
+        const Cardledger__V1__GiftClaimed *m = e->gift_claimed;
+        cl_ev_gift_closed_t *d = &ev->u.gift_closed;
+        d->card_id = m->card_id;
+        d->offer_id = m->offer_id;
+        codec_in_str(in, d->new_holder, sizeof d->new_holder, m->new_holder, "new_holder");
+        codec_in_str(in, d->previous_holder, sizeof d->previous_holder, m->previous_holder,
+                     "previous_holder");
+        break;
+    }
+    case CARDLEDGER__V1__JOURNAL_ENTRY__EVENT_GIFT_RECALLED:
+        ev->u.gift_closed.card_id = e->gift_recalled->card_id;
+        ev->u.gift_closed.offer_id = e->gift_recalled->offer_id;
+        break;
+    case CARDLEDGER__V1__JOURNAL_ENTRY__EVENT_GIFT_RETURNED:
+        ev->u.gift_closed.card_id = e->gift_returned->card_id;
+        ev->u.gift_closed.offer_id = e->gift_returned->offer_id;
+        break;
+    case CARDLEDGER__V1__JOURNAL_ENTRY__EVENT_CARD_REDEEMED: {
+        const Cardledger__V1__CardRedeemed *m = e->card_redeemed;
+        cl_ev_card_redeemed_t *d = &ev->u.card_redeemed;
+        d->card_id = m->card_id;
+        codec_in_str(in, d->store_id, sizeof d->store_id, m->store_id, "store_id");
+        codec_in_str(in, d->region, sizeof d->region, m->region, "region");
+        codec_in_str(in, d->order_ref, sizeof d->order_ref, m->order_ref, "order_ref");
+        d->amount_minor = m->amount_minor;
+        d->uses = m->uses;
+        d->balance_after_minor = m->balance_after_minor;
+        d->uses_after = m->uses_after;
+        d->order_amount_minor = m->order_amount_minor;
+        codec_in_str(in, d->sku, sizeof d->sku, m->sku, "sku");
+        break;
+    }
+    case CARDLEDGER__V1__JOURNAL_ENTRY__EVENT_REDEMPTION_REVERSED: {
+        const Cardledger__V1__RedemptionReversed *m = e->redemption_reversed;
+        cl_ev_redemption_reversed_t *d = &ev->u.redemption_reversed;
+        d->card_id = m->card_id;
+        d->redemption_seq = m->redemption_seq;
+        codec_in_str(in, d->store_id, sizeof d->store_id, m->store_id, "store_id");
+        d->amount_minor = m->amount_minor;
+        d->uses = m->uses;
+        d->balance_after_minor = m->balance_after_minor;
+        d->uses_after = m->uses_after;
+        codec_in_str(in, d->reason, sizeof d->reason, m->reason, "reason");
+        break;
+    }
+    case CARDLEDGER__V1__JOURNAL_ENTRY__EVENT_CARD_RELOADED: {
+        const Cardledger__V1__CardReloaded *m = e->card_reloaded;
+        cl_ev_card_reloaded_t *d = &ev->u.card_reloaded;
+        d->card_id = m->card_id;
+        d->amount_minor = m->amount_minor;
+        d->price_paid_minor = m->price_paid_minor;
+        d->balance_after_minor = m->balance_after_minor;
+        d->channel = (cl_channel_t)m->channel;
+        codec_in_str(in, d->store_id, sizeof d->store_id, m->store_id, "store_id");
+        break;
+    }
+    case CARDLEDGER__V1__JOURNAL_ENTRY__EVENT_BALANCE_TRANSFERRED: {
+        const Cardledger__V1__BalanceTransferred *m = e->balance_transferred;
+        cl_ev_balance_transferred_t *d = &ev->u.balance_transferred;
+        d->from_card_id = m->from_card_id;
+        d->to_card_id = m->to_card_id;
+        d->amount_minor = m->amount_minor;
+        d->from_balance_after_minor = m->from_balance_after_minor;
+        d->to_balance_after_minor = m->to_balance_after_minor;
+        break;
+    }
+    case CARDLEDGER__V1__JOURNAL_ENTRY__EVENT_CARD_ADJUSTED: {
+        const Cardledger__V1__CardAdjusted *m = e->card_adjusted;
+        cl_ev_card_adjusted_t *d = &ev->u.card_adjusted;
+        d->card_id = m->card_id;
+        d->delta_minor = m->delta_minor;
+        d->delta_uses = m->delta_uses;
+        d->balance_after_minor = m->balance_after_minor;
+        d->uses_after = m->uses_after;
+        codec_in_str(in, d->reason, sizeof d->reason, m->reason, "reason");
+        break;
+    }
+    case CARDLEDGER__V1__JOURNAL_ENTRY__EVENT_CARD_FROZEN:
+        ev->u.card_flag.card_id = e->card_frozen->card_id;
+        codec_in_str(in, ev->u.card_flag.reason, sizeof ev->u.card_flag.reason,
+                     e->card_frozen->reason, "reason");
+        break;
+    case CARDLEDGER__V1__JOURNAL_ENTRY__EVENT_CARD_UNFROZEN:
+        ev->u.card_flag.card_id = e->card_unfrozen->card_id;
+        codec_in_str(in, ev->u.card_flag.reason, sizeof ev->u.card_flag.reason,
+                     e->card_unfrozen->reason, "reason");
+        break;
+    case CARDLEDGER__V1__JOURNAL_ENTRY__EVENT_CARD_UNLOCKED:
+        ev->u.card_flag.card_id = e->card_unlocked->card_id;
+        codec_in_str(in, ev->u.card_flag.reason, sizeof ev->u.card_flag.reason,
+                     e->card_unlocked->reason, "reason");
+        break;
+    case CARDLEDGER__V1__JOURNAL_ENTRY__EVENT_CARD_EXPIRED:
+        ev->u.card_expired.card_id = e->card_expired->card_id;
+        ev->u.card_expired.breakage_minor = e->card_expired->breakage_minor;
+        ev->u.card_expired.uses_left = e->card_expired->uses_left;
+        break;
+    case CARDLEDGER__V1__JOURNAL_ENTRY__EVENT_EXPIRY_REMINDED:
+        ev->u.expiry_reminded.card_id = e->expiry_reminded->card_id;
+        ev->u.expiry_reminded.expires_at_us = e->expiry_reminded->expires_at_us;
+        ev->u.expiry_reminded.balance_minor = e->expiry_reminded->balance_minor;
+        ev->u.expiry_reminded.uses_left = e->expiry_reminded->uses_left;
+        break;
+    case CARDLEDGER__V1__JOURNAL_ENTRY__EVENT_PIN_REJECTED:
+        ev->u.pin.card_id = e->pin_rejected->card_id;
+        ev->u.pin.failures_in_row = e->pin_rejected->failures_in_row;
+        break;
+    case CARDLEDGER__V1__JOURNAL_ENTRY__EVENT_CARD_LOCKED:
+        ev->u.pin.card_id = e->card_locked->card_id;
+        ev->u.pin.failures_in_row = e->card_locked->failures_in_row;
+        break;
+    case CARDLEDGER__V1__JOURNAL_ENTRY__EVENT_CLOCK_ADVANCED:
+        ev->u.clock_advanced.now_us = e->clock_advanced->now_us;
+        break;
+    case CARDLEDGER__V1__JOURNAL_ENTRY__EVENT__NOT_SET:
+    default:
+        return CODEC_EUNKNOWN;
+    }
+    ev->type = (cl_event_type_t)e->event_case;
+    return 0;
+}
+
+int
+codec_event_decode(const void *buf, size_t len, cl_event_t *out)
+{
+    if (out == NULL || (buf == NULL && len > 0)) {
+        return CODEC_EINVAL;
+    }
+    const uint8_t *p = buf;
+    codec_walk_t walk;
+    int rc = codec_walk(&walk, &cardledger__v1__journal_entry__descriptor, p, len);
+    if (rc != 0) {
+        return rc;
+    }
+    if (walk.problem != 0) {
+        return walk.problem;
+    }
+
+    alignas(max_align_t) unsigned char mem[S_EVENT_ARENA_BYTES];
+    codec_arena_t arena;
+    codec_arena_init(&arena, mem, sizeof mem);
+    Cardledger__V1__JournalEntry *e = cardledger__v1__journal_entry__unpack(&arena.base, len, p);
+    if (e == NULL) {
+        return CODEC_EMALFORMED; /* the walker lets through nothing else protobuf-c refuses */
+    }
+
+    cl_event_t ev;
+    memset(&ev, 0, sizeof ev);
+    codec_in_t in;
+    codec_in_init(&in, NULL, 0, false);
+    codec_in_str(&in, ev.request_id, sizeof ev.request_id, e->request_id, "request_id");
+    if (e->actor != NULL) {
+        ev.actor.role = (cl_role_t)e->actor->role;
+        codec_in_str(&in, ev.actor.merchant_id, sizeof ev.actor.merchant_id, e->actor->merchant_id,
+                     "actor.merchant_id");
+        codec_in_str(&in, ev.actor.store_id, sizeof ev.actor.store_id, e->actor->store_id,
+                     "actor.store_id");
+        codec_in_str(&in, ev.actor.name, sizeof ev.actor.name, e->actor->name, "actor.name");
+    }
+    rc = s_event_in(&in, e, &ev);
+    cardledger__v1__journal_entry__free_unpacked(e, &arena.base);
+    if (rc == 0) {
+        rc = in.err;
+    }
+    if (rc != 0) {
+        return rc;
+    }
+    assert(ev.type != CL_EV_NONE && ev.seq == 0 && ev.at_us == 0);
+    memcpy(out, &ev, sizeof ev); /* with the padding, so equal bytes give memcmp-equal events */
+    return 0;
+}
+
+int
+codec_event_peek_type(const void *buf, size_t len, cl_event_type_t *out_type)
+{
+    if (out_type == NULL || (buf == NULL && len > 0)) {
+        return CODEC_EINVAL;
+    }
+    const uint8_t *p = buf;
+    const uint8_t *end = p + len;
+    uint32_t type = 0;
+    while (p < end) {
+        codec_field_t f;
+        if (codec_field_next(&p, end, &f) != 0) {
+            return CODEC_EMALFORMED;
+        }
+        /* Fields 1 and 2 are the envelope; every known field from 10 on is an event. */
+        if (f.number >= CL_EV_MERCHANT_REGISTERED &&
+            protobuf_c_message_descriptor_get_field(&cardledger__v1__journal_entry__descriptor,
+                                                    f.number) != NULL) {
+            if (f.wire_type != CODEC_WT_LEN) {
+                return CODEC_EMALFORMED;
+            }
+            type = f.number;
+        }
+    }
+    if (type == 0) {
+        return CODEC_EUNKNOWN;
+    }
+    *out_type = (cl_event_type_t)type;
+    return 0;
+}

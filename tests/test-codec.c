@@ -1,0 +1,1854 @@
+/*
+ * Tests of proto/codec: requests, events, replies, names and masking.
+ *
+ * Round trips fill every field with distinctive non-zero values (strings at their full named
+ * length, lists at their full named count), so a field the codec forgets or truncates shows up
+ * as a memcmp difference. Bad input is built byte by byte with the small wire writer below,
+ * which also checks the codec against the protobuf wire format independently of protobuf-c.
+ * The CHECK macro is this file's own: it never relies on assert(), so the suite means the same
+ * with -Db_ndebug=true.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cardledger-config.h"
+#include "codec.h"
+
+/* ---- A tiny test harness ------------------------------------------------------------------ */
+
+static int s_passed;
+static int s_failed;
+static bool s_ok;
+
+#define CHECK(cond)                                                                      \
+    do {                                                                                 \
+        if (!(cond)) {                                                                   \
+            fprintf(stderr, "    %s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #cond); \
+            s_ok = false;                                                                \
+        }                                                                                \
+    } while (0)
+
+#define CHECK_RC(expr, want)                                                                  \
+    do {                                                                                      \
+        int rc_ = (expr);                                                                     \
+        if (rc_ != (want)) {                                                                  \
+            fprintf(stderr, "    %s:%d: %s returned %d (%s), expected %d (%s)\n", __FILE__,   \
+                    __LINE__, #expr, rc_, codec_strerror(rc_), (want), codec_strerror(want)); \
+            s_ok = false;                                                                     \
+        }                                                                                     \
+    } while (0)
+
+#define CHECK_STR(got, want)                                                                       \
+    do {                                                                                           \
+        if (strcmp((got), (want)) != 0) {                                                          \
+            fprintf(stderr, "    %s:%d: got \"%s\", expected \"%s\"\n", __FILE__, __LINE__, (got), \
+                    (want));                                                                       \
+            s_ok = false;                                                                          \
+        }                                                                                          \
+    } while (0)
+
+#define RUN(test) s_run(#test, test)
+
+static void
+s_run(const char *name, void (*test)(void))
+{
+    s_ok = true;
+    printf("test %s ...\n", name);
+    fflush(stdout);
+    test();
+    printf("%s %s\n", s_ok ? "ok  " : "FAIL", name);
+    if (s_ok) {
+        s_passed++;
+    } else {
+        s_failed++;
+    }
+}
+
+/* ---- Distinctive values ------------------------------------------------------------------- */
+
+static unsigned s_seed = 1;
+
+/* Fills a string array to its full length with a pattern that differs per call. */
+static void
+s_fill(char *dst, size_t cap)
+{
+    static const char alphabet[] = "ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
+    unsigned seed = s_seed++;
+    for (size_t i = 0; i < cap - 1; i++) {
+        dst[i] = alphabet[(seed * 7u + i * 13u) % (sizeof alphabet - 1)];
+    }
+    dst[cap - 1] = '\0';
+}
+#define FILL(x) s_fill((x), sizeof(x))
+
+/* A distinctive 64-bit number per call, with high bits set so varints are long. */
+static uint64_t
+s_u64(void)
+{
+    return 0x0123456789abcdefULL ^ ((uint64_t)s_seed++ * 0x9e3779b97f4a7c15ULL);
+}
+
+static uint32_t
+s_u32(void)
+{
+    return (uint32_t)(s_u64() >> 40) | 1u;
+}
+
+static int64_t
+s_i64(void)
+{
+    return -(int64_t)(s_u64() >> 2); /* negative: the longest varints */
+}
+
+static void
+s_make_spec(cl_program_spec_t *s, bool window)
+{
+    FILL(s->merchant_id);
+    FILL(s->program_id);
+    strcpy(s->name, "Spring \xe6\x98\xa5\xe5\xad\xa3 200 gift card"); /* UTF-8 survives */
+    s->kind = CL_KIND_VOUCHER_PERCENT;
+    strcpy(s->currency, "CNY");
+    s->denoms_count = CL_DENOMS_MAX;
+    for (uint32_t i = 0; i < CL_DENOMS_MAX; i++) {
+        s->denoms_minor[i] = (int64_t)(i + 1) * 10000;
+    }
+    s->custom_min_minor = s_i64();
+    s->custom_max_minor = (int64_t)s_u32();
+    s->has_window = window;
+    if (window) {
+        s->valid_from_us = s_i64();
+        s->valid_until_us = (int64_t)s_u64() >> 1;
+    } else {
+        s->valid_days = s_u32();
+    }
+    s->accept_scope = CL_ACCEPT_STORE_LIST;
+    s->accept_stores_count = CL_ACCEPT_STORES_MAX;
+    for (uint32_t i = 0; i < CL_ACCEPT_STORES_MAX; i++) {
+        FILL(s->accept_stores[i]);
+    }
+    s->accept_regions_count = CL_ACCEPT_REGIONS_MAX;
+    for (uint32_t i = 0; i < CL_ACCEPT_REGIONS_MAX; i++) {
+        FILL(s->accept_regions[i]);
+    }
+    s->stock_max = s_u64();
+    s->per_holder_max = s_u32();
+    s->transferable = true;
+    s->transfers_max = s_u32();
+    s->pin_required = true;
+    s->reloadable = true;
+    s->balance_max_minor = s_i64();
+    FILL(s->theme);
+    s->uses_per_card = s_u32();
+    s->voucher.threshold_minor = s_i64();
+    s->voucher.amount_off_minor = s_i64();
+    s->voucher.percent_off_bp = s_u32();
+    s->voucher.cap_minor = s_i64();
+    s->voucher.skus_count = CL_SKUS_MAX;
+    for (uint32_t i = 0; i < CL_SKUS_MAX; i++) {
+        FILL(s->voucher.skus[i]);
+    }
+    s->voucher.uses_per_card = s_u32();
+    s->remind_days_before_expiry = s_u32();
+    s->gift_offer_ttl_hours = s_u32();
+}
+
+/* ---- Events ------------------------------------------------------------------------------- */
+
+static const cl_event_type_t s_event_types[] = {
+    CL_EV_MERCHANT_REGISTERED, CL_EV_STORE_REGISTERED, CL_EV_PROGRAM_DEFINED,
+    CL_EV_PROGRAM_UPDATED,     CL_EV_PROGRAM_CLOSED,   CL_EV_CARD_ISSUED,
+    CL_EV_BATCH_ISSUED,        CL_EV_GIFT_OFFERED,     CL_EV_GIFT_CLAIMED,
+    CL_EV_GIFT_RECALLED,       CL_EV_GIFT_RETURNED,    CL_EV_CARD_REDEEMED,
+    CL_EV_REDEMPTION_REVERSED, CL_EV_CARD_RELOADED,    CL_EV_BALANCE_TRANSFERRED,
+    CL_EV_CARD_ADJUSTED,       CL_EV_CARD_FROZEN,      CL_EV_CARD_UNFROZEN,
+    CL_EV_CARD_EXPIRED,        CL_EV_EXPIRY_REMINDED,  CL_EV_PIN_REJECTED,
+    CL_EV_CARD_LOCKED,         CL_EV_CARD_UNLOCKED,    CL_EV_CLOCK_ADVANCED,
+};
+#define S_EVENT_TYPES (sizeof s_event_types / sizeof s_event_types[0])
+
+/* Fills every field an event of this type carries; seq and at_us stay 0. */
+static void
+s_make_event(cl_event_type_t type, cl_event_t *ev)
+{
+    memset(ev, 0, sizeof *ev);
+    ev->type = type;
+    FILL(ev->request_id);
+    ev->actor.role = CL_ROLE_STORE_TERMINAL;
+    FILL(ev->actor.merchant_id);
+    FILL(ev->actor.store_id);
+    FILL(ev->actor.name);
+    switch (type) {
+    case CL_EV_MERCHANT_REGISTERED:
+        FILL(ev->u.merchant_registered.merchant_id);
+        FILL(ev->u.merchant_registered.name);
+        break;
+    case CL_EV_STORE_REGISTERED:
+        FILL(ev->u.store_registered.merchant_id);
+        FILL(ev->u.store_registered.store_id);
+        FILL(ev->u.store_registered.name);
+        FILL(ev->u.store_registered.region);
+        break;
+    case CL_EV_PROGRAM_DEFINED:
+        s_make_spec(&ev->u.program, true);
+        break;
+    case CL_EV_PROGRAM_UPDATED:
+        s_make_spec(&ev->u.program, false);
+        break;
+    case CL_EV_PROGRAM_CLOSED:
+        FILL(ev->u.program_closed.merchant_id);
+        FILL(ev->u.program_closed.program_id);
+        FILL(ev->u.program_closed.reason);
+        break;
+    case CL_EV_CARD_ISSUED: {
+        cl_ev_card_issued_t *e = &ev->u.card_issued;
+        e->card_id = s_u64();
+        FILL(e->merchant_id);
+        FILL(e->program_id);
+        FILL(e->code);
+        e->has_pin = true;
+        for (int i = 0; i < CL_HASH_LEN; i++) {
+            e->pin_hash[i] = (uint8_t)(0xa0 + i);
+        }
+        FILL(e->holder);
+        e->channel = CL_CHANNEL_PLATFORM;
+        FILL(e->store_id);
+        FILL(e->region);
+        e->face_value_minor = s_i64();
+        e->price_paid_minor = s_i64();
+        e->uses = s_u32();
+        e->valid_from_us = s_i64();
+        e->expires_at_us = s_i64();
+        e->imported = true;
+        FILL(e->row_key);
+        e->batch_id = s_u64();
+        break;
+    }
+    case CL_EV_BATCH_ISSUED:
+        ev->u.batch_issued.batch_id = s_u64();
+        FILL(ev->u.batch_issued.merchant_id);
+        FILL(ev->u.batch_issued.program_id);
+        FILL(ev->u.batch_issued.batch_ref);
+        ev->u.batch_issued.cards_issued = s_u32();
+        ev->u.batch_issued.rows_already_issued = s_u32();
+        break;
+    case CL_EV_GIFT_OFFERED:
+        ev->u.gift_offered.card_id = s_u64();
+        ev->u.gift_offered.offer_id = s_u64();
+        FILL(ev->u.gift_offered.from_holder);
+        FILL(ev->u.gift_offered.to_holder);
+        for (int i = 0; i < CL_HASH_LEN; i++) {
+            ev->u.gift_offered.claim_hash[i] = (uint8_t)(0x10 + i);
+        }
+        ev->u.gift_offered.expires_at_us = s_i64();
+        break;
+    case CL_EV_GIFT_CLAIMED:
+        ev->u.gift_closed.card_id = s_u64();
+        ev->u.gift_closed.offer_id = s_u64();
+        FILL(ev->u.gift_closed.new_holder);
+        FILL(ev->u.gift_closed.previous_holder);
+        break;
+    case CL_EV_GIFT_RECALLED:
+    case CL_EV_GIFT_RETURNED:
+        ev->u.gift_closed.card_id = s_u64();
+        ev->u.gift_closed.offer_id = s_u64();
+        break;
+    case CL_EV_CARD_REDEEMED:
+        ev->u.card_redeemed.card_id = s_u64();
+        FILL(ev->u.card_redeemed.store_id);
+        FILL(ev->u.card_redeemed.region);
+        FILL(ev->u.card_redeemed.order_ref);
+        ev->u.card_redeemed.amount_minor = s_i64();
+        ev->u.card_redeemed.uses = s_u32();
+        ev->u.card_redeemed.balance_after_minor = s_i64();
+        ev->u.card_redeemed.uses_after = s_u32();
+        ev->u.card_redeemed.order_amount_minor = s_i64();
+        FILL(ev->u.card_redeemed.sku);
+        break;
+    case CL_EV_REDEMPTION_REVERSED:
+        ev->u.redemption_reversed.card_id = s_u64();
+        ev->u.redemption_reversed.redemption_seq = s_u64();
+        FILL(ev->u.redemption_reversed.store_id);
+        ev->u.redemption_reversed.amount_minor = s_i64();
+        ev->u.redemption_reversed.uses = s_u32();
+        ev->u.redemption_reversed.balance_after_minor = s_i64();
+        ev->u.redemption_reversed.uses_after = s_u32();
+        FILL(ev->u.redemption_reversed.reason);
+        break;
+    case CL_EV_CARD_RELOADED:
+        ev->u.card_reloaded.card_id = s_u64();
+        ev->u.card_reloaded.amount_minor = s_i64();
+        ev->u.card_reloaded.price_paid_minor = s_i64();
+        ev->u.card_reloaded.balance_after_minor = s_i64();
+        ev->u.card_reloaded.channel = CL_CHANNEL_STORE;
+        FILL(ev->u.card_reloaded.store_id);
+        break;
+    case CL_EV_BALANCE_TRANSFERRED:
+        ev->u.balance_transferred.from_card_id = s_u64();
+        ev->u.balance_transferred.to_card_id = s_u64();
+        ev->u.balance_transferred.amount_minor = s_i64();
+        ev->u.balance_transferred.from_balance_after_minor = s_i64();
+        ev->u.balance_transferred.to_balance_after_minor = s_i64();
+        break;
+    case CL_EV_CARD_ADJUSTED:
+        ev->u.card_adjusted.card_id = s_u64();
+        ev->u.card_adjusted.delta_minor = s_i64();
+        ev->u.card_adjusted.delta_uses = -(int32_t)(s_u32() >> 1);
+        ev->u.card_adjusted.balance_after_minor = s_i64();
+        ev->u.card_adjusted.uses_after = s_u32();
+        FILL(ev->u.card_adjusted.reason);
+        break;
+    case CL_EV_CARD_FROZEN:
+    case CL_EV_CARD_UNFROZEN:
+    case CL_EV_CARD_UNLOCKED:
+        ev->u.card_flag.card_id = s_u64();
+        FILL(ev->u.card_flag.reason);
+        break;
+    case CL_EV_CARD_EXPIRED:
+        ev->u.card_expired.card_id = s_u64();
+        ev->u.card_expired.breakage_minor = s_i64();
+        ev->u.card_expired.uses_left = s_u32();
+        break;
+    case CL_EV_EXPIRY_REMINDED:
+        ev->u.expiry_reminded.card_id = s_u64();
+        ev->u.expiry_reminded.expires_at_us = s_i64();
+        ev->u.expiry_reminded.balance_minor = s_i64();
+        ev->u.expiry_reminded.uses_left = s_u32();
+        break;
+    case CL_EV_PIN_REJECTED:
+    case CL_EV_CARD_LOCKED:
+        ev->u.pin.card_id = s_u64();
+        ev->u.pin.failures_in_row = s_u32();
+        break;
+    case CL_EV_CLOCK_ADVANCED:
+        ev->u.clock_advanced.now_us = s_i64();
+        break;
+    case CL_EV_NONE:
+        break;
+    }
+}
+
+static void
+every_event_type_round_trips_unchanged(void)
+{
+    static cl_event_t ev, back;
+    static uint8_t buf[CODEC_EVENT_MAX_BYTES];
+    for (size_t i = 0; i < S_EVENT_TYPES; i++) {
+        s_make_event(s_event_types[i], &ev);
+        size_t len = 0;
+        CHECK_RC(codec_event_encode(&ev, buf, sizeof buf, &len), 0);
+        memset(&back, 0xee, sizeof back); /* decode must zero what it does not fill */
+        CHECK_RC(codec_event_decode(buf, len, &back), 0);
+        if (memcmp(&ev, &back, sizeof ev) != 0) {
+            fprintf(stderr, "    %s does not round-trip\n", cl_event_name(ev.type));
+            s_ok = false;
+        }
+        cl_event_type_t peeked = CL_EV_NONE;
+        CHECK_RC(codec_event_peek_type(buf, len, &peeked), 0);
+        CHECK(peeked == ev.type);
+    }
+}
+
+static void
+event_without_actor_round_trips_and_leaves_the_actor_out(void)
+{
+    cl_event_t ev, back;
+    uint8_t with[256], without[256];
+    size_t with_len = 0, without_len = 0;
+    s_make_event(CL_EV_CARD_EXPIRED, &ev);
+    CHECK_RC(codec_event_encode(&ev, with, sizeof with, &with_len), 0);
+    memset(&ev.actor, 0, sizeof ev.actor);
+    memset(ev.request_id, 0, sizeof ev.request_id); /* the ledger's own events have neither */
+    CHECK_RC(codec_event_encode(&ev, without, sizeof without, &without_len), 0);
+    CHECK(without_len < with_len - 100);
+    CHECK_RC(codec_event_decode(without, without_len, &back), 0);
+    CHECK(memcmp(&ev, &back, sizeof ev) == 0);
+    CHECK(back.actor.role == CL_ROLE_NONE);
+}
+
+static void
+card_redeemed_with_short_ids_encodes_well_under_70_bytes(void)
+{
+    cl_event_t ev;
+    memset(&ev, 0, sizeof ev);
+    ev.type = CL_EV_CARD_REDEEMED;
+    strcpy(ev.request_id, "r-7f3a9c2e");
+    ev.actor.role = CL_ROLE_STORE_TERMINAL;
+    strcpy(ev.actor.merchant_id, "m1");
+    strcpy(ev.actor.store_id, "s1");
+    ev.u.card_redeemed.card_id = 123456789;
+    strcpy(ev.u.card_redeemed.store_id, "s1");
+    strcpy(ev.u.card_redeemed.region, "310000");
+    strcpy(ev.u.card_redeemed.order_ref, "o-1001");
+    ev.u.card_redeemed.amount_minor = 1500;
+    ev.u.card_redeemed.balance_after_minor = 18500;
+    uint8_t buf[CODEC_EVENT_MAX_BYTES];
+    size_t len = 0;
+    CHECK_RC(codec_event_encode(&ev, buf, sizeof buf, &len), 0);
+    printf("    CardRedeemed with a store terminal actor: %zu bytes\n", len);
+    CHECK(len <= 60);
+
+    memset(&ev.actor, 0, sizeof ev.actor);
+    CHECK_RC(codec_event_encode(&ev, buf, sizeof buf, &len), 0);
+    printf("    CardRedeemed without an actor: %zu bytes\n", len);
+
+    s_make_event(CL_EV_CARD_ISSUED, &ev);
+    strcpy(ev.request_id, "r-7f3a9c2e");
+    ev.actor.role = CL_ROLE_ISSUER;
+    strcpy(ev.actor.merchant_id, "m1");
+    strcpy(ev.actor.store_id, "");
+    strcpy(ev.actor.name, "shop");
+    cl_ev_card_issued_t *ci = &ev.u.card_issued;
+    ci->card_id = 123456789;
+    strcpy(ci->merchant_id, "m1");
+    strcpy(ci->program_id, "p1");
+    strcpy(ci->code, "7KQ4M9XW2RPA8D3F");
+    strcpy(ci->holder, "u-88321");
+    ci->channel = CL_CHANNEL_ONLINE;
+    ci->store_id[0] = '\0';
+    strcpy(ci->region, "310000");
+    ci->face_value_minor = 20000;
+    ci->price_paid_minor = 18000;
+    ci->uses = 0;
+    ci->valid_from_us = 1767225600000000;
+    ci->expires_at_us = 1798761600000000;
+    ci->imported = false;
+    ci->row_key[0] = '\0';
+    ci->batch_id = 0;
+    CHECK_RC(codec_event_encode(&ev, buf, sizeof buf, &len), 0);
+    printf("    CardIssued online with a PIN: %zu bytes\n", len);
+    CHECK(len < 128);
+}
+
+static void
+largest_events_fit_their_named_bounds(void)
+{
+    static cl_event_t ev;
+    static uint8_t buf[CODEC_EVENT_MAX_BYTES * 2];
+    static char json[CODEC_EVENT_JSON_MAX * 2];
+    s_make_event(CL_EV_PROGRAM_DEFINED, &ev);
+    ev.actor.role = CL_ROLE_MERCHANT_ADMIN;
+    size_t len = 0;
+    CHECK_RC(codec_event_encode(&ev, buf, sizeof buf, &len), 0);
+    printf("    the largest ProgramDefined: %zu bytes (bound %d)\n", len, CODEC_EVENT_MAX_BYTES);
+    CHECK(len <= CODEC_EVENT_MAX_BYTES);
+    static cl_event_t back;
+    CHECK_RC(codec_event_decode(buf, len, &back), 0);
+    CHECK(memcmp(&ev, &back, sizeof ev) == 0);
+
+    /* Every string byte a control character: each one becomes a six-byte escape. */
+    char *strings[] = { ev.request_id,     ev.actor.merchant_id,     ev.actor.store_id,
+                        ev.actor.name,     ev.u.program.merchant_id, ev.u.program.program_id,
+                        ev.u.program.name, ev.u.program.theme };
+    size_t caps[] = {
+        sizeof ev.request_id,     sizeof ev.actor.merchant_id,     sizeof ev.actor.store_id,
+        sizeof ev.actor.name,     sizeof ev.u.program.merchant_id, sizeof ev.u.program.program_id,
+        sizeof ev.u.program.name, sizeof ev.u.program.theme
+    };
+    for (size_t i = 0; i < sizeof caps / sizeof caps[0]; i++) {
+        memset(strings[i], 0x01, caps[i] - 1);
+    }
+    for (int i = 0; i < CL_ACCEPT_STORES_MAX; i++) {
+        memset(ev.u.program.accept_stores[i], 0x01, CL_ID_MAX);
+    }
+    for (int i = 0; i < CL_ACCEPT_REGIONS_MAX; i++) {
+        memset(ev.u.program.accept_regions[i], 0x01, CL_REGION_MAX);
+    }
+    for (int i = 0; i < CL_SKUS_MAX; i++) {
+        memset(ev.u.program.voucher.skus[i], 0x01, CL_SKU_MAX);
+    }
+    ev.seq = UINT64_MAX;
+    ev.at_us = INT64_MIN;
+    CHECK_RC(codec_event_json(&ev, json, sizeof json, &len), 0);
+    printf("    its JSON with every byte escaped: %zu bytes (bound %d)\n", len,
+           CODEC_EVENT_JSON_MAX);
+    CHECK(len <= CODEC_EVENT_JSON_MAX);
+    CHECK(strlen(json) == len);
+}
+
+/* ---- A small wire writer for hand-made messages ------------------------------------------ */
+
+typedef struct s_wire {
+    uint8_t b[16384];
+    size_t n;
+} s_wire_t;
+
+static void
+w_varint(s_wire_t *w, uint64_t v)
+{
+    while (v >= 0x80) {
+        w->b[w->n++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    w->b[w->n++] = (uint8_t)v;
+}
+
+static void
+w_uint(s_wire_t *w, uint32_t field, uint64_t v)
+{
+    w_varint(w, (uint64_t)field << 3);
+    w_varint(w, v);
+}
+
+static void
+w_bytes(s_wire_t *w, uint32_t field, const void *p, size_t len)
+{
+    w_varint(w, (uint64_t)field << 3 | 2);
+    w_varint(w, len);
+    memcpy(w->b + w->n, p, len);
+    w->n += len;
+}
+
+static void
+w_str(s_wire_t *w, uint32_t field, const char *s)
+{
+    w_bytes(w, field, s, strlen(s));
+}
+
+static void
+w_msg(s_wire_t *w, uint32_t field, const s_wire_t *inner)
+{
+    w_bytes(w, field, inner->b, inner->n);
+}
+
+static void
+w_repeat(s_wire_t *w, uint32_t field, char c, size_t len)
+{
+    char tmp[1024];
+    memset(tmp, c, len);
+    w_bytes(w, field, tmp, len);
+}
+
+/* Decodes a frame of one request; NULL (and a failed check) when the frame does not decode. */
+static const codec_request_t *
+s_decode_one(codec_batch_t *b, const s_wire_t *req)
+{
+    static uint8_t frame[1 << 16];
+    const uint8_t *reqs[1] = { req->b };
+    size_t lens[1] = { req->n };
+    size_t len = 0;
+    CHECK_RC(codec_request_batch_frame(reqs, lens, 1, frame, sizeof frame, &len), 0);
+    int rc = codec_batch_decode(b, frame, len);
+    CHECK_RC(rc, 0);
+    CHECK(codec_batch_count(b) == (rc == 0 ? 1u : 0u));
+    return rc == 0 ? codec_batch_request(b, 0) : NULL;
+}
+
+static void
+event_decode_refuses_what_it_cannot_hold(void)
+{
+    cl_event_t ev;
+    cl_event_t untouched;
+    memset(&ev, 0x5a, sizeof ev);
+    memcpy(&untouched, &ev, sizeof ev);
+    s_wire_t w = { .n = 0 }, inner = { .n = 0 };
+
+    w_str(&w, 1, "r1");
+    CHECK_RC(codec_event_decode(w.b, w.n, &ev), CODEC_EUNKNOWN); /* no event at all */
+    w_msg(&w, 99, &inner);
+    CHECK_RC(codec_event_decode(w.b, w.n, &ev), CODEC_EUNKNOWN); /* an event from the future */
+
+    w.n = 0;
+    w_str(&w, 1, "r1");
+    w_uint(&inner, 1, 7);
+    w_repeat(&inner, 4, 'x', CL_ORDER_REF_MAX + 1);
+    w_msg(&w, CL_EV_CARD_REDEEMED, &inner);
+    CHECK_RC(codec_event_decode(w.b, w.n, &ev), CODEC_ELIMIT); /* refused, not truncated */
+
+    w.n = 0;
+    inner.n = 0;
+    w_uint(&inner, 1, 7);
+    w_bytes(&inner, 5, "short", 5);
+    w_msg(&w, CL_EV_CARD_ISSUED, &inner);
+    CHECK_RC(codec_event_decode(w.b, w.n, &ev), CODEC_EINVALID); /* a pin_hash of 5 bytes */
+
+    w.n = 0;
+    inner.n = 0;
+    w_bytes(&inner, 4, "o\0x", 3);
+    w_msg(&w, CL_EV_CARD_REDEEMED, &inner);
+    CHECK_RC(codec_event_decode(w.b, w.n, &ev), CODEC_EINVALID); /* a NUL inside a string */
+
+    const uint8_t garbage[] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff };
+    CHECK_RC(codec_event_decode(garbage, sizeof garbage, &ev), CODEC_EMALFORMED);
+    CHECK_RC(codec_event_decode(NULL, 0, NULL), CODEC_EINVAL);
+    CHECK(memcmp(&ev, &untouched, sizeof ev) == 0);
+
+    /* Unknown fields inside a known event are tolerated (a newer writer). */
+    w.n = 0;
+    inner.n = 0;
+    w_uint(&inner, 1, 7);
+    w_uint(&inner, 77, 1);
+    w_msg(&w, CL_EV_PIN_REJECTED, &inner);
+    CHECK_RC(codec_event_decode(w.b, w.n, &ev), 0);
+    CHECK(ev.type == CL_EV_PIN_REJECTED && ev.u.pin.card_id == 7);
+}
+
+static void
+event_json_masks_the_code_and_never_shows_the_pin_hash(void)
+{
+    cl_event_t ev;
+    char json[CODEC_EVENT_JSON_MAX + 1];
+    size_t len = 0;
+    s_make_event(CL_EV_CARD_ISSUED, &ev);
+    strcpy(ev.u.card_issued.code, "7KQ4M9XW2RPA8D3F");
+    memcpy(ev.u.card_issued.pin_hash, "PINHASHSECRET123", CL_HASH_LEN);
+    strcpy(ev.u.card_issued.holder, "say \"hi\"\\\n\x01 \xe7\xa4\xbc \xff"
+                                    " end");
+    CHECK_RC(codec_event_json(&ev, json, sizeof json, &len), 0);
+    printf("    %.160s...\n", json);
+    CHECK(strlen(json) == len);
+    CHECK(json[0] == '{' && json[len - 1] == '}');
+    CHECK(strchr(json, '\n') == NULL);
+    CHECK(strstr(json, "\"type\":\"CardIssued\"") != NULL);
+    CHECK(strstr(json, "\"code\":\"****-****-****-8D3F\"") != NULL);
+    CHECK(strstr(json, "7KQ4M9XW2RPA8D3F") == NULL);
+    CHECK(strstr(json, "PINHASH") == NULL);
+    CHECK(strstr(json, "pin_hash") == NULL);
+    CHECK(strstr(json, "\"has_pin\":true") != NULL);
+    CHECK(strstr(json, "\"channel\":\"platform\"") != NULL);
+    CHECK(strstr(json, "\"role\":\"store_terminal\"") != NULL);
+    CHECK(strstr(json, "\"holder\":\"say \\\"hi\\\"\\\\\\n\\u0001 \xe7\xa4\xbc \\ufffd end\"") !=
+          NULL);
+
+    s_make_event(CL_EV_GIFT_OFFERED, &ev);
+    memcpy(ev.u.gift_offered.claim_hash, "CLAIMHASHSECRET1", CL_HASH_LEN);
+    CHECK_RC(codec_event_json(&ev, json, sizeof json, &len), 0);
+    CHECK(strstr(json, "CLAIMHASH") == NULL);
+    CHECK(strstr(json, "claim_hash") == NULL);
+
+    size_t untouched = 12345;
+    CHECK_RC(codec_event_json(&ev, json, 40, &untouched), CODEC_ENOSPC);
+    CHECK(untouched == 12345);
+    CHECK(strlen(json) < 40);
+}
+
+static void
+event_json_writes_every_type(void)
+{
+    cl_event_t ev;
+    char json[CODEC_EVENT_JSON_MAX + 1];
+    for (size_t i = 0; i < S_EVENT_TYPES; i++) {
+        size_t len = 0;
+        s_make_event(s_event_types[i], &ev);
+        CHECK_RC(codec_event_json(&ev, json, sizeof json, &len), 0);
+        char want[64];
+        snprintf(want, sizeof want, "\"type\":\"%s\"", cl_event_name(ev.type));
+        CHECK(strstr(json, want) != NULL);
+    }
+    ev.type = CL_EV_NONE;
+    size_t len = 0;
+    CHECK_RC(codec_event_json(&ev, json, sizeof json, &len), CODEC_EINVAL);
+}
+
+/* ---- Requests ----------------------------------------------------------------------------- */
+
+static const cl_command_type_t s_command_types[] = {
+    CL_CMD_REGISTER_MERCHANT,
+    CL_CMD_REGISTER_STORE,
+    CL_CMD_DEFINE_PROGRAM,
+    CL_CMD_UPDATE_PROGRAM,
+    CL_CMD_CLOSE_PROGRAM,
+    CL_CMD_ISSUE_CARD,
+    CL_CMD_ISSUE_BATCH,
+    CL_CMD_OFFER_GIFT,
+    CL_CMD_CLAIM_GIFT,
+    CL_CMD_RECALL_GIFT,
+    CL_CMD_TRANSFER_CARD,
+    CL_CMD_REDEEM,
+    CL_CMD_REVERSE_REDEMPTION,
+    CL_CMD_RELOAD,
+    CL_CMD_TRANSFER_BALANCE,
+    CL_CMD_ADJUST,
+    CL_CMD_FREEZE,
+    CL_CMD_UNFREEZE,
+    CL_CMD_UNLOCK,
+    CL_CMD_ADVANCE_CLOCK,
+    CL_CMD_GET_CARD,
+    CL_CMD_GET_REQUEST,
+    CL_CMD_GET_STATUS,
+};
+#define S_COMMAND_TYPES (sizeof s_command_types / sizeof s_command_types[0])
+
+static void
+s_make_ref(cl_card_ref_t *r, bool by_code)
+{
+    if (by_code) {
+        FILL(r->code);
+    } else {
+        r->card_id = s_u64();
+    }
+}
+
+static void
+s_make_issue_card(cl_cmd_issue_card_t *d)
+{
+    FILL(d->merchant_id);
+    FILL(d->program_id);
+    FILL(d->holder);
+    d->channel = CL_CHANNEL_ENTERPRISE;
+    FILL(d->store_id);
+    FILL(d->region);
+    d->face_value_minor = s_i64();
+    d->price_paid_minor = s_i64();
+    d->paid_nothing = true;
+    FILL(d->import_code);
+    FILL(d->import_pin);
+    FILL(d->row_key);
+}
+
+/* Fills every field a command of this type carries; rows[] receives IssueBatch rows. */
+static void
+s_make_command(cl_command_type_t type, cl_command_t *c, cl_cmd_issue_card_t *rows, uint32_t n_rows)
+{
+    static unsigned flip;
+    bool by_code = (flip++ & 1) != 0;
+    memset(c, 0, sizeof *c);
+    c->type = type;
+    FILL(c->request_id);
+    switch (type) {
+    case CL_CMD_REGISTER_MERCHANT:
+        FILL(c->u.register_merchant.merchant_id);
+        FILL(c->u.register_merchant.name);
+        break;
+    case CL_CMD_REGISTER_STORE:
+        FILL(c->u.register_store.merchant_id);
+        FILL(c->u.register_store.store_id);
+        FILL(c->u.register_store.name);
+        FILL(c->u.register_store.region);
+        break;
+    case CL_CMD_DEFINE_PROGRAM:
+    case CL_CMD_UPDATE_PROGRAM:
+        s_make_spec(&c->u.program, type == CL_CMD_DEFINE_PROGRAM);
+        break;
+    case CL_CMD_CLOSE_PROGRAM:
+        FILL(c->u.close_program.merchant_id);
+        FILL(c->u.close_program.program_id);
+        FILL(c->u.close_program.reason);
+        break;
+    case CL_CMD_ISSUE_CARD:
+        s_make_issue_card(&c->u.issue_card);
+        break;
+    case CL_CMD_ISSUE_BATCH:
+        FILL(c->u.issue_batch.merchant_id);
+        FILL(c->u.issue_batch.program_id);
+        FILL(c->u.issue_batch.batch_ref);
+        memset(rows, 0, n_rows * sizeof rows[0]);
+        for (uint32_t i = 0; i < n_rows; i++) {
+            s_make_issue_card(&rows[i]);
+        }
+        c->u.issue_batch.rows_count = n_rows;
+        c->batch_rows = rows;
+        break;
+    case CL_CMD_OFFER_GIFT:
+    case CL_CMD_TRANSFER_CARD:
+        s_make_ref(&c->u.gift.card, by_code);
+        FILL(c->u.gift.pin);
+        FILL(c->u.gift.from_holder);
+        FILL(c->u.gift.to_holder);
+        break;
+    case CL_CMD_CLAIM_GIFT:
+        s_make_ref(&c->u.gift_close.card, by_code);
+        c->u.gift_close.offer_id = s_u64();
+        FILL(c->u.gift_close.claim_secret);
+        FILL(c->u.gift_close.holder);
+        break;
+    case CL_CMD_RECALL_GIFT:
+        s_make_ref(&c->u.gift_close.card, by_code);
+        c->u.gift_close.offer_id = s_u64();
+        FILL(c->u.gift_close.holder);
+        break;
+    case CL_CMD_REDEEM:
+        s_make_ref(&c->u.redeem.card, by_code);
+        FILL(c->u.redeem.pin);
+        FILL(c->u.redeem.store_id);
+        FILL(c->u.redeem.order_ref);
+        c->u.redeem.amount_minor = s_i64();
+        c->u.redeem.uses = s_u32();
+        c->u.redeem.order_amount_minor = s_i64();
+        FILL(c->u.redeem.sku);
+        break;
+    case CL_CMD_REVERSE_REDEMPTION:
+        s_make_ref(&c->u.reverse.card, by_code);
+        c->u.reverse.redemption_seq = s_u64();
+        FILL(c->u.reverse.store_id);
+        c->u.reverse.amount_minor = s_i64();
+        c->u.reverse.uses = s_u32();
+        FILL(c->u.reverse.reason);
+        break;
+    case CL_CMD_RELOAD:
+        s_make_ref(&c->u.reload.card, by_code);
+        c->u.reload.amount_minor = s_i64();
+        c->u.reload.price_paid_minor = s_i64();
+        c->u.reload.channel = CL_CHANNEL_ONLINE;
+        FILL(c->u.reload.store_id);
+        break;
+    case CL_CMD_TRANSFER_BALANCE:
+        s_make_ref(&c->u.transfer_balance.from_card, true);
+        FILL(c->u.transfer_balance.from_pin);
+        s_make_ref(&c->u.transfer_balance.to_card, false);
+        c->u.transfer_balance.amount_minor = s_i64();
+        break;
+    case CL_CMD_ADJUST:
+        s_make_ref(&c->u.adjust.card, by_code);
+        c->u.adjust.delta_minor = s_i64();
+        c->u.adjust.delta_uses = -12345;
+        FILL(c->u.adjust.reason);
+        break;
+    case CL_CMD_FREEZE:
+    case CL_CMD_UNFREEZE:
+    case CL_CMD_UNLOCK:
+        s_make_ref(&c->u.card_flag.card, by_code);
+        FILL(c->u.card_flag.reason);
+        break;
+    case CL_CMD_ADVANCE_CLOCK:
+        c->u.set_now_us = s_i64();
+        break;
+    case CL_CMD_GET_CARD:
+        s_make_ref(&c->u.card_flag.card, by_code);
+        break;
+    case CL_CMD_GET_REQUEST:
+        FILL(c->u.get_request_id);
+        break;
+    default:
+        break;
+    }
+}
+
+/* Encodes cmds[0..n) into one frame. */
+static size_t
+s_frame(const cl_command_t *cmds, size_t n, uint8_t *frame, size_t cap)
+{
+    static uint8_t bufs[8][1 << 16];
+    const uint8_t *reqs[8];
+    size_t lens[8];
+    for (size_t i = 0; i < n && i < 8; i++) {
+        CHECK_RC(codec_request_encode(&cmds[i], bufs[i], sizeof bufs[i], &lens[i]), 0);
+        reqs[i] = bufs[i];
+    }
+    size_t len = 0;
+    CHECK_RC(codec_request_batch_frame(reqs, lens, n, frame, cap, &len), 0);
+    return len;
+}
+
+static codec_batch_t *
+s_batch(void)
+{
+    codec_batch_t *b = NULL;
+    CHECK_RC(codec_batch_new(&b), 0);
+    CHECK(b != NULL);
+    if (b == NULL) {
+        abort(); /* nothing below can run without it */
+    }
+    return b;
+}
+
+static void
+every_command_type_round_trips_through_a_request(void)
+{
+    static cl_command_t cmd;
+    static cl_cmd_issue_card_t rows[3];
+    static uint8_t frame[1 << 16];
+    codec_batch_t *b = s_batch();
+    for (size_t i = 0; i < S_COMMAND_TYPES; i++) {
+        s_make_command(s_command_types[i], &cmd, rows, 3);
+        size_t len = s_frame(&cmd, 1, frame, sizeof frame);
+        CHECK_RC(codec_batch_decode(b, frame, len), 0);
+        CHECK(codec_batch_count(b) == 1);
+        const codec_request_t *r = codec_batch_request(b, 0);
+        if (r == NULL) {
+            continue;
+        }
+        CHECK(r->status == CL_OK);
+        CHECK_STR(r->message, "");
+        if (cmd.type == CL_CMD_ISSUE_BATCH) {
+            CHECK(r->cmd.batch_rows != NULL && r->cmd.batch_rows != rows);
+            CHECK(r->cmd.batch_rows != NULL && memcmp(r->cmd.batch_rows, rows, sizeof rows) == 0);
+            cmd.batch_rows = r->cmd.batch_rows;
+        }
+        if (memcmp(&cmd, &r->cmd, sizeof cmd) != 0) {
+            fprintf(stderr, "    command %d does not round-trip (%s)\n", (int)cmd.type, r->message);
+            s_ok = false;
+        }
+    }
+    CHECK(codec_batch_request(b, 1) == NULL);
+    codec_batch_destroy(&b);
+    CHECK(b == NULL);
+    codec_batch_destroy(&b);
+    codec_batch_destroy(NULL);
+}
+
+static void
+projector_queries_decode_to_their_type_without_payload(void)
+{
+    static uint8_t frame[4096];
+    codec_batch_t *b = s_batch();
+    for (int type = CL_CMD_PROJECTOR_FIRST; type <= 68; type++) {
+        cl_command_t cmd;
+        memset(&cmd, 0, sizeof cmd);
+        cmd.type = (cl_command_type_t)type;
+        snprintf(cmd.request_id, sizeof cmd.request_id, "q-%d", type);
+        size_t len = s_frame(&cmd, 1, frame, sizeof frame);
+        CHECK_RC(codec_batch_decode(b, frame, len), 0);
+        const codec_request_t *r = codec_batch_request(b, 0);
+        CHECK(r != NULL && r->status == CL_OK && (int)r->cmd.type == type);
+        CHECK(r != NULL && memcmp(&r->cmd, &cmd, sizeof cmd) == 0);
+    }
+    /* With a payload from a client that knows more: still the type alone. */
+    s_wire_t req = { .n = 0 }, inner = { .n = 0 };
+    w_str(&req, 1, "q-61");
+    w_str(&inner, 1, "m1");
+    w_str(&inner, 2, "holder-9");
+    w_msg(&req, 61, &inner);
+    const codec_request_t *r = s_decode_one(b, &req);
+    CHECK(r != NULL && r->status == CL_OK && r->cmd.type == 61);
+
+    cl_command_t cmd;
+    memset(&cmd, 0, sizeof cmd);
+    cmd.type = (cl_command_type_t)69;
+    size_t len = 0;
+    CHECK_RC(codec_request_encode(&cmd, frame, sizeof frame, &len), CODEC_EINVAL);
+    cmd.type = (cl_command_type_t)1;
+    CHECK_RC(codec_request_encode(&cmd, frame, sizeof frame, &len), CODEC_EINVAL);
+    codec_batch_destroy(&b);
+}
+
+static void
+over_limit_string_is_refused_naming_the_field(void)
+{
+    codec_batch_t *b = s_batch();
+    s_wire_t req = { .n = 0 }, inner = { .n = 0 };
+    w_str(&req, 1, "r-1");
+    w_uint(&inner, 5, 1500);
+    w_repeat(&inner, 4, 'o', 80);
+    w_msg(&req, CL_CMD_REDEEM, &inner);
+    const codec_request_t *r = s_decode_one(b, &req);
+    if (r != NULL) {
+        CHECK(r->status == CL_TOO_LARGE);
+        CHECK_STR(r->message, "redeem.order_ref is 80 bytes, the limit is 64");
+        CHECK_STR(r->cmd.request_id, "r-1");
+        CHECK(r->cmd.type == CL_CMD_REDEEM);
+        CHECK(r->cmd.u.redeem.amount_minor == 0); /* the rest of a refused command is zero */
+    }
+
+    /* Nested: a card code inside a card reference. */
+    s_wire_t ref = { .n = 0 };
+    req.n = 0;
+    inner.n = 0;
+    w_repeat(&ref, 1, 'C', CL_CODE_MAX + 1);
+    w_str(&req, 1, "r-2");
+    w_msg(&inner, 1, &ref);
+    w_msg(&req, CL_CMD_TRANSFER_BALANCE, &inner);
+    r = s_decode_one(b, &req);
+    CHECK(r != NULL && r->status == CL_TOO_LARGE);
+    CHECK(r != NULL && strcmp(r->message, "transfer_balance.from_card.code is 33 bytes, the "
+                                          "limit is 32") == 0);
+
+    /* Deeper still: one entry of a list inside the spec. */
+    s_wire_t spec = { .n = 0 };
+    req.n = 0;
+    inner.n = 0;
+    w_str(&spec, 12, "store-a");
+    w_str(&spec, 12, "store-b");
+    w_repeat(&spec, 12, 's', CL_ID_MAX + 3);
+    w_str(&req, 1, "r-3");
+    w_msg(&inner, 1, &spec);
+    w_msg(&req, CL_CMD_DEFINE_PROGRAM, &inner);
+    r = s_decode_one(b, &req);
+    CHECK(r != NULL && r->status == CL_TOO_LARGE);
+    CHECK(r != NULL && strcmp(r->message, "define_program.spec.accepting_store_ids[2] is 35 "
+                                          "bytes, the limit is 32") == 0);
+
+    /* An issue batch row names its index. */
+    s_wire_t row = { .n = 0 };
+    req.n = 0;
+    inner.n = 0;
+    w_str(&row, 12, "row-ok");
+    w_msg(&inner, 4, &row);
+    row.n = 0;
+    w_repeat(&row, 3, 'h', CL_HOLDER_MAX + 1);
+    w_msg(&inner, 4, &row);
+    w_str(&req, 1, "r-4");
+    w_msg(&req, CL_CMD_ISSUE_BATCH, &inner);
+    r = s_decode_one(b, &req);
+    CHECK(r != NULL && r->status == CL_TOO_LARGE && r->cmd.batch_rows == NULL);
+    CHECK(r != NULL &&
+          strcmp(r->message, "issue_batch.cards[1].holder is 65 bytes, the limit is 64") == 0);
+    codec_batch_destroy(&b);
+}
+
+static void
+a_request_larger_than_the_unpack_arena_still_decodes(void)
+{
+    /* A 1.5 MB name: protobuf-c's unpack outgrows the decoder's arena and falls back to
+     * malloc (the sanitizer build checks that it is all freed); the codec then refuses it. */
+    enum { name_len = 1500000 };
+    uint8_t *req = malloc(name_len + 64);
+    uint8_t *frame = malloc(name_len + 128);
+    CHECK(req != NULL && frame != NULL);
+    if (req == NULL || frame == NULL) {
+        free(req);
+        free(frame);
+        return;
+    }
+    size_t n = 0;
+    const uint8_t id[] = { 0x0a, 0x03, 'r', '-', 'b' };
+    memcpy(req + n, id, sizeof id);
+    n += sizeof id;
+    /* RegisterMerchant (field 10) { name (field 2) }, lengths as 3-byte varints. */
+    size_t inner = 1 + 3 + name_len;
+    const uint8_t head[] = { 0x52,
+                             (uint8_t)(inner | 0x80),
+                             (uint8_t)((inner >> 7) | 0x80),
+                             (uint8_t)(inner >> 14),
+                             0x12,
+                             (uint8_t)(name_len | 0x80),
+                             (uint8_t)((name_len >> 7) | 0x80),
+                             (uint8_t)(name_len >> 14) };
+    memcpy(req + n, head, sizeof head);
+    n += sizeof head;
+    memset(req + n, 'n', name_len);
+    n += name_len;
+    const uint8_t *reqs[1] = { req };
+    size_t lens[1] = { n }, len = 0;
+    CHECK_RC(codec_request_batch_frame(reqs, lens, 1, frame, name_len + 128, &len), 0);
+    codec_batch_t *b = s_batch();
+    CHECK_RC(codec_batch_decode(b, frame, len), 0);
+    const codec_request_t *r = codec_batch_request(b, 0);
+    CHECK(r != NULL && r->status == CL_TOO_LARGE);
+    CHECK(r != NULL &&
+          strcmp(r->message, "register_merchant.name is 1500000 bytes, the limit is 64") == 0);
+    CHECK(r != NULL && strcmp(r->cmd.request_id, "r-b") == 0);
+    codec_batch_destroy(&b);
+    free(req);
+    free(frame);
+}
+
+static void
+over_limit_list_is_refused_before_unpacking(void)
+{
+    codec_batch_t *b = s_batch();
+    static s_wire_t req, inner, spec;
+    req.n = inner.n = spec.n = 0;
+    for (int i = 0; i < CL_DENOMS_MAX + 1; i++) {
+        w_uint(&spec, 6, 1000); /* unpacked form */
+    }
+    w_str(&req, 1, "r-denoms");
+    w_msg(&inner, 1, &spec);
+    w_msg(&req, CL_CMD_DEFINE_PROGRAM, &inner);
+    const codec_request_t *r = s_decode_one(b, &req);
+    CHECK(r != NULL && r->status == CL_TOO_LARGE);
+    CHECK(r != NULL && strcmp(r->message, "define_program.spec.denominations_minor has 17 "
+                                          "entries, the limit is 16") == 0);
+    CHECK(r != NULL && strcmp(r->cmd.request_id, "r-denoms") == 0);
+    CHECK(r != NULL && r->cmd.type == CL_CMD_DEFINE_PROGRAM);
+
+    /* The packed form counts the same. */
+    s_wire_t packed = { .n = 0 };
+    for (int i = 0; i < CL_DENOMS_MAX + 2; i++) {
+        w_varint(&packed, 1000);
+    }
+    req.n = inner.n = spec.n = 0;
+    w_msg(&spec, 6, &packed);
+    w_str(&req, 1, "r-packed");
+    w_msg(&inner, 1, &spec);
+    w_msg(&req, CL_CMD_UPDATE_PROGRAM, &inner);
+    r = s_decode_one(b, &req);
+    CHECK(r != NULL && r->status == CL_TOO_LARGE);
+    CHECK(r != NULL && strstr(r->message, "has 18 entries, the limit is 16") != NULL);
+
+    /* Eligible SKUs inside the voucher rule. */
+    s_wire_t voucher = { .n = 0 };
+    req.n = inner.n = spec.n = 0;
+    for (int i = 0; i < CL_SKUS_MAX + 1; i++) {
+        w_str(&voucher, 5, "sku");
+    }
+    w_msg(&spec, 23, &voucher);
+    w_str(&req, 1, "r-skus");
+    w_msg(&inner, 1, &spec);
+    w_msg(&req, CL_CMD_DEFINE_PROGRAM, &inner);
+    r = s_decode_one(b, &req);
+    CHECK(r != NULL && r->status == CL_TOO_LARGE);
+    CHECK(r != NULL && strcmp(r->message, "define_program.spec.voucher.eligible_skus has 33 "
+                                          "entries, the limit is 32") == 0);
+
+    /* An issue batch of CL_ISSUE_BATCH_MAX + 1 rows, each as small as a row can be. */
+    req.n = inner.n = 0;
+    w_str(&inner, 1, "m1");
+    for (int i = 0; i < CL_ISSUE_BATCH_MAX + 1; i++) {
+        w_bytes(&inner, 4, "", 0);
+    }
+    w_str(&req, 1, "r-rows");
+    w_msg(&req, CL_CMD_ISSUE_BATCH, &inner);
+    r = s_decode_one(b, &req);
+    CHECK(r != NULL && r->status == CL_TOO_LARGE);
+    CHECK(r != NULL &&
+          strcmp(r->message, "issue_batch.cards has 1001 entries, the limit is 1000") == 0);
+    uint8_t zero[16] = { 0 };
+    CHECK(r != NULL && memcmp(r->content_hash, zero, 16) == 0);
+    codec_batch_destroy(&b);
+}
+
+static void
+issue_batch_rows_beyond_the_frame_pool_are_refused(void)
+{
+    enum { n_req = CODEC_BATCH_ROWS_MAX / CL_ISSUE_BATCH_MAX + 1 };
+    static cl_command_t cmds[n_req];
+    static cl_cmd_issue_card_t rows[CL_ISSUE_BATCH_MAX];
+    static uint8_t bufs[n_req][CL_ISSUE_BATCH_MAX * 16 + 64];
+    static uint8_t frame[n_req * (CL_ISSUE_BATCH_MAX * 16 + 80)];
+    const uint8_t *reqs[n_req];
+    size_t lens[n_req];
+    memset(rows, 0, sizeof rows);
+    for (int i = 0; i < CL_ISSUE_BATCH_MAX; i++) {
+        snprintf(rows[i].row_key, sizeof rows[i].row_key, "k%d", i);
+    }
+    for (int i = 0; i < n_req; i++) {
+        memset(&cmds[i], 0, sizeof cmds[i]);
+        cmds[i].type = CL_CMD_ISSUE_BATCH;
+        snprintf(cmds[i].request_id, sizeof cmds[i].request_id, "batch-%d", i);
+        cmds[i].u.issue_batch.rows_count = CL_ISSUE_BATCH_MAX;
+        cmds[i].batch_rows = rows;
+        CHECK_RC(codec_request_encode(&cmds[i], bufs[i], sizeof bufs[i], &lens[i]), 0);
+        reqs[i] = bufs[i];
+    }
+    size_t len = 0;
+    CHECK_RC(codec_request_batch_frame(reqs, lens, n_req, frame, sizeof frame, &len), 0);
+    codec_batch_t *b = s_batch();
+    CHECK_RC(codec_batch_decode(b, frame, len), 0);
+    CHECK(codec_batch_count(b) == n_req);
+    for (int i = 0; i < n_req && codec_batch_count(b) == n_req; i++) {
+        const codec_request_t *r = codec_batch_request(b, (size_t)i);
+        if (i < n_req - 1) {
+            CHECK(r->status == CL_OK && r->cmd.u.issue_batch.rows_count == CL_ISSUE_BATCH_MAX);
+            CHECK(memcmp(r->cmd.batch_rows, rows, sizeof rows) == 0);
+        } else {
+            CHECK(r->status == CL_TOO_LARGE);
+            CHECK(strstr(r->message, "another frame") != NULL);
+            CHECK_STR(r->cmd.request_id, "batch-4");
+        }
+    }
+    codec_batch_destroy(&b);
+}
+
+/* A Reply whose request result embeds a Reply whose request result embeds ..., levels deep
+ * (every length stays a one-byte varint: 5 bytes a level). */
+static size_t
+s_nested_reply(uint8_t *out, int levels)
+{
+    uint8_t tmp[256];
+    size_t n = 0;
+    for (int i = 0; i < levels; i++) {
+        size_t t = 0;
+        tmp[t++] = 0x12; /* RequestRecord.reply */
+        tmp[t++] = (uint8_t)n;
+        memcpy(tmp + t, out, n);
+        t += n;
+        n = 0;
+        out[n++] = 0x82; /* Reply.request (field 16) */
+        out[n++] = 0x01;
+        out[n++] = (uint8_t)t;
+        memcpy(out + n, tmp, t);
+        n += t;
+    }
+    return n;
+}
+
+static void
+garbage_bytes_are_malformed(void)
+{
+    static const struct {
+        const char *bytes;
+        size_t len;
+    } cases[] = {
+        { "hello world", 11 }, /* a group tag */
+        { "\x0a\x05"
+          "ab",
+          4 },                         /* a request longer than the frame */
+        { "\x08\x01", 2 },             /* requests as a varint */
+        { "\x0a\x02\x08\x01", 4 },     /* request_id as a varint */
+        { "\x0a\x03\xd2\x01\x05", 5 }, /* a redeem longer than its request */
+        { "\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff", 11 }, /* a varint of 11 bytes */
+        { "\x00\x00", 2 },                                      /* field number 0 */
+        { "\x0a\x02\x0f\x00", 4 },                              /* wire type 7 */
+    };
+    codec_batch_t *b = s_batch();
+    /* A good frame first, so a failed decode visibly drops it. */
+    s_wire_t req = { .n = 0 };
+    w_str(&req, 1, "r-1");
+    w_bytes(&req, CL_CMD_GET_STATUS, "", 0);
+    CHECK(s_decode_one(b, &req) != NULL);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int rc = codec_batch_decode(b, cases[i].bytes, cases[i].len);
+        if (rc != CODEC_EMALFORMED) {
+            fprintf(stderr, "    case %zu: %d (%s)\n", i, rc, codec_strerror(rc));
+            s_ok = false;
+        }
+        CHECK(codec_batch_count(b) == 0);
+        CHECK(codec_batch_request(b, 0) == NULL);
+    }
+    CHECK_RC(codec_batch_decode(b, "", 0), 0); /* an empty batch is a batch */
+    CHECK(codec_batch_count(b) == 0);
+    CHECK_RC(codec_batch_decode(NULL, "", 0), CODEC_EINVAL);
+    CHECK_RC(codec_batch_decode(b, NULL, 3), CODEC_EINVAL);
+
+    /* Nesting deeper than the contract allows: a stored reply inside a reply, 24 times over. */
+    static uint8_t deep[256];
+    cl_reply_t reply;
+    size_t n = s_nested_reply(deep, 3);
+    CHECK_RC(codec_reply_decode(deep, n, &reply, NULL, 0), 0);
+    CHECK(reply.result == CL_RES_REQUEST && reply.stored_reply != NULL);
+    n = s_nested_reply(deep, 24);
+    CHECK_RC(codec_reply_decode(deep, n, &reply, NULL, 0), CODEC_EMALFORMED);
+    codec_batch_destroy(&b);
+}
+
+static void
+more_than_the_batch_limit_of_requests_is_too_large(void)
+{
+    static uint8_t req[64];
+    static const uint8_t *reqs[CL_BATCH_REQUESTS_MAX + 1];
+    static size_t lens[CL_BATCH_REQUESTS_MAX + 1];
+    static uint8_t frame[(CL_BATCH_REQUESTS_MAX + 1) * 80];
+    cl_command_t cmd;
+    memset(&cmd, 0, sizeof cmd);
+    cmd.type = CL_CMD_GET_STATUS;
+    strcpy(cmd.request_id, "status");
+    size_t req_len = 0;
+    CHECK_RC(codec_request_encode(&cmd, req, sizeof req, &req_len), 0);
+    for (size_t i = 0; i <= CL_BATCH_REQUESTS_MAX; i++) {
+        reqs[i] = req;
+        lens[i] = req_len;
+    }
+    codec_batch_t *b = s_batch();
+    size_t len = 0;
+    CHECK_RC(
+        codec_request_batch_frame(reqs, lens, CL_BATCH_REQUESTS_MAX, frame, sizeof frame, &len), 0);
+    CHECK_RC(codec_batch_decode(b, frame, len), 0);
+    CHECK(codec_batch_count(b) == CL_BATCH_REQUESTS_MAX);
+
+    CHECK_RC(
+        codec_request_batch_frame(reqs, lens, CL_BATCH_REQUESTS_MAX + 1, frame, sizeof frame, &len),
+        0);
+    CHECK_RC(codec_batch_decode(b, frame, len), CODEC_ETOOLARGE);
+    CHECK(codec_batch_count(b) == 0);
+
+    uint8_t *big = calloc(1, (size_t)CL_FRAME_MAX_BYTES + 1);
+    CHECK(big != NULL);
+    if (big != NULL) {
+        CHECK_RC(codec_batch_decode(b, big, (size_t)CL_FRAME_MAX_BYTES + 1), CODEC_ETOOLARGE);
+        free(big);
+    }
+    codec_batch_destroy(&b);
+}
+
+static void
+a_bad_request_does_not_spoil_the_good_ones_in_its_batch(void)
+{
+    static uint8_t bufs[4][512];
+    static uint8_t frame[4096];
+    const uint8_t *reqs[4];
+    size_t lens[4];
+    cl_command_t good;
+    s_make_command(CL_CMD_REDEEM, &good, NULL, 0);
+    CHECK_RC(codec_request_encode(&good, bufs[0], sizeof bufs[0], &lens[0]), 0);
+    s_wire_t no_id = { .n = 0 }, unknown = { .n = 0 }, inner = { .n = 0 };
+    w_str(&inner, 2, "lost");
+    w_msg(&no_id, CL_CMD_FREEZE, &inner);
+    memcpy(bufs[1], no_id.b, no_id.n);
+    lens[1] = no_id.n;
+    CHECK_RC(codec_request_encode(&good, bufs[2], sizeof bufs[2], &lens[2]), 0);
+    w_str(&unknown, 1, "r-future");
+    w_msg(&unknown, 45, &inner);
+    memcpy(bufs[3], unknown.b, unknown.n);
+    lens[3] = unknown.n;
+    for (int i = 0; i < 4; i++) {
+        reqs[i] = bufs[i];
+    }
+    size_t len = 0;
+    CHECK_RC(codec_request_batch_frame(reqs, lens, 4, frame, sizeof frame, &len), 0);
+    codec_batch_t *b = s_batch();
+    CHECK_RC(codec_batch_decode(b, frame, len), 0);
+    CHECK(codec_batch_count(b) == 4);
+    if (codec_batch_count(b) == 4) {
+        const codec_request_t *r0 = codec_batch_request(b, 0);
+        const codec_request_t *r1 = codec_batch_request(b, 1);
+        const codec_request_t *r2 = codec_batch_request(b, 2);
+        const codec_request_t *r3 = codec_batch_request(b, 3);
+        CHECK(r0->status == CL_OK && memcmp(&r0->cmd, &good, sizeof good) == 0);
+        CHECK(r1->status == CL_INVALID_ARGUMENT);
+        CHECK_STR(r1->message, "request_id is missing; every request needs one");
+        CHECK(r1->cmd.type == CL_CMD_FREEZE && r1->cmd.u.card_flag.reason[0] == '\0');
+        CHECK(r2->status == CL_OK && memcmp(&r2->cmd, &good, sizeof good) == 0);
+        CHECK(r3->status == CL_UNKNOWN_COMMAND);
+        CHECK_STR(r3->message,
+                  "the request has no command this ledger knows (it carries field 45)");
+        CHECK_STR(r3->cmd.request_id, "r-future");
+        CHECK(memcmp(r0->content_hash, r2->content_hash, 16) == 0);
+    }
+    codec_batch_destroy(&b);
+}
+
+static void
+request_ids_must_be_present_and_within_their_limit(void)
+{
+    codec_batch_t *b = s_batch();
+    s_wire_t req = { .n = 0 };
+    w_str(&req, 1, "");
+    w_bytes(&req, CL_CMD_GET_STATUS, "", 0);
+    const codec_request_t *r = s_decode_one(b, &req);
+    CHECK(r != NULL && r->status == CL_INVALID_ARGUMENT);
+
+    req.n = 0;
+    w_repeat(&req, 1, 'i', CL_REQUEST_ID_MAX + 1);
+    w_bytes(&req, CL_CMD_GET_STATUS, "", 0);
+    r = s_decode_one(b, &req);
+    CHECK(r != NULL && r->status == CL_TOO_LARGE);
+    CHECK(r != NULL && strcmp(r->message, "request_id is 65 bytes, the limit is 64") == 0);
+    CHECK(r != NULL && r->cmd.request_id[0] == '\0'); /* not echoed: it is not a valid id */
+
+    req.n = 0;
+    w_repeat(&req, 1, 'i', CL_REQUEST_ID_MAX);
+    w_bytes(&req, CL_CMD_GET_STATUS, "", 0);
+    r = s_decode_one(b, &req);
+    CHECK(r != NULL && r->status == CL_OK && strlen(r->cmd.request_id) == CL_REQUEST_ID_MAX);
+
+    req.n = 0;
+    w_str(&req, 1, "r-nothing");
+    r = s_decode_one(b, &req);
+    CHECK(r != NULL && r->status == CL_UNKNOWN_COMMAND);
+    CHECK(r != NULL && strcmp(r->message, "the request has no command") == 0);
+    codec_batch_destroy(&b);
+}
+
+static void
+unknown_enum_value_is_invalid_argument(void)
+{
+    codec_batch_t *b = s_batch();
+    s_wire_t req = { .n = 0 }, inner = { .n = 0 };
+    w_str(&req, 1, "r-chan");
+    w_uint(&inner, 4, 9);
+    w_msg(&req, CL_CMD_ISSUE_CARD, &inner);
+    const codec_request_t *r = s_decode_one(b, &req);
+    CHECK(r != NULL && r->status == CL_INVALID_ARGUMENT);
+    CHECK(r != NULL &&
+          strcmp(r->message, "issue_card.channel is 9, which is not one of its known values") == 0);
+
+    s_wire_t spec = { .n = 0 };
+    req.n = inner.n = 0;
+    w_uint(&spec, 11, 4);
+    w_str(&req, 1, "r-scope");
+    w_msg(&inner, 1, &spec);
+    w_msg(&req, CL_CMD_DEFINE_PROGRAM, &inner);
+    r = s_decode_one(b, &req);
+    CHECK(r != NULL && r->status == CL_INVALID_ARGUMENT);
+    CHECK(r != NULL && strstr(r->message, "define_program.spec.accept_scope is 4") != NULL);
+
+    /* ACCEPT_SCOPE_UNSPECIFIED reads as all stores. */
+    req.n = inner.n = spec.n = 0;
+    w_str(&spec, 1, "m1");
+    w_str(&req, 1, "r-scope0");
+    w_msg(&inner, 1, &spec);
+    w_msg(&req, CL_CMD_DEFINE_PROGRAM, &inner);
+    r = s_decode_one(b, &req);
+    CHECK(r != NULL && r->status == CL_OK && r->cmd.u.program.accept_scope == CL_ACCEPT_ALL);
+    codec_batch_destroy(&b);
+}
+
+static void
+embedded_nul_and_invalid_utf8_are_invalid_argument(void)
+{
+    codec_batch_t *b = s_batch();
+    s_wire_t req = { .n = 0 }, inner = { .n = 0 };
+    w_str(&req, 1, "r-nul");
+    w_bytes(&inner, 4, "o-1\0evil", 8);
+    w_msg(&req, CL_CMD_REDEEM, &inner);
+    const codec_request_t *r = s_decode_one(b, &req);
+    CHECK(r != NULL && r->status == CL_INVALID_ARGUMENT);
+    CHECK(r != NULL && strcmp(r->message, "redeem.order_ref contains a NUL byte") == 0);
+    CHECK(r != NULL && strcmp(r->cmd.request_id, "r-nul") == 0);
+
+    const char *bad_utf8[] = {
+        "\xff",             /* never valid */
+        "\xc0\xaf",         /* overlong '/' */
+        "\xed\xa0\x80",     /* a surrogate */
+        "\xf4\x90\x80\x80", /* above U+10FFFF */
+        "\xe6\x98",         /* truncated */
+    };
+    for (size_t i = 0; i < sizeof bad_utf8 / sizeof bad_utf8[0]; i++) {
+        s_wire_t row = { .n = 0 };
+        req.n = inner.n = 0;
+        w_str(&row, 3, bad_utf8[i]);
+        w_msg(&inner, 4, &row);
+        w_str(&req, 1, "r-utf8");
+        w_msg(&req, CL_CMD_ISSUE_BATCH, &inner);
+        r = s_decode_one(b, &req);
+        CHECK(r != NULL && r->status == CL_INVALID_ARGUMENT);
+        CHECK(r != NULL &&
+              strcmp(r->message, "issue_batch.cards[0].holder is not valid UTF-8") == 0);
+    }
+
+    req.n = inner.n = 0;
+    w_str(&inner, 3, "\xe7\xa4\xbc\xe5\x93\x81\xe5\x8d\xa1 \xf0\x9f\x8e\x81");
+    w_str(&req, 1, "r-good-utf8");
+    w_msg(&req, CL_CMD_ISSUE_CARD, &inner);
+    r = s_decode_one(b, &req);
+    CHECK(r != NULL && r->status == CL_OK);
+
+    req.n = inner.n = 0;
+    w_bytes(&req, 1, "r\0x", 3);
+    w_bytes(&req, CL_CMD_GET_STATUS, "", 0);
+    r = s_decode_one(b, &req);
+    CHECK(r != NULL && r->status == CL_INVALID_ARGUMENT);
+    CHECK(r != NULL && strcmp(r->message, "request_id contains a NUL byte") == 0);
+    codec_batch_destroy(&b);
+}
+
+static void
+same_content_gives_the_same_hash_and_one_changed_field_a_different_one(void)
+{
+    static uint8_t frame[1 << 16];
+    cl_command_t cmds[4];
+    s_make_command(CL_CMD_REDEEM, &cmds[0], NULL, 0);
+    cmds[1] = cmds[0];
+    cmds[2] = cmds[0];
+    cmds[2].u.redeem.amount_minor += 1;
+    cmds[3] = cmds[0];
+    cmds[3].request_id[0] ^= 1;
+    size_t len = s_frame(cmds, 4, frame, sizeof frame);
+    codec_batch_t *b = s_batch();
+    CHECK_RC(codec_batch_decode(b, frame, len), 0);
+    CHECK(codec_batch_count(b) == 4);
+    if (codec_batch_count(b) == 4) {
+        const uint8_t *h0 = codec_batch_request(b, 0)->content_hash;
+        CHECK(memcmp(h0, codec_batch_request(b, 1)->content_hash, 16) == 0);
+        CHECK(memcmp(h0, codec_batch_request(b, 2)->content_hash, 16) != 0);
+        CHECK(memcmp(h0, codec_batch_request(b, 3)->content_hash, 16) != 0);
+    }
+
+    /* The same fields in another order on the wire: re-packing makes them the same request. */
+    s_wire_t a = { .n = 0 }, ai = { .n = 0 }, z = { .n = 0 }, zi = { .n = 0 };
+    w_str(&ai, 3, "s1");
+    w_uint(&ai, 5, 1500);
+    w_str(&ai, 4, "o-1");
+    w_str(&a, 1, "r-order");
+    w_msg(&a, CL_CMD_REDEEM, &ai);
+    w_str(&zi, 4, "o-1");
+    w_uint(&zi, 5, 1500);
+    w_str(&zi, 3, "s1");
+    w_msg(&z, CL_CMD_REDEEM, &zi);
+    w_str(&z, 1, "r-order");
+    uint8_t ha[16], hz[16];
+    const codec_request_t *r = s_decode_one(b, &a);
+    CHECK(r != NULL);
+    if (r != NULL) {
+        memcpy(ha, r->content_hash, 16);
+    }
+    r = s_decode_one(b, &z);
+    CHECK(r != NULL);
+    if (r != NULL) {
+        memcpy(hz, r->content_hash, 16);
+        CHECK(memcmp(ha, hz, 16) == 0);
+    }
+
+    /* A zero written out is the same as absent; a field this version does not know is not. */
+    w_uint(&ai, 6, 0);
+    a.n = 0;
+    w_str(&a, 1, "r-order");
+    w_msg(&a, CL_CMD_REDEEM, &ai);
+    r = s_decode_one(b, &a);
+    CHECK(r != NULL && memcmp(ha, r->content_hash, 16) == 0);
+    w_uint(&ai, 99, 1);
+    a.n = 0;
+    w_str(&a, 1, "r-order");
+    w_msg(&a, CL_CMD_REDEEM, &ai);
+    r = s_decode_one(b, &a);
+    CHECK(r != NULL && r->status == CL_OK && memcmp(ha, r->content_hash, 16) != 0);
+    codec_batch_destroy(&b);
+}
+
+static void
+request_encoders_refuse_small_buffers_and_leave_out_len_alone(void)
+{
+    cl_command_t cmd;
+    uint8_t buf[64];
+    size_t len = 777;
+    s_make_command(CL_CMD_REDEEM, &cmd, NULL, 0);
+    CHECK_RC(codec_request_encode(&cmd, buf, sizeof buf, &len), CODEC_ENOSPC);
+    CHECK(len == 777);
+    static cl_cmd_issue_card_t rows[2];
+    s_make_command(CL_CMD_ISSUE_BATCH, &cmd, rows, 2);
+    CHECK_RC(codec_request_encode(&cmd, buf, sizeof buf, &len), CODEC_ENOSPC);
+    cmd.batch_rows = NULL;
+    CHECK_RC(codec_request_encode(&cmd, buf, sizeof buf, &len), CODEC_EINVAL);
+    CHECK(len == 777);
+    const uint8_t *reqs[1] = { buf };
+    size_t lens[1] = { 10 };
+    CHECK_RC(codec_request_batch_frame(reqs, lens, 1, buf, 11, &len), CODEC_ENOSPC);
+    CHECK(len == 777);
+    CHECK_RC(codec_request_batch_frame(reqs, lens, 0, buf, 0, &len), 0);
+    CHECK(len == 0);
+
+    cl_event_t ev;
+    s_make_event(CL_EV_CARD_REDEEMED, &ev);
+    len = 777;
+    CHECK_RC(codec_event_encode(&ev, buf, sizeof buf, &len), CODEC_ENOSPC);
+    CHECK(len == 777);
+    ev.u.card_redeemed.sku[CL_SKU_MAX] = 'x'; /* no NUL inside the array */
+    CHECK_RC(codec_event_encode(&ev, buf, sizeof buf, &len), CODEC_ELIMIT);
+    ev.type = CL_EV_NONE;
+    CHECK_RC(codec_event_encode(&ev, buf, sizeof buf, &len), CODEC_EINVAL);
+}
+
+/* ---- Replies ------------------------------------------------------------------------------ */
+
+static void
+s_make_view(cl_card_view_t *v)
+{
+    char code[CL_CODE_MAX + 1];
+    FILL(code);
+    v->card_id = s_u64();
+    cl_code_mask(code, v->code_masked, sizeof v->code_masked);
+    FILL(v->merchant_id);
+    FILL(v->program_id);
+    v->kind = CL_KIND_PUNCH;
+    strcpy(v->currency, "CNY");
+    v->state = CL_CARDSTATE_EXHAUSTED;
+    v->frozen = true;
+    v->locked = true;
+    v->balance_minor = s_i64();
+    v->uses_left = s_u32();
+    v->face_value_minor = s_i64();
+    v->issued_at_us = s_i64();
+    v->valid_from_us = s_i64();
+    v->expires_at_us = s_i64();
+    FILL(v->holder);
+    v->pin_failures = s_u32();
+    v->open_offer_id = s_u64();
+    v->transfers_done = s_u32();
+    v->redeemed_minor = s_i64();
+}
+
+static void
+s_make_reply(cl_result_type_t result, cl_reply_t *r, cl_issued_row_t *rows, uint32_t n_rows,
+             const uint8_t *stored, size_t stored_len)
+{
+    memset(r, 0, sizeof *r);
+    FILL(r->request_id);
+    r->status = CL_INSUFFICIENT_BALANCE;
+    FILL(r->message);
+    r->last_seq = s_u64();
+    r->as_of_seq = s_u64();
+    r->result = result;
+    switch (result) {
+    case CL_RES_CARD:
+        s_make_view(&r->card);
+        break;
+    case CL_RES_ISSUED:
+        s_make_view(&r->card);
+        FILL(r->code);
+        FILL(r->pin);
+        break;
+    case CL_RES_BATCH:
+        r->batch_id = s_u64();
+        r->batch_issued = s_u32();
+        r->batch_already_issued = s_u32();
+        memset(rows, 0, n_rows * sizeof rows[0]);
+        for (uint32_t i = 0; i < n_rows; i++) {
+            FILL(rows[i].row_key);
+            rows[i].status = i % 2 ? CL_OK : CL_ALREADY_EXISTS;
+            FILL(rows[i].message);
+            rows[i].already_issued = i % 2 == 0;
+            rows[i].card_id = s_u64();
+            FILL(rows[i].code);
+            FILL(rows[i].pin);
+        }
+        r->rows_count = n_rows;
+        r->rows = rows;
+        break;
+    case CL_RES_REDEEMED:
+        s_make_view(&r->card);
+        r->redemption_seq = s_u64();
+        r->amount_minor = s_i64();
+        r->uses = s_u32();
+        r->discount_minor = s_i64();
+        FILL(r->sku);
+        break;
+    case CL_RES_GIFT:
+        s_make_view(&r->card);
+        r->offer_id = s_u64();
+        FILL(r->claim_secret);
+        r->offer_expires_at_us = s_i64();
+        break;
+    case CL_RES_TRANSFER:
+        s_make_view(&r->card);
+        s_make_view(&r->card2);
+        r->amount_minor = s_i64();
+        break;
+    case CL_RES_REQUEST:
+        r->found = stored != NULL;
+        r->stored_reply = stored;
+        r->stored_reply_len = stored_len;
+        break;
+    case CL_RES_STATUS:
+        r->status_head_seq = s_u64();
+        r->status_now_us = s_i64();
+        r->status_cards = s_u64();
+        r->status_checkpoint_seq = s_u64();
+        strcpy(r->status_version, CARDLEDGER_VERSION); /* what a decoder reads back */
+        break;
+    case CL_RES_NONE:
+        break;
+    }
+}
+
+static void
+every_reply_result_round_trips_unchanged(void)
+{
+    static const cl_result_type_t results[] = { CL_RES_NONE,     CL_RES_CARD,     CL_RES_ISSUED,
+                                                CL_RES_BATCH,    CL_RES_REDEEMED, CL_RES_GIFT,
+                                                CL_RES_TRANSFER, CL_RES_REQUEST,  CL_RES_STATUS };
+    static cl_issued_row_t rows[CL_ISSUE_BATCH_MAX], back_rows[CL_ISSUE_BATCH_MAX];
+    static uint8_t buf[1 << 20], stored[4096];
+    static cl_reply_t r, back;
+    size_t stored_len = 0;
+    s_make_reply(CL_RES_REDEEMED, &r, NULL, 0, NULL, 0);
+    CHECK_RC(codec_reply_encode(&r, stored, sizeof stored, &stored_len), 0);
+
+    for (size_t i = 0; i < sizeof results / sizeof results[0]; i++) {
+        uint32_t n_rows = results[i] == CL_RES_BATCH ? CL_ISSUE_BATCH_MAX : 0;
+        s_make_reply(results[i], &r, rows, n_rows, stored, stored_len);
+        size_t len = 0, size = 0;
+        CHECK_RC(codec_reply_encode(&r, buf, sizeof buf, &len), 0);
+        CHECK_RC(codec_reply_encoded_size(&r, &size), 0);
+        CHECK(size == len);
+        memset(&back, 0xee, sizeof back);
+        CHECK_RC(codec_reply_decode(buf, len, &back, back_rows, CL_ISSUE_BATCH_MAX), 0);
+        if (results[i] == CL_RES_BATCH) {
+            printf("    a batch reply of %u full rows: %zu bytes\n", n_rows, len);
+            CHECK(back.rows == back_rows && back.rows_count == n_rows);
+            CHECK(memcmp(rows, back_rows, n_rows * sizeof rows[0]) == 0);
+            r.rows = back_rows;
+        }
+        if (results[i] == CL_RES_REQUEST) {
+            CHECK(back.stored_reply != NULL && back.stored_reply_len == stored_len);
+            CHECK(back.stored_reply != NULL && memcmp(back.stored_reply, stored, stored_len) == 0);
+            CHECK(back.stored_reply >= buf && back.stored_reply < buf + len);
+            r.stored_reply = back.stored_reply;
+        }
+        if (memcmp(&r, &back, sizeof r) != 0) {
+            fprintf(stderr, "    result %d does not round-trip\n", (int)results[i]);
+            s_ok = false;
+        }
+    }
+
+    /* A request that was not found. */
+    s_make_reply(CL_RES_REQUEST, &r, NULL, 0, NULL, 0);
+    size_t len = 0;
+    CHECK_RC(codec_reply_encode(&r, buf, sizeof buf, &len), 0);
+    CHECK_RC(codec_reply_decode(buf, len, &back, NULL, 0), 0);
+    CHECK(memcmp(&r, &back, sizeof r) == 0);
+
+    /* Too few rows to decode into; a stored reply that is not a reply. */
+    s_make_reply(CL_RES_BATCH, &r, rows, 3, NULL, 0);
+    CHECK_RC(codec_reply_encode(&r, buf, sizeof buf, &len), 0);
+    CHECK_RC(codec_reply_decode(buf, len, &back, back_rows, 2), CODEC_ENOSPC);
+    r.rows_count = CL_ISSUE_BATCH_MAX + 1;
+    CHECK_RC(codec_reply_encode(&r, buf, sizeof buf, &len), CODEC_ELIMIT);
+    s_make_reply(CL_RES_REQUEST, &r, NULL, 0, (const uint8_t *)"\xff\xff", 2);
+    CHECK_RC(codec_reply_encode(&r, buf, sizeof buf, &len), CODEC_EMALFORMED);
+    s_make_reply(CL_RES_CARD, &r, NULL, 0, NULL, 0);
+    size_t untouched = 99;
+    CHECK_RC(codec_reply_encode(&r, buf, 10, &untouched), CODEC_ENOSPC);
+    CHECK(untouched == 99);
+    r.result = (cl_result_type_t)99;
+    CHECK_RC(codec_reply_encode(&r, buf, sizeof buf, &len), CODEC_EINVAL);
+}
+
+static void
+a_replayed_reply_reads_replayed_and_otherwise_identical(void)
+{
+    static uint8_t reply[4096], batch[16384];
+    static cl_reply_t r, first, second, third;
+    size_t reply_len = 0, batch_len = 0;
+    s_make_reply(CL_RES_REDEEMED, &r, NULL, 0, NULL, 0);
+    CHECK_RC(codec_reply_encode(&r, reply, sizeof reply, &reply_len), 0);
+    CHECK_RC(codec_reply_batch_append(batch, sizeof batch, &batch_len, reply, reply_len, false), 0);
+    CHECK_RC(codec_reply_batch_append(batch, sizeof batch, &batch_len, reply, reply_len, true), 0);
+    r.replayed = true; /* a reply stored with the flag already set stays replayed */
+    CHECK_RC(codec_reply_encode(&r, reply, sizeof reply, &reply_len), 0);
+    CHECK_RC(codec_reply_batch_append(batch, sizeof batch, &batch_len, reply, reply_len, true), 0);
+
+    size_t off = 0, len = 0;
+    const uint8_t *p = NULL;
+    CHECK_RC(codec_reply_batch_next(batch, batch_len, &off, &p, &len), 0);
+    CHECK_RC(codec_reply_decode(p, len, &first, NULL, 0), 0);
+    CHECK_RC(codec_reply_batch_next(batch, batch_len, &off, &p, &len), 0);
+    CHECK_RC(codec_reply_decode(p, len, &second, NULL, 0), 0);
+    CHECK_RC(codec_reply_batch_next(batch, batch_len, &off, &p, &len), 0);
+    CHECK_RC(codec_reply_decode(p, len, &third, NULL, 0), 0);
+    CHECK_RC(codec_reply_batch_next(batch, batch_len, &off, &p, &len), CODEC_EEND);
+    CHECK(off == batch_len);
+
+    CHECK(!first.replayed);
+    CHECK(second.replayed);
+    CHECK(third.replayed);
+    second.replayed = false;
+    third.replayed = false;
+    CHECK(memcmp(&first, &second, sizeof first) == 0);
+    CHECK(memcmp(&first, &third, sizeof first) == 0);
+
+    size_t full = batch_len;
+    CHECK_RC(codec_reply_batch_append(batch, full + 3, &batch_len, reply, reply_len, true),
+             CODEC_ENOSPC);
+    CHECK(batch_len == full);
+    off = 0;
+    CHECK_RC(codec_reply_batch_next("\x0a\x09", 2, &off, &p, &len), CODEC_EMALFORMED);
+    off = 0;
+    CHECK_RC(codec_reply_batch_next("", 0, &off, &p, &len), CODEC_EEND);
+}
+
+/* ---- Names and masking -------------------------------------------------------------------- */
+
+static void
+card_codes_are_masked_but_for_their_last_four(void)
+{
+    char out[CL_CODE_MAX + 8];
+    cl_code_mask("ABCD2345EFGH4821", out, sizeof out);
+    CHECK_STR(out, "****-****-****-4821");
+    cl_code_mask("A2345EFGH4821", out, sizeof out);
+    CHECK_STR(out, "*-****-****-4821");
+    cl_code_mask("12345", out, sizeof out);
+    CHECK_STR(out, "*-2345");
+    cl_code_mask("1234", out, sizeof out);
+    CHECK_STR(out, "****");
+    cl_code_mask("12", out, sizeof out);
+    CHECK_STR(out, "**");
+    cl_code_mask("", out, sizeof out);
+    CHECK_STR(out, "");
+    cl_code_mask(NULL, out, sizeof out);
+    CHECK_STR(out, "");
+    cl_code_mask("SECRET\xe7\xa4\xbc", out, sizeof out); /* never half a UTF-8 character */
+    CHECK_STR(out, "*-****-T***");
+    char code[CL_CODE_MAX + 1];
+    memset(code, 'Z', CL_CODE_MAX);
+    memcpy(code + CL_CODE_MAX - 4, "9876", 4);
+    code[CL_CODE_MAX] = '\0';
+    cl_code_mask(code, out, sizeof out);
+    CHECK_STR(out, "****-****-****-****-****-****-****-9876");
+    CHECK(strlen(out) == sizeof out - 1);
+    char small[8];
+    cl_code_mask("ABCD2345EFGH4821", small, sizeof small);
+    CHECK_STR(small, "****-**");
+    cl_code_mask("ABCD2345EFGH4821", small, 0); /* no room at all: nothing written */
+}
+
+static void
+every_status_has_a_stable_name_and_a_sentence(void)
+{
+    static const struct {
+        cl_status_t status;
+        const char *name;
+    } known[] = {
+        { CL_OK, "ok" },
+        { CL_MALFORMED, "malformed" },
+        { CL_TOO_LARGE, "too_large" },
+        { CL_UNKNOWN_COMMAND, "unknown_command" },
+        { CL_INVALID_ARGUMENT, "invalid_argument" },
+        { CL_REQUEST_ID_REUSED, "request_id_reused" },
+        { CL_WRONG_SERVICE, "wrong_service" },
+        { CL_UNKNOWN_MERCHANT, "unknown_merchant" },
+        { CL_UNKNOWN_STORE, "unknown_store" },
+        { CL_UNKNOWN_PROGRAM, "unknown_program" },
+        { CL_UNKNOWN_CARD, "unknown_card" },
+        { CL_WRONG_MERCHANT, "wrong_merchant" },
+        { CL_STORE_NOT_ACCEPTING, "store_not_accepting" },
+        { CL_ALREADY_EXISTS, "already_exists" },
+        { CL_UNKNOWN_REDEMPTION, "unknown_redemption" },
+        { CL_UNKNOWN_OFFER, "unknown_offer" },
+        { CL_AMOUNT_INVALID, "amount_invalid" },
+        { CL_AMOUNT_ABOVE_LIMIT, "amount_above_limit" },
+        { CL_OVERFLOW, "overflow" },
+        { CL_DENOMINATION_INVALID, "denomination_invalid" },
+        { CL_CURRENCY_MISMATCH, "currency_mismatch" },
+        { CL_CARD_FROZEN, "card_frozen" },
+        { CL_CARD_LOCKED, "card_locked" },
+        { CL_CARD_EXPIRED, "card_expired" },
+        { CL_CARD_CLOSED, "card_closed" },
+        { CL_INSUFFICIENT_BALANCE, "insufficient_balance" },
+        { CL_NOT_TRANSFERABLE, "not_transferable" },
+        { CL_NOT_RELOADABLE, "not_reloadable" },
+        { CL_MAX_BALANCE_EXCEEDED, "max_balance_exceeded" },
+        { CL_PIN_REQUIRED, "pin_required" },
+        { CL_PIN_WRONG, "pin_wrong" },
+        { CL_GIFT_PENDING, "gift_pending" },
+        { CL_NOT_YET_VALID, "not_yet_valid" },
+        { CL_THRESHOLD_NOT_MET, "threshold_not_met" },
+        { CL_ITEM_NOT_ELIGIBLE, "item_not_eligible" },
+        { CL_REVERSAL_EXCEEDS, "reversal_exceeds" },
+        { CL_WRONG_KIND, "wrong_kind" },
+        { CL_STATE_CONFLICT, "state_conflict" },
+        { CL_PROGRAM_CLOSED, "program_closed" },
+        { CL_STOCK_EXHAUSTED, "stock_exhausted" },
+        { CL_HOLDER_LIMIT_REACHED, "holder_limit_reached" },
+        { CL_UNAUTHENTICATED, "unauthenticated" },
+        { CL_PERMISSION_DENIED, "permission_denied" },
+        { CL_RATE_LIMITED, "rate_limited" },
+        { CL_UNAVAILABLE, "unavailable" },
+        { CL_INTERNAL, "internal" },
+        { CL_STORAGE_FULL, "storage_full" },
+    };
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) {
+        CHECK_STR(cl_status_name(known[i].status), known[i].name);
+        const char *sentence = cl_status_sentence(known[i].status);
+        CHECK(sentence != NULL && strlen(sentence) > 3 && strlen(sentence) <= CL_MESSAGE_MAX);
+        CHECK(sentence != NULL && sentence[strlen(sentence) - 1] == '.');
+    }
+    CHECK_STR(cl_status_name((cl_status_t)0), "unknown");
+    CHECK_STR(cl_status_name((cl_status_t)999), "unknown");
+    CHECK(cl_status_sentence((cl_status_t)999) != NULL);
+
+    CHECK_STR(cl_event_name(CL_EV_CARD_REDEEMED), "CardRedeemed");
+    CHECK_STR(cl_event_name(CL_EV_CLOCK_ADVANCED), "ClockAdvanced");
+    CHECK_STR(cl_event_name((cl_event_type_t)99), "unknown");
+    for (size_t i = 0; i < S_EVENT_TYPES; i++) {
+        CHECK(strcmp(cl_event_name(s_event_types[i]), "unknown") != 0);
+    }
+    CHECK_STR(codec_strerror(CODEC_ETOOLARGE), "the frame or batch is over its named limit");
+    for (int err = CODEC_EINVAL; err >= CODEC_EEND; err--) {
+        CHECK(strcmp(codec_strerror(err), "unknown codec error") != 0);
+    }
+    CHECK_STR(codec_strerror(-1), "unknown codec error");
+}
+
+int
+main(void)
+{
+    RUN(every_event_type_round_trips_unchanged);
+    RUN(event_without_actor_round_trips_and_leaves_the_actor_out);
+    RUN(card_redeemed_with_short_ids_encodes_well_under_70_bytes);
+    RUN(largest_events_fit_their_named_bounds);
+    RUN(event_decode_refuses_what_it_cannot_hold);
+    RUN(event_json_masks_the_code_and_never_shows_the_pin_hash);
+    RUN(event_json_writes_every_type);
+    RUN(every_command_type_round_trips_through_a_request);
+    RUN(projector_queries_decode_to_their_type_without_payload);
+    RUN(over_limit_string_is_refused_naming_the_field);
+    RUN(a_request_larger_than_the_unpack_arena_still_decodes);
+    RUN(over_limit_list_is_refused_before_unpacking);
+    RUN(issue_batch_rows_beyond_the_frame_pool_are_refused);
+    RUN(garbage_bytes_are_malformed);
+    RUN(more_than_the_batch_limit_of_requests_is_too_large);
+    RUN(a_bad_request_does_not_spoil_the_good_ones_in_its_batch);
+    RUN(request_ids_must_be_present_and_within_their_limit);
+    RUN(unknown_enum_value_is_invalid_argument);
+    RUN(embedded_nul_and_invalid_utf8_are_invalid_argument);
+    RUN(same_content_gives_the_same_hash_and_one_changed_field_a_different_one);
+    RUN(request_encoders_refuse_small_buffers_and_leave_out_len_alone);
+    RUN(every_reply_result_round_trips_unchanged);
+    RUN(a_replayed_reply_reads_replayed_and_otherwise_identical);
+    RUN(card_codes_are_masked_but_for_their_last_four);
+    RUN(every_status_has_a_stable_name_and_a_sentence);
+    printf("%d passed, %d failed\n", s_passed, s_failed);
+    return s_failed == 0 ? 0 : 1;
+}

@@ -1,0 +1,531 @@
+/*
+ * cardledger-journal: the operator's and analyst's tool for a journal directory.
+ *
+ * It opens journals read-only (it never writes a journal; `copy` writes a new one) and offers
+ * four subcommands: `stat` (counts, sizes and the head, as text or JSON), `dump` (one JSON
+ * object per entry and line), `verify` (structure, gap-free sequence numbers and the hash
+ * chain; names the first bad sequence number) and `copy` (a consistent hot backup that is then
+ * verified). Everything it knows about entries comes from the journal library, so the tool
+ * reads exactly what the daemon writes. The exit status is the contract scripts rely on: 0 ok,
+ * 1 usage error, 2 cannot open, read or write, 3 verification failed.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cardledger-config.h"
+#include "journal.h"
+
+#define S_PROG "cardledger-journal"
+
+/* Exit statuses (documented in --help and docs/journal-format.md). */
+#define S_EXIT_OK     0
+#define S_EXIT_USAGE  1
+#define S_EXIT_IO     2
+#define S_EXIT_VERIFY 3
+/* Room for an ISO-8601 UTC time with microseconds: "-292277-01-01T00:00:00.000000Z". */
+#define S_TIME_BUF_SIZE 48
+
+static const char s_usage[] =
+    "Usage: " S_PROG " [--help] [--version] COMMAND [ARGS]\n"
+    "\n"
+    "Inspect, verify and back up a cardledger journal (an LMDB directory). Journals are\n"
+    "opened read-only; the tool never modifies one.\n"
+    "\n"
+    "Commands:\n"
+    "  stat DIR [--json]              entries, sequence range, head hash, sizes\n"
+    "  dump DIR [--from N] [--to N]   one JSON object per entry and line: seq, timestamp_us,\n"
+    "                                 time (ISO-8601 UTC), hash, payload_len, payload_b64\n"
+    "  verify DIR [--from N] [--to N] check structure, gap-free sequence numbers and the\n"
+    "                                 hash chain; names the first bad sequence number\n"
+    "  copy DIR DEST                  consistent hot backup of DIR into DEST (created, must\n"
+    "                                 not hold a data.mdb), then verify the copy\n"
+    "\n"
+    "Options:\n"
+    "  -h, --help      show this help and exit\n"
+    "  -V, --version   show the version and exit\n"
+    "\n"
+    "Exit status:\n"
+    "  0  success (verify: the checked range is intact)\n"
+    "  1  usage error\n"
+    "  2  cannot open, read or write a journal\n"
+    "  3  verification failed (a corrupt entry or a broken hash chain)\n";
+
+static void s_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static void
+s_usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs(S_PROG ": ", stderr);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputs("\nTry '" S_PROG " --help' for more information.\n", stderr);
+}
+
+/* Exit status for a journal error: corruption is a verification failure, the rest is I/O. */
+static int
+s_exit_for(int rc)
+{
+    return (rc == JOURNAL_ECORRUPT || rc == JOURNAL_ECHAIN) ? S_EXIT_VERIFY : S_EXIT_IO;
+}
+
+static bool
+s_parse_seq(const char *s, uint64_t *out)
+{
+    if (s == NULL || *s < '0' || *s > '9') {
+        return false;
+    }
+    errno = 0;
+    char *end = NULL;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno != 0 || end == s || *end != '\0') {
+        return false;
+    }
+    *out = (uint64_t)v;
+    return true;
+}
+
+static void
+s_hex(FILE *out, const uint8_t *bytes, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        fprintf(out, "%02x", bytes[i]);
+    }
+}
+
+/* Formats microseconds since the epoch as ISO-8601 UTC; false if out of gmtime's range. */
+static bool
+s_iso_time(int64_t us, char buf[S_TIME_BUF_SIZE])
+{
+    int64_t secs = us / 1000000;
+    int64_t frac = us % 1000000;
+    if (frac < 0) {
+        frac += 1000000;
+        secs -= 1;
+    }
+    time_t t = (time_t)secs;
+    struct tm tm;
+    if ((int64_t)t != secs || gmtime_r(&t, &tm) == NULL) {
+        return false;
+    }
+    char date[S_TIME_BUF_SIZE];
+    if (strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%S", &tm) == 0) {
+        return false;
+    }
+    int n = snprintf(buf, S_TIME_BUF_SIZE, "%s.%06" PRId64 "Z", date, frac);
+    return n > 0 && n < S_TIME_BUF_SIZE;
+}
+
+/* Prints a JSON string value (quotes included) with the escapes JSON requires. */
+static void
+s_json_string(FILE *out, const char *s)
+{
+    fputc('"', out);
+    for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++) {
+        if (*p == '"' || *p == '\\') {
+            fprintf(out, "\\%c", *p);
+        } else if (*p < 0x20) {
+            fprintf(out, "\\u%04x", *p);
+        } else {
+            fputc(*p, out);
+        }
+    }
+    fputc('"', out);
+}
+
+static void
+s_json_time(FILE *out, const char *name, int64_t us)
+{
+    char buf[S_TIME_BUF_SIZE];
+    if (s_iso_time(us, buf)) {
+        fprintf(out, "\"%s\":\"%s\"", name, buf);
+    } else {
+        fprintf(out, "\"%s\":null", name);
+    }
+}
+
+static void
+s_base64(FILE *out, const uint8_t *p, size_t len)
+{
+    static const char alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t i = 0;
+    for (; i + 3 <= len; i += 3) {
+        uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 | p[i + 2];
+        fputc(alphabet[(v >> 18) & 63], out);
+        fputc(alphabet[(v >> 12) & 63], out);
+        fputc(alphabet[(v >> 6) & 63], out);
+        fputc(alphabet[v & 63], out);
+    }
+    if (len - i == 1) {
+        uint32_t v = (uint32_t)p[i] << 16;
+        fputc(alphabet[(v >> 18) & 63], out);
+        fputc(alphabet[(v >> 12) & 63], out);
+        fputs("==", out);
+    } else if (len - i == 2) {
+        uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8;
+        fputc(alphabet[(v >> 18) & 63], out);
+        fputc(alphabet[(v >> 12) & 63], out);
+        fputc(alphabet[(v >> 6) & 63], out);
+        fputc('=', out);
+    }
+}
+
+/*
+ * The hook for a payload in `dump` output: prints the payload's JSON member(s), without a
+ * leading comma. For now the payload is opaque and printed as base64. When the protobuf
+ * JournalEntry envelope is decoded here, card codes must be printed masked and PIN hashes
+ * never.
+ */
+static void
+dump_payload_json(FILE *out, const void *payload, size_t len)
+{
+    fputs("\"payload_b64\":\"", out);
+    s_base64(out, payload, len);
+    fputc('"', out);
+}
+
+static int
+s_open(const char *dir, journal_t **out)
+{
+    journal_opts_t opts;
+    memset(&opts, 0, sizeof(opts));
+    opts.read_only = true;
+    int rc = journal_open(dir, &opts, out);
+    if (rc != 0) {
+        fprintf(stderr, S_PROG ": cannot open journal %s: %s\n", dir, journal_strerror(rc));
+        return rc == JOURNAL_EVERSION ? S_EXIT_IO : s_exit_for(rc);
+    }
+    return S_EXIT_OK;
+}
+
+/* Parses "DIR [--from N] [--to N] [--json]" for a subcommand; which options are allowed is
+ * given by the flags. Returns S_EXIT_OK, S_EXIT_USAGE, or -1 for --help (exit 0). */
+struct s_args {
+    const char *dir;
+    const char *dest;
+    uint64_t from_seq;
+    uint64_t to_seq;
+    bool json;
+};
+
+static int
+s_parse_args(int argc, char **argv, bool range, bool json, bool dest, struct s_args *a)
+{
+    static const struct option longopts[] = {
+        { "from", required_argument, NULL, 'f' },
+        { "to", required_argument, NULL, 't' },
+        { "json", no_argument, NULL, 'j' },
+        { "help", no_argument, NULL, 'h' },
+        { NULL, 0, NULL, 0 },
+    };
+    const char *cmd = argv[0];
+    memset(a, 0, sizeof(*a));
+    optind = 0; /* glibc: full re-initialization for the subcommand's argv */
+    opterr = 0;
+    int c;
+    while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'h':
+            fputs(s_usage, stdout);
+            return -1;
+        case 'f':
+        case 't':
+            if (!range) {
+                s_usage_error("%s: --from and --to are not options of this command", cmd);
+                return S_EXIT_USAGE;
+            }
+            if (!s_parse_seq(optarg, c == 'f' ? &a->from_seq : &a->to_seq)) {
+                s_usage_error("not a sequence number: '%s'", optarg);
+                return S_EXIT_USAGE;
+            }
+            break;
+        case 'j':
+            if (!json) {
+                s_usage_error("%s: --json is not an option of this command", cmd);
+                return S_EXIT_USAGE;
+            }
+            a->json = true;
+            break;
+        case ':':
+            s_usage_error("%s: option needs an argument", argv[optind - 1]);
+            return S_EXIT_USAGE;
+        default:
+            s_usage_error("%s: no such option", argv[optind - 1]);
+            return S_EXIT_USAGE;
+        }
+    }
+    int want = dest ? 2 : 1;
+    if (argc - optind != want) {
+        s_usage_error(dest ? "%s: needs DIR and DEST" : "%s: needs exactly one DIR", cmd);
+        return S_EXIT_USAGE;
+    }
+    a->dir = argv[optind];
+    a->dest = dest ? argv[optind + 1] : NULL;
+    if (a->to_seq != 0 && a->from_seq > a->to_seq) {
+        s_usage_error("%s: --from is after --to", cmd);
+        return S_EXIT_USAGE;
+    }
+    return S_EXIT_OK;
+}
+
+static void
+s_stat_text(const char *dir, const journal_stat_t *st)
+{
+    char buf[S_TIME_BUF_SIZE];
+    printf("journal:           %s\n", dir);
+    printf("format version:    %" PRIu32 "\n", st->format_version);
+    printf("journal id:        ");
+    s_hex(stdout, st->journal_id, JOURNAL_ID_SIZE);
+    printf("\ncreated:           %s\n", s_iso_time(st->created_us, buf) ? buf : "?");
+    printf("entries:           %" PRIu64 "\n", st->entries);
+    printf("first seq:         %" PRIu64 "\n", st->first_seq);
+    printf("head seq:          %" PRIu64 "\n", st->head_seq);
+    printf("head hash:         ");
+    s_hex(stdout, st->head_hash, JOURNAL_HASH_SIZE);
+    printf("\n");
+    if (st->entries > 0) {
+        printf("first timestamp:   %s\n", s_iso_time(st->first_timestamp_us, buf) ? buf : "?");
+        printf("last timestamp:    %s\n", s_iso_time(st->last_timestamp_us, buf) ? buf : "?");
+    }
+    printf("data file bytes:   %" PRIu64 "\n", st->file_size_bytes);
+    printf("map size bytes:    %" PRIu64 "\n", st->map_size_bytes);
+    printf("map used bytes:    %" PRIu64 "\n", st->map_used_bytes);
+    printf("page size bytes:   %" PRIu32 "\n", st->page_size_bytes);
+    printf("entries pages:     %" PRIu64 " branch, %" PRIu64 " leaf, %" PRIu64
+           " overflow, depth %" PRIu32 "\n",
+           st->entries_branch_pages, st->entries_leaf_pages, st->entries_overflow_pages,
+           st->entries_depth);
+    if (st->entries > 0) {
+        printf("used bytes/entry:  %.1f\n", (double)st->map_used_bytes / (double)st->entries);
+    }
+}
+
+static void
+s_stat_json(const char *dir, const journal_stat_t *st)
+{
+    printf("{\"journal\":");
+    s_json_string(stdout, dir);
+    printf(",\"format_version\":%" PRIu32 ",\"journal_id\":\"", st->format_version);
+    s_hex(stdout, st->journal_id, JOURNAL_ID_SIZE);
+    printf("\",\"created_us\":%" PRId64 ",", st->created_us);
+    s_json_time(stdout, "created", st->created_us);
+    printf(",\"entries\":%" PRIu64 ",\"first_seq\":%" PRIu64 ",\"head_seq\":%" PRIu64
+           ",\"head_hash\":\"",
+           st->entries, st->first_seq, st->head_seq);
+    s_hex(stdout, st->head_hash, JOURNAL_HASH_SIZE);
+    printf("\",\"first_timestamp_us\":%" PRId64 ",\"last_timestamp_us\":%" PRId64
+           ",\"file_size_bytes\":%" PRIu64 ",\"map_size_bytes\":%" PRIu64
+           ",\"map_used_bytes\":%" PRIu64 ",\"page_size_bytes\":%" PRIu32
+           ",\"entries_branch_pages\":%" PRIu64 ",\"entries_leaf_pages\":%" PRIu64
+           ",\"entries_overflow_pages\":%" PRIu64 ",\"entries_depth\":%" PRIu32 "}\n",
+           st->first_timestamp_us, st->last_timestamp_us, st->file_size_bytes, st->map_size_bytes,
+           st->map_used_bytes, st->page_size_bytes, st->entries_branch_pages,
+           st->entries_leaf_pages, st->entries_overflow_pages, st->entries_depth);
+}
+
+static int
+s_cmd_stat(int argc, char **argv)
+{
+    struct s_args a;
+    int status = s_parse_args(argc, argv, false, true, false, &a);
+    if (status != S_EXIT_OK) {
+        return status < 0 ? S_EXIT_OK : status;
+    }
+    journal_t *j = NULL;
+    status = s_open(a.dir, &j);
+    if (status != S_EXIT_OK) {
+        return status;
+    }
+    journal_stat_t st;
+    int rc = journal_stat(j, &st);
+    journal_close(&j);
+    if (rc != 0) {
+        fprintf(stderr, S_PROG ": stat %s: %s\n", a.dir, journal_strerror(rc));
+        return s_exit_for(rc);
+    }
+    if (a.json) {
+        s_stat_json(a.dir, &st);
+    } else {
+        s_stat_text(a.dir, &st);
+    }
+    return S_EXIT_OK;
+}
+
+static int
+s_cmd_dump(int argc, char **argv)
+{
+    struct s_args a;
+    int status = s_parse_args(argc, argv, true, false, false, &a);
+    if (status != S_EXIT_OK) {
+        return status < 0 ? S_EXIT_OK : status;
+    }
+    journal_t *j = NULL;
+    status = s_open(a.dir, &j);
+    if (status != S_EXIT_OK) {
+        return status;
+    }
+    journal_reader_t *r = NULL;
+    int rc = journal_reader_open(j, a.from_seq, &r);
+    if (rc == 0) {
+        journal_entry_t e;
+        while ((rc = journal_reader_next(r, &e)) == 0) {
+            if (a.to_seq != 0 && e.seq > a.to_seq) {
+                break;
+            }
+            printf("{\"seq\":%" PRIu64 ",\"timestamp_us\":%" PRId64 ",", e.seq, e.timestamp_us);
+            s_json_time(stdout, "time", e.timestamp_us);
+            printf(",\"hash\":\"");
+            s_hex(stdout, e.hash, JOURNAL_HASH_SIZE);
+            printf("\",\"payload_len\":%zu,", e.payload_len);
+            dump_payload_json(stdout, e.payload, e.payload_len);
+            printf("}\n");
+        }
+        if (rc == JOURNAL_END) {
+            rc = 0;
+        }
+    }
+    uint64_t bad_seq = r != NULL ? journal_reader_bad_seq(r) : 0;
+    journal_reader_close(&r);
+    journal_close(&j);
+    if (fflush(stdout) != 0) {
+        fprintf(stderr, S_PROG ": dump: writing output: %s\n", strerror(errno));
+        return S_EXIT_IO;
+    }
+    if (rc != 0) {
+        if (bad_seq != 0) {
+            fprintf(stderr, S_PROG ": dump %s: sequence %" PRIu64 ": %s\n", a.dir, bad_seq,
+                    journal_strerror(rc));
+        } else {
+            fprintf(stderr, S_PROG ": dump %s: %s\n", a.dir, journal_strerror(rc));
+        }
+        return s_exit_for(rc);
+    }
+    return S_EXIT_OK;
+}
+
+/* Verifies an open journal and reports like `verify` does. */
+static int
+s_verify_report(journal_t *j, const char *dir, uint64_t from_seq, uint64_t to_seq)
+{
+    uint64_t bad_seq = 0;
+    journal_verify_stats_t st;
+    int rc = journal_verify(j, from_seq, to_seq, &bad_seq, &st);
+    if (rc == JOURNAL_ECORRUPT || rc == JOURNAL_ECHAIN) {
+        fprintf(stderr,
+                S_PROG ": verify %s: FAILED at sequence %" PRIu64 ": %s (%" PRIu64
+                       " entries before it are intact)\n",
+                dir, bad_seq, journal_strerror(rc), st.entries_checked);
+        return S_EXIT_VERIFY;
+    }
+    if (rc != 0) {
+        fprintf(stderr, S_PROG ": verify %s: %s\n", dir, journal_strerror(rc));
+        return S_EXIT_IO;
+    }
+    printf("%s: %" PRIu64 " entries checked (seq %" PRIu64 "..%" PRIu64 ", %" PRIu64
+           " payload bytes): structure, sequence and hash chain intact\n",
+           dir, st.entries_checked, st.first_seq, st.last_seq, st.payload_bytes);
+    return S_EXIT_OK;
+}
+
+static int
+s_cmd_verify(int argc, char **argv)
+{
+    struct s_args a;
+    int status = s_parse_args(argc, argv, true, false, false, &a);
+    if (status != S_EXIT_OK) {
+        return status < 0 ? S_EXIT_OK : status;
+    }
+    journal_t *j = NULL;
+    status = s_open(a.dir, &j);
+    if (status != S_EXIT_OK) {
+        return status;
+    }
+    status = s_verify_report(j, a.dir, a.from_seq, a.to_seq);
+    journal_close(&j);
+    return status;
+}
+
+static int
+s_cmd_copy(int argc, char **argv)
+{
+    struct s_args a;
+    int status = s_parse_args(argc, argv, false, false, true, &a);
+    if (status != S_EXIT_OK) {
+        return status < 0 ? S_EXIT_OK : status;
+    }
+    journal_t *j = NULL;
+    status = s_open(a.dir, &j);
+    if (status != S_EXIT_OK) {
+        return status;
+    }
+    int rc = journal_copy(j, a.dest);
+    journal_close(&j);
+    if (rc != 0) {
+        fprintf(stderr, S_PROG ": copy %s to %s: %s\n", a.dir, a.dest, journal_strerror(rc));
+        return S_EXIT_IO;
+    }
+    status = s_open(a.dest, &j);
+    if (status != S_EXIT_OK) {
+        return status;
+    }
+    printf("copied %s to %s\n", a.dir, a.dest);
+    status = s_verify_report(j, a.dest, 0, 0);
+    journal_close(&j);
+    return status;
+}
+
+int
+main(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        { "help", no_argument, NULL, 'h' },
+        { "version", no_argument, NULL, 'V' },
+        { NULL, 0, NULL, 0 },
+    };
+    opterr = 0;
+    int c;
+    /* '+': stop at the command; its own options are parsed by the subcommand. */
+    while ((c = getopt_long(argc, argv, "+hV", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'h':
+            fputs(s_usage, stdout);
+            return S_EXIT_OK;
+        case 'V':
+            printf(S_PROG " %s\n", CARDLEDGER_VERSION);
+            return S_EXIT_OK;
+        default:
+            s_usage_error("%s: no such option", argv[optind - 1]);
+            return S_EXIT_USAGE;
+        }
+    }
+    if (optind >= argc) {
+        s_usage_error("%s", "no command given");
+        return S_EXIT_USAGE;
+    }
+    const char *cmd = argv[optind];
+    int sub_argc = argc - optind;
+    char **sub_argv = argv + optind;
+    if (strcmp(cmd, "stat") == 0) {
+        return s_cmd_stat(sub_argc, sub_argv);
+    }
+    if (strcmp(cmd, "dump") == 0) {
+        return s_cmd_dump(sub_argc, sub_argv);
+    }
+    if (strcmp(cmd, "verify") == 0) {
+        return s_cmd_verify(sub_argc, sub_argv);
+    }
+    if (strcmp(cmd, "copy") == 0) {
+        return s_cmd_copy(sub_argc, sub_argv);
+    }
+    s_usage_error("unknown command '%s'", cmd);
+    return S_EXIT_USAGE;
+}
