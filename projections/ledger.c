@@ -1,0 +1,1096 @@
+/*
+ * ledger.c: the fold of journal events into the ledger's write model (see ledger.h).
+ *
+ * Every case of ledger_apply() first checks that the event fits the state, then changes it, so
+ * an event that does not fit leaves the state exactly as it was. Amounts are re-derived from
+ * the event's deltas and compared with the "after" values the event carries: a journal whose
+ * arithmetic does not add up is refused rather than silently folded.
+ */
+#include "ledger.h"
+
+#include <assert.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <xxhash.h>
+
+#include "clcheck.h"
+#include "table.h"
+
+#define LEDGER_US_PER_DAY (86400LL * 1000000LL)
+
+/* Persisted tables, in the fixed order of checkpoints and digests. */
+enum {
+    T_MERCHANTS,
+    T_STORES,
+    T_PROGRAMS,
+    T_CARDS,
+    T_OFFERS,
+    T_REDEMPTIONS,
+    T_HOLDERS,
+    T_ROWS,
+    T_COUNT
+};
+
+static const char *const s_table_names[T_COUNT] = {
+    "merchants", "stores", "programs", "cards", "offers", "redemptions", "holders", "rows",
+};
+
+/* Keys: ids joined by a NUL, card/offer/redemption numbers as 8 big-endian bytes. */
+#define KEY2_MAX (2 * (CL_ID_MAX + 1))
+#define KEY3_MAX (2 * (CL_ID_MAX + 1) + CL_HOLDER_MAX + 1)
+
+typedef struct timer_heap {
+    ledger_timer_t *items;
+    size_t count;
+    size_t cap;
+} timer_heap_t;
+
+struct ledger {
+    ledger_meta_t meta;
+    bool meta_dirty;
+    table_t *tables[T_COUNT];
+    table_t *codes; /* code -> card_id (derived, never persisted) */
+    timer_heap_t timers;
+};
+
+const char *
+ledger_strerror(int rc)
+{
+    switch (rc) {
+    case 0:
+        return "success";
+    case LEDGER_EINVAL:
+        return "ledger: invalid argument";
+    case LEDGER_ENOMEM:
+        return "ledger: out of memory";
+    case LEDGER_EMISMATCH:
+        return "ledger: the event does not fit the state (corrupt journal or a bug)";
+    case LEDGER_EOVERFLOW:
+        return "ledger: an amount would overflow";
+    default:
+        return "ledger: unknown error";
+    }
+}
+
+/* ---- Small helpers ------------------------------------------------------------------------ */
+
+/* Copies a string into a fixed buffer, zero-filling the rest so records compare bytewise. */
+static void
+s_copy(char *dst, size_t cap, const char *src)
+{
+    size_t n = strnlen(src, cap - 1);
+    memcpy(dst, src, n);
+    memset(dst + n, 0, cap - n);
+}
+
+#define COPY(dst, src) s_copy((dst), sizeof(dst), (src))
+
+static void
+s_u64_key(uint64_t v, uint8_t out[8])
+{
+    for (int i = 7; i >= 0; i--) {
+        out[i] = (uint8_t)(v & 0xff);
+        v >>= 8;
+    }
+}
+
+/* Joins up to three strings with NULs into out; returns the key length. */
+static size_t
+s_join(uint8_t *out, size_t cap, const char *a, const char *b, const char *c)
+{
+    size_t n = 0;
+    const char *parts[3] = { a, b, c };
+    for (int i = 0; i < 3 && parts[i] != NULL; i++) {
+        size_t len = strlen(parts[i]);
+        assert(n + len + 1 <= cap);
+        if (i > 0)
+            out[n++] = 0;
+        memcpy(out + n, parts[i], len);
+        n += len;
+    }
+    (void)cap;
+    return n;
+}
+
+static bool
+s_add(int64_t a, int64_t b, int64_t *out)
+{
+    return !__builtin_add_overflow(a, b, out);
+}
+
+/* ---- Timers: a binary min-heap ordered by (due, kind, card, offer) ------------------------ */
+
+static bool
+s_timer_less(const ledger_timer_t *a, const ledger_timer_t *b)
+{
+    if (a->due_us != b->due_us)
+        return a->due_us < b->due_us;
+    if (a->kind != b->kind)
+        return a->kind < b->kind;
+    if (a->card_id != b->card_id)
+        return a->card_id < b->card_id;
+    return a->offer_id < b->offer_id;
+}
+
+static int
+s_timer_push(timer_heap_t *h, const ledger_timer_t *t)
+{
+    if (h->count == h->cap) {
+        size_t cap = h->cap ? h->cap * 2 : 1024;
+        ledger_timer_t *items = realloc(h->items, cap * sizeof(*items));
+        if (items == NULL)
+            return LEDGER_ENOMEM;
+        h->items = items;
+        h->cap = cap;
+    }
+    size_t i = h->count++;
+    h->items[i] = *t;
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (!s_timer_less(&h->items[i], &h->items[parent]))
+            break;
+        ledger_timer_t tmp = h->items[i];
+        h->items[i] = h->items[parent];
+        h->items[parent] = tmp;
+        i = parent;
+    }
+    return 0;
+}
+
+bool
+ledger_timer_peek(const ledger_t *l, ledger_timer_t *out)
+{
+    assert(l != NULL && out != NULL);
+    if (l->timers.count == 0)
+        return false;
+    *out = l->timers.items[0];
+    return true;
+}
+
+void
+ledger_timer_pop(ledger_t *l)
+{
+    timer_heap_t *h = &l->timers;
+    assert(h->count > 0);
+    h->items[0] = h->items[--h->count];
+    size_t i = 0;
+    for (;;) {
+        size_t left = 2 * i + 1, right = left + 1, least = i;
+        if (left < h->count && s_timer_less(&h->items[left], &h->items[least]))
+            least = left;
+        if (right < h->count && s_timer_less(&h->items[right], &h->items[least]))
+            least = right;
+        if (least == i)
+            break;
+        ledger_timer_t tmp = h->items[i];
+        h->items[i] = h->items[least];
+        h->items[least] = tmp;
+        i = least;
+    }
+}
+
+/* The expiry and reminder timers of a live card. */
+static int
+s_card_timers(ledger_t *l, const ledger_card_t *card, const ledger_program_t *prog)
+{
+    if (card->state != CL_CARDSTATE_ACTIVE || card->expires_at_us == 0)
+        return 0;
+    ledger_timer_t t = { .due_us = card->expires_at_us,
+                         .kind = LEDGER_TIMER_EXPIRE,
+                         .card_id = card->card_id };
+    int rc = s_timer_push(&l->timers, &t);
+    if (rc != 0)
+        return rc;
+    uint32_t days = prog != NULL ? prog->spec.remind_days_before_expiry : 0;
+    if (days > 0 && !card->reminded) {
+        t.kind = LEDGER_TIMER_REMIND;
+        t.due_us = card->expires_at_us - (int64_t)days * LEDGER_US_PER_DAY;
+        rc = s_timer_push(&l->timers, &t);
+    }
+    return rc;
+}
+
+/* ---- Lifetime ----------------------------------------------------------------------------- */
+
+int
+ledger_new(ledger_t **out)
+{
+    assert(out != NULL);
+    static const size_t key_max[T_COUNT] = {
+        [T_MERCHANTS] = CL_ID_MAX,
+        [T_STORES] = KEY2_MAX,
+        [T_PROGRAMS] = KEY2_MAX,
+        [T_CARDS] = 8,
+        [T_OFFERS] = 8,
+        [T_REDEMPTIONS] = 8,
+        [T_HOLDERS] = KEY3_MAX,
+        [T_ROWS] = KEY3_MAX,
+    };
+    static const size_t rec_size[T_COUNT] = {
+        [T_MERCHANTS] = sizeof(ledger_merchant_t),
+        [T_STORES] = sizeof(ledger_store_t),
+        [T_PROGRAMS] = sizeof(ledger_program_t),
+        [T_CARDS] = sizeof(ledger_card_t),
+        [T_OFFERS] = sizeof(ledger_offer_t),
+        [T_REDEMPTIONS] = sizeof(ledger_redemption_t),
+        [T_HOLDERS] = sizeof(uint32_t),
+        [T_ROWS] = sizeof(uint64_t),
+    };
+    ledger_t *l = calloc(1, sizeof(*l));
+    if (l == NULL)
+        return LEDGER_ENOMEM;
+    for (int i = 0; i < T_COUNT; i++) {
+        if (table_new(key_max[i], rec_size[i], &l->tables[i]) != 0) {
+            ledger_destroy(&l);
+            return LEDGER_ENOMEM;
+        }
+    }
+    if (table_new(CL_CODE_MAX, sizeof(uint64_t), &l->codes) != 0) {
+        ledger_destroy(&l);
+        return LEDGER_ENOMEM;
+    }
+    table_set_untracked(l->codes);
+    l->meta.next_card_id = 1;
+    l->meta.next_batch_id = 1;
+    l->meta_dirty = true;
+    *out = l;
+    return 0;
+}
+
+void
+ledger_destroy(ledger_t **lp)
+{
+    if (lp == NULL || *lp == NULL)
+        return;
+    ledger_t *l = *lp;
+    for (int i = 0; i < T_COUNT; i++)
+        table_destroy(&l->tables[i]);
+    table_destroy(&l->codes);
+    free(l->timers.items);
+    free(l);
+    *lp = NULL;
+}
+
+/* ---- Lookups ------------------------------------------------------------------------------ */
+
+const ledger_meta_t *
+ledger_meta(const ledger_t *l)
+{
+    return &l->meta;
+}
+
+const ledger_merchant_t *
+ledger_merchant(const ledger_t *l, const char *merchant_id)
+{
+    return table_get(l->tables[T_MERCHANTS], merchant_id, strlen(merchant_id));
+}
+
+const ledger_store_t *
+ledger_store(const ledger_t *l, const char *merchant_id, const char *store_id)
+{
+    uint8_t key[KEY2_MAX];
+    size_t n = s_join(key, sizeof(key), merchant_id, store_id, NULL);
+    return table_get(l->tables[T_STORES], key, n);
+}
+
+const ledger_program_t *
+ledger_program(const ledger_t *l, const char *merchant_id, const char *program_id)
+{
+    uint8_t key[KEY2_MAX];
+    size_t n = s_join(key, sizeof(key), merchant_id, program_id, NULL);
+    return table_get(l->tables[T_PROGRAMS], key, n);
+}
+
+const ledger_card_t *
+ledger_card(const ledger_t *l, uint64_t card_id)
+{
+    uint8_t key[8];
+    s_u64_key(card_id, key);
+    return table_get(l->tables[T_CARDS], key, sizeof(key));
+}
+
+const ledger_card_t *
+ledger_card_by_code(const ledger_t *l, const char *code)
+{
+    size_t n = strlen(code);
+    if (n == 0 || n > CL_CODE_MAX)
+        return NULL;
+    const uint64_t *id = table_get(l->codes, code, n);
+    return id != NULL ? ledger_card(l, *id) : NULL;
+}
+
+const ledger_offer_t *
+ledger_offer(const ledger_t *l, uint64_t offer_id)
+{
+    uint8_t key[8];
+    s_u64_key(offer_id, key);
+    return table_get(l->tables[T_OFFERS], key, sizeof(key));
+}
+
+const ledger_redemption_t *
+ledger_redemption(const ledger_t *l, uint64_t seq)
+{
+    uint8_t key[8];
+    s_u64_key(seq, key);
+    return table_get(l->tables[T_REDEMPTIONS], key, sizeof(key));
+}
+
+uint32_t
+ledger_holder_count(const ledger_t *l, const char *merchant_id, const char *program_id,
+                    const char *holder)
+{
+    uint8_t key[KEY3_MAX];
+    size_t n = s_join(key, sizeof(key), merchant_id, program_id, holder);
+    const uint32_t *count = table_get(l->tables[T_HOLDERS], key, n);
+    return count != NULL ? *count : 0;
+}
+
+uint64_t
+ledger_row_card(const ledger_t *l, const char *merchant_id, const char *program_id,
+                const char *row_key)
+{
+    uint8_t key[KEY3_MAX];
+    size_t n = s_join(key, sizeof(key), merchant_id, program_id, row_key);
+    const uint64_t *id = table_get(l->tables[T_ROWS], key, n);
+    return id != NULL ? *id : 0;
+}
+
+void
+ledger_card_view(const ledger_t *l, const ledger_card_t *card, cl_card_view_t *out)
+{
+    assert(card != NULL && out != NULL);
+    memset(out, 0, sizeof(*out));
+    const ledger_program_t *prog = ledger_program(l, card->merchant_id, card->program_id);
+    out->card_id = card->card_id;
+    cl_code_mask(card->code, out->code_masked, sizeof(out->code_masked));
+    COPY(out->merchant_id, card->merchant_id);
+    COPY(out->program_id, card->program_id);
+    if (prog != NULL) {
+        out->kind = prog->spec.kind;
+        COPY(out->currency, prog->spec.currency);
+    }
+    out->state = card->state;
+    out->frozen = card->frozen;
+    out->locked = card->locked;
+    out->balance_minor = card->balance_minor;
+    out->uses_left = card->uses_left;
+    out->face_value_minor = card->face_value_minor;
+    out->issued_at_us = card->issued_at_us;
+    out->valid_from_us = card->valid_from_us;
+    out->expires_at_us = card->expires_at_us;
+    COPY(out->holder, card->holder);
+    out->pin_failures = card->pin_failures;
+    out->open_offer_id = card->open_offer_id;
+    out->transfers_done = card->transfers_done;
+    out->redeemed_minor = card->redeemed_minor;
+}
+
+/* ---- Mutable access for the fold ---------------------------------------------------------- */
+
+static ledger_card_t *
+s_card_mut(ledger_t *l, uint64_t card_id)
+{
+    uint8_t key[8];
+    s_u64_key(card_id, key);
+    if (table_get(l->tables[T_CARDS], key, sizeof(key)) == NULL)
+        return NULL;
+    return table_put(l->tables[T_CARDS], key, sizeof(key), NULL);
+}
+
+static ledger_program_t *
+s_program_mut(ledger_t *l, const char *merchant_id, const char *program_id)
+{
+    uint8_t key[KEY2_MAX];
+    size_t n = s_join(key, sizeof(key), merchant_id, program_id, NULL);
+    if (table_get(l->tables[T_PROGRAMS], key, n) == NULL)
+        return NULL;
+    return table_put(l->tables[T_PROGRAMS], key, n, NULL);
+}
+
+/* Adds delta (+1 or -1) to a holder's count of cards in a program; 0 drops the record. */
+static int
+s_holder_add(ledger_t *l, const char *merchant_id, const char *program_id, const char *holder,
+             int delta)
+{
+    if (holder[0] == '\0')
+        return 0;
+    uint8_t key[KEY3_MAX];
+    size_t n = s_join(key, sizeof(key), merchant_id, program_id, holder);
+    uint32_t *count = table_put(l->tables[T_HOLDERS], key, n, NULL);
+    if (count == NULL)
+        return LEDGER_ENOMEM;
+    if (delta < 0 && *count == 0)
+        return LEDGER_EMISMATCH;
+    *count = (uint32_t)((int64_t)*count + delta);
+    if (*count == 0)
+        table_del(l->tables[T_HOLDERS], key, n);
+    return 0;
+}
+
+static bool
+s_is_voucher(cl_kind_t kind)
+{
+    return kind >= CL_KIND_VOUCHER_THRESHOLD && kind <= CL_KIND_VOUCHER_EXCHANGE;
+}
+
+/* ---- The fold, one function per kind of event --------------------------------------------- */
+
+static int
+s_apply_merchant(ledger_t *l, const cl_event_t *ev)
+{
+    const cl_ev_merchant_registered_t *e = &ev->u.merchant_registered;
+    table_t *t = l->tables[T_MERCHANTS];
+    size_t n = strlen(e->merchant_id);
+    if (n == 0 || table_get(t, e->merchant_id, n) != NULL)
+        return LEDGER_EMISMATCH;
+    ledger_merchant_t *m = table_put(t, e->merchant_id, n, NULL);
+    if (m == NULL)
+        return LEDGER_ENOMEM;
+    COPY(m->merchant_id, e->merchant_id);
+    COPY(m->name, e->name);
+    m->registered_at_us = ev->at_us;
+    return 0;
+}
+
+static int
+s_apply_store(ledger_t *l, const cl_event_t *ev)
+{
+    const cl_ev_store_registered_t *e = &ev->u.store_registered;
+    if (ledger_merchant(l, e->merchant_id) == NULL || e->store_id[0] == '\0' ||
+        ledger_store(l, e->merchant_id, e->store_id) != NULL)
+        return LEDGER_EMISMATCH;
+    uint8_t key[KEY2_MAX];
+    size_t n = s_join(key, sizeof(key), e->merchant_id, e->store_id, NULL);
+    ledger_store_t *s = table_put(l->tables[T_STORES], key, n, NULL);
+    if (s == NULL)
+        return LEDGER_ENOMEM;
+    COPY(s->merchant_id, e->merchant_id);
+    COPY(s->store_id, e->store_id);
+    COPY(s->name, e->name);
+    COPY(s->region, e->region);
+    return 0;
+}
+
+static int
+s_apply_program(ledger_t *l, const cl_event_t *ev)
+{
+    const cl_program_spec_t *spec = &ev->u.program;
+    const ledger_program_t *cur = ledger_program(l, spec->merchant_id, spec->program_id);
+    if (ledger_merchant(l, spec->merchant_id) == NULL || spec->program_id[0] == '\0')
+        return LEDGER_EMISMATCH;
+    if (ev->type == CL_EV_PROGRAM_DEFINED && cur != NULL)
+        return LEDGER_EMISMATCH;
+    if (ev->type == CL_EV_PROGRAM_UPDATED && (cur == NULL || cur->spec.kind != spec->kind ||
+                                              strcmp(cur->spec.currency, spec->currency) != 0))
+        return LEDGER_EMISMATCH;
+    uint8_t key[KEY2_MAX];
+    size_t n = s_join(key, sizeof(key), spec->merchant_id, spec->program_id, NULL);
+    ledger_program_t *p = table_put(l->tables[T_PROGRAMS], key, n, NULL);
+    if (p == NULL)
+        return LEDGER_ENOMEM;
+    p->spec = *spec;
+    return 0;
+}
+
+static int
+s_apply_program_closed(ledger_t *l, const cl_event_t *ev)
+{
+    const cl_ev_program_closed_t *e = &ev->u.program_closed;
+    ledger_program_t *p = s_program_mut(l, e->merchant_id, e->program_id);
+    if (p == NULL)
+        return LEDGER_EMISMATCH;
+    p->closed = true;
+    return 0;
+}
+
+static int
+s_apply_issued(ledger_t *l, const cl_event_t *ev)
+{
+    const cl_ev_card_issued_t *e = &ev->u.card_issued;
+    const ledger_program_t *prog = ledger_program(l, e->merchant_id, e->program_id);
+    size_t code_len = strlen(e->code);
+    if (prog == NULL || e->card_id != l->meta.next_card_id || code_len == 0 ||
+        table_get(l->codes, e->code, code_len) != NULL || e->face_value_minor < 0 ||
+        e->price_paid_minor < 0)
+        return LEDGER_EMISMATCH;
+    if (e->row_key[0] != '\0' && ledger_row_card(l, e->merchant_id, e->program_id, e->row_key))
+        return LEDGER_EMISMATCH;
+
+    uint8_t key[8];
+    s_u64_key(e->card_id, key);
+    ledger_card_t *c = table_put(l->tables[T_CARDS], key, sizeof(key), NULL);
+    uint64_t *code_id = table_put(l->codes, e->code, code_len, NULL);
+    if (c == NULL || code_id == NULL)
+        return LEDGER_ENOMEM;
+    *code_id = e->card_id;
+    c->card_id = e->card_id;
+    COPY(c->merchant_id, e->merchant_id);
+    COPY(c->program_id, e->program_id);
+    COPY(c->code, e->code);
+    c->has_pin = e->has_pin;
+    memcpy(c->pin_hash, e->pin_hash, sizeof(c->pin_hash));
+    COPY(c->holder, e->holder);
+    c->channel = e->channel;
+    COPY(c->sold_store_id, e->store_id);
+    COPY(c->sold_region, e->region);
+    c->face_value_minor = e->face_value_minor;
+    c->price_paid_minor = e->price_paid_minor;
+    c->balance_minor = prog->spec.kind == CL_KIND_STORED_VALUE ? e->face_value_minor : 0;
+    c->uses_left = e->uses;
+    c->issued_at_us = ev->at_us;
+    c->valid_from_us = e->valid_from_us;
+    c->expires_at_us = e->expires_at_us;
+    c->state = CL_CARDSTATE_ACTIVE;
+
+    ledger_program_t *p = s_program_mut(l, e->merchant_id, e->program_id);
+    assert(p != NULL);
+    p->issued_count++;
+    l->meta.next_card_id++;
+    l->meta.cards++;
+    int rc = s_holder_add(l, e->merchant_id, e->program_id, e->holder, +1);
+    if (rc == 0 && e->row_key[0] != '\0') {
+        uint8_t rkey[KEY3_MAX];
+        size_t n = s_join(rkey, sizeof(rkey), e->merchant_id, e->program_id, e->row_key);
+        uint64_t *row = table_put(l->tables[T_ROWS], rkey, n, NULL);
+        if (row == NULL)
+            return LEDGER_ENOMEM;
+        *row = e->card_id;
+    }
+    if (rc == 0)
+        rc = s_card_timers(l, c, p);
+    return rc;
+}
+
+static int
+s_apply_batch(ledger_t *l, const cl_event_t *ev)
+{
+    const cl_ev_batch_issued_t *e = &ev->u.batch_issued;
+    if (e->batch_id != l->meta.next_batch_id)
+        return LEDGER_EMISMATCH;
+    l->meta.next_batch_id++;
+    return 0;
+}
+
+static int
+s_apply_gift_offered(ledger_t *l, const cl_event_t *ev)
+{
+    const cl_ev_gift_offered_t *e = &ev->u.gift_offered;
+    const ledger_card_t *cur = ledger_card(l, e->card_id);
+    if (cur == NULL || cur->open_offer_id != 0 || e->offer_id != ev->seq ||
+        ledger_offer(l, e->offer_id) != NULL)
+        return LEDGER_EMISMATCH;
+    uint8_t key[8];
+    s_u64_key(e->offer_id, key);
+    ledger_offer_t *o = table_put(l->tables[T_OFFERS], key, sizeof(key), NULL);
+    if (o == NULL)
+        return LEDGER_ENOMEM;
+    o->offer_id = e->offer_id;
+    o->card_id = e->card_id;
+    COPY(o->from_holder, e->from_holder);
+    COPY(o->to_holder, e->to_holder);
+    memcpy(o->claim_hash, e->claim_hash, sizeof(o->claim_hash));
+    o->expires_at_us = e->expires_at_us;
+    ledger_card_t *c = s_card_mut(l, e->card_id);
+    c->open_offer_id = e->offer_id;
+    if (c->has_pin)
+        c->pin_failures = 0;
+    ledger_timer_t t = { .due_us = e->expires_at_us,
+                         .kind = LEDGER_TIMER_OFFER,
+                         .card_id = e->card_id,
+                         .offer_id = e->offer_id };
+    return s_timer_push(&l->timers, &t);
+}
+
+static int
+s_apply_gift_closed(ledger_t *l, const cl_event_t *ev)
+{
+    const cl_ev_gift_closed_t *e = &ev->u.gift_closed;
+    const ledger_card_t *cur = ledger_card(l, e->card_id);
+    const ledger_offer_t *offer = ledger_offer(l, e->offer_id);
+    if (cur == NULL || offer == NULL || cur->open_offer_id != e->offer_id ||
+        offer->card_id != e->card_id)
+        return LEDGER_EMISMATCH;
+    if (ev->type == CL_EV_GIFT_CLAIMED) {
+        if (e->new_holder[0] == '\0' || strcmp(cur->holder, e->previous_holder) != 0)
+            return LEDGER_EMISMATCH;
+        int rc = s_holder_add(l, cur->merchant_id, cur->program_id, cur->holder, -1);
+        if (rc == 0)
+            rc = s_holder_add(l, cur->merchant_id, cur->program_id, e->new_holder, +1);
+        if (rc != 0)
+            return rc;
+    }
+    ledger_card_t *c = s_card_mut(l, e->card_id);
+    if (ev->type == CL_EV_GIFT_CLAIMED) {
+        COPY(c->holder, e->new_holder);
+        c->transfers_done++;
+    }
+    c->open_offer_id = 0;
+    uint8_t key[8];
+    s_u64_key(e->offer_id, key);
+    table_del(l->tables[T_OFFERS], key, sizeof(key));
+    return 0;
+}
+
+/* Balance and uses after a change, checked against what the event says they are. */
+static int
+s_after(const ledger_card_t *c, int64_t delta_minor, int64_t delta_uses, int64_t want_balance,
+        int64_t want_uses, int64_t *out_balance, uint32_t *out_uses)
+{
+    int64_t balance, uses;
+    if (!s_add(c->balance_minor, delta_minor, &balance) ||
+        !s_add((int64_t)c->uses_left, delta_uses, &uses))
+        return LEDGER_EOVERFLOW;
+    if (balance < 0 || uses < 0 || uses > UINT32_MAX || balance != want_balance ||
+        uses != want_uses)
+        return LEDGER_EMISMATCH;
+    *out_balance = balance;
+    *out_uses = (uint32_t)uses;
+    return 0;
+}
+
+static int
+s_apply_redeemed(ledger_t *l, const cl_event_t *ev)
+{
+    const cl_ev_card_redeemed_t *e = &ev->u.card_redeemed;
+    const ledger_card_t *cur = ledger_card(l, e->card_id);
+    if (cur == NULL || e->amount_minor < 0 || ledger_redemption(l, ev->seq) != NULL)
+        return LEDGER_EMISMATCH;
+    const ledger_program_t *prog = ledger_program(l, cur->merchant_id, cur->program_id);
+    if (prog == NULL)
+        return LEDGER_EMISMATCH;
+    bool value = prog->spec.kind == CL_KIND_STORED_VALUE;
+    int64_t balance, redeemed;
+    uint32_t uses;
+    int rc = s_after(cur, value ? -e->amount_minor : 0, -(int64_t)e->uses, e->balance_after_minor,
+                     e->uses_after, &balance, &uses);
+    if (rc != 0)
+        return rc;
+    if (!s_add(cur->redeemed_minor, e->amount_minor, &redeemed))
+        return LEDGER_EOVERFLOW;
+
+    uint8_t key[8];
+    s_u64_key(ev->seq, key);
+    ledger_redemption_t *r = table_put(l->tables[T_REDEMPTIONS], key, sizeof(key), NULL);
+    if (r == NULL)
+        return LEDGER_ENOMEM;
+    r->seq = ev->seq;
+    r->card_id = e->card_id;
+    COPY(r->store_id, e->store_id);
+    r->amount_minor = e->amount_minor;
+    r->uses = e->uses;
+
+    ledger_card_t *c = s_card_mut(l, e->card_id);
+    c->balance_minor = balance;
+    c->uses_left = uses;
+    c->redeemed_minor = redeemed;
+    if (c->has_pin)
+        c->pin_failures = 0;
+    if (s_is_voucher(prog->spec.kind) && uses == 0)
+        c->state = CL_CARDSTATE_EXHAUSTED;
+    return 0;
+}
+
+static int
+s_apply_reversed(ledger_t *l, const cl_event_t *ev)
+{
+    const cl_ev_redemption_reversed_t *e = &ev->u.redemption_reversed;
+    const ledger_card_t *cur = ledger_card(l, e->card_id);
+    const ledger_redemption_t *red = ledger_redemption(l, e->redemption_seq);
+    if (cur == NULL || red == NULL || red->card_id != e->card_id || e->amount_minor < 0 ||
+        e->amount_minor > red->amount_minor - red->reversed_minor ||
+        e->uses > red->uses - red->reversed_uses)
+        return LEDGER_EMISMATCH;
+    const ledger_program_t *prog = ledger_program(l, cur->merchant_id, cur->program_id);
+    if (prog == NULL)
+        return LEDGER_EMISMATCH;
+    bool value = prog->spec.kind == CL_KIND_STORED_VALUE;
+    int64_t balance;
+    uint32_t uses;
+    int rc = s_after(cur, value ? e->amount_minor : 0, (int64_t)e->uses, e->balance_after_minor,
+                     e->uses_after, &balance, &uses);
+    if (rc != 0)
+        return rc;
+
+    uint8_t key[8];
+    s_u64_key(e->redemption_seq, key);
+    ledger_redemption_t *r = table_put(l->tables[T_REDEMPTIONS], key, sizeof(key), NULL);
+    r->reversed_minor += e->amount_minor;
+    r->reversed_uses += e->uses;
+    ledger_card_t *c = s_card_mut(l, e->card_id);
+    c->balance_minor = balance;
+    c->uses_left = uses;
+    c->redeemed_minor -= e->amount_minor;
+    if (c->state == CL_CARDSTATE_EXHAUSTED && uses > 0)
+        c->state = CL_CARDSTATE_ACTIVE;
+    return 0;
+}
+
+static int
+s_apply_reloaded(ledger_t *l, const cl_event_t *ev)
+{
+    const cl_ev_card_reloaded_t *e = &ev->u.card_reloaded;
+    const ledger_card_t *cur = ledger_card(l, e->card_id);
+    if (cur == NULL || e->amount_minor <= 0)
+        return LEDGER_EMISMATCH;
+    int64_t balance;
+    uint32_t uses;
+    int rc =
+        s_after(cur, e->amount_minor, 0, e->balance_after_minor, cur->uses_left, &balance, &uses);
+    if (rc != 0)
+        return rc;
+    s_card_mut(l, e->card_id)->balance_minor = balance;
+    return 0;
+}
+
+static int
+s_apply_transferred(ledger_t *l, const cl_event_t *ev)
+{
+    const cl_ev_balance_transferred_t *e = &ev->u.balance_transferred;
+    const ledger_card_t *from = ledger_card(l, e->from_card_id);
+    const ledger_card_t *to = ledger_card(l, e->to_card_id);
+    if (from == NULL || to == NULL || from == to || e->amount_minor <= 0)
+        return LEDGER_EMISMATCH;
+    int64_t from_balance, to_balance;
+    uint32_t uses;
+    int rc = s_after(from, -e->amount_minor, 0, e->from_balance_after_minor, from->uses_left,
+                     &from_balance, &uses);
+    if (rc == 0)
+        rc = s_after(to, e->amount_minor, 0, e->to_balance_after_minor, to->uses_left, &to_balance,
+                     &uses);
+    if (rc != 0)
+        return rc;
+    ledger_card_t *f = s_card_mut(l, e->from_card_id);
+    f->balance_minor = from_balance;
+    if (f->has_pin)
+        f->pin_failures = 0;
+    s_card_mut(l, e->to_card_id)->balance_minor = to_balance;
+    return 0;
+}
+
+static int
+s_apply_adjusted(ledger_t *l, const cl_event_t *ev)
+{
+    const cl_ev_card_adjusted_t *e = &ev->u.card_adjusted;
+    const ledger_card_t *cur = ledger_card(l, e->card_id);
+    if (cur == NULL)
+        return LEDGER_EMISMATCH;
+    int64_t balance;
+    uint32_t uses;
+    int rc = s_after(cur, e->delta_minor, e->delta_uses, e->balance_after_minor, e->uses_after,
+                     &balance, &uses);
+    if (rc != 0)
+        return rc;
+    ledger_card_t *c = s_card_mut(l, e->card_id);
+    c->balance_minor = balance;
+    c->uses_left = uses;
+    return 0;
+}
+
+static int
+s_apply_card_flag(ledger_t *l, const cl_event_t *ev)
+{
+    uint64_t card_id;
+    switch (ev->type) {
+    case CL_EV_CARD_FROZEN:
+    case CL_EV_CARD_UNFROZEN:
+    case CL_EV_CARD_UNLOCKED:
+        card_id = ev->u.card_flag.card_id;
+        break;
+    case CL_EV_PIN_REJECTED:
+    case CL_EV_CARD_LOCKED:
+        card_id = ev->u.pin.card_id;
+        break;
+    case CL_EV_CARD_EXPIRED:
+        card_id = ev->u.card_expired.card_id;
+        break;
+    case CL_EV_EXPIRY_REMINDED:
+        card_id = ev->u.expiry_reminded.card_id;
+        break;
+    default:
+        return LEDGER_EINVAL;
+    }
+    ledger_card_t *c = s_card_mut(l, card_id);
+    if (c == NULL)
+        return LEDGER_EMISMATCH;
+    switch (ev->type) {
+    case CL_EV_CARD_FROZEN:
+        c->frozen = true;
+        break;
+    case CL_EV_CARD_UNFROZEN:
+        c->frozen = false;
+        break;
+    case CL_EV_CARD_UNLOCKED:
+        c->locked = false;
+        c->pin_failures = 0;
+        break;
+    case CL_EV_PIN_REJECTED:
+        c->pin_failures = ev->u.pin.failures_in_row;
+        break;
+    case CL_EV_CARD_LOCKED:
+        c->locked = true;
+        c->pin_failures = ev->u.pin.failures_in_row;
+        break;
+    case CL_EV_CARD_EXPIRED:
+        c->state = CL_CARDSTATE_EXPIRED;
+        break;
+    default:
+        c->reminded = true;
+        break;
+    }
+    return 0;
+}
+
+int
+ledger_apply(ledger_t *l, const cl_event_t *ev)
+{
+    assert(l != NULL && ev != NULL);
+    if (ev->seq <= l->meta.last_seq)
+        return LEDGER_EMISMATCH;
+    int rc;
+    switch (ev->type) {
+    case CL_EV_MERCHANT_REGISTERED:
+        rc = s_apply_merchant(l, ev);
+        break;
+    case CL_EV_STORE_REGISTERED:
+        rc = s_apply_store(l, ev);
+        break;
+    case CL_EV_PROGRAM_DEFINED:
+    case CL_EV_PROGRAM_UPDATED:
+        rc = s_apply_program(l, ev);
+        break;
+    case CL_EV_PROGRAM_CLOSED:
+        rc = s_apply_program_closed(l, ev);
+        break;
+    case CL_EV_CARD_ISSUED:
+        rc = s_apply_issued(l, ev);
+        break;
+    case CL_EV_BATCH_ISSUED:
+        rc = s_apply_batch(l, ev);
+        break;
+    case CL_EV_GIFT_OFFERED:
+        rc = s_apply_gift_offered(l, ev);
+        break;
+    case CL_EV_GIFT_CLAIMED:
+    case CL_EV_GIFT_RECALLED:
+    case CL_EV_GIFT_RETURNED:
+        rc = s_apply_gift_closed(l, ev);
+        break;
+    case CL_EV_CARD_REDEEMED:
+        rc = s_apply_redeemed(l, ev);
+        break;
+    case CL_EV_REDEMPTION_REVERSED:
+        rc = s_apply_reversed(l, ev);
+        break;
+    case CL_EV_CARD_RELOADED:
+        rc = s_apply_reloaded(l, ev);
+        break;
+    case CL_EV_BALANCE_TRANSFERRED:
+        rc = s_apply_transferred(l, ev);
+        break;
+    case CL_EV_CARD_ADJUSTED:
+        rc = s_apply_adjusted(l, ev);
+        break;
+    case CL_EV_CARD_FROZEN:
+    case CL_EV_CARD_UNFROZEN:
+    case CL_EV_CARD_UNLOCKED:
+    case CL_EV_PIN_REJECTED:
+    case CL_EV_CARD_LOCKED:
+    case CL_EV_CARD_EXPIRED:
+    case CL_EV_EXPIRY_REMINDED:
+        rc = s_apply_card_flag(l, ev);
+        break;
+    case CL_EV_CLOCK_ADVANCED:
+        if (ev->u.clock_advanced.now_us < l->meta.clock_us)
+            return LEDGER_EMISMATCH;
+        l->meta.clock_us = ev->u.clock_advanced.now_us;
+        rc = 0;
+        break;
+    default:
+        return LEDGER_EMISMATCH;
+    }
+    if (rc != 0)
+        return rc;
+    l->meta.last_seq = ev->seq;
+    l->meta.last_at_us = ev->at_us;
+    l->meta_dirty = true;
+    return 0;
+}
+
+/* ---- Persistence -------------------------------------------------------------------------- */
+
+typedef struct visit_ctx {
+    const char *table;
+    size_t rec_size;
+    ledger_record_fn fn;
+    void *ctx;
+} visit_ctx_t;
+
+static int
+s_visit(const void *key, size_t key_len, const void *rec, void *ctx)
+{
+    visit_ctx_t *v = ctx;
+    return v->fn(v->table, key, key_len, rec, rec != NULL ? v->rec_size : 0, v->ctx);
+}
+
+static int
+s_walk(const ledger_t *l, bool dirty_only, ledger_record_fn fn, void *ctx)
+{
+    if (!dirty_only || l->meta_dirty) {
+        int rc = fn("meta", "meta", 4, &l->meta, sizeof(l->meta), ctx);
+        if (rc != 0)
+            return rc;
+    }
+    for (int i = 0; i < T_COUNT; i++) {
+        visit_ctx_t v = { s_table_names[i], table_rec_size(l->tables[i]), fn, ctx };
+        int rc = dirty_only ? table_foreach_dirty(l->tables[i], s_visit, &v)
+                            : table_foreach(l->tables[i], s_visit, &v);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+int
+ledger_dirty_foreach(const ledger_t *l, ledger_record_fn fn, void *ctx)
+{
+    return s_walk(l, true, fn, ctx);
+}
+
+int
+ledger_foreach_record(const ledger_t *l, ledger_record_fn fn, void *ctx)
+{
+    return s_walk(l, false, fn, ctx);
+}
+
+void
+ledger_dirty_clear(ledger_t *l)
+{
+    l->meta_dirty = false;
+    for (int i = 0; i < T_COUNT; i++)
+        table_dirty_clear(l->tables[i]);
+}
+
+int
+ledger_load_record(ledger_t *l, const char *table, const void *key, size_t key_len, const void *rec,
+                   size_t rec_len)
+{
+    if (strcmp(table, "meta") == 0) {
+        if (rec_len != sizeof(l->meta))
+            return LEDGER_EINVAL;
+        memcpy(&l->meta, rec, sizeof(l->meta));
+        return 0;
+    }
+    for (int i = 0; i < T_COUNT; i++) {
+        if (strcmp(table, s_table_names[i]) != 0)
+            continue;
+        if (rec_len != table_rec_size(l->tables[i]))
+            return LEDGER_EINVAL;
+        void *dst = table_put(l->tables[i], key, key_len, NULL);
+        if (dst == NULL)
+            return key_len == 0 ? LEDGER_EINVAL : LEDGER_ENOMEM;
+        memcpy(dst, rec, rec_len);
+        return 0;
+    }
+    return LEDGER_EINVAL;
+}
+
+static int
+s_index_card(const void *key, size_t key_len, const void *rec, void *ctx)
+{
+    ledger_t *l = ctx;
+    const ledger_card_t *c = rec;
+    (void)key;
+    (void)key_len;
+    uint64_t *id = table_put(l->codes, c->code, strlen(c->code), NULL);
+    if (id == NULL)
+        return LEDGER_ENOMEM;
+    *id = c->card_id;
+    return s_card_timers(l, c, ledger_program(l, c->merchant_id, c->program_id));
+}
+
+static int
+s_index_offer(const void *key, size_t key_len, const void *rec, void *ctx)
+{
+    ledger_t *l = ctx;
+    const ledger_offer_t *o = rec;
+    (void)key;
+    (void)key_len;
+    ledger_timer_t t = { .due_us = o->expires_at_us,
+                         .kind = LEDGER_TIMER_OFFER,
+                         .card_id = o->card_id,
+                         .offer_id = o->offer_id };
+    return s_timer_push(&l->timers, &t);
+}
+
+int
+ledger_rebuild_indexes(ledger_t *l)
+{
+    l->timers.count = 0;
+    int rc = table_foreach(l->tables[T_CARDS], s_index_card, l);
+    if (rc == 0)
+        rc = table_foreach(l->tables[T_OFFERS], s_index_offer, l);
+    if (rc == 0)
+        ledger_dirty_clear(l);
+    return rc;
+}
+
+/* ---- Digest ------------------------------------------------------------------------------- */
+
+typedef struct digest_item {
+    const void *key;
+    size_t key_len;
+    const void *rec;
+} digest_item_t;
+
+typedef struct digest_list {
+    digest_item_t *items;
+    size_t count;
+} digest_list_t;
+
+static int
+s_collect(const void *key, size_t key_len, const void *rec, void *ctx)
+{
+    digest_list_t *d = ctx;
+    d->items[d->count++] = (digest_item_t){ key, key_len, rec };
+    return 0;
+}
+
+static int
+s_item_cmp(const void *a, const void *b)
+{
+    const digest_item_t *x = a, *y = b;
+    size_t n = x->key_len < y->key_len ? x->key_len : y->key_len;
+    int c = memcmp(x->key, y->key, n);
+    if (c != 0)
+        return c;
+    return x->key_len < y->key_len ? -1 : x->key_len > y->key_len;
+}
+
+void
+ledger_digest(const ledger_t *l, uint8_t out[16])
+{
+    XXH3_state_t *st = XXH3_createState();
+    CL_CHECK(NULL != st);
+    XXH3_128bits_reset(st);
+    XXH3_128bits_update(st, &l->meta, sizeof(l->meta));
+    for (int i = 0; i < T_COUNT; i++) {
+        const table_t *t = l->tables[i];
+        digest_list_t d = { calloc(table_count(t) + 1, sizeof(digest_item_t)), 0 };
+        CL_CHECK(NULL != d.items);
+        table_foreach(t, s_collect, &d);
+        qsort(d.items, d.count, sizeof(*d.items), s_item_cmp);
+        XXH3_128bits_update(st, s_table_names[i], strlen(s_table_names[i]) + 1);
+        for (size_t k = 0; k < d.count; k++) {
+            uint64_t klen = d.items[k].key_len;
+            XXH3_128bits_update(st, &klen, sizeof(klen));
+            XXH3_128bits_update(st, d.items[k].key, d.items[k].key_len);
+            XXH3_128bits_update(st, d.items[k].rec, table_rec_size(t));
+        }
+        free(d.items);
+    }
+    XXH128_canonical_t canon;
+    XXH128_canonicalFromHash(&canon, XXH3_128bits_digest(st));
+    memcpy(out, canon.digest, 16);
+    XXH3_freeState(st);
+}

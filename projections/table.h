@@ -1,0 +1,63 @@
+/*
+ * An in-memory table of fixed-size records keyed by short byte strings, with a dirty set.
+ *
+ * The ledger's write model keeps every entity (cards, programs, offers, ...) in one of these:
+ * a hash index (XXH3, open addressing) over records stored in chunks, so a record's address
+ * never changes once made. Every change marks the record dirty; the daemon's checkpoint writes
+ * the dirty records and clears the set. Deleting a record keeps its slot (a tombstone that the
+ * checkpoint turns into an LMDB delete); the same key may be put again later.
+ */
+#ifndef CARDLEDGER_TABLE_H
+#define CARDLEDGER_TABLE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define TABLE_KEY_MAX 160 /* longest key any table may use */
+
+typedef struct table table_t;
+
+/* Creates a table for keys of at most key_max bytes and records of rec_size bytes. */
+int table_new(size_t key_max, size_t rec_size, table_t **out);
+
+/*
+ * Stops dirty tracking for a table the caller never persists (a derived index): its changes
+ * are then not listed by table_foreach_dirty().
+ */
+void table_set_untracked(table_t *t);
+
+/* Frees the table; accepts NULL and clears the caller's pointer. */
+void table_destroy(table_t **t);
+
+/* The live record under key, or NULL. Valid until table_destroy(). */
+void *table_get(const table_t *t, const void *key, size_t key_len);
+
+/*
+ * The live record under key, made (zero-filled) when missing, and marked dirty: call it before
+ * changing a record. Returns NULL only when memory runs out. *out_created (may be NULL) says
+ * whether the record is new.
+ */
+void *table_put(table_t *t, const void *key, size_t key_len, bool *out_created);
+
+/* Deletes the record under key (a no-op when missing). */
+void table_del(table_t *t, const void *key, size_t key_len);
+
+/* Live records. */
+size_t table_count(const table_t *t);
+
+/* Visitor: rec is NULL for a deleted record (dirty iteration only). Non-zero stops the walk. */
+typedef int (*table_visit_fn)(const void *key, size_t key_len, const void *rec, void *ctx);
+
+/* Every live record, in insertion order. */
+int table_foreach(const table_t *t, table_visit_fn fn, void *ctx);
+
+/* Every record changed or deleted since the last table_dirty_clear(), in first-change order. */
+int table_foreach_dirty(const table_t *t, table_visit_fn fn, void *ctx);
+void table_dirty_clear(table_t *t);
+size_t table_dirty_count(const table_t *t);
+
+/* Size of one record. */
+size_t table_rec_size(const table_t *t);
+
+#endif /* CARDLEDGER_TABLE_H */
