@@ -1,0 +1,74 @@
+/*
+ * checkpoint: the ledger's state in LMDB as "state as of sequence N", and the way back.
+ *
+ * The journal is the write-ahead log; the ledger lives in memory. Writing every changed card on
+ * every commit would cost a random LMDB update per event (measured at 20-25x the journal append
+ * itself), so the daemon instead writes the records the ledger marked dirty every so often, in
+ * one transaction together with the sequence number they reflect. On start it loads that
+ * checkpoint and replays the journal from the next sequence to the head. Because a checkpoint
+ * and its sequence number commit atomically, and the journal already holds every event up to
+ * that number, a crash at any instant leaves a state that checkpoint + replay turns into exactly
+ * what a full replay gives.
+ *
+ * Databases in the journal's environment:
+ *   "state.<table>"      one per ledger table (state.cards, state.programs, ...): key -> the
+ *                        ledger's fixed-size record, as ledger_dirty_foreach() hands it out
+ *   "daemon.checkpoint"  key "state": format (u32 LE, 1), LEDGER_STATE_VERSION (u32 LE),
+ *                        sequence (u64 LE)
+ * A checkpoint written by a build with another LEDGER_STATE_VERSION is ignored: the state is
+ * rebuilt from the whole journal and the next checkpoint rewrites every table from scratch.
+ */
+#ifndef CARDLEDGER_CHECKPOINT_H
+#define CARDLEDGER_CHECKPOINT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "journal.h"
+#include "ledger.h"
+
+#define CHECKPOINT_DB           "daemon.checkpoint"
+#define CHECKPOINT_STATE_PREFIX "state."
+#define CHECKPOINT_FORMAT       1u
+#define CHECKPOINT_TABLES_MAX   32 /* ledger tables the checkpoint can hold */
+
+/* Errors besides JOURNAL_E*, MDB_*, LEDGER_E* and CODEC_E* codes. */
+#define CHECKPOINT_EREPLAY (-39001) /* a journal event does not fit the state: see the log */
+#define CHECKPOINT_ETABLES (-39002) /* more ledger tables than CHECKPOINT_TABLES_MAX */
+
+/* What checkpoint_load() did. */
+typedef struct checkpoint_info {
+    bool loaded;             /* a checkpoint was loaded (else the state came from seq 1) */
+    bool full_needed;        /* the state.* tables are unusable: the next write must be full */
+    uint64_t checkpoint_seq; /* the sequence the loaded checkpoint reflects (0 if none) */
+    uint64_t records;        /* records loaded from the checkpoint */
+    uint64_t replayed;       /* journal events replayed after it */
+    uint64_t head_seq;       /* the journal's head: the ledger's last_seq after the load */
+    double load_ms;          /* reading the checkpoint and rebuilding the indexes */
+    double replay_ms;        /* replaying the journal's tail */
+} checkpoint_info_t;
+
+/*
+ * Makes the ledger reflect the whole journal: loads the checkpoint (unless use_checkpoint is
+ * false, or there is none, or it is of another state version or unreadable, which is logged),
+ * rebuilds the indexes and replays the journal's tail. *l must be a fresh ledger; it may be
+ * replaced by another fresh one when a checkpoint turns out unreadable half-way. Works on a
+ * read-only journal too. Returns 0; CHECKPOINT_EREPLAY when an event does not decode or does not
+ * fit the state (the journal is not one this build understands); a journal or MDB_* code.
+ */
+int checkpoint_load(journal_t *j, ledger_t **l, bool use_checkpoint, checkpoint_info_t *out);
+
+/*
+ * Writes the ledger's dirty records (every record, replacing all state.* content, when full)
+ * and the checkpoint record for ledger_meta(l)->last_seq, in one durable journal_write() with no
+ * journal entries, then clears the dirty set. The ledger must reflect exactly the committed
+ * journal (no events of an uncommitted batch). *out_records (may be NULL) receives how many
+ * records were written. Returns 0 or a journal/MDB_* code (then the dirty set is kept).
+ */
+int checkpoint_write(journal_t *j, ledger_t *l, bool full, size_t *out_records);
+
+/* A sentence for any code the functions above return. */
+const char *checkpoint_strerror(int rc);
+
+#endif /* CARDLEDGER_CHECKPOINT_H */

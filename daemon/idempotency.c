@@ -1,0 +1,307 @@
+/*
+ * idempotency: request id -> (content hash, time, Reply) in LMDB (see idempotency.h).
+ */
+#include "idempotency.h"
+
+#include <assert.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "domain.h"
+
+#define S_TIME_KEY_MAX (8 + CL_REQUEST_ID_MAX)
+
+static void
+s_put_le64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint64_t
+s_get_le64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+static void
+s_put_be64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (56 - 8 * i));
+}
+
+static uint64_t
+s_get_be64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+/* Times before 1970 sort first; none are expected, but the key stays ordered either way. */
+static uint64_t
+s_time_key(int64_t at_us)
+{
+    return (uint64_t)at_us ^ (UINT64_C(1) << 63);
+}
+
+static size_t
+s_make_time_key(uint8_t *key, int64_t at_us, const char *request_id, size_t id_len)
+{
+    s_put_be64(key, s_time_key(at_us));
+    memcpy(key + 8, request_id, id_len);
+    return 8 + id_len;
+}
+
+int
+idem_open(MDB_txn *txn, idem_dbs_t *out)
+{
+    idem_dbs_t d;
+    int rc = mdb_dbi_open(txn, IDEM_DB_RECORDS, MDB_CREATE, &d.records);
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, IDEM_DB_BY_TIME, MDB_CREATE, &d.by_time);
+    if (rc == 0)
+        *out = d;
+    return rc;
+}
+
+static int
+s_decode(const MDB_val *v, idem_record_t *out)
+{
+    const uint8_t *p = v->mv_data;
+    if (v->mv_size < IDEM_HEADER_LEN || p[0] != IDEM_RECORD_VERSION)
+        return IDEM_ECORRUPT;
+    size_t reply_len = (size_t)p[1 + IDEM_HASH_LEN + 8] | (size_t)p[1 + IDEM_HASH_LEN + 9] << 8 |
+                       (size_t)p[1 + IDEM_HASH_LEN + 10] << 16 |
+                       (size_t)p[1 + IDEM_HASH_LEN + 11] << 24;
+    if (reply_len > v->mv_size - IDEM_HEADER_LEN)
+        return IDEM_ECORRUPT;
+    memcpy(out->content_hash, p + 1, IDEM_HASH_LEN);
+    out->at_us = (int64_t)s_get_le64(p + 1 + IDEM_HASH_LEN);
+    out->reply = p + IDEM_HEADER_LEN;
+    out->reply_len = reply_len;
+    out->sealed = p + IDEM_HEADER_LEN + reply_len;
+    out->sealed_len = v->mv_size - IDEM_HEADER_LEN - reply_len;
+    return 0;
+}
+
+int
+idem_get(MDB_txn *txn, const idem_dbs_t *dbs, const char *request_id, idem_record_t *out)
+{
+    size_t id_len = strlen(request_id);
+    if (id_len == 0 || id_len > CL_REQUEST_ID_MAX)
+        return MDB_NOTFOUND;
+    MDB_val k = { id_len, (void *)(uintptr_t)request_id };
+    MDB_val v;
+    int rc = mdb_get(txn, dbs->records, &k, &v);
+    if (rc != 0)
+        return rc;
+    idem_record_t r;
+    rc = s_decode(&v, &r);
+    if (rc == 0)
+        *out = r;
+    return rc;
+}
+
+int
+idem_put(MDB_txn *txn, const idem_dbs_t *dbs, const char *request_id,
+         const uint8_t content_hash[IDEM_HASH_LEN], int64_t at_us, const uint8_t *reply,
+         size_t reply_len, const uint8_t *sealed, size_t sealed_len)
+{
+    uint8_t tkey[S_TIME_KEY_MAX];
+    size_t id_len = strlen(request_id);
+    if (id_len == 0 || id_len > CL_REQUEST_ID_MAX || (reply == NULL && reply_len > 0) ||
+        (sealed == NULL && sealed_len > 0) || reply_len > UINT32_MAX)
+        return IDEM_EINVAL;
+
+    MDB_val k = { id_len, (void *)(uintptr_t)request_id };
+    MDB_val v = { IDEM_HEADER_LEN + reply_len + sealed_len, NULL };
+    int rc = mdb_put(txn, dbs->records, &k, &v, MDB_RESERVE);
+    if (rc != 0)
+        return rc;
+    uint8_t *p = v.mv_data;
+    p[0] = IDEM_RECORD_VERSION;
+    memcpy(p + 1, content_hash, IDEM_HASH_LEN);
+    s_put_le64(p + 1 + IDEM_HASH_LEN, (uint64_t)at_us);
+    for (int i = 0; i < 4; i++)
+        p[1 + IDEM_HASH_LEN + 8 + i] = (uint8_t)(reply_len >> (8 * i));
+    if (reply_len > 0)
+        memcpy(p + IDEM_HEADER_LEN, reply, reply_len);
+    if (sealed_len > 0)
+        memcpy(p + IDEM_HEADER_LEN + reply_len, sealed, sealed_len);
+
+    MDB_val tk = { s_make_time_key(tkey, at_us, request_id, id_len), tkey };
+    MDB_val tv = { 0, NULL };
+    return mdb_put(txn, dbs->by_time, &tk, &tv, 0);
+}
+
+int
+idem_purge(MDB_txn *txn, const idem_dbs_t *dbs, int64_t cutoff_us, size_t max_records,
+           size_t *out_purged)
+{
+    MDB_cursor *cur = NULL;
+    MDB_val tk, tv;
+    size_t purged = 0;
+    int rc = mdb_cursor_open(txn, dbs->by_time, &cur);
+    if (rc != 0)
+        return rc;
+    rc = mdb_cursor_get(cur, &tk, &tv, MDB_FIRST);
+    while (rc == 0 && purged < max_records) {
+        if (tk.mv_size <= 8 || tk.mv_size > S_TIME_KEY_MAX) {
+            rc = IDEM_ECORRUPT;
+            break;
+        }
+        const uint8_t *key = tk.mv_data;
+        int64_t at_us = (int64_t)(s_get_be64(key) ^ (UINT64_C(1) << 63));
+        if (at_us >= cutoff_us)
+            break;
+        /* The id may have been stored again later (after this record aged out but before it
+         * was purged): only the record with this very time goes. */
+        MDB_val k = { tk.mv_size - 8, (void *)(uintptr_t)(key + 8) };
+        MDB_val v;
+        idem_record_t r;
+        rc = mdb_get(txn, dbs->records, &k, &v);
+        if (rc == 0 && s_decode(&v, &r) == 0 && r.at_us == at_us)
+            rc = mdb_del(txn, dbs->records, &k, NULL);
+        else if (rc == MDB_NOTFOUND || rc == 0)
+            rc = 0;
+        if (rc != 0)
+            break;
+        rc = mdb_cursor_del(cur, 0);
+        if (rc != 0)
+            break;
+        purged++;
+        /* After mdb_cursor_del() the cursor rests on the following item, and MDB_NEXT returns
+         * that item rather than skipping it. */
+        rc = mdb_cursor_get(cur, &tk, &tv, MDB_NEXT);
+    }
+    mdb_cursor_close(cur);
+    if (rc == MDB_NOTFOUND)
+        rc = 0;
+    if (rc == 0 && out_purged != NULL)
+        *out_purged = purged;
+    return rc;
+}
+
+/* ---- PINs shown once: sealed apart from the stored reply ---------------------------------- */
+
+/* The PIN slots of a reply: the issue result's one, or one per batch row. */
+static size_t
+s_pin_slots(cl_reply_t *r, char **out_slots, size_t cap)
+{
+    size_t n = 0;
+    if (r->result == CL_RES_ISSUED && cap > 0) {
+        out_slots[n++] = r->pin;
+    } else if (r->result == CL_RES_BATCH && r->rows != NULL) {
+        for (uint32_t i = 0; i < r->rows_count && n < cap; i++)
+            out_slots[n++] = r->rows[i].pin;
+    }
+    return n;
+}
+
+bool
+idem_reply_has_pins(const cl_reply_t *r)
+{
+    if (r->result == CL_RES_ISSUED)
+        return r->pin[0] != '\0';
+    if (r->result == CL_RES_BATCH && r->rows != NULL) {
+        for (uint32_t i = 0; i < r->rows_count; i++) {
+            if (r->rows[i].pin[0] != '\0')
+                return true;
+        }
+    }
+    return false;
+}
+
+static void
+s_pin_key(const uint8_t key[IDEM_KEY_LEN], uint8_t out[crypto_secretbox_KEYBYTES])
+{
+    static const char context[] = "cardledger idempotency pins v1";
+    crypto_generichash(out, crypto_secretbox_KEYBYTES, (const unsigned char *)context,
+                       sizeof(context) - 1, key, IDEM_KEY_LEN);
+}
+
+/* Plain text: u16 slot count, then per slot a length byte and the PIN's digits. */
+int
+idem_seal_pins(const uint8_t key[IDEM_KEY_LEN], cl_reply_t *r, uint8_t **out_sealed,
+               size_t *out_len)
+{
+    char *slots[CL_ISSUE_BATCH_MAX];
+    size_t n = s_pin_slots(r, slots, CL_ISSUE_BATCH_MAX);
+    if (n == 0)
+        return IDEM_EINVAL;
+    size_t plain_len = 2 + n * (1 + CL_PIN_MAX);
+    uint8_t *plain = malloc(plain_len);
+    size_t box_len = crypto_secretbox_NONCEBYTES + crypto_secretbox_MACBYTES + plain_len;
+    uint8_t *box = malloc(box_len);
+    if (plain == NULL || box == NULL) {
+        free(plain);
+        free(box);
+        return IDEM_ENOMEM;
+    }
+    size_t used = 0;
+    plain[used++] = (uint8_t)(n & 0xff);
+    plain[used++] = (uint8_t)(n >> 8);
+    for (size_t i = 0; i < n; i++) {
+        size_t len = strnlen(slots[i], CL_PIN_MAX);
+        plain[used++] = (uint8_t)len;
+        memcpy(plain + used, slots[i], len);
+        used += len;
+        sodium_memzero(slots[i], CL_PIN_MAX + 1);
+    }
+    uint8_t k[crypto_secretbox_KEYBYTES];
+    s_pin_key(key, k);
+    randombytes_buf(box, crypto_secretbox_NONCEBYTES);
+    crypto_secretbox_easy(box + crypto_secretbox_NONCEBYTES, plain, used, box, k);
+    sodium_memzero(k, sizeof(k));
+    sodium_memzero(plain, plain_len);
+    free(plain);
+    *out_sealed = box;
+    *out_len = crypto_secretbox_NONCEBYTES + crypto_secretbox_MACBYTES + used;
+    return 0;
+}
+
+int
+idem_unseal_pins(const uint8_t key[IDEM_KEY_LEN], const uint8_t *sealed, size_t len, cl_reply_t *r)
+{
+    if (len < crypto_secretbox_NONCEBYTES + crypto_secretbox_MACBYTES + 2)
+        return IDEM_ECORRUPT;
+    size_t plain_len = len - crypto_secretbox_NONCEBYTES - crypto_secretbox_MACBYTES;
+    uint8_t *plain = malloc(plain_len);
+    if (plain == NULL)
+        return IDEM_ENOMEM;
+    uint8_t k[crypto_secretbox_KEYBYTES];
+    s_pin_key(key, k);
+    int rc = crypto_secretbox_open_easy(plain, sealed + crypto_secretbox_NONCEBYTES,
+                                        len - crypto_secretbox_NONCEBYTES, sealed, k);
+    sodium_memzero(k, sizeof(k));
+    char *slots[CL_ISSUE_BATCH_MAX];
+    size_t n = s_pin_slots(r, slots, CL_ISSUE_BATCH_MAX);
+    size_t stored_n = rc == 0 ? (size_t)plain[0] | (size_t)plain[1] << 8 : 0;
+    if (rc != 0 || stored_n != n) {
+        sodium_memzero(plain, plain_len);
+        free(plain);
+        return IDEM_ECORRUPT;
+    }
+    size_t at = 2;
+    for (size_t i = 0; i < n; i++) {
+        size_t pin_len = at < plain_len ? plain[at] : CL_PIN_MAX + 1;
+        if (pin_len > CL_PIN_MAX || at + 1 + pin_len > plain_len) {
+            rc = IDEM_ECORRUPT;
+            break;
+        }
+        memcpy(slots[i], plain + at + 1, pin_len);
+        slots[i][pin_len] = '\0';
+        at += 1 + pin_len;
+    }
+    sodium_memzero(plain, plain_len);
+    free(plain);
+    return rc;
+}

@@ -1,0 +1,1279 @@
+/*
+ * server: the command loop and its group commit (see server.h).
+ *
+ * A cycle:
+ *   1. zmq_poll() until a message comes, a timer is due or a checkpoint is due;
+ *   2. fire due ledger timers (CardExpired, ExpiryReminded, GiftReturned);
+ *   3. take every message already waiting, without blocking, up to the cycle's limits, and for
+ *      each request in order: the idempotency check, decide(), ledger_apply() of its events at
+ *      once (so the next request sees them), decide_finish(), the encoded reply;
+ *   4. fire the timers the clock moved past (an AdvanceClock in this cycle);
+ *   5. flush: ONE journal_write() with every event and idempotency record of the window, made
+ *      durable; then the replies of the messages whose requests are all committed; then the
+ *      events on the PUB socket;
+ *   6. a checkpoint when enough events or time have gone by.
+ * A window that would outgrow its limits (events, bytes) is flushed early, in the middle of a
+ * message if need be; the message's reply then waits for the flush that commits its last
+ * request. Nothing is ever answered or published before the commit that makes it durable.
+ *
+ * When a commit fails, the window's events are already in the in-memory ledger, so the ledger
+ * is rebuilt from disk (checkpoint + replay) and every request of the window is answered with
+ * CL_STORAGE_FULL or CL_INTERNAL; its idempotency records were never written, so a retry with
+ * the same request id is decided afresh.
+ */
+#include "server.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <sodium.h>
+#include <zmq.h>
+
+#include "clcheck.h"
+#include "codec.h"
+#include "decide.h"
+#include "log.h"
+
+/* Idempotency records of one window: one per decided command. */
+#define S_RECS_MAX (DAEMON_COMMIT_REQUESTS_MAX + CL_BATCH_REQUESTS_MAX)
+/* Replies of one cycle: one per request, plus one per message refused whole. */
+#define S_REPLIES_MAX (S_RECS_MAX + DAEMON_COMMIT_MESSAGES_MAX)
+/* Slots of the in-window request id map (a power of two, at least twice S_RECS_MAX). */
+#define S_MAP_SLOTS 16384u
+/* A published journal entry: the 40-byte header and the payload. */
+#define S_ENTRY_MAX (JOURNAL_HEADER_SIZE + CODEC_EVENT_MAX_BYTES)
+/* A reply with no result: status, request id and a sentence. */
+#define S_SMALL_REPLY_MAX 512
+
+_Static_assert(S_MAP_SLOTS >= 2 * S_RECS_MAX, "the request id map must stay half empty");
+_Static_assert(DAEMON_COMMIT_EVENTS_MAX + DECIDE_EVENTS_MAX <= JOURNAL_TXN_ENTRIES_MAX,
+               "a commit must fit one journal transaction");
+
+/* An event of the window: where its encoded JournalEntry is and what to publish it under. */
+typedef struct s_event {
+    uint64_t seq;                    /* the sequence it will get (checked at append) */
+    int64_t at_us;                   /* its timestamp */
+    size_t off;                      /* payload offset in ev_bytes */
+    uint32_t len;                    /* payload length */
+    cl_event_type_t type;            /* for the topic */
+    char merchant[CL_ID_MAX + 1];    /* for the topic; empty = merchant-less */
+    uint8_t hash[JOURNAL_HASH_SIZE]; /* its chain hash, known after the append */
+} s_event_t;
+
+/* An idempotency record of the window. */
+typedef struct s_rec {
+    char request_id[CL_REQUEST_ID_MAX + 1];
+    uint8_t content_hash[IDEM_HASH_LEN];
+    int64_t at_us;
+    size_t reply;    /* index in replies[] of the reply sent */
+    uint8_t *stored; /* when the reply shows PINs: the reply without them (malloc'd) */
+    size_t stored_len;
+    uint8_t *sealed; /* ... and the PINs, sealed (idem_seal_pins(); malloc'd) */
+    size_t sealed_len;
+} s_rec_t;
+
+/* One reply of the cycle. */
+typedef struct s_reply {
+    char request_id[CL_REQUEST_ID_MAX + 1]; /* to answer a failed commit */
+    size_t off;                             /* packed Reply in rep_bytes */
+    size_t len;
+    bool replayed;      /* send with replayed = true */
+    uint32_t window;    /* the window whose commit it depends on */
+    cl_status_t failed; /* non-zero: the commit failed; answer with this status instead */
+} s_reply_t;
+
+/* One incoming message of the cycle. */
+typedef struct s_msg {
+    zmq_msg_t env[DAEMON_ENVELOPE_FRAMES_MAX]; /* the ROUTER envelope, sent back as it came */
+    size_t env_count;
+    size_t first_reply; /* its replies are replies[first_reply .. first_reply + reply_count) */
+    size_t reply_count;
+    bool complete; /* every request of it is decided */
+    bool sent;
+} s_msg_t;
+
+struct server {
+    const daemon_config_t *cfg;
+    journal_t *journal;
+    ledger_t *ledger;
+    idem_dbs_t idem;
+    void *router;
+    void *pub;
+    cl_principal_t principal; /* the local development principal */
+
+    /* Deciding. */
+    codec_batch_t *batch;
+    decide_ctx_t ctx;
+    decide_out_t out;
+    cl_event_t *events;    /* DECIDE_EVENTS_MAX */
+    cl_issued_row_t *rows; /* CL_ISSUE_BATCH_MAX */
+    cl_reply_t reply;
+    cl_reply_t small;              /* for replies the server makes itself */
+    cl_reply_t scratch;            /* a reply's stored form, or one restored from disk */
+    cl_issued_row_t *rows_scratch; /* CL_ISSUE_BATCH_MAX rows for scratch */
+
+    /* The window: what the next journal_write() commits. */
+    uint32_t window;
+    bool poisoned;  /* the ledger took a change that must not be committed */
+    bool broken;    /* the state could not be rebuilt: stop without committing more */
+    s_event_t *evs; /* DAEMON_COMMIT_EVENTS_MAX + DECIDE_EVENTS_MAX */
+    size_t evs_count;
+    uint8_t *ev_bytes;
+    size_t ev_bytes_len, ev_bytes_cap;
+    s_rec_t *recs; /* S_RECS_MAX */
+    size_t recs_count;
+    uint32_t *map; /* S_MAP_SLOTS: request id -> recs index + 1 */
+    MDB_txn *rtxn; /* read transaction for idempotency lookups, or NULL */
+    size_t purged; /* idempotency records the last commit purged */
+
+    /* The cycle. */
+    s_msg_t *msgs; /* DAEMON_COMMIT_MESSAGES_MAX */
+    size_t msgs_count;
+    size_t requests;    /* requests taken this cycle */
+    s_reply_t *replies; /* S_REPLIES_MAX */
+    size_t replies_count;
+    uint8_t *rep_bytes;
+    size_t rep_len, rep_cap;
+    bool timers_pending; /* more timers were due than one cycle fires */
+
+    /* Buffers of the hot path. */
+    uint8_t *send_buf;
+    size_t send_cap;
+    uint8_t *entry_buf; /* S_ENTRY_MAX */
+
+    /* Checkpoints. */
+    uint64_t checkpoint_seq;
+    uint64_t events_since_checkpoint;
+    double last_checkpoint_ms;
+    bool full_checkpoint;
+};
+
+/* ---- Small helpers ------------------------------------------------------------------------- */
+
+static double
+s_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static void
+s_random(void *buf, size_t len, void *ctx)
+{
+    (void)ctx;
+    randombytes_buf(buf, len);
+}
+
+static void
+s_copy(char *dst, size_t cap, const char *src)
+{
+    size_t n = strnlen(src, cap - 1);
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
+/* The daemon's clock: the test clock when it runs with one, else the wall clock; never earlier
+ * than the last event, so journal timestamps never decrease. */
+static int64_t
+s_now(const server_t *s)
+{
+    const ledger_meta_t *m = ledger_meta(s->ledger);
+    int64_t now;
+    if (s->cfg->test_clock) {
+        now = m->clock_us != 0 ? m->clock_us : s->cfg->test_clock_start_us;
+    } else {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        now = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+    }
+    return now < m->last_at_us ? m->last_at_us : now;
+}
+
+static void
+s_put_le(uint8_t *p, uint64_t v, int bytes)
+{
+    for (int i = 0; i < bytes; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint32_t
+s_id_hash(const char *id)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (const unsigned char *p = (const unsigned char *)id; *p != '\0'; p++)
+        h = (h ^ *p) * 16777619u;
+    return h;
+}
+
+static bool
+s_grow(uint8_t **buf, size_t *cap, size_t need)
+{
+    if (need <= *cap)
+        return true;
+    size_t n = *cap != 0 ? *cap : 65536;
+    while (n < need)
+        n *= 2;
+    uint8_t *p = realloc(*buf, n);
+    if (p == NULL)
+        return false;
+    *buf = p;
+    *cap = n;
+    return true;
+}
+
+/* ---- The in-window request id map ------------------------------------------------------------ */
+
+static s_rec_t *
+s_map_find(const server_t *s, const char *id)
+{
+    for (uint32_t i = s_id_hash(id) & (S_MAP_SLOTS - 1);; i = (i + 1) & (S_MAP_SLOTS - 1)) {
+        uint32_t v = s->map[i];
+        if (v == 0)
+            return NULL;
+        if (strcmp(s->recs[v - 1].request_id, id) == 0)
+            return &s->recs[v - 1];
+    }
+}
+
+static void
+s_map_insert(server_t *s, size_t rec_index)
+{
+    const char *id = s->recs[rec_index].request_id;
+    uint32_t i = s_id_hash(id) & (S_MAP_SLOTS - 1);
+    while (s->map[i] != 0)
+        i = (i + 1) & (S_MAP_SLOTS - 1);
+    s->map[i] = (uint32_t)rec_index + 1;
+}
+
+/* ---- Replies ------------------------------------------------------------------------------- */
+
+/* Makes room for one more reply of up to len bytes; returns its entry or NULL. */
+static s_reply_t *
+s_reply_reserve(server_t *s, const char *request_id, size_t len)
+{
+    CL_CHECK(s->replies_count < S_REPLIES_MAX);
+    if (!s_grow(&s->rep_bytes, &s->rep_cap, s->rep_len + len))
+        return NULL;
+    s_reply_t *e = &s->replies[s->replies_count];
+    memset(e, 0, sizeof(*e));
+    s_copy(e->request_id, sizeof(e->request_id), request_id);
+    e->off = s->rep_len;
+    e->window = s->window;
+    return e;
+}
+
+static void
+s_reply_commit(server_t *s, s_msg_t *m, s_reply_t *e, size_t len)
+{
+    e->len = len;
+    s->rep_len += len;
+    s->replies_count++;
+    m->reply_count++;
+}
+
+/* Encodes r as the next reply of message m. Returns the reply's index, or -1 (logged). */
+static long
+s_reply_add(server_t *s, s_msg_t *m, const cl_reply_t *r)
+{
+    size_t len = 0;
+    int rc = codec_reply_encoded_size(r, &len);
+    s_reply_t *e = rc == 0 ? s_reply_reserve(s, r->request_id, len) : NULL;
+    if (e != NULL)
+        rc = codec_reply_encode(r, s->rep_bytes + e->off, len, &len);
+    if (rc != 0 || e == NULL) {
+        log_error("a reply does not encode: %s", rc != 0 ? codec_strerror(rc) : "out of memory");
+        return -1;
+    }
+    s_reply_commit(s, m, e, len);
+    return (long)(s->replies_count - 1);
+}
+
+/* A reply with a status and a sentence but no result. */
+static void
+s_reply_simple(server_t *s, s_msg_t *m, const char *request_id, cl_status_t status,
+               const char *message)
+{
+    cl_reply_t *r = &s->small;
+    memset(r, 0, sizeof(*r));
+    s_copy(r->request_id, sizeof(r->request_id), request_id);
+    r->status = status;
+    s_copy(r->message, sizeof(r->message),
+           message != NULL && message[0] != '\0' ? message : cl_status_sentence(status));
+    if (s_reply_add(s, m, r) < 0) {
+        /* Out of memory for the reply arena: nothing sensible is left to send. */
+        CL_CHECK(!"a small reply must always encode");
+    }
+}
+
+/* A copy of stored reply bytes, to be sent with replayed = true. */
+static void
+s_reply_replay(server_t *s, s_msg_t *m, const char *request_id, const uint8_t *bytes, size_t len,
+               bool bytes_in_arena)
+{
+    size_t src_off = bytes_in_arena ? (size_t)(bytes - s->rep_bytes) : 0;
+    s_reply_t *e = s_reply_reserve(s, request_id, len);
+    if (e == NULL) {
+        s_reply_simple(s, m, request_id, CL_INTERNAL, "the daemon is out of memory");
+        return;
+    }
+    /* The arena may have moved while growing: find the source again by its offset. */
+    const uint8_t *src = bytes_in_arena ? s->rep_bytes + src_off : bytes;
+    memmove(s->rep_bytes + e->off, src, len);
+    e->replayed = true;
+    s_reply_commit(s, m, e, len);
+}
+
+/* ---- Events -------------------------------------------------------------------------------- */
+
+/* The merchant an event belongs to, for its PUB topic (empty when it has none). */
+static void
+s_event_merchant(const ledger_t *l, const cl_event_t *ev, char out[CL_ID_MAX + 1])
+{
+    uint64_t card_id = 0;
+    const char *m = "";
+    switch (ev->type) {
+    case CL_EV_MERCHANT_REGISTERED:
+        m = ev->u.merchant_registered.merchant_id;
+        break;
+    case CL_EV_STORE_REGISTERED:
+        m = ev->u.store_registered.merchant_id;
+        break;
+    case CL_EV_PROGRAM_DEFINED:
+    case CL_EV_PROGRAM_UPDATED:
+        m = ev->u.program.merchant_id;
+        break;
+    case CL_EV_PROGRAM_CLOSED:
+        m = ev->u.program_closed.merchant_id;
+        break;
+    case CL_EV_CARD_ISSUED:
+        m = ev->u.card_issued.merchant_id;
+        break;
+    case CL_EV_BATCH_ISSUED:
+        m = ev->u.batch_issued.merchant_id;
+        break;
+    case CL_EV_GIFT_OFFERED:
+        card_id = ev->u.gift_offered.card_id;
+        break;
+    case CL_EV_GIFT_CLAIMED:
+    case CL_EV_GIFT_RECALLED:
+    case CL_EV_GIFT_RETURNED:
+        card_id = ev->u.gift_closed.card_id;
+        break;
+    case CL_EV_CARD_REDEEMED:
+        card_id = ev->u.card_redeemed.card_id;
+        break;
+    case CL_EV_REDEMPTION_REVERSED:
+        card_id = ev->u.redemption_reversed.card_id;
+        break;
+    case CL_EV_CARD_RELOADED:
+        card_id = ev->u.card_reloaded.card_id;
+        break;
+    case CL_EV_BALANCE_TRANSFERRED:
+        card_id = ev->u.balance_transferred.from_card_id;
+        break;
+    case CL_EV_CARD_ADJUSTED:
+        card_id = ev->u.card_adjusted.card_id;
+        break;
+    case CL_EV_CARD_FROZEN:
+    case CL_EV_CARD_UNFROZEN:
+    case CL_EV_CARD_UNLOCKED:
+        card_id = ev->u.card_flag.card_id;
+        break;
+    case CL_EV_CARD_EXPIRED:
+        card_id = ev->u.card_expired.card_id;
+        break;
+    case CL_EV_EXPIRY_REMINDED:
+        card_id = ev->u.expiry_reminded.card_id;
+        break;
+    case CL_EV_PIN_REJECTED:
+    case CL_EV_CARD_LOCKED:
+        card_id = ev->u.pin.card_id;
+        break;
+    default:
+        break;
+    }
+    if (card_id != 0) {
+        const ledger_card_t *c = ledger_card(l, card_id);
+        if (c != NULL)
+            m = c->merchant_id;
+    }
+    s_copy(out, CL_ID_MAX + 1, m);
+}
+
+/*
+ * Folds the decided events into the ledger and adds them to the window. Returns 0, or a
+ * negative code after which the ledger holds part of the command: the window is poisoned.
+ */
+static int
+s_take_events(server_t *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const cl_event_t *ev = &s->events[i];
+        CL_CHECK(ev->seq == ledger_meta(s->ledger)->last_seq + 1);
+        int rc = ledger_apply(s->ledger, ev);
+        if (rc != 0) {
+            log_error("a decided %s event does not apply: %s", cl_event_name(ev->type),
+                      ledger_strerror(rc));
+            s->poisoned = true;
+            return rc;
+        }
+        if (!s_grow(&s->ev_bytes, &s->ev_bytes_cap, s->ev_bytes_len + CODEC_EVENT_MAX_BYTES)) {
+            log_error("out of memory for the events of a commit");
+            s->poisoned = true;
+            return SERVER_ENOMEM;
+        }
+        size_t len = 0;
+        rc = codec_event_encode(ev, s->ev_bytes + s->ev_bytes_len, CODEC_EVENT_MAX_BYTES, &len);
+        if (rc != 0) {
+            log_error("a decided %s event does not encode: %s", cl_event_name(ev->type),
+                      codec_strerror(rc));
+            s->poisoned = true;
+            return rc;
+        }
+        s_event_t *e = &s->evs[s->evs_count++];
+        e->seq = ev->seq;
+        e->at_us = ev->at_us;
+        e->off = s->ev_bytes_len;
+        e->len = (uint32_t)len;
+        e->type = ev->type;
+        s_event_merchant(s->ledger, ev, e->merchant);
+        s->ev_bytes_len += len;
+    }
+    return 0;
+}
+
+/* ---- The commit ---------------------------------------------------------------------------- */
+
+/* Forgets the window's idempotency records (committed or failed). */
+static void
+s_recs_clear(server_t *s)
+{
+    for (size_t i = 0; i < s->recs_count; i++) {
+        free(s->recs[i].stored);
+        free(s->recs[i].sealed);
+        s->recs[i].stored = NULL;
+        s->recs[i].sealed = NULL;
+    }
+    s->recs_count = 0;
+}
+
+static int
+s_fill(journal_txn_t *txn, void *ctx)
+{
+    server_t *s = ctx;
+    for (size_t i = 0; i < s->evs_count; i++) {
+        s_event_t *e = &s->evs[i];
+        uint64_t seq = 0;
+        journal_head_t head;
+        int rc = journal_txn_append(txn, e->at_us, s->ev_bytes + e->off, e->len, &seq);
+        if (rc != 0)
+            return rc;
+        /* The events were decided for this very sequence (gift offer ids are sequences). */
+        CL_CHECK(seq == e->seq);
+        journal_txn_head(txn, &head);
+        memcpy(e->hash, head.hash, sizeof(e->hash));
+    }
+    MDB_txn *mt = journal_txn_mdb(txn);
+    for (size_t i = 0; i < s->recs_count; i++) {
+        const s_rec_t *r = &s->recs[i];
+        const s_reply_t *rep = &s->replies[r->reply];
+        const uint8_t *bytes = r->stored != NULL ? r->stored : s->rep_bytes + rep->off;
+        size_t len = r->stored != NULL ? r->stored_len : rep->len;
+        int rc = idem_put(mt, &s->idem, r->request_id, r->content_hash, r->at_us, bytes, len,
+                          r->sealed, r->sealed_len);
+        if (rc != 0)
+            return rc;
+    }
+    int64_t now = s_now(s);
+    int64_t cutoff = now - (int64_t)s->cfg->idempotency_retention_hours * 3600 * 1000000;
+    s->purged = 0;
+    return idem_purge(mt, &s->idem, cutoff, DAEMON_IDEMPOTENCY_PURGE_MAX, &s->purged);
+}
+
+static void
+s_rtxn_end(server_t *s)
+{
+    if (s->rtxn != NULL)
+        journal_read_txn_end(s->journal, &s->rtxn);
+}
+
+static int
+s_rebuild(server_t *s)
+{
+    checkpoint_info_t info;
+    ledger_destroy(&s->ledger);
+    int rc = ledger_new(&s->ledger);
+    if (rc == 0)
+        rc = checkpoint_load(s->journal, &s->ledger, true, &info);
+    if (rc != 0) {
+        log_error("the state cannot be rebuilt from disk: %s", checkpoint_strerror(rc));
+        return rc;
+    }
+    s->events_since_checkpoint = info.replayed;
+    if (info.full_needed)
+        s->full_checkpoint = true;
+    log_warn("the state was rebuilt from disk: checkpoint at %llu, %llu events replayed, head "
+             "%llu",
+             (unsigned long long)info.checkpoint_seq, (unsigned long long)info.replayed,
+             (unsigned long long)info.head_seq);
+    return 0;
+}
+
+static void
+s_send_replies(server_t *s, s_msg_t *m)
+{
+    size_t need = 0;
+    for (size_t i = 0; i < m->reply_count; i++)
+        need += s->replies[m->first_reply + i].len + 16 + S_SMALL_REPLY_MAX;
+    size_t len = 0;
+    bool ok = s_grow(&s->send_buf, &s->send_cap, need);
+    for (size_t i = 0; ok && i < m->reply_count; i++) {
+        const s_reply_t *e = &s->replies[m->first_reply + i];
+        int rc;
+        if (e->failed != 0) {
+            uint8_t small[S_SMALL_REPLY_MAX];
+            size_t slen = 0;
+            cl_reply_t *r = &s->small;
+            memset(r, 0, sizeof(*r));
+            s_copy(r->request_id, sizeof(r->request_id), e->request_id);
+            r->status = e->failed;
+            s_copy(r->message, sizeof(r->message),
+                   e->failed == CL_STORAGE_FULL
+                       ? "the journal cannot grow; the command was not applied"
+                       : "the commit failed; the command was not applied");
+            rc = codec_reply_encode(r, small, sizeof(small), &slen);
+            if (rc == 0)
+                rc = codec_reply_batch_append(s->send_buf, s->send_cap, &len, small, slen, false);
+        } else {
+            rc = codec_reply_batch_append(s->send_buf, s->send_cap, &len, s->rep_bytes + e->off,
+                                          e->len, e->replayed);
+        }
+        if (rc != 0) {
+            log_error("a reply batch does not build: %s", codec_strerror(rc));
+            ok = false;
+        }
+    }
+    for (size_t i = 0; i < m->env_count; i++) {
+        if (ok && zmq_msg_send(&m->env[i], s->router, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
+            log_debug("a reply could not be sent: %s", zmq_strerror(zmq_errno()));
+            ok = false;
+        }
+        zmq_msg_close(&m->env[i]);
+    }
+    m->env_count = 0;
+    if (ok && zmq_send(s->router, s->send_buf, len, ZMQ_DONTWAIT) < 0)
+        log_debug("a reply could not be sent: %s", zmq_strerror(zmq_errno()));
+    m->sent = true;
+}
+
+/* Writes the 40-byte journal entry header (docs/journal-format.md) in front of the payload. */
+static size_t
+s_entry_frame(server_t *s, const s_event_t *e)
+{
+    uint8_t *p = s->entry_buf;
+    s_put_le(p + 0, e->seq, 8);
+    s_put_le(p + 8, (uint64_t)e->at_us, 8);
+    s_put_le(p + 16, e->len, 4);
+    s_put_le(p + 20, JOURNAL_ENTRY_VERSION, 2);
+    s_put_le(p + 22, 0, 2);
+    memcpy(p + 24, e->hash, JOURNAL_HASH_SIZE);
+    memcpy(p + JOURNAL_HEADER_SIZE, s->ev_bytes + e->off, e->len);
+    return JOURNAL_HEADER_SIZE + e->len;
+}
+
+static void
+s_publish(server_t *s)
+{
+    char topic[DAEMON_TOPIC_MAX];
+    for (size_t i = 0; i < s->evs_count; i++) {
+        const s_event_t *e = &s->evs[i];
+        int n = snprintf(topic, sizeof(topic), "%s/%s", e->merchant[0] != '\0' ? e->merchant : "-",
+                         cl_event_name(e->type));
+        size_t len = s_entry_frame(s, e);
+        if (n < 0 || zmq_send(s->pub, topic, (size_t)n, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
+            zmq_send(s->pub, s->entry_buf, len, ZMQ_DONTWAIT) < 0)
+            log_debug("event %llu was not published: %s", (unsigned long long)e->seq,
+                      zmq_strerror(zmq_errno()));
+    }
+}
+
+/*
+ * Commits the window, then answers every message whose requests are all decided, then publishes
+ * the window's events. Returns 0, or a negative code when the daemon cannot go on (the state
+ * could not be rebuilt after a failed commit).
+ */
+static int
+s_flush(server_t *s)
+{
+    int rc = 0;
+    int fatal = 0;
+    double t0 = s_mono_ms();
+    s_rtxn_end(s);
+    if (s->poisoned) {
+        rc = SERVER_ENOMEM;
+    } else if (s->evs_count > 0 || s->recs_count > 0) {
+        journal_head_t head;
+        rc = journal_write(s->journal, s_fill, s, &head);
+        if (rc == 0)
+            CL_CHECK(head.seq == ledger_meta(s->ledger)->last_seq);
+    }
+    if (rc != 0) {
+        cl_status_t st =
+            rc == JOURNAL_EFULL || rc == -ENOSPC || rc == -EDQUOT ? CL_STORAGE_FULL : CL_INTERNAL;
+        log_error("COMMIT FAILED: %zu events and %zu requests were not applied: %s", s->evs_count,
+                  s->recs_count,
+                  s->poisoned ? "a decided event did not apply" : journal_strerror(rc));
+        for (size_t i = 0; i < s->replies_count; i++) {
+            if (s->replies[i].window == s->window)
+                s->replies[i].failed = st;
+        }
+        fatal = s_rebuild(s);
+        if (fatal != 0)
+            s->broken = true;
+        s->evs_count = 0;
+    } else {
+        s->events_since_checkpoint += s->evs_count;
+        if (s->evs_count > 0 || s->recs_count > 0)
+            log_debug("commit: %zu requests, %zu events, head %llu, %zu records purged, %.2f ms",
+                      s->recs_count, s->evs_count,
+                      (unsigned long long)ledger_meta(s->ledger)->last_seq, s->purged,
+                      s_mono_ms() - t0);
+    }
+    for (size_t i = 0; i < s->msgs_count; i++) {
+        if (s->msgs[i].complete && !s->msgs[i].sent)
+            s_send_replies(s, &s->msgs[i]);
+    }
+    s_publish(s);
+
+    s->window++;
+    s->poisoned = false;
+    s->evs_count = 0;
+    s->ev_bytes_len = 0;
+    s_recs_clear(s);
+    memset(s->map, 0, S_MAP_SLOTS * sizeof(*s->map));
+    return fatal;
+}
+
+/* Flushes first when the window has no room for one more command's worth. */
+static int
+s_ensure_room(server_t *s)
+{
+    if (s->evs_count + DECIDE_EVENTS_MAX > DAEMON_COMMIT_EVENTS_MAX ||
+        s->ev_bytes_len > DAEMON_COMMIT_EVENT_BYTES_MAX || s->recs_count >= S_RECS_MAX)
+        return s_flush(s);
+    return 0;
+}
+
+/* ---- Requests ------------------------------------------------------------------------------ */
+
+static int
+s_rtxn(server_t *s)
+{
+    if (s->rtxn != NULL)
+        return 0;
+    return journal_read_txn_begin(s->journal, &s->rtxn);
+}
+
+static void
+s_prepare_ctx(server_t *s)
+{
+    s->ctx.now_us = s_now(s);
+    s->ctx.next_seq = ledger_meta(s->ledger)->last_seq + 1;
+}
+
+static void
+s_get_status(server_t *s, s_msg_t *m, const cl_command_t *cmd)
+{
+    cl_reply_t *r = &s->small;
+    const ledger_meta_t *meta = ledger_meta(s->ledger);
+    memset(r, 0, sizeof(*r));
+    s_copy(r->request_id, sizeof(r->request_id), cmd->request_id);
+    r->status = CL_OK;
+    s_copy(r->message, sizeof(r->message), cl_status_sentence(CL_OK));
+    r->result = CL_RES_STATUS;
+    r->as_of_seq = meta->last_seq;
+    r->status_head_seq = meta->last_seq;
+    r->status_now_us = s_now(s);
+    r->status_cards = meta->cards;
+    r->status_checkpoint_seq = s->checkpoint_seq;
+    if (s_reply_add(s, m, r) < 0)
+        s_reply_simple(s, m, cmd->request_id, CL_INTERNAL, NULL);
+}
+
+static void
+s_get_request(server_t *s, s_msg_t *m, const cl_command_t *cmd)
+{
+    cl_reply_t *r = &s->small;
+    const char *id = cmd->u.get_request_id;
+    memset(r, 0, sizeof(*r));
+    s_copy(r->request_id, sizeof(r->request_id), cmd->request_id);
+    r->status = CL_OK;
+    s_copy(r->message, sizeof(r->message), cl_status_sentence(CL_OK));
+    r->result = CL_RES_REQUEST;
+    r->as_of_seq = ledger_meta(s->ledger)->last_seq;
+
+    const s_rec_t *rec = s_map_find(s, id);
+    idem_record_t stored;
+    size_t arena_off = 0;
+    bool in_arena = false;
+    if (rec != NULL && rec->stored != NULL) {
+        /* Decided in this window and shows PINs: answer with the form that will be stored. */
+        r->found = true;
+        r->stored_reply = rec->stored;
+        r->stored_reply_len = rec->stored_len;
+    } else if (rec != NULL) {
+        const s_reply_t *e = &s->replies[rec->reply];
+        r->found = true;
+        arena_off = e->off;
+        r->stored_reply_len = e->len;
+        in_arena = true;
+    } else {
+        int rc = s_rtxn(s);
+        if (rc == 0)
+            rc = idem_get(s->rtxn, &s->idem, id, &stored);
+        if (rc == 0) {
+            r->found = true;
+            r->stored_reply = stored.reply;
+            r->stored_reply_len = stored.reply_len;
+        } else if (rc != MDB_NOTFOUND) {
+            log_error("idempotency lookup failed: %s", journal_strerror(rc));
+            s_reply_simple(s, m, cmd->request_id, CL_INTERNAL, NULL);
+            return;
+        }
+    }
+    /* The stored reply may live in the reply arena, which may move while the new reply makes
+     * room for itself: size it with a stand-in, reserve, then point at the real bytes. */
+    size_t len = 0;
+    if (in_arena)
+        r->stored_reply = s->rep_bytes + arena_off;
+    int rc = codec_reply_encoded_size(r, &len);
+    s_reply_t *e = rc == 0 ? s_reply_reserve(s, cmd->request_id, len) : NULL;
+    if (e != NULL) {
+        if (in_arena)
+            r->stored_reply = s->rep_bytes + arena_off;
+        rc = codec_reply_encode(r, s->rep_bytes + e->off, len, &len);
+    }
+    if (e == NULL || rc != 0) {
+        log_error("a GetRequest reply does not encode: %s",
+                  rc != 0 ? codec_strerror(rc) : "out of memory");
+        s_reply_simple(s, m, cmd->request_id, CL_INTERNAL, NULL);
+        return;
+    }
+    s_reply_commit(s, m, e, len);
+}
+
+/* Queries decide() answers (GetCard) and projector queries, which it refuses. */
+static void
+s_query(server_t *s, s_msg_t *m, const cl_command_t *cmd)
+{
+    s_prepare_ctx(s);
+    int rc = decide(s->ledger, &s->principal, cmd, &s->ctx, &s->out);
+    if (rc != 0 || s->out.events_count != 0) {
+        log_error("decide() failed on a query: %s", decide_strerror(rc));
+        s_reply_simple(s, m, cmd->request_id, CL_INTERNAL, NULL);
+        return;
+    }
+    decide_finish(s->ledger, cmd, &s->out);
+    if (s_reply_add(s, m, &s->reply) < 0)
+        s_reply_simple(s, m, cmd->request_id, CL_INTERNAL, NULL);
+}
+
+/*
+ * The stored form of a reply that shows PINs (an issue's): the reply without them, and the PINs
+ * sealed apart, so no PIN rests on disk in clear. Returns 0, or -1 (logged).
+ */
+static int
+s_seal_reply(server_t *s, s_rec_t *rec)
+{
+    cl_reply_t *c = &s->scratch;
+    *c = s->reply;
+    if (c->result == CL_RES_BATCH && c->rows != NULL) {
+        memcpy(s->rows_scratch, c->rows, c->rows_count * sizeof(*c->rows));
+        c->rows = s->rows_scratch;
+    }
+    size_t len = 0;
+    int rc = idem_seal_pins(s->ctx.key, c, &rec->sealed, &rec->sealed_len);
+    if (rc == 0)
+        rc = codec_reply_encoded_size(c, &len);
+    if (rc == 0 && (rec->stored = malloc(len)) == NULL)
+        rc = IDEM_ENOMEM;
+    if (rc == 0)
+        rc = codec_reply_encode(c, rec->stored, len, &rec->stored_len);
+    if (rc != 0) {
+        log_error("the idempotency record of %s cannot be made (%d)", rec->request_id, rc);
+        free(rec->stored);
+        free(rec->sealed);
+        rec->stored = NULL;
+        rec->sealed = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+/* Replays a stored reply whose PINs were sealed: decode, unseal, encode, mark replayed. */
+static void
+s_reply_replay_sealed(server_t *s, s_msg_t *m, const char *request_id, const idem_record_t *stored)
+{
+    cl_reply_t *c = &s->scratch;
+    int rc = codec_reply_decode(stored->reply, stored->reply_len, c, s->rows_scratch,
+                                CL_ISSUE_BATCH_MAX);
+    if (rc == 0)
+        rc = idem_unseal_pins(s->ctx.key, stored->sealed, stored->sealed_len, c);
+    long idx = rc == 0 ? s_reply_add(s, m, c) : -1;
+    if (idx < 0) {
+        log_error("the stored reply of %s cannot be replayed (%d)", request_id, rc);
+        s_reply_simple(s, m, request_id, CL_INTERNAL, "the stored reply cannot be read");
+        return;
+    }
+    s->replies[idx].replayed = true;
+}
+
+static void
+s_reused(server_t *s, s_msg_t *m, const char *request_id)
+{
+    s_reply_simple(s, m, request_id, CL_REQUEST_ID_REUSED,
+                   "this request id was already used for a different request");
+}
+
+/* A command: the idempotency check, decide, apply, record. */
+static void
+s_command(server_t *s, s_msg_t *m, const codec_request_t *rq)
+{
+    const cl_command_t *cmd = &rq->cmd;
+
+    const s_rec_t *prior = s_map_find(s, cmd->request_id);
+    if (prior != NULL) {
+        if (memcmp(prior->content_hash, rq->content_hash, IDEM_HASH_LEN) != 0) {
+            s_reused(s, m, cmd->request_id);
+            return;
+        }
+        const s_reply_t *e = &s->replies[prior->reply];
+        s_reply_replay(s, m, cmd->request_id, s->rep_bytes + e->off, e->len, true);
+        return;
+    }
+    idem_record_t stored;
+    int rc = s_rtxn(s);
+    if (rc == 0)
+        rc = idem_get(s->rtxn, &s->idem, cmd->request_id, &stored);
+    if (rc == 0) {
+        if (memcmp(stored.content_hash, rq->content_hash, IDEM_HASH_LEN) != 0)
+            s_reused(s, m, cmd->request_id);
+        else if (stored.sealed_len > 0)
+            s_reply_replay_sealed(s, m, cmd->request_id, &stored);
+        else
+            s_reply_replay(s, m, cmd->request_id, stored.reply, stored.reply_len, false);
+        return;
+    }
+    if (rc != MDB_NOTFOUND) {
+        log_error("idempotency lookup failed: %s", journal_strerror(rc));
+        s_reply_simple(s, m, cmd->request_id, CL_INTERNAL, NULL);
+        return;
+    }
+
+    s_prepare_ctx(s);
+    rc = decide(s->ledger, &s->principal, cmd, &s->ctx, &s->out);
+    if (rc != 0) {
+        log_error("decide() failed: %s", decide_strerror(rc));
+        s_reply_simple(s, m, cmd->request_id, CL_INTERNAL, NULL);
+        return;
+    }
+    if (s_take_events(s, s->out.events_count) != 0) {
+        s_reply_simple(s, m, cmd->request_id, CL_INTERNAL, NULL);
+        return;
+    }
+    decide_finish(s->ledger, cmd, &s->out);
+    long idx = s_reply_add(s, m, &s->reply);
+    if (idx < 0) {
+        /* The events are in the ledger but their reply cannot be stored: do not commit them. */
+        s->poisoned = true;
+        s_reply_simple(s, m, cmd->request_id, CL_INTERNAL, NULL);
+        return;
+    }
+    CL_CHECK(s->recs_count < S_RECS_MAX);
+    s_rec_t *rec = &s->recs[s->recs_count];
+    s_copy(rec->request_id, sizeof(rec->request_id), cmd->request_id);
+    memcpy(rec->content_hash, rq->content_hash, IDEM_HASH_LEN);
+    rec->at_us = s->ctx.now_us;
+    rec->reply = (size_t)idx;
+    rec->stored = NULL;
+    rec->sealed = NULL;
+    if (idem_reply_has_pins(&s->reply) && s_seal_reply(s, rec) != 0) {
+        /* The events are in the ledger but their record cannot be made: do not commit them. */
+        s->poisoned = true;
+        return;
+    }
+    s_map_insert(s, s->recs_count);
+    s->recs_count++;
+}
+
+static void
+s_request(server_t *s, s_msg_t *m, const codec_request_t *rq)
+{
+    const cl_command_t *cmd = &rq->cmd;
+    if (rq->status != CL_OK) {
+        s_reply_simple(s, m, cmd->request_id, rq->status, rq->message);
+        return;
+    }
+    switch (cmd->type) {
+    case CL_CMD_GET_STATUS:
+        s_get_status(s, m, cmd);
+        break;
+    case CL_CMD_GET_REQUEST:
+        s_get_request(s, m, cmd);
+        break;
+    case CL_CMD_GET_CARD:
+        s_query(s, m, cmd);
+        break;
+    default:
+        if (cmd->type >= CL_CMD_PROJECTOR_FIRST)
+            s_query(s, m, cmd);
+        else
+            s_command(s, m, rq);
+        break;
+    }
+}
+
+/* ---- Timers -------------------------------------------------------------------------------- */
+
+/* Fires due ledger timers. Returns 0 or a fatal code from a flush. */
+static int
+s_run_timers(server_t *s)
+{
+    ledger_timer_t t;
+    size_t fired = 0;
+    s->timers_pending = false;
+    while (ledger_timer_peek(s->ledger, &t)) {
+        if (t.due_us > s_now(s))
+            return 0;
+        if (fired == DAEMON_TIMERS_PER_CYCLE_MAX) {
+            s->timers_pending = true;
+            return 0;
+        }
+        int rc = s_ensure_room(s);
+        if (rc != 0)
+            return rc;
+        ledger_timer_pop(s->ledger);
+        s_prepare_ctx(s);
+        rc = decide_timer(s->ledger, &t, &s->ctx, &s->out);
+        if (rc != 0) {
+            log_error("decide_timer() failed: %s", decide_strerror(rc));
+            continue;
+        }
+        s_take_events(s, s->out.events_count);
+        fired++;
+    }
+    return 0;
+}
+
+/* ---- Messages ------------------------------------------------------------------------------ */
+
+/*
+ * Takes one waiting message without blocking. Returns 1 and fills *m and body, 0 when nothing
+ * waits, -1 when the socket failed.
+ */
+static int
+s_recv(server_t *s, s_msg_t *m, zmq_msg_t *body)
+{
+    zmq_msg_t frame;
+    bool dropped = false;
+    m->env_count = 0;
+    zmq_msg_init(&frame);
+    if (zmq_msg_recv(&frame, s->router, ZMQ_DONTWAIT) < 0) {
+        int err = zmq_errno();
+        zmq_msg_close(&frame);
+        return err == EAGAIN || err == EINTR ? 0 : -1;
+    }
+    /* The last frame is the request; everything before it is the envelope. */
+    while (zmq_msg_more(&frame)) {
+        if (m->env_count < DAEMON_ENVELOPE_FRAMES_MAX) {
+            zmq_msg_init(&m->env[m->env_count]);
+            zmq_msg_move(&m->env[m->env_count++], &frame);
+        } else {
+            dropped = true;
+        }
+        zmq_msg_close(&frame);
+        zmq_msg_init(&frame);
+        if (zmq_msg_recv(&frame, s->router, 0) < 0) {
+            zmq_msg_close(&frame);
+            return -1;
+        }
+    }
+    if (dropped || m->env_count == 0) {
+        log_warn("a message with an envelope of more than %d frames was dropped",
+                 DAEMON_ENVELOPE_FRAMES_MAX);
+        for (size_t i = 0; i < m->env_count; i++)
+            zmq_msg_close(&m->env[i]);
+        m->env_count = 0;
+        zmq_msg_close(&frame);
+        return 2;
+    }
+    zmq_msg_move(body, &frame);
+    zmq_msg_close(&frame);
+    return 1;
+}
+
+/* Decides every request of one message. Returns 0 or a fatal code. */
+static int
+s_handle(server_t *s, s_msg_t *m, zmq_msg_t *body)
+{
+    int rc = codec_batch_decode(s->batch, zmq_msg_data(body), zmq_msg_size(body));
+    zmq_msg_close(body);
+    m->first_reply = s->replies_count;
+    m->reply_count = 0;
+    m->complete = false;
+    m->sent = false;
+    if (rc != 0) {
+        cl_status_t st = rc == CODEC_ETOOLARGE    ? CL_TOO_LARGE
+                         : rc == CODEC_EMALFORMED ? CL_MALFORMED
+                                                  : CL_INTERNAL;
+        char sentence[CL_MESSAGE_MAX + 1];
+        snprintf(sentence, sizeof(sentence), "the message is not a valid RequestBatch: %s",
+                 codec_strerror(rc));
+        s_reply_simple(s, m, "", st, sentence);
+        s->requests++;
+        m->complete = true;
+        return 0;
+    }
+    size_t n = codec_batch_count(s->batch);
+    for (size_t i = 0; i < n; i++) {
+        rc = s_ensure_room(s);
+        if (rc != 0)
+            return rc;
+        s_request(s, m, codec_batch_request(s->batch, i));
+    }
+    s->requests += n;
+    m->complete = true;
+    return 0;
+}
+
+/* ---- The loop ------------------------------------------------------------------------------ */
+
+static int
+s_checkpoint(server_t *s, const char *why)
+{
+    size_t records = 0;
+    double t0 = s_mono_ms();
+    int rc = checkpoint_write(s->journal, s->ledger, s->full_checkpoint, &records);
+    double took = s_mono_ms() - t0;
+    s->last_checkpoint_ms = s_mono_ms();
+    if (rc != 0) {
+        log_error("checkpoint failed (%s); nothing is lost: the journal has every event and "
+                  "the next checkpoint, or the next start, catches up",
+                  checkpoint_strerror(rc));
+        return rc;
+    }
+    s->checkpoint_seq = ledger_meta(s->ledger)->last_seq;
+    /* Routine checkpoints are debug lines; full, final and slow ones are worth an info line. */
+    log_level_t level = s->full_checkpoint || strcmp(why, "shutdown") == 0 || took > 100.0
+                            ? LOG_LEVEL_INFO
+                            : LOG_LEVEL_DEBUG;
+    log_msg(level, "checkpoint (%s%s): %zu records at sequence %llu in %.1f ms", why,
+            s->full_checkpoint ? ", full" : "", records, (unsigned long long)s->checkpoint_seq,
+            took);
+    s->events_since_checkpoint = 0;
+    s->full_checkpoint = false;
+    return 0;
+}
+
+static void
+s_maybe_checkpoint(server_t *s)
+{
+    if (s->events_since_checkpoint == 0 && !s->full_checkpoint)
+        return;
+    if (s->events_since_checkpoint >= s->cfg->checkpoint_events)
+        s_checkpoint(s, "events");
+    else if (s_mono_ms() - s->last_checkpoint_ms >= (double)s->cfg->checkpoint_interval_ms)
+        s_checkpoint(s, "interval");
+}
+
+static long
+s_poll_timeout_ms(server_t *s)
+{
+    long timeout = DAEMON_POLL_MAX_MS;
+    ledger_timer_t t;
+    if (s->timers_pending)
+        return 0;
+    if (!s->cfg->test_clock && ledger_timer_peek(s->ledger, &t)) {
+        int64_t wait_us = t.due_us - s_now(s);
+        long ms = wait_us <= 0 ? 0 : (long)((wait_us + 999) / 1000);
+        if (ms < timeout)
+            timeout = ms;
+    }
+    if (s->events_since_checkpoint > 0 || s->full_checkpoint) {
+        double left =
+            (double)s->cfg->checkpoint_interval_ms - (s_mono_ms() - s->last_checkpoint_ms);
+        long ms = left <= 0 ? 0 : (long)left + 1;
+        if (ms < timeout)
+            timeout = ms;
+    }
+    return timeout;
+}
+
+/* One cycle. Returns 0 or a fatal code. */
+static int
+s_cycle(server_t *s)
+{
+    int rc = s_run_timers(s);
+    while (rc == 0 && s->requests < DAEMON_COMMIT_REQUESTS_MAX &&
+           s->msgs_count < DAEMON_COMMIT_MESSAGES_MAX) {
+        s_msg_t *m = &s->msgs[s->msgs_count];
+        zmq_msg_t body;
+        zmq_msg_init(&body);
+        int got = s_recv(s, m, &body);
+        if (got == 0 || got < 0) {
+            zmq_msg_close(&body);
+            if (got < 0) {
+                log_error("the command socket failed: %s", zmq_strerror(zmq_errno()));
+                rc = SERVER_EZMQ;
+            }
+            break;
+        }
+        if (got == 2) {
+            zmq_msg_close(&body);
+            continue;
+        }
+        s->msgs_count++;
+        rc = s_handle(s, m, &body);
+    }
+    if (rc == 0)
+        rc = s_run_timers(s);
+    /* The batch in hand is committed and answered, unless the state itself is lost. */
+    if (!s->broken) {
+        int frc = s_flush(s);
+        if (rc == 0)
+            rc = frc;
+    }
+    for (size_t i = 0; i < s->msgs_count; i++) {
+        s_msg_t *m = &s->msgs[i];
+        CL_CHECK(m->sent || s->broken);
+        for (size_t k = 0; k < m->env_count; k++)
+            zmq_msg_close(&m->env[k]);
+        m->env_count = 0;
+    }
+    s->msgs_count = 0;
+    s->requests = 0;
+    s->replies_count = 0;
+    s->rep_len = 0;
+    if (rc == 0)
+        s_maybe_checkpoint(s);
+    return rc;
+}
+
+int
+server_run(server_t *s, volatile sig_atomic_t *stop, int wake_fd_read)
+{
+    int rc = 0;
+    while (*stop == 0) {
+        zmq_pollitem_t items[2] = { { .socket = s->router, .events = ZMQ_POLLIN },
+                                    { .socket = NULL, .fd = wake_fd_read, .events = ZMQ_POLLIN } };
+        int n = zmq_poll(items, wake_fd_read >= 0 ? 2 : 1, s_poll_timeout_ms(s));
+        if (n < 0) {
+            if (zmq_errno() == EINTR)
+                continue;
+            log_error("zmq_poll failed: %s", zmq_strerror(zmq_errno()));
+            rc = SERVER_EZMQ;
+            break;
+        }
+        rc = s_cycle(s);
+        if (rc != 0)
+            break;
+    }
+    if (rc != 0)
+        return rc;
+    /* A failed final checkpoint loses nothing (the journal has every event; the next start
+     * replays a longer tail), so it is logged by s_checkpoint() but does not fail the stop. */
+    if (s->events_since_checkpoint > 0 || s->full_checkpoint)
+        s_checkpoint(s, "shutdown");
+    log_info("stopped cleanly at sequence %llu",
+             (unsigned long long)ledger_meta(s->ledger)->last_seq);
+    return 0;
+}
+
+/* ---- Life cycle ---------------------------------------------------------------------------- */
+
+int
+server_new(const server_opts_t *o, server_t **out)
+{
+    server_t *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return SERVER_ENOMEM;
+    s->cfg = o->cfg;
+    s->journal = o->journal;
+    s->idem = o->idem;
+    s->router = o->router;
+    s->pub = o->pub;
+    s->principal.role = CL_ROLE_OPERATOR;
+    s_copy(s->principal.name, sizeof(s->principal.name), "local");
+
+    s->events = calloc(DECIDE_EVENTS_MAX, sizeof(*s->events));
+    s->rows = calloc(CL_ISSUE_BATCH_MAX, sizeof(*s->rows));
+    s->rows_scratch = calloc(CL_ISSUE_BATCH_MAX, sizeof(*s->rows_scratch));
+    s->evs = calloc(DAEMON_COMMIT_EVENTS_MAX + DECIDE_EVENTS_MAX, sizeof(*s->evs));
+    s->recs = calloc(S_RECS_MAX, sizeof(*s->recs));
+    s->map = calloc(S_MAP_SLOTS, sizeof(*s->map));
+    s->msgs = calloc(DAEMON_COMMIT_MESSAGES_MAX, sizeof(*s->msgs));
+    s->replies = calloc(S_REPLIES_MAX, sizeof(*s->replies));
+    s->entry_buf = malloc(S_ENTRY_MAX);
+    bool ok = s->events != NULL && s->rows != NULL && s->rows_scratch != NULL && s->evs != NULL &&
+              s->recs != NULL && s->map != NULL && s->msgs != NULL && s->replies != NULL &&
+              s->entry_buf != NULL && s_grow(&s->ev_bytes, &s->ev_bytes_cap, 4u * 1024 * 1024) &&
+              s_grow(&s->rep_bytes, &s->rep_cap, 4u * 1024 * 1024) &&
+              s_grow(&s->send_buf, &s->send_cap, 1024u * 1024) && codec_batch_new(&s->batch) == 0;
+    if (!ok) {
+        server_destroy(&s);
+        return SERVER_ENOMEM;
+    }
+    s->ctx.key = o->key;
+    s->ctx.random = s_random;
+    s->ctx.test_clock = o->cfg->test_clock;
+    s->out.events = s->events;
+    s->out.events_cap = DECIDE_EVENTS_MAX;
+    s->out.reply = &s->reply;
+    s->out.rows = s->rows;
+    s->out.rows_cap = CL_ISSUE_BATCH_MAX;
+
+    /* Taken over last, so a failure above leaves the caller's ledger alone. */
+    s->ledger = o->ledger;
+    s->checkpoint_seq = o->loaded->checkpoint_seq;
+    s->events_since_checkpoint = o->loaded->replayed;
+    s->full_checkpoint = o->loaded->full_needed;
+    s->last_checkpoint_ms = s_mono_ms();
+    *out = s;
+    return 0;
+}
+
+void
+server_destroy(server_t **sp)
+{
+    if (sp == NULL || *sp == NULL)
+        return;
+    server_t *s = *sp;
+    s_rtxn_end(s);
+    for (size_t i = 0; s->msgs != NULL && i < DAEMON_COMMIT_MESSAGES_MAX; i++) {
+        for (size_t k = 0; k < s->msgs[i].env_count; k++)
+            zmq_msg_close(&s->msgs[i].env[k]);
+    }
+    codec_batch_destroy(&s->batch);
+    ledger_destroy(&s->ledger);
+    free(s->events);
+    free(s->rows);
+    free(s->rows_scratch);
+    free(s->evs);
+    if (s->recs != NULL)
+        s_recs_clear(s);
+    free(s->recs);
+    free(s->map);
+    free(s->msgs);
+    free(s->replies);
+    free(s->entry_buf);
+    free(s->ev_bytes);
+    free(s->rep_bytes);
+    free(s->send_buf);
+    free(s);
+    *sp = NULL;
+}
