@@ -457,7 +457,9 @@ s_recs_clear(server_t *s)
         free(s->recs[i].stored);
         free(s->recs[i].sealed);
         s->recs[i].stored = NULL;
+        s->recs[i].stored_len = 0;
         s->recs[i].sealed = NULL;
+        s->recs[i].sealed_len = 0;
     }
     s->recs_count = 0;
 }
@@ -901,7 +903,9 @@ s_command(server_t *s, s_msg_t *m, const codec_request_t *rq)
     rec->at_us = s->ctx.now_us;
     rec->reply = (size_t)idx;
     rec->stored = NULL;
+    rec->stored_len = 0;
     rec->sealed = NULL;
+    rec->sealed_len = 0;
     if (idem_reply_has_pins(&s->reply) && s_seal_reply(s, rec) != 0) {
         /* The events are in the ledger but their record cannot be made: do not commit them. */
         s->poisoned = true;

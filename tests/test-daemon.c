@@ -720,6 +720,10 @@ issue_pin_comes_back_on_retry_but_never_rests_on_disk_in_clear(void)
     cl_reply_t first = *s_call(&issue);
     CHECK_STATUS(&first, CL_OK);
     CHECK_EQ_INT(strlen(first.pin), 6);
+    /* The commits after it go on as usual (its record's slot is reused without PINs). */
+    uint64_t other = s_issue("m1", "gift", 10000);
+    cl_command_t redeem = s_redeem_cmd(other, "s1", 100);
+    s_ok(&redeem);
 
     /* The first reply was lost, the daemon restarted, the client retries: same card and PIN. */
     CHECK_EQ_INT(harness_stop(H), 0);
