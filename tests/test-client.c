@@ -1,0 +1,715 @@
+/*
+ * Integration tests of libcardledger and the cardledger CLI's exit codes, against the real
+ * daemon (tests/harness: cardledgerd on ipc:// endpoints in a temporary directory, test clock).
+ *
+ * The retry tests put a small proxy between the client and the daemon (a ROUTER the client
+ * talks to, a DEALER to the daemon, on a thread). The proxy loses the first reply on purpose,
+ * so the client's retry is certain to happen, without timing guesses: the tests then show that
+ * the retry carried the very same bytes (the same request id), that the ledger answered it with
+ * its stored reply, and that the command applied exactly once (GetRequest and the balance).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <zmq.h>
+
+#include "cardledger.h"
+#include "check.h"
+#include "harness.h"
+
+#define S_MERCHANT "m1"
+#define S_STORE    "s1"
+#define S_PROGRAM  "gift200"
+#define S_FACE     20000 /* 200.00 */
+
+/* ---- helpers -------------------------------------------------------------------------------- */
+
+/* Clients of the running case, so a case that REQUIRE leaves early leaks nothing. */
+#define S_CLIENTS_MAX 4
+static cl_client_t *s_clients[S_CLIENTS_MAX];
+
+static void
+s_close(cl_client_t **c)
+{
+    for (size_t i = 0; i < S_CLIENTS_MAX; i++) {
+        if (*c != NULL && s_clients[i] == *c)
+            s_clients[i] = NULL;
+    }
+    cl_client_close(c);
+}
+
+static cl_client_t *
+s_open(const char *endpoint, int timeout_ms, int retries, unsigned window)
+{
+    cl_client_opts_t o;
+    cl_client_opts_init(&o);
+    o.timeout_ms = timeout_ms;
+    o.retries = retries;
+    if (window > 0)
+        o.window = window;
+    cl_client_t *c = NULL;
+    int rc = cl_client_open(endpoint, &o, &c);
+    if (rc != 0)
+        check_fail(__FILE__, __LINE__, "cl_client_open(%s): %s", endpoint, cl_client_strerror(rc));
+    for (size_t i = 0; c != NULL && i < S_CLIENTS_MAX; i++) {
+        if (s_clients[i] == NULL) {
+            s_clients[i] = c;
+            break;
+        }
+    }
+    return c;
+}
+
+/* Calls and requires a reply with the given status. */
+static void
+s_call_expect(cl_client_t *c, const cl_command_t *cmd, cl_status_t want, cl_reply_t *out)
+{
+    int rc = cl_client_call(c, cmd, out);
+    if (rc != 0) {
+        check_fail(__FILE__, __LINE__, "cl_client_call: %s", cl_client_strerror(rc));
+        check_abort_case();
+    }
+    if (out->status != want) {
+        check_fail(__FILE__, __LINE__, "command %d: status %s (%s), wanted %s", (int)cmd->type,
+                   cl_status_name(out->status), out->message, cl_status_name(want));
+        check_abort_case();
+    }
+}
+
+/* Registers merchant, store and a stored-value program; issues one card of S_FACE. */
+static void
+s_setup(cl_client_t *c, char code[CL_CODE_MAX + 1])
+{
+    static cl_command_t cmd;
+    static cl_reply_t r;
+
+    memset(&cmd, 0, sizeof(cmd));
+    cmd.type = CL_CMD_REGISTER_MERCHANT;
+    strcpy(cmd.u.register_merchant.merchant_id, S_MERCHANT);
+    strcpy(cmd.u.register_merchant.name, "Merchant One");
+    s_call_expect(c, &cmd, CL_OK, &r);
+
+    memset(&cmd, 0, sizeof(cmd));
+    cmd.type = CL_CMD_REGISTER_STORE;
+    strcpy(cmd.u.register_store.merchant_id, S_MERCHANT);
+    strcpy(cmd.u.register_store.store_id, S_STORE);
+    strcpy(cmd.u.register_store.name, "Store One");
+    strcpy(cmd.u.register_store.region, "310000");
+    s_call_expect(c, &cmd, CL_OK, &r);
+
+    memset(&cmd, 0, sizeof(cmd));
+    cmd.type = CL_CMD_DEFINE_PROGRAM;
+    cl_program_spec_t *p = &cmd.u.program;
+    strcpy(p->merchant_id, S_MERCHANT);
+    strcpy(p->program_id, S_PROGRAM);
+    strcpy(p->name, "Gift card");
+    p->kind = CL_KIND_STORED_VALUE;
+    strcpy(p->currency, "CNY");
+    p->custom_min_minor = 100;
+    p->custom_max_minor = 100000;
+    p->valid_days = 365;
+    p->accept_scope = CL_ACCEPT_ALL;
+    s_call_expect(c, &cmd, CL_OK, &r);
+
+    memset(&cmd, 0, sizeof(cmd));
+    cmd.type = CL_CMD_ISSUE_CARD;
+    strcpy(cmd.u.issue_card.merchant_id, S_MERCHANT);
+    strcpy(cmd.u.issue_card.program_id, S_PROGRAM);
+    strcpy(cmd.u.issue_card.holder, "h1");
+    cmd.u.issue_card.channel = CL_CHANNEL_ONLINE;
+    cmd.u.issue_card.face_value_minor = S_FACE;
+    s_call_expect(c, &cmd, CL_OK, &r);
+    CHECK_EQ_INT(r.result, CL_RES_ISSUED);
+    CHECK_EQ_INT(r.card.balance_minor, S_FACE);
+    REQUIRE(r.code[0] != '\0');
+    memcpy(code, r.code, CL_CODE_MAX + 1);
+}
+
+static void
+s_redeem_cmd(cl_command_t *cmd, const char *code, int64_t amount_minor, const char *request_id)
+{
+    memset(cmd, 0, sizeof(*cmd));
+    cmd->type = CL_CMD_REDEEM;
+    if (request_id != NULL)
+        snprintf(cmd->request_id, sizeof(cmd->request_id), "%s", request_id);
+    snprintf(cmd->u.redeem.card.code, sizeof(cmd->u.redeem.card.code), "%s", code);
+    strcpy(cmd->u.redeem.store_id, S_STORE);
+    cmd->u.redeem.amount_minor = amount_minor;
+}
+
+static int64_t
+s_balance(cl_client_t *c, const char *code)
+{
+    static cl_command_t cmd;
+    static cl_reply_t r;
+    memset(&cmd, 0, sizeof(cmd));
+    cmd.type = CL_CMD_GET_CARD;
+    snprintf(cmd.u.card_flag.card.code, sizeof(cmd.u.card_flag.card.code), "%s", code);
+    s_call_expect(c, &cmd, CL_OK, &r);
+    return r.card.balance_minor;
+}
+
+static harness_t *s_h; /* the running case's harness, destroyed by the case */
+
+/* Closes what a case that REQUIRE left early still holds. */
+static void
+s_cleanup(void)
+{
+    for (size_t i = 0; i < S_CLIENTS_MAX; i++)
+        cl_client_close(&s_clients[i]);
+    harness_destroy(&s_h);
+}
+
+/* Starts the daemon for a case; first cleans up after a case that REQUIRE left early. */
+static harness_t *
+s_start(void)
+{
+    s_cleanup();
+    harness_t *h = NULL;
+    REQUIRE(harness_start(NULL, &h) == 0);
+    return h;
+}
+
+/* ---- call, batch, pipelining ---------------------------------------------------------------- */
+
+static void
+call_issues_and_redeems_a_card(void)
+{
+    s_h = s_start();
+    cl_client_t *c = s_open(harness_cmd_endpoint(s_h), 5000, 3, 0);
+    REQUIRE(c != NULL);
+    char code[CL_CODE_MAX + 1];
+    s_setup(c, code);
+
+    static cl_command_t cmd;
+    static cl_reply_t r;
+    s_redeem_cmd(&cmd, code, 1250, NULL);
+    s_call_expect(c, &cmd, CL_OK, &r);
+    CHECK_EQ_INT(r.result, CL_RES_REDEEMED);
+    CHECK_EQ_INT(r.amount_minor, 1250);
+    CHECK_EQ_INT(r.card.balance_minor, S_FACE - 1250);
+    CHECK_EQ_INT(strlen(r.request_id), CL_CLIENT_REQUEST_ID_LEN); /* made by the client */
+    CHECK(!r.replayed);
+    CHECK(r.last_seq > 0);
+
+    /* The same request again (same id, same content): the stored reply, nothing applied. */
+    snprintf(cmd.request_id, sizeof(cmd.request_id), "%s", r.request_id);
+    static cl_reply_t again;
+    s_call_expect(c, &cmd, CL_OK, &again);
+    CHECK(again.replayed);
+    CHECK_EQ_U64(again.last_seq, r.last_seq);
+    CHECK_EQ_INT(s_balance(c, code), S_FACE - 1250);
+
+    /* A refusal is a reply, not an error. */
+    s_redeem_cmd(&cmd, code, S_FACE, NULL);
+    s_call_expect(c, &cmd, CL_INSUFFICIENT_BALANCE, &r);
+    CHECK(r.message[0] != '\0');
+    CHECK_EQ_INT(s_balance(c, code), S_FACE - 1250);
+
+    s_close(&c);
+    CHECK(c == NULL);
+    CHECK_EQ_INT(harness_stop(s_h), 0);
+    harness_destroy(&s_h);
+}
+
+static void
+call_batch_answers_each_request_in_order(void)
+{
+    s_h = s_start();
+    cl_client_t *c = s_open(harness_cmd_endpoint(s_h), 5000, 3, 0);
+    REQUIRE(c != NULL);
+    char code[CL_CODE_MAX + 1];
+    s_setup(c, code);
+
+    static cl_command_t cmds[4];
+    static cl_reply_t r[4];
+    s_redeem_cmd(&cmds[0], code, 5000, "batch-a");
+    s_redeem_cmd(&cmds[1], code, 999999, "batch-b"); /* more than is left: refused alone */
+    s_redeem_cmd(&cmds[2], code, 5000, "batch-c");
+    memset(&cmds[3], 0, sizeof(cmds[3]));
+    cmds[3].type = CL_CMD_GET_CARD;
+    strcpy(cmds[3].request_id, "batch-d");
+    strcpy(cmds[3].u.card_flag.card.code, code);
+    REQUIRE(cl_client_call_batch(c, cmds, 4, r) == 0);
+    CHECK_EQ_STR(r[0].request_id, "batch-a");
+    CHECK_EQ_STR(r[1].request_id, "batch-b");
+    CHECK_EQ_STR(r[2].request_id, "batch-c");
+    CHECK_EQ_STR(r[3].request_id, "batch-d");
+    CHECK_EQ_INT(r[0].status, CL_OK);
+    CHECK_EQ_INT(r[1].status, CL_INSUFFICIENT_BALANCE);
+    CHECK_EQ_INT(r[2].status, CL_OK);
+    CHECK_EQ_INT(r[3].status, CL_OK);
+    CHECK_EQ_INT(r[0].card.balance_minor, S_FACE - 5000);
+    CHECK_EQ_INT(r[2].card.balance_minor, S_FACE - 10000);
+    CHECK_EQ_INT(r[3].card.balance_minor, S_FACE - 10000);
+
+    s_close(&c);
+    CHECK_EQ_INT(harness_stop(s_h), 0);
+    harness_destroy(&s_h);
+}
+
+static void
+pipelined_messages_are_matched_by_request_id(void)
+{
+    s_h = s_start();
+    cl_client_t *c = s_open(harness_cmd_endpoint(s_h), 5000, 3, 8);
+    REQUIRE(c != NULL);
+    char code[CL_CODE_MAX + 1];
+    s_setup(c, code);
+
+    /* 20 messages of 3 redeems of 1.00 each, with at most 8 in flight. */
+    enum { MESSAGES = 20, PER = 3 };
+    static cl_command_t cmds[PER];
+    static cl_reply_t r[PER + 2];
+    uint64_t tags[MESSAGES] = { 0 };
+    bool answered[MESSAGES] = { false };
+    size_t sent = 0, received = 0;
+    while (received < MESSAGES) {
+        while (sent < MESSAGES) {
+            for (size_t k = 0; k < PER; k++) {
+                char id[32];
+                snprintf(id, sizeof(id), "pipe-%zu-%zu", sent, k);
+                s_redeem_cmd(&cmds[k], code, 100, id);
+            }
+            int rc = cl_client_send(c, cmds, PER, &tags[sent]);
+            if (rc == CLIENT_EFULL) {
+                CHECK_EQ_INT(cl_client_outstanding(c), 8);
+                break;
+            }
+            REQUIRE(rc == 0);
+            sent++;
+        }
+        size_t n = 0;
+        uint64_t tag = 0;
+        int rc = cl_client_recv(c, 5000, r, PER + 2, &n, &tag);
+        REQUIRE(rc == 0);
+        CHECK_EQ_INT(n, PER);
+        size_t m = MESSAGES;
+        for (size_t i = 0; i < sent; i++) {
+            if (tags[i] == tag)
+                m = i;
+        }
+        REQUIRE(m < MESSAGES);
+        CHECK(!answered[m]);
+        answered[m] = true;
+        for (size_t k = 0; k < n; k++) {
+            char id[32];
+            snprintf(id, sizeof(id), "pipe-%zu-%zu", m, k);
+            CHECK_EQ_STR(r[k].request_id, id);
+            CHECK_EQ_INT(r[k].status, CL_OK);
+        }
+        received++;
+    }
+    CHECK_EQ_INT(cl_client_outstanding(c), 0);
+    size_t n;
+    uint64_t tag;
+    CHECK_EQ_INT(cl_client_recv(c, 0, r, PER, &n, &tag), CLIENT_EEMPTY);
+    CHECK_EQ_INT(s_balance(c, code), S_FACE - MESSAGES * PER * 100);
+
+    /* A synchronous call waits for nothing else: refused while messages are outstanding. */
+    s_redeem_cmd(&cmds[0], code, 100, NULL);
+    REQUIRE(cl_client_send(c, cmds, 1, &tag) == 0);
+    CHECK_EQ_INT(cl_client_call(c, &cmds[1], r), CLIENT_EBUSY);
+    CHECK_EQ_INT(cl_client_recv(c, 5000, r, 1, &n, &tag), 0);
+
+    s_close(&c);
+    CHECK_EQ_INT(harness_stop(s_h), 0);
+    harness_destroy(&s_h);
+}
+
+static void
+batch_issue_rows_come_back_and_reissue_is_refused(void)
+{
+    s_h = s_start();
+    cl_client_t *c = s_open(harness_cmd_endpoint(s_h), 5000, 3, 0);
+    REQUIRE(c != NULL);
+    char code[CL_CODE_MAX + 1];
+    s_setup(c, code);
+
+    enum { ROWS = 5 };
+    static cl_cmd_issue_card_t rows[ROWS];
+    for (size_t i = 0; i < ROWS; i++) {
+        memset(&rows[i], 0, sizeof(rows[i]));
+        snprintf(rows[i].row_key, sizeof(rows[i].row_key), "emp-%zu", i);
+        snprintf(rows[i].holder, sizeof(rows[i].holder), "holder-%zu", i);
+        rows[i].face_value_minor = 10000;
+        rows[i].channel = CL_CHANNEL_ENTERPRISE;
+    }
+    static cl_command_t cmd;
+    memset(&cmd, 0, sizeof(cmd));
+    cmd.type = CL_CMD_ISSUE_BATCH;
+    strcpy(cmd.u.issue_batch.merchant_id, S_MERCHANT);
+    strcpy(cmd.u.issue_batch.program_id, S_PROGRAM);
+    strcpy(cmd.u.issue_batch.batch_ref, "test");
+    cmd.u.issue_batch.rows_count = ROWS;
+    cmd.batch_rows = rows;
+    static cl_reply_t r;
+    s_call_expect(c, &cmd, CL_OK, &r);
+    CHECK_EQ_INT(r.result, CL_RES_BATCH);
+    REQUIRE(r.rows_count == ROWS && r.rows != NULL);
+    CHECK_EQ_INT(r.batch_issued, ROWS);
+    char first_code[CL_CODE_MAX + 1];
+    memcpy(first_code, r.rows[0].code, sizeof(first_code));
+    for (size_t i = 0; i < ROWS; i++) {
+        CHECK_EQ_INT(r.rows[i].status, CL_OK);
+        CHECK(!r.rows[i].already_issued);
+        CHECK(r.rows[i].code[0] != '\0');
+        CHECK(r.rows[i].card_id != 0);
+    }
+
+    /* A new request id for the same rows: nothing is issued twice, no PIN shown again. */
+    cmd.request_id[0] = '\0';
+    s_call_expect(c, &cmd, CL_OK, &r);
+    REQUIRE(r.rows_count == ROWS && r.rows != NULL);
+    CHECK_EQ_INT(r.batch_issued, 0);
+    CHECK_EQ_INT(r.batch_already_issued, ROWS);
+    CHECK_EQ_STR(r.rows[0].code, first_code);
+    for (size_t i = 0; i < ROWS; i++) {
+        CHECK(r.rows[i].already_issued);
+        CHECK_EQ_STR(r.rows[i].pin, "");
+    }
+
+    s_close(&c);
+    CHECK_EQ_INT(harness_stop(s_h), 0);
+    harness_destroy(&s_h);
+}
+
+static void
+get_request_returns_the_stored_reply(void)
+{
+    s_h = s_start();
+    cl_client_t *c = s_open(harness_cmd_endpoint(s_h), 5000, 3, 0);
+    REQUIRE(c != NULL);
+    char code[CL_CODE_MAX + 1];
+    s_setup(c, code);
+
+    static cl_command_t cmd;
+    static cl_reply_t r, q, stored;
+    s_redeem_cmd(&cmd, code, 700, "stored-1");
+    s_call_expect(c, &cmd, CL_OK, &r);
+
+    memset(&cmd, 0, sizeof(cmd));
+    cmd.type = CL_CMD_GET_REQUEST;
+    strcpy(cmd.u.get_request_id, "stored-1");
+    s_call_expect(c, &cmd, CL_OK, &q);
+    CHECK_EQ_INT(q.result, CL_RES_REQUEST);
+    REQUIRE(q.found);
+    REQUIRE(cl_client_stored_reply(c, &q, &stored) == 0);
+    CHECK_EQ_STR(stored.request_id, "stored-1");
+    CHECK_EQ_INT(stored.status, CL_OK);
+    CHECK_EQ_INT(stored.amount_minor, 700);
+    CHECK_EQ_U64(stored.last_seq, r.last_seq);
+
+    strcpy(cmd.u.get_request_id, "never-sent");
+    s_call_expect(c, &cmd, CL_OK, &q);
+    CHECK(!q.found);
+    CHECK_EQ_INT(cl_client_stored_reply(c, &q, &stored), CLIENT_EINVAL);
+
+    s_close(&c);
+    CHECK_EQ_INT(harness_stop(s_h), 0);
+    harness_destroy(&s_h);
+}
+
+/* ---- retries -------------------------------------------------------------------------------- */
+
+/* The lossy proxy: forwards every message to the daemon and back, except that it drops the
+ * reply to the first message (and with kill9_between, kills and restarts the daemon before
+ * forwarding the retry). It records the frames it forwarded. */
+typedef struct s_proxy {
+    harness_t *h;
+    char front[256];    /* the endpoint the client connects to */
+    bool kill9_between; /* crash the daemon between the lost reply and the retry */
+    volatile bool stop; /* set by the test to end the thread */
+    int forwarded;      /* messages sent to the daemon */
+    int dropped;        /* replies dropped */
+    int restarted;      /* kill9+restart cycles that succeeded */
+    size_t len[4];      /* the first frames forwarded, for comparison */
+    unsigned char frame[4][4096];
+    void *ctx;
+} s_proxy_t;
+
+static void *
+s_proxy_main(void *arg)
+{
+    s_proxy_t *p = arg;
+    void *front = zmq_socket(p->ctx, ZMQ_ROUTER);
+    void *back = zmq_socket(p->ctx, ZMQ_DEALER);
+    int linger = 0;
+    zmq_setsockopt(front, ZMQ_LINGER, &linger, sizeof(linger));
+    zmq_setsockopt(back, ZMQ_LINGER, &linger, sizeof(linger));
+    if (zmq_bind(front, p->front) != 0 || zmq_connect(back, harness_cmd_endpoint(p->h)) != 0) {
+        fprintf(stderr, "proxy: bind/connect failed: %s\n", zmq_strerror(errno));
+        zmq_close(front);
+        zmq_close(back);
+        return NULL;
+    }
+    /* One client at a time: remember its identity frame for the way back. */
+    unsigned char ident[256];
+    size_t ident_len = 0;
+    while (!p->stop) {
+        zmq_pollitem_t items[] = { { front, 0, ZMQ_POLLIN, 0 }, { back, 0, ZMQ_POLLIN, 0 } };
+        if (zmq_poll(items, 2, 50) <= 0)
+            continue;
+        static unsigned char buf[CL_FRAME_MAX_BYTES];
+        if (items[0].revents & ZMQ_POLLIN) {
+            int n = zmq_recv(front, ident, sizeof(ident), 0);
+            if (n < 0)
+                continue;
+            ident_len = (size_t)n;
+            int len = zmq_recv(front, buf, sizeof(buf), 0);
+            if (len < 0)
+                continue;
+            if (p->forwarded < 4 && (size_t)len <= sizeof(p->frame[0])) {
+                memcpy(p->frame[p->forwarded], buf, (size_t)len);
+                p->len[p->forwarded] = (size_t)len;
+            }
+            if (p->forwarded == 1 && p->kill9_between) {
+                /* The daemon applied try 1 and its reply was lost; now it crashes. */
+                if (harness_kill9(p->h) == 0 && harness_restart(p->h) == 0)
+                    p->restarted++;
+            }
+            p->forwarded++;
+            zmq_send(back, buf, (size_t)len, 0);
+        }
+        if (items[1].revents & ZMQ_POLLIN) {
+            int len = zmq_recv(back, buf, sizeof(buf), 0);
+            if (len < 0)
+                continue;
+            if (p->dropped == 0) {
+                p->dropped++; /* the first reply is lost on the way back */
+                continue;
+            }
+            zmq_send(front, ident, ident_len, ZMQ_SNDMORE);
+            zmq_send(front, buf, (size_t)len, 0);
+        }
+    }
+    zmq_close(front);
+    zmq_close(back);
+    return NULL;
+}
+
+static void
+s_retry_case(bool kill9_between)
+{
+    s_h = s_start();
+    cl_client_t *direct = s_open(harness_cmd_endpoint(s_h), 5000, 3, 0);
+    REQUIRE(direct != NULL);
+    char code[CL_CODE_MAX + 1];
+    s_setup(direct, code);
+    s_close(&direct);
+
+    static s_proxy_t p;
+    memset(&p, 0, sizeof(p));
+    p.h = s_h;
+    p.kill9_between = kill9_between;
+    snprintf(p.front, sizeof(p.front), "ipc://%s/proxy.sock", harness_dir(s_h));
+    p.ctx = zmq_ctx_new();
+    REQUIRE(p.ctx != NULL);
+    pthread_t thread;
+    REQUIRE(pthread_create(&thread, NULL, s_proxy_main, &p) == 0);
+
+    /* A short timeout so the lost reply is noticed quickly; the restart may take a while, so
+     * leave retries enough. */
+    cl_client_t *c = s_open(p.front, 300, 40, 0);
+    CHECK(c != NULL);
+    static cl_command_t cmd;
+    static cl_reply_t r;
+    s_redeem_cmd(&cmd, code, 1000, NULL);
+    int rc = c != NULL ? cl_client_call(c, &cmd, &r) : CLIENT_EINVAL;
+    CHECK_EQ_INT(rc, 0);
+    CHECK_EQ_INT(r.status, CL_OK);
+    CHECK(r.replayed); /* answered from the ledger's stored reply */
+    CHECK_EQ_INT(r.card.balance_minor, S_FACE - 1000);
+    CHECK(p.forwarded >= 2);
+    CHECK_EQ_INT(p.dropped, 1);
+    if (kill9_between)
+        CHECK_EQ_INT(p.restarted, 1);
+    /* Every try carried the same bytes: the same request id and content. */
+    CHECK(p.len[0] > 0);
+    CHECK(p.len[1] == p.len[0] && memcmp(p.frame[0], p.frame[1], p.len[0]) == 0);
+    s_close(&c);
+    p.stop = true;
+    pthread_join(thread, NULL);
+    zmq_ctx_term(p.ctx);
+
+    /* Applied exactly once: the request is on record and the balance moved once. */
+    direct = s_open(harness_cmd_endpoint(s_h), 5000, 3, 0);
+    REQUIRE(direct != NULL);
+    static cl_command_t q;
+    static cl_reply_t qr;
+    memset(&q, 0, sizeof(q));
+    q.type = CL_CMD_GET_REQUEST;
+    snprintf(q.u.get_request_id, sizeof(q.u.get_request_id), "%s", r.request_id);
+    s_call_expect(direct, &q, CL_OK, &qr);
+    CHECK(qr.found);
+    CHECK_EQ_INT(s_balance(direct, code), S_FACE - 1000);
+    s_close(&direct);
+    CHECK_EQ_INT(harness_stop(s_h), 0);
+    harness_destroy(&s_h);
+}
+
+static void
+retry_after_a_lost_reply_reuses_the_request_id_and_applies_once(void)
+{
+    s_retry_case(false);
+}
+
+static void
+retry_across_a_daemon_crash_applies_once(void)
+{
+    s_retry_case(true);
+}
+
+static void
+pipelined_resend_after_timeout_applies_once(void)
+{
+    s_h = s_start();
+    cl_client_t *c = s_open(harness_cmd_endpoint(s_h), 5000, 0, 4);
+    REQUIRE(c != NULL);
+    char code[CL_CODE_MAX + 1];
+    s_setup(c, code);
+
+    /* The daemon is down: the message waits, times out, and is sent again once it is back. */
+    CHECK_EQ_INT(harness_stop(s_h), 0);
+    static cl_command_t cmd;
+    static cl_reply_t r[2];
+    s_redeem_cmd(&cmd, code, 300, "resend-1");
+    uint64_t tag = 0, got_tag = 0;
+    size_t n = 0;
+    REQUIRE(cl_client_send(c, &cmd, 1, &tag) == 0);
+    CHECK_EQ_INT(cl_client_recv(c, 200, r, 2, &n, &got_tag), CLIENT_ETIMEOUT);
+    CHECK_EQ_INT(cl_client_outstanding(c), 1);
+    REQUIRE(harness_restart(s_h) == 0);
+    REQUIRE(cl_client_resend(c) == 0);
+    REQUIRE(cl_client_recv(c, 5000, r, 2, &n, &got_tag) == 0);
+    CHECK_EQ_U64(got_tag, tag);
+    CHECK_EQ_INT(n, 1);
+    CHECK_EQ_STR(r[0].request_id, "resend-1");
+    CHECK_EQ_INT(r[0].status, CL_OK);
+    /* The ipc connection may have delivered the first try too once the daemon came back:
+     * either way the balance moved once. */
+    CHECK_EQ_INT(s_balance(c, code), S_FACE - 300);
+
+    s_close(&c);
+    CHECK_EQ_INT(harness_stop(s_h), 0);
+    harness_destroy(&s_h);
+}
+
+static void
+nothing_listening_times_out_after_every_retry(void)
+{
+    char dir[] = "/tmp/cl-client-XXXXXX";
+    REQUIRE(mkdtemp(dir) != NULL);
+    char ep[128];
+    snprintf(ep, sizeof(ep), "ipc://%s/nobody.sock", dir);
+    cl_client_t *c = s_open(ep, 100, 2, 0);
+    REQUIRE(c != NULL);
+    static cl_command_t cmd;
+    static cl_reply_t r;
+    memset(&cmd, 0, sizeof(cmd));
+    cmd.type = CL_CMD_GET_STATUS;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    CHECK_EQ_INT(cl_client_call(c, &cmd, &r), CLIENT_ETIMEOUT);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    CHECK(ms >= 300); /* three tries of 100 ms */
+    CHECK_EQ_INT(cl_client_outstanding(c), 0);
+    CHECK(strstr(cl_client_strerror(CLIENT_ETIMEOUT), "could not reach the ledger") != NULL);
+    s_close(&c);
+    rmdir(dir);
+}
+
+/* ---- the CLI's exit codes ------------------------------------------------------------------- */
+
+/* Runs the CLI with args (NULL-terminated), output discarded; returns its exit status. */
+static int
+s_cli(const char *const *args)
+{
+    const char *root = getenv("CARDLEDGER_BUILD_ROOT");
+    char path[512];
+    snprintf(path, sizeof(path), "%s/client/cardledger", root != NULL ? root : ".");
+    char *argv[32];
+    size_t n = 0;
+    argv[n++] = path;
+    for (; args[n - 1] != NULL && n < 31; n++)
+        argv[n] = (char *)(uintptr_t)args[n - 1];
+    argv[n] = NULL;
+    pid_t pid = fork();
+    if (pid == 0) {
+        int fd = open("/dev/null", O_WRONLY);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+        }
+        execv(path, argv);
+        _exit(127);
+    }
+    int status = 0;
+    if (pid < 0 || waitpid(pid, &status, 0) < 0)
+        return -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+static void
+cli_exit_codes_tell_refused_from_unreachable(void)
+{
+    s_h = s_start();
+    cl_client_t *c = s_open(harness_cmd_endpoint(s_h), 5000, 3, 0);
+    REQUIRE(c != NULL);
+    char code[CL_CODE_MAX + 1];
+    s_setup(c, code);
+    s_close(&c);
+    const char *ep = harness_cmd_endpoint(s_h);
+
+    const char *ok[] = { "--connect", ep, "status", NULL };
+    CHECK_EQ_INT(s_cli(ok), 0);
+    const char *redeem[] = { "--connect", ep,         "redeem", code, "--store",
+                             S_STORE,     "--amount", "1.00",   NULL };
+    CHECK_EQ_INT(s_cli(redeem), 0);
+    const char *refused[] = { "--connect", ep,         "redeem",  code, "--store",
+                              S_STORE,     "--amount", "9999.00", NULL };
+    CHECK_EQ_INT(s_cli(refused), 3);
+    const char *usage[] = { "--connect", ep, "redeem", code, "--amount", "1.005", NULL };
+    CHECK_EQ_INT(s_cli(usage), 1);
+    const char *unknown[] = { "--connect", ep, "teleport", NULL };
+    CHECK_EQ_INT(s_cli(unknown), 1);
+
+    char nobody[300];
+    snprintf(nobody, sizeof(nobody), "ipc://%s/nobody.sock", harness_dir(s_h));
+    const char *unreachable[] = { "--connect", nobody, "--timeout-ms", "100",
+                                  "--retries", "1",    "status",       NULL };
+    CHECK_EQ_INT(s_cli(unreachable), 2);
+
+    CHECK_EQ_INT(harness_stop(s_h), 0);
+    harness_destroy(&s_h);
+}
+
+int
+main(int argc, char **argv)
+{
+    static const check_case_t cases[] = {
+        CHECK_CASE(call_issues_and_redeems_a_card),
+        CHECK_CASE(call_batch_answers_each_request_in_order),
+        CHECK_CASE(pipelined_messages_are_matched_by_request_id),
+        CHECK_CASE(batch_issue_rows_come_back_and_reissue_is_refused),
+        CHECK_CASE(get_request_returns_the_stored_reply),
+        CHECK_CASE(retry_after_a_lost_reply_reuses_the_request_id_and_applies_once),
+        CHECK_CASE(retry_across_a_daemon_crash_applies_once),
+        CHECK_CASE(pipelined_resend_after_timeout_applies_once),
+        CHECK_CASE(nothing_listening_times_out_after_every_retry),
+        CHECK_CASE(cli_exit_codes_tell_refused_from_unreachable),
+    };
+    int rc = check_main(argc, argv, cases, sizeof(cases) / sizeof(cases[0]));
+    /* A case left early by REQUIRE leaves its daemon: stop it so nothing outlives the test. */
+    s_cleanup();
+    return rc;
+}
