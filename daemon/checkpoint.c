@@ -253,6 +253,14 @@ s_load_tables(MDB_txn *txn, ledger_t *l, uint64_t *out_records)
         if (rc != 0)
             break;
         const char *table = names.name[i] + S_PREFIX_LEN;
+        /* Sized once from the count LMDB keeps, rather than grown record by record. */
+        MDB_stat st;
+        if (mdb_stat(txn, dbi, &st) == 0)
+            rc = ledger_load_reserve(l, table, st.ms_entries);
+        if (rc != 0) {
+            mdb_cursor_close(cur);
+            break;
+        }
         rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
         while (rc == 0) {
             rc = ledger_load_record(l, table, k.mv_data, k.mv_size, v.mv_data, v.mv_size);

@@ -388,24 +388,31 @@ ledger_card_view(const ledger_t *l, const ledger_card_t *card, cl_card_view_t *o
 
 /* ---- Mutable access for the fold ---------------------------------------------------------- */
 
+/*
+ * A card the caller has checked exists, for changing (marked dirty). Running out of memory
+ * half way through folding an event would leave a state no journal describes: that aborts.
+ */
 static ledger_card_t *
 s_card_mut(ledger_t *l, uint64_t card_id)
 {
     uint8_t key[8];
     s_u64_key(card_id, key);
-    if (table_get(l->tables[T_CARDS], key, sizeof(key)) == NULL)
-        return NULL;
-    return table_put(l->tables[T_CARDS], key, sizeof(key), NULL);
+    CL_CHECK(table_get(l->tables[T_CARDS], key, sizeof(key)) != NULL);
+    ledger_card_t *c = table_put(l->tables[T_CARDS], key, sizeof(key), NULL);
+    CL_CHECK(c != NULL);
+    return c;
 }
 
+/* A program the caller has checked exists, for changing. */
 static ledger_program_t *
 s_program_mut(ledger_t *l, const char *merchant_id, const char *program_id)
 {
     uint8_t key[KEY2_MAX];
     size_t n = s_join(key, sizeof(key), merchant_id, program_id, NULL);
-    if (table_get(l->tables[T_PROGRAMS], key, n) == NULL)
-        return NULL;
-    return table_put(l->tables[T_PROGRAMS], key, n, NULL);
+    CL_CHECK(table_get(l->tables[T_PROGRAMS], key, n) != NULL);
+    ledger_program_t *p = table_put(l->tables[T_PROGRAMS], key, n, NULL);
+    CL_CHECK(p != NULL);
+    return p;
 }
 
 /* Adds delta (+1 or -1) to a holder's count of cards in a program; 0 drops the record. */
@@ -497,10 +504,9 @@ static int
 s_apply_program_closed(ledger_t *l, const cl_event_t *ev)
 {
     const cl_ev_program_closed_t *e = &ev->u.program_closed;
-    ledger_program_t *p = s_program_mut(l, e->merchant_id, e->program_id);
-    if (p == NULL)
+    if (ledger_program(l, e->merchant_id, e->program_id) == NULL)
         return LEDGER_EMISMATCH;
-    p->closed = true;
+    s_program_mut(l, e->merchant_id, e->program_id)->closed = true;
     return 0;
 }
 
@@ -544,7 +550,6 @@ s_apply_issued(ledger_t *l, const cl_event_t *ev)
     c->state = CL_CARDSTATE_ACTIVE;
 
     ledger_program_t *p = s_program_mut(l, e->merchant_id, e->program_id);
-    assert(p != NULL);
     p->issued_count++;
     l->meta.next_card_id++;
     l->meta.cards++;
@@ -715,6 +720,7 @@ s_apply_reversed(ledger_t *l, const cl_event_t *ev)
     uint8_t key[8];
     s_u64_key(e->redemption_seq, key);
     ledger_redemption_t *r = table_put(l->tables[T_REDEMPTIONS], key, sizeof(key), NULL);
+    CL_CHECK(r != NULL);
     r->reversed_minor += e->amount_minor;
     r->reversed_uses += e->uses;
     ledger_card_t *c = s_card_mut(l, e->card_id);
@@ -810,9 +816,9 @@ s_apply_card_flag(ledger_t *l, const cl_event_t *ev)
     default:
         return LEDGER_EINVAL;
     }
-    ledger_card_t *c = s_card_mut(l, card_id);
-    if (c == NULL)
+    if (ledger_card(l, card_id) == NULL)
         return LEDGER_EMISMATCH;
+    ledger_card_t *c = s_card_mut(l, card_id);
     switch (ev->type) {
     case CL_EV_CARD_FROZEN:
         c->frozen = true;
@@ -995,6 +1001,16 @@ ledger_load_record(ledger_t *l, const char *table, const void *key, size_t key_l
     return LEDGER_EINVAL;
 }
 
+int
+ledger_load_reserve(ledger_t *l, const char *table, size_t records)
+{
+    for (int i = 0; i < T_COUNT; i++) {
+        if (strcmp(table, s_table_names[i]) == 0)
+            return table_reserve(l->tables[i], records) == 0 ? 0 : LEDGER_ENOMEM;
+    }
+    return strcmp(table, "meta") == 0 ? 0 : LEDGER_EINVAL;
+}
+
 static int
 s_index_card(const void *key, size_t key_len, const void *rec, void *ctx)
 {
@@ -1027,6 +1043,18 @@ int
 ledger_rebuild_indexes(ledger_t *l)
 {
     l->timers.count = 0;
+    /* Room for every card's code and its expiry and reminder timers, allocated once. */
+    size_t cards = table_count(l->tables[T_CARDS]);
+    size_t timers = 2 * cards + table_count(l->tables[T_OFFERS]);
+    if (table_reserve(l->codes, cards) != 0)
+        return LEDGER_ENOMEM;
+    if (timers > l->timers.cap) {
+        ledger_timer_t *items = realloc(l->timers.items, timers * sizeof(*items));
+        if (items == NULL)
+            return LEDGER_ENOMEM;
+        l->timers.items = items;
+        l->timers.cap = timers;
+    }
     int rc = table_foreach(l->tables[T_CARDS], s_index_card, l);
     if (rc == 0)
         rc = table_foreach(l->tables[T_OFFERS], s_index_offer, l);

@@ -190,6 +190,8 @@ void ledger_dirty_clear(ledger_t *l);
 int ledger_foreach_record(const ledger_t *l, ledger_record_fn fn, void *ctx);
 int ledger_load_record(ledger_t *l, const char *table, const void *key, size_t key_len,
                        const void *rec, size_t rec_len);
+/* Before a load: room for `records` records of a table, so it does not grow record by record. */
+int ledger_load_reserve(ledger_t *l, const char *table, size_t records);
 int ledger_rebuild_indexes(ledger_t *l);
 
 /*

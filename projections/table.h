@@ -40,6 +40,12 @@ void *table_get(const table_t *t, const void *key, size_t key_len);
  */
 void *table_put(table_t *t, const void *key, size_t key_len, bool *out_created);
 
+/*
+ * Makes room for at least `records` records without growing again (a load of known size).
+ * Returns 0, or -1 when memory runs out (the table is unchanged).
+ */
+int table_reserve(table_t *t, size_t records);
+
 /* Deletes the record under key (a no-op when missing). */
 void table_del(table_t *t, const void *key, size_t key_len);
 
