@@ -18,9 +18,11 @@
 #include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <sodium.h>
+#include <xxhash.h>
 
 #include "clcheck.h"
 
@@ -37,6 +39,8 @@
 #define GIFT_TTL_HOURS_MAX (24 * 366)
 
 /* Everything one decision needs, passed to every helper. */
+typedef struct pending pending_t;
+
 typedef struct dec {
     const ledger_t *l;
     const cl_principal_t *who;
@@ -44,6 +48,7 @@ typedef struct dec {
     const decide_ctx_t *ctx;
     decide_out_t *out;
     cl_reply_t *r;
+    pending_t *pend; /* a batch issue's index of the cards it issued so far, or NULL */
 } dec_t;
 
 const char *
@@ -602,23 +607,94 @@ s_luhn(const char *digits)
     return (char)('0' + (10 - sum % 10) % 10);
 }
 
+/*
+ * The cards a command has issued so far are not in the ledger yet, so stock, per-holder
+ * limits, codes and row keys must also be checked against the command's own CardIssued events.
+ * A single issue has at most a few events and scans them; a batch issue (up to
+ * CL_ISSUE_BATCH_MAX rows) indexes them as it goes, so the checks stay linear in the batch.
+ */
+#define PENDING_SLOTS 4096 /* a power of two, more than twice CL_ISSUE_BATCH_MAX */
+
+enum { PF_CODE, PF_HOLDER, PF_ROW, PF_COUNT };
+
+struct pending {
+    uint64_t issued;                      /* CardIssued events so far */
+    uint32_t ev[PF_COUNT][PENDING_SLOTS]; /* per field: first event index + 1, 0 = empty */
+    uint32_t holder_cards[PENDING_SLOTS]; /* per holder slot: cards issued to the holder */
+};
+
+_Static_assert(PENDING_SLOTS > 2 * CL_ISSUE_BATCH_MAX, "the pending index must stay half empty");
+
+static const char *
+s_pf_value(const cl_event_t *ev, int field)
+{
+    const cl_ev_card_issued_t *e = &ev->u.card_issued;
+    return field == PF_CODE ? e->code : field == PF_HOLDER ? e->holder : e->row_key;
+}
+
+/* The slot of value in a field's index: the one holding it, or the empty one it would take. */
+static size_t
+s_pf_slot(dec_t *d, int field, const char *value)
+{
+    size_t mask = PENDING_SLOTS - 1;
+    size_t pos = (size_t)XXH3_64bits(value, strlen(value)) & mask;
+    for (;;) {
+        uint32_t e = d->pend->ev[field][pos];
+        if (e == 0 || strcmp(s_pf_value(&d->out->events[e - 1], field), value) == 0)
+            return pos;
+        pos = (pos + 1) & mask;
+    }
+}
+
+/* Indexes the CardIssued event just emitted (the last one). */
+static void
+s_pending_add(dec_t *d)
+{
+    pending_t *p = d->pend;
+    size_t index = d->out->events_count - 1;
+    const cl_event_t *ev = &d->out->events[index];
+    assert(ev->type == CL_EV_CARD_ISSUED && p->issued < CL_ISSUE_BATCH_MAX);
+    p->issued++;
+    for (int f = 0; f < PF_COUNT; f++) {
+        const char *value = s_pf_value(ev, f);
+        if (value[0] == '\0')
+            continue;
+        size_t slot = s_pf_slot(d, f, value);
+        if (p->ev[f][slot] == 0)
+            p->ev[f][slot] = (uint32_t)index + 1;
+        if (f == PF_HOLDER)
+            p->holder_cards[slot]++;
+    }
+}
+
+/* The first of this command's CardIssued events whose field equals value, or NULL. */
+static const cl_event_t *
+s_pending_find(dec_t *d, int field, const char *value)
+{
+    if (d->pend != NULL) {
+        uint32_t e = d->pend->ev[field][s_pf_slot(d, field, value)];
+        return e != 0 ? &d->out->events[e - 1] : NULL;
+    }
+    for (size_t i = 0; i < d->out->events_count; i++) {
+        const cl_event_t *ev = &d->out->events[i];
+        if (ev->type == CL_EV_CARD_ISSUED && strcmp(s_pf_value(ev, field), value) == 0)
+            return ev;
+    }
+    return NULL;
+}
+
 /* Is the code taken by a card, or by an earlier event of this command? */
 static bool
 s_code_taken(dec_t *d, const char *code)
 {
-    if (ledger_card_by_code(d->l, code) != NULL)
-        return true;
-    for (size_t i = 0; i < d->out->events_count; i++) {
-        const cl_event_t *ev = &d->out->events[i];
-        if (ev->type == CL_EV_CARD_ISSUED && strcmp(ev->u.card_issued.code, code) == 0)
-            return true;
-    }
-    return false;
+    return ledger_card_by_code(d->l, code) != NULL || s_pending_find(d, PF_CODE, code) != NULL;
 }
 
 static uint32_t
 s_pending_holder_cards(dec_t *d, const char *holder)
 {
+    if (d->pend != NULL)
+        return d->pend->holder_cards[s_pf_slot(d, PF_HOLDER, holder)];
     uint32_t n = 0;
     for (size_t i = 0; i < d->out->events_count; i++) {
         const cl_event_t *ev = &d->out->events[i];
@@ -631,6 +707,8 @@ s_pending_holder_cards(dec_t *d, const char *holder)
 static uint64_t
 s_pending_issued(dec_t *d)
 {
+    if (d->pend != NULL)
+        return d->pend->issued;
     uint64_t n = 0;
     for (size_t i = 0; i < d->out->events_count; i++)
         n += d->out->events[i].type == CL_EV_CARD_ISSUED;
@@ -642,10 +720,9 @@ static uint64_t
 s_row_card(dec_t *d, const cl_program_spec_t *spec, const char *row_key)
 {
     uint64_t id = ledger_row_card(d->l, spec->merchant_id, spec->program_id, row_key);
-    for (size_t i = 0; id == 0 && i < d->out->events_count; i++) {
-        const cl_event_t *ev = &d->out->events[i];
-        if (ev->type == CL_EV_CARD_ISSUED && strcmp(ev->u.card_issued.row_key, row_key) == 0)
-            id = ev->u.card_issued.card_id;
+    if (id == 0) {
+        const cl_event_t *ev = s_pending_find(d, PF_ROW, row_key);
+        id = ev != NULL ? ev->u.card_issued.card_id : 0;
     }
     return id;
 }
@@ -773,11 +850,12 @@ s_issue_one(dec_t *d, const ledger_program_t *prog, const cl_cmd_issue_card_t *c
         has_pin = true;
     }
 
+    uint64_t issued_before = s_pending_issued(d);
     cl_event_t *ev = s_emit(d, CL_EV_CARD_ISSUED);
     if (ev == NULL)
         return DECIDE_ENOROOM;
     cl_ev_card_issued_t *e = &ev->u.card_issued;
-    e->card_id = ledger_meta(d->l)->next_card_id + s_pending_issued(d) - 1;
+    e->card_id = ledger_meta(d->l)->next_card_id + issued_before;
     COPY(e->merchant_id, spec->merchant_id);
     COPY(e->program_id, spec->program_id);
     COPY(e->code, code);
@@ -795,6 +873,8 @@ s_issue_one(dec_t *d, const ledger_program_t *prog, const cl_cmd_issue_card_t *c
     e->expires_at_us = expires;
     e->imported = c->import_code[0] != '\0';
     COPY(e->row_key, c->row_key);
+    if (d->pend != NULL)
+        s_pending_add(d);
 
     s_copy(out_code, CL_CODE_MAX + 1, code);
     /* An imported PIN is the merchant's already; only a PIN the ledger made is shown. */
@@ -845,6 +925,8 @@ s_issue_card(dec_t *d)
     return 0;
 }
 
+static int s_issue_rows(dec_t *d, const ledger_program_t *prog, const cl_cmd_issue_batch_t *b);
+
 static int
 s_issue_batch(dec_t *d)
 {
@@ -860,6 +942,19 @@ s_issue_batch(dec_t *d)
         d->out->events_cap < (size_t)b->rows_count + 1)
         return DECIDE_ENOROOM;
 
+    d->pend = calloc(1, sizeof(*d->pend));
+    if (d->pend == NULL)
+        return s_refuse(d, CL_INTERNAL, "out of memory");
+    int rc = s_issue_rows(d, prog, b);
+    free(d->pend);
+    d->pend = NULL;
+    return rc;
+}
+
+/* The rows of a batch issue, each decided on its own (see s_issue_batch()). */
+static int
+s_issue_rows(dec_t *d, const ledger_program_t *prog, const cl_cmd_issue_batch_t *b)
+{
     cl_reply_t *r = d->r;
     uint32_t issued = 0, already = 0;
     for (uint32_t i = 0; i < b->rows_count; i++) {
@@ -880,11 +975,15 @@ s_issue_batch(dec_t *d)
         if (existing != 0) {
             /* Issued by an earlier batch (or earlier in this one): report it, issue nothing. */
             const ledger_card_t *card = ledger_card(d->l, existing);
+            const cl_event_t *pending =
+                card == NULL ? s_pending_find(d, PF_ROW, row.row_key) : NULL;
             out->status = CL_OK;
             out->already_issued = true;
             out->card_id = existing;
             if (card != NULL)
                 COPY(out->code, card->code);
+            else if (pending != NULL)
+                COPY(out->code, pending->u.card_issued.code);
             COPY(out->message, "already issued");
             already++;
             continue;
@@ -1528,7 +1627,7 @@ decide(const ledger_t *l, const cl_principal_t *who, const cl_command_t *cmd,
         return DECIDE_EINVAL;
     assert(ctx->next_seq > ledger_meta(l)->last_seq);
 
-    dec_t d = { l, who, cmd, ctx, out, out->reply };
+    dec_t d = { l, who, cmd, ctx, out, out->reply, NULL };
     cl_reply_t *r = out->reply;
     memset(r, 0, sizeof(*r));
     COPY(r->request_id, cmd->request_id);
@@ -1647,7 +1746,7 @@ decide_timer(const ledger_t *l, const ledger_timer_t *timer, const decide_ctx_t 
         return DECIDE_EINVAL;
     static const cl_principal_t ledger_self = { .role = CL_ROLE_LEDGER, .name = "ledger" };
     static const cl_command_t none = { .type = CL_CMD_NONE };
-    dec_t d = { l, &ledger_self, &none, ctx, out, out->reply };
+    dec_t d = { l, &ledger_self, &none, ctx, out, out->reply, NULL };
     memset(out->reply, 0, sizeof(*out->reply));
     out->events_count = 0;
 

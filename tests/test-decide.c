@@ -870,6 +870,42 @@ batch_issue_skips_rows_already_issued(void)
 }
 
 static void
+batch_issue_counts_its_own_rows_for_limits_and_duplicate_keys(void)
+{
+    s_world();
+    cl_program_spec_t spec = s_spec("m1", "capped", CL_KIND_STORED_VALUE);
+    spec.per_holder_max = 2;
+    spec.stock_max = CL_ISSUE_BATCH_MAX;
+    s_program(&spec);
+    static cl_cmd_issue_card_t batch_rows[CL_ISSUE_BATCH_MAX];
+    memset(batch_rows, 0, sizeof(batch_rows));
+    for (int i = 0; i < CL_ISSUE_BATCH_MAX; i++) {
+        /* Rows 0..2 share a holder; row 3 repeats row 0's key; the rest are distinct. */
+        snprintf(batch_rows[i].row_key, sizeof(batch_rows[i].row_key), "k%d", i == 3 ? 0 : i);
+        snprintf(batch_rows[i].holder, sizeof(batch_rows[i].holder), "h%d", i < 3 ? 0 : i);
+        batch_rows[i].face_value_minor = 10000;
+    }
+    cl_command_t *c = s_cmd(CL_CMD_ISSUE_BATCH);
+    snprintf(c->u.issue_batch.merchant_id, CL_ID_MAX + 1, "m1");
+    snprintf(c->u.issue_batch.program_id, CL_ID_MAX + 1, "capped");
+    c->u.issue_batch.rows_count = CL_ISSUE_BATCH_MAX;
+    c->batch_rows = batch_rows;
+    const cl_reply_t *r = s_run(c);
+    CHECK_OK(r);
+    CHECK_EQ_INT(r->rows[2].status, CL_HOLDER_LIMIT_REACHED);
+    CHECK(r->rows[3].already_issued);
+    CHECK_EQ_U64(r->rows[3].card_id, r->rows[0].card_id);
+    CHECK_EQ_STR(r->rows[3].code, r->rows[0].code);
+    CHECK_EQ_INT(r->batch_issued, CL_ISSUE_BATCH_MAX - 2);
+    CHECK_EQ_INT(ledger_holder_count(L, "m1", "capped", "h0"), 2);
+    /* Every issued card got the next card id in order, and its own code. */
+    for (int i = 5; i < CL_ISSUE_BATCH_MAX; i++)
+        CHECK_EQ_U64(r->rows[i].card_id, r->rows[i - 1].card_id + 1);
+    CHECK(ledger_card_by_code(L, r->rows[999].code) != NULL);
+    CHECK_EQ_INT(ledger_meta(L)->cards, CL_ISSUE_BATCH_MAX - 2);
+}
+
+static void
 projector_queries_and_unknown_commands_are_refused(void)
 {
     s_world();
@@ -995,6 +1031,7 @@ main(int argc, char **argv)
         CHECK_CASE(issue_refuses_a_face_value_outside_the_denominations),
         CHECK_CASE(closed_program_issues_no_more_cards_but_its_cards_still_redeem),
         CHECK_CASE(batch_issue_skips_rows_already_issued),
+        CHECK_CASE(batch_issue_counts_its_own_rows_for_limits_and_duplicate_keys),
         CHECK_CASE(projector_queries_and_unknown_commands_are_refused),
         CHECK_CASE(replaying_the_events_gives_the_same_state),
         CHECK_CASE(records_loaded_into_a_new_ledger_give_the_same_state_and_indexes),
