@@ -1,0 +1,456 @@
+/*
+ * fold.c: journal -> decoded events -> projection batches (see fold.h).
+ *
+ * A step is a small pipeline. The calling thread reads the journal and decodes each entry once
+ * into a ring of events; one worker thread per instance begins that instance's batch (an LMDB
+ * write transaction, which must stay on one thread), folds every event of the ring it has not
+ * folded yet, and commits with the sequence of the last event it saw. Decoding and the three
+ * folds run side by side, which is where a rebuild's speed on several cores comes from; the
+ * bytes written do not depend on it (each instance sees the same events in the same order).
+ *
+ * The reader is reopened whenever it is not exactly after the lowest checkpoint (after a failed
+ * commit, or when the set of instances changed), so no event is ever skipped.
+ *
+ * Synchronisation: one mutex and two condition variables per fold. The reader publishes events
+ * in chunks of S_PUBLISH_EVERY; a worker waits for published events, folds them without the
+ * lock, and reports how far it got; the reader waits before reusing a ring slot that a worker
+ * has not folded yet.
+ */
+#include "fold.h"
+
+#include <assert.h>
+#include <stddef.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "clcheck.h"
+#include "codec.h"
+
+#define S_RING_EVENTS    1024u /* decoded events in flight (about 4.5 MiB) */
+#define S_PUBLISH_EVERY  64u   /* events the reader hands over at a time */
+#define S_PREFETCH_AHEAD 6u    /* events between the two prefetch stages and the fold */
+
+typedef struct worker {
+    struct fold *f;
+    size_t slot; /* which instance of the fold it drives */
+    pthread_t thread;
+    bool started;
+    /* Per step, under the fold's lock: */
+    bool go;           /* a step runs and this worker takes part */
+    bool done;         /* it committed (or gave up) */
+    uint64_t consumed; /* ring events folded (an absolute count within the step) */
+    int rc;            /* its begin or commit error */
+} worker_t;
+
+struct fold {
+    cl_event_t scratch; /* the reader decodes here (stays in cache), then copies what counts */
+    journal_t *j;
+    journal_reader_t *reader;
+    proj_t *projs[FOLD_PROJS_MAX];
+    size_t n;
+    uint64_t bad_seq;
+    cl_event_t *ring; /* S_RING_EVENTS decoded events; type CL_EV_NONE = unknown, skipped */
+    worker_t workers[FOLD_PROJS_MAX];
+    pthread_mutex_t lock;
+    pthread_cond_t more;  /* the reader published events, finished a step or is stopping */
+    pthread_cond_t freed; /* a worker folded events or finished */
+    uint64_t step;        /* step number: workers wait for a new one */
+    uint64_t published;   /* events of the step in the ring so far */
+    bool finished;        /* the reader published the step's last event */
+    bool quit;            /* fold_destroy(): workers exit */
+};
+
+uint64_t
+fold_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* The bytes of an event that mean something: the envelope and its own union member. Copying
+ * only those into the ring (a ProgramDefined is 4 KiB, a redemption a few hundred bytes) keeps
+ * the ring's traffic small; the rest of a ring slot is never read. */
+static size_t
+s_event_bytes(cl_event_type_t type)
+{
+    size_t head = offsetof(cl_event_t, u);
+    switch (type) {
+    case CL_EV_MERCHANT_REGISTERED:
+        return head + sizeof(cl_ev_merchant_registered_t);
+    case CL_EV_STORE_REGISTERED:
+        return head + sizeof(cl_ev_store_registered_t);
+    case CL_EV_PROGRAM_CLOSED:
+        return head + sizeof(cl_ev_program_closed_t);
+    case CL_EV_CARD_ISSUED:
+        return head + sizeof(cl_ev_card_issued_t);
+    case CL_EV_BATCH_ISSUED:
+        return head + sizeof(cl_ev_batch_issued_t);
+    case CL_EV_GIFT_OFFERED:
+        return head + sizeof(cl_ev_gift_offered_t);
+    case CL_EV_GIFT_CLAIMED:
+    case CL_EV_GIFT_RECALLED:
+    case CL_EV_GIFT_RETURNED:
+        return head + sizeof(cl_ev_gift_closed_t);
+    case CL_EV_CARD_REDEEMED:
+        return head + sizeof(cl_ev_card_redeemed_t);
+    case CL_EV_REDEMPTION_REVERSED:
+        return head + sizeof(cl_ev_redemption_reversed_t);
+    case CL_EV_CARD_RELOADED:
+        return head + sizeof(cl_ev_card_reloaded_t);
+    case CL_EV_BALANCE_TRANSFERRED:
+        return head + sizeof(cl_ev_balance_transferred_t);
+    case CL_EV_CARD_ADJUSTED:
+        return head + sizeof(cl_ev_card_adjusted_t);
+    case CL_EV_CARD_FROZEN:
+    case CL_EV_CARD_UNFROZEN:
+    case CL_EV_CARD_UNLOCKED:
+        return head + sizeof(cl_ev_card_flag_t);
+    case CL_EV_CARD_EXPIRED:
+        return head + sizeof(cl_ev_card_expired_t);
+    case CL_EV_EXPIRY_REMINDED:
+        return head + sizeof(cl_ev_expiry_reminded_t);
+    case CL_EV_PIN_REJECTED:
+    case CL_EV_CARD_LOCKED:
+        return head + sizeof(cl_ev_pin_t);
+    case CL_EV_CLOCK_ADVANCED:
+        return head + sizeof(cl_ev_clock_advanced_t);
+    default: /* ProgramDefined, ProgramUpdated, and anything new: all of it */
+        return sizeof(cl_event_t);
+    }
+}
+
+/* ---- Workers ------------------------------------------------------------------------------ */
+
+/* One step of one worker: begin, fold what the reader publishes, commit. */
+static void
+s_work_step(fold_t *f, worker_t *w)
+{
+    proj_t *p = f->projs[w->slot];
+    bool begun = false;
+    uint64_t upto = 0; /* the last sequence this instance saw in the step */
+    int rc = 0;
+    uint64_t next = 0;
+    for (;;) {
+        pthread_mutex_lock(&f->lock);
+        w->consumed = next;
+        pthread_cond_signal(&f->freed);
+        while (f->published == next && !f->finished)
+            pthread_cond_wait(&f->more, &f->lock);
+        uint64_t avail = f->published;
+        bool last = f->finished;
+        pthread_mutex_unlock(&f->lock);
+        if (avail == next && last)
+            break;
+        for (; next < avail; next++) {
+            if (begun) {
+                /* Two-stage prefetch of the records of events a little ahead. */
+                if (next + 2 * S_PREFETCH_AHEAD < avail)
+                    proj_batch_prefetch(p, &f->ring[(next + 2 * S_PREFETCH_AHEAD) % S_RING_EVENTS],
+                                        0);
+                if (next + S_PREFETCH_AHEAD < avail)
+                    proj_batch_prefetch(p, &f->ring[(next + S_PREFETCH_AHEAD) % S_RING_EVENTS], 1);
+            }
+            const cl_event_t *ev = &f->ring[next % S_RING_EVENTS];
+            if (ev->seq <= proj_checkpoint(p) || ev->seq > proj_limit(p))
+                continue;
+            if (!begun && rc == 0) {
+                rc = proj_batch_begin(p);
+                begun = rc == 0;
+            }
+            if (!begun)
+                continue;
+            if (ev->type != CL_EV_NONE && proj_batch_apply(p, ev) != 0) {
+                /* The event may be half applied: throw the batch away. The next step folds the
+                 * events before it again and commits them; then the instance stops there. */
+                proj_batch_abort(p);
+                begun = false;
+                continue;
+            }
+            upto = ev->seq;
+        }
+    }
+    if (begun) {
+        int crc = proj_batch_commit(p, upto);
+        rc = rc != 0 ? rc : crc;
+    }
+    pthread_mutex_lock(&f->lock);
+    w->consumed = next;
+    w->rc = rc;
+    w->done = true;
+    pthread_cond_signal(&f->freed);
+    pthread_mutex_unlock(&f->lock);
+}
+
+static void *
+s_worker(void *arg)
+{
+    worker_t *w = arg;
+    fold_t *f = w->f;
+    uint64_t seen = 0;
+    for (;;) {
+        pthread_mutex_lock(&f->lock);
+        while (!f->quit && (f->step == seen || !w->go))
+            pthread_cond_wait(&f->more, &f->lock);
+        if (f->quit) {
+            pthread_mutex_unlock(&f->lock);
+            return NULL;
+        }
+        seen = f->step;
+        pthread_mutex_unlock(&f->lock);
+        s_work_step(f, w);
+    }
+}
+
+/* ---- The fold ----------------------------------------------------------------------------- */
+
+int
+fold_new(journal_t *j, proj_t *const *projs, size_t n, fold_t **out)
+{
+    if (j == NULL || out == NULL || n > FOLD_PROJS_MAX || (n > 0 && projs == NULL))
+        return PROJ_EINVAL;
+    fold_t *f = calloc(1, sizeof(*f));
+    if (f == NULL)
+        return PROJ_ENOMEM;
+    f->ring = calloc(S_RING_EVENTS, sizeof(*f->ring));
+    if (f->ring == NULL || pthread_mutex_init(&f->lock, NULL) != 0) {
+        free(f->ring);
+        free(f);
+        return PROJ_ENOMEM;
+    }
+    pthread_cond_init(&f->more, NULL);
+    pthread_cond_init(&f->freed, NULL);
+    f->j = j;
+    fold_set(f, projs, n);
+    *out = f;
+    return 0;
+}
+
+void
+fold_destroy(fold_t **fp)
+{
+    if (fp == NULL || *fp == NULL)
+        return;
+    fold_t *f = *fp;
+    pthread_mutex_lock(&f->lock);
+    f->quit = true;
+    pthread_cond_broadcast(&f->more);
+    pthread_mutex_unlock(&f->lock);
+    for (size_t i = 0; i < FOLD_PROJS_MAX; i++) {
+        if (f->workers[i].started)
+            pthread_join(f->workers[i].thread, NULL);
+    }
+    pthread_cond_destroy(&f->more);
+    pthread_cond_destroy(&f->freed);
+    pthread_mutex_destroy(&f->lock);
+    journal_reader_close(&f->reader);
+    free(f->ring);
+    free(f);
+    *fp = NULL;
+}
+
+int
+fold_set(fold_t *f, proj_t *const *projs, size_t n)
+{
+    if (f == NULL || n > FOLD_PROJS_MAX)
+        return PROJ_EINVAL;
+    for (size_t i = 0; i < n; i++)
+        f->projs[i] = projs[i];
+    f->n = n;
+    return 0;
+}
+
+uint64_t
+fold_low_checkpoint(const fold_t *f)
+{
+    uint64_t low = UINT64_MAX;
+    for (size_t i = 0; i < f->n; i++) {
+        if (!proj_stopped(f->projs[i]) && proj_checkpoint(f->projs[i]) < low)
+            low = proj_checkpoint(f->projs[i]);
+    }
+    return low;
+}
+
+uint64_t
+fold_bad_seq(const fold_t *f)
+{
+    return f->bad_seq;
+}
+
+/* Starts the workers a step needs (once per slot, kept for the fold's life). */
+static int
+s_start_workers(fold_t *f)
+{
+    for (size_t i = 0; i < f->n; i++) {
+        worker_t *w = &f->workers[i];
+        if (w->started)
+            continue;
+        w->f = f;
+        w->slot = i;
+        if (pthread_create(&w->thread, NULL, s_worker, w) != 0)
+            return PROJ_ENOMEM;
+        w->started = true;
+    }
+    return 0;
+}
+
+/* Publishes what the reader decoded so far, waiting first for room in the ring. */
+static void
+s_publish(fold_t *f, uint64_t count, bool finished)
+{
+    pthread_mutex_lock(&f->lock);
+    f->published = count;
+    f->finished = finished;
+    pthread_cond_broadcast(&f->more);
+    pthread_mutex_unlock(&f->lock);
+}
+
+/* Waits until slot `index` of the ring may be overwritten (every worker folded it). The
+ * reader remembers how far every worker had got (*room: events below it may be written), so it
+ * only takes the lock when it catches up with the slowest worker. */
+static void
+s_wait_room(fold_t *f, uint64_t index, uint64_t *room)
+{
+    if (index < *room)
+        return;
+    uint64_t need = index - S_RING_EVENTS + 1;
+    pthread_mutex_lock(&f->lock);
+    for (;;) {
+        uint64_t low = UINT64_MAX;
+        for (size_t i = 0; i < f->n; i++) {
+            const worker_t *w = &f->workers[i];
+            if (w->go && !w->done && w->consumed < low)
+                low = w->consumed;
+        }
+        if (low >= need) {
+            *room = low == UINT64_MAX ? UINT64_MAX : low + S_RING_EVENTS;
+            break;
+        }
+        pthread_cond_wait(&f->freed, &f->lock);
+    }
+    pthread_mutex_unlock(&f->lock);
+}
+
+int
+fold_step(fold_t *f, uint64_t to_seq, size_t events_max, uint64_t budget_ns, fold_step_stats_t *out)
+{
+    assert(f != NULL);
+    uint64_t t0 = fold_now_ns();
+    fold_step_stats_t st = { 0, 0, 0, 0 };
+    uint64_t low = fold_low_checkpoint(f);
+    if (low == UINT64_MAX || (to_seq != 0 && low >= to_seq)) {
+        if (out != NULL)
+            *out = st;
+        return 0;
+    }
+    if (events_max == 0)
+        events_max = FOLD_BATCH_EVENTS_DEFAULT;
+    if (to_seq != 0 && to_seq - low < events_max)
+        events_max = (size_t)(to_seq - low);
+
+    int rc = 0;
+    if (f->reader == NULL || journal_reader_next_seq(f->reader) != low + 1) {
+        journal_reader_close(&f->reader);
+        rc = journal_reader_open(f->j, low + 1, &f->reader);
+        if (rc == JOURNAL_ENOTFOUND) {
+            /* The journal is behind our checkpoint: another journal, or not there yet. */
+            if (out != NULL)
+                *out = st;
+            return PROJ_EJOURNAL;
+        }
+        if (rc != 0)
+            return rc;
+    }
+    /* Is there anything at all? Spare the workers a step for nothing. */
+    journal_entry_t e;
+    rc = journal_reader_next(f->reader, &e);
+    if (rc != 0) {
+        if (rc != JOURNAL_END) {
+            f->bad_seq = journal_reader_bad_seq(f->reader);
+            journal_reader_close(&f->reader);
+        }
+        if (out != NULL)
+            *out = st;
+        return rc == JOURNAL_END ? 0 : PROJ_EJOURNAL;
+    }
+    rc = s_start_workers(f);
+    if (rc != 0)
+        return rc;
+
+    pthread_mutex_lock(&f->lock);
+    f->published = 0;
+    f->finished = false;
+    for (size_t i = 0; i < FOLD_PROJS_MAX; i++) {
+        worker_t *w = &f->workers[i];
+        w->go = i < f->n && !proj_stopped(f->projs[i]);
+        w->done = !w->go;
+        w->consumed = 0;
+        w->rc = 0;
+    }
+    f->step++;
+    pthread_cond_broadcast(&f->more);
+    pthread_mutex_unlock(&f->lock);
+
+    /* The first entry is already read: decode it, then the rest. */
+    int jrc = 0;
+    uint64_t room = S_RING_EVENTS;
+    for (;;) {
+        s_wait_room(f, st.events, &room);
+        cl_event_t *ev = &f->ring[st.events % S_RING_EVENTS];
+        int drc = codec_event_decode(e.payload, e.payload_len, &f->scratch);
+        if (drc != 0 && drc != CODEC_EUNKNOWN) {
+            /* A payload the codec refuses is a damaged journal: stop before it. */
+            f->bad_seq = e.seq;
+            journal_reader_close(&f->reader);
+            jrc = PROJ_EJOURNAL;
+            break;
+        }
+        if (drc == CODEC_EUNKNOWN) {
+            ev->type = CL_EV_NONE; /* folded as a no-op */
+            st.skipped++;
+        } else {
+            memcpy(ev, &f->scratch, s_event_bytes(f->scratch.type));
+        }
+        ev->seq = e.seq;
+        ev->at_us = e.timestamp_us;
+        st.events++;
+        st.last_seq = e.seq;
+        if (st.events % S_PUBLISH_EVERY == 0)
+            s_publish(f, st.events, false);
+        if (st.events >= events_max ||
+            (budget_ns != 0 && (st.events & 255) == 0 && fold_now_ns() - t0 >= budget_ns))
+            break;
+        rc = journal_reader_next(f->reader, &e);
+        if (rc == JOURNAL_END)
+            break;
+        if (rc != 0) {
+            f->bad_seq = journal_reader_bad_seq(f->reader);
+            journal_reader_close(&f->reader);
+            jrc = PROJ_EJOURNAL;
+            break;
+        }
+    }
+    s_publish(f, st.events, true);
+
+    /* Wait for every worker's commit. */
+    rc = 0;
+    pthread_mutex_lock(&f->lock);
+    for (size_t i = 0; i < f->n; i++) {
+        while (!f->workers[i].done)
+            pthread_cond_wait(&f->freed, &f->lock);
+        if (rc == 0)
+            rc = f->workers[i].rc;
+    }
+    pthread_mutex_unlock(&f->lock);
+    if (jrc != 0)
+        rc = jrc;
+    /* A failed commit leaves an instance behind the reader: reopen it next time. */
+    if (f->reader != NULL && journal_reader_next_seq(f->reader) != fold_low_checkpoint(f) + 1)
+        journal_reader_close(&f->reader);
+    st.elapsed_ns = fold_now_ns() - t0;
+    if (out != NULL)
+        *out = st;
+    return rc;
+}

@@ -1,0 +1,542 @@
+/*
+ * pcache.c: read-through record cache with a changed set (see pcache.h).
+ *
+ * One hash table per projection table: slots in chunks (so a record never moves), and an index
+ * probed linearly and kept at most half full. An index entry holds the slot number plus one
+ * and 32 bits of the key's hash, so a probe touches the slot (a cache miss on a large table)
+ * only when the hash bits match, and growing the index never touches the slots. A slot holds a
+ * small header, the key (key_max bytes) and the value (val_max bytes). A slot is either live
+ * or gone; gone slots remember that LMDB has no such key (or that it must be deleted, when
+ * changed).
+ */
+#include "pcache.h"
+
+#include <assert.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <xxhash.h>
+
+#define S_CHUNK_SLOTS 1024u
+#define S_INDEX_MIN   1024u
+
+enum { S_GONE = 0, S_LIVE = 1 };
+
+typedef struct slot {
+    uint32_t val_len;
+    uint32_t idx; /* the slot's own number */
+    uint16_t key_len;
+    uint8_t state; /* S_LIVE or S_GONE */
+    uint8_t dirty; /* on the changed list */
+    uint32_t pad;
+} slot_t;
+
+/* An index entry: the hash's low 32 bits (also the probe position) and slot number + 1. */
+#define S_ENTRY(hash32, slot1) (((uint64_t)(hash32) << 32) | (uint64_t)(slot1))
+#define S_ENTRY_SLOT1(e)       ((uint32_t)(e))
+#define S_ENTRY_HASH(e)        ((uint32_t)((e) >> 32))
+
+typedef struct ctable {
+    size_t key_limit; /* the table's key_max */
+    size_t key_max;   /* key_limit rounded up to 8 */
+    size_t val_max;
+    size_t slot_size;
+    uint8_t **chunks;
+    size_t chunks_count;
+    size_t chunks_cap;
+    size_t slots;
+    uint64_t *index;  /* S_ENTRY()s, 0 = empty */
+    size_t index_cap; /* a power of two */
+    bool complete;    /* LMDB holds nothing this table does not */
+    bool write_once;  /* dropped after every commit */
+    uint32_t *dirty;
+    size_t dirty_count;
+    size_t dirty_cap;
+} ctable_t;
+
+struct pcache {
+    ctable_t t[PROJ_TABLES_MAX];
+    size_t n;
+    MDB_txn *txn;
+    MDB_dbi dbis[PROJ_TABLES_MAX];
+    int err;
+};
+
+static inline slot_t *
+s_slot(const ctable_t *t, size_t i)
+{
+    assert(i < t->slots);
+    return (slot_t *)(void *)(t->chunks[i / S_CHUNK_SLOTS] + (i % S_CHUNK_SLOTS) * t->slot_size);
+}
+
+static inline uint8_t *
+s_key(slot_t *s)
+{
+    return (uint8_t *)(s + 1);
+}
+
+static inline uint8_t *
+s_val(const ctable_t *t, slot_t *s)
+{
+    return (uint8_t *)(s + 1) + t->key_max;
+}
+
+static void
+s_table_free(ctable_t *t)
+{
+    for (size_t i = 0; i < t->chunks_count; i++)
+        free(t->chunks[i]);
+    free(t->chunks);
+    free(t->index);
+    free(t->dirty);
+    t->chunks = NULL;
+    t->index = NULL;
+    t->dirty = NULL;
+}
+
+static int
+s_table_init(ctable_t *t, size_t key_max, size_t val_max, bool write_once)
+{
+    memset(t, 0, sizeof(*t));
+    t->write_once = write_once;
+    t->key_limit = key_max;
+    t->val_max = val_max;
+    /* Keys are padded so values start 8-aligned: the folds keep structs in them. */
+    t->key_max = (key_max + 7) & ~(size_t)7;
+    t->slot_size = (sizeof(slot_t) + t->key_max + val_max + 7) & ~(size_t)7;
+    t->index_cap = S_INDEX_MIN;
+    t->index = calloc(t->index_cap, sizeof(*t->index));
+    return t->index != NULL ? 0 : PROJ_ENOMEM;
+}
+
+int
+pcache_new(const proj_table_def_t *tables, size_t n, pcache_t **out)
+{
+    if (tables == NULL || out == NULL || n == 0 || n > PROJ_TABLES_MAX)
+        return PROJ_EINVAL;
+    pcache_t *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return PROJ_ENOMEM;
+    c->n = n;
+    for (size_t i = 0; i < n; i++) {
+        if (tables[i].key_max == 0 || tables[i].key_max > PROJ_KEY_MAX ||
+            tables[i].val_max > PROJ_VAL_MAX ||
+            s_table_init(&c->t[i], tables[i].key_max, tables[i].val_max, tables[i].write_once) !=
+                0) {
+            pcache_destroy(&c);
+            return PROJ_ENOMEM;
+        }
+    }
+    *out = c;
+    return 0;
+}
+
+void
+pcache_destroy(pcache_t **cp)
+{
+    if (cp == NULL || *cp == NULL)
+        return;
+    pcache_t *c = *cp;
+    for (size_t i = 0; i < c->n; i++)
+        s_table_free(&c->t[i]);
+    free(c);
+    *cp = NULL;
+}
+
+void
+pcache_bind(pcache_t *c, MDB_txn *txn, const MDB_dbi *dbis)
+{
+    c->txn = txn;
+    if (txn != NULL)
+        memcpy(c->dbis, dbis, c->n * sizeof(*dbis));
+}
+
+void
+pcache_set_complete(pcache_t *c, bool complete)
+{
+    for (size_t i = 0; i < c->n; i++)
+        c->t[i].complete = complete;
+}
+
+int
+pcache_error(const pcache_t *c)
+{
+    return c->err;
+}
+
+static void
+s_fail(pcache_t *c, int rc)
+{
+    if (c->err == 0)
+        c->err = rc;
+}
+
+/* The index position of key, or the empty position where it would go. */
+static size_t
+s_find(const ctable_t *t, const void *key, size_t klen, uint32_t hash32)
+{
+    size_t mask = t->index_cap - 1;
+    size_t pos = (size_t)hash32 & mask;
+    for (;;) {
+        uint64_t e = t->index[pos];
+        if (e == 0)
+            return pos;
+        if (S_ENTRY_HASH(e) == hash32) {
+            slot_t *s = s_slot(t, S_ENTRY_SLOT1(e) - 1);
+            if (s->key_len == klen && memcmp(s_key(s), key, klen) == 0)
+                return pos;
+        }
+        pos = (pos + 1) & mask;
+    }
+}
+
+static int
+s_grow_index(ctable_t *t)
+{
+    size_t cap = t->index_cap * 2;
+    uint64_t *index = calloc(cap, sizeof(*index));
+    if (index == NULL)
+        return PROJ_ENOMEM;
+    size_t mask = cap - 1;
+    for (size_t i = 0; i < t->index_cap; i++) {
+        uint64_t e = t->index[i];
+        if (e == 0)
+            continue;
+        size_t pos = (size_t)S_ENTRY_HASH(e) & mask;
+        while (index[pos] != 0)
+            pos = (pos + 1) & mask;
+        index[pos] = e;
+    }
+    free(t->index);
+    t->index = index;
+    t->index_cap = cap;
+    return 0;
+}
+
+/* A new slot for key at index position pos (recomputed if the index grows). */
+static slot_t *
+s_new_slot(ctable_t *t, const void *key, size_t klen, uint32_t hash32, size_t pos)
+{
+    if (t->slots >= UINT32_MAX - 1)
+        return NULL;
+    if (t->slots / S_CHUNK_SLOTS == t->chunks_count) { /* else: a kept chunk is reused */
+        if (t->chunks_count == t->chunks_cap) {
+            size_t cap = t->chunks_cap != 0 ? t->chunks_cap * 2 : 16;
+            uint8_t **chunks = realloc(t->chunks, cap * sizeof(*chunks));
+            if (chunks == NULL)
+                return NULL;
+            t->chunks = chunks;
+            t->chunks_cap = cap;
+        }
+        uint8_t *chunk = malloc(S_CHUNK_SLOTS * t->slot_size);
+        if (chunk == NULL)
+            return NULL;
+        t->chunks[t->chunks_count++] = chunk;
+    }
+    if ((t->slots + 1) * 2 > t->index_cap) {
+        if (s_grow_index(t) != 0)
+            return NULL;
+        pos = s_find(t, key, klen, hash32);
+    }
+    size_t i = t->slots++;
+    slot_t *s = s_slot(t, i);
+    memset(s, 0, sizeof(*s));
+    s->idx = (uint32_t)i;
+    s->key_len = (uint16_t)klen;
+    s->state = S_GONE;
+    memcpy(s_key(s), key, klen);
+    assert(t->index[pos] == 0);
+    t->index[pos] = S_ENTRY(hash32, i + 1);
+    return s;
+}
+
+/* The slot of key, reading LMDB on a miss unless `fresh` (the caller knows LMDB has no such
+ * key); NULL after an error (recorded). */
+static slot_t *
+s_lookup(pcache_t *c, size_t ti, const void *key, size_t klen, bool fresh)
+{
+    assert(ti < c->n);
+    ctable_t *t = &c->t[ti];
+    if (t->index == NULL) {
+        s_fail(c, PROJ_ENOMEM);
+        return NULL;
+    }
+    if (klen == 0 || klen > t->key_limit) {
+        s_fail(c, PROJ_ELIMIT);
+        return NULL;
+    }
+    uint32_t hash32 = (uint32_t)XXH3_64bits(key, klen);
+    size_t pos = s_find(t, key, klen, hash32);
+    if (t->index[pos] != 0)
+        return s_slot(t, S_ENTRY_SLOT1(t->index[pos]) - 1);
+
+    MDB_val v = { 0, NULL };
+    bool found = false;
+    if (!t->complete && !fresh) {
+        if (c->txn == NULL) {
+            s_fail(c, PROJ_EINVAL);
+            return NULL;
+        }
+        MDB_val k = { klen, (void *)(uintptr_t)key };
+        int rc = mdb_get(c->txn, c->dbis[ti], &k, &v);
+        if (rc != 0 && rc != MDB_NOTFOUND) {
+            s_fail(c, rc);
+            return NULL;
+        }
+        found = rc == 0;
+        if (found && v.mv_size > t->val_max) {
+            s_fail(c, PROJ_ECORRUPT);
+            return NULL;
+        }
+    }
+    slot_t *s = s_new_slot(t, key, klen, hash32, pos);
+    if (s == NULL) {
+        s_fail(c, PROJ_ENOMEM);
+        return NULL;
+    }
+    if (found) {
+        s->state = S_LIVE;
+        s->val_len = (uint32_t)v.mv_size;
+        memcpy(s_val(t, s), v.mv_data, v.mv_size);
+    }
+    return s;
+}
+
+void
+pcache_prefetch(const pcache_t *c, size_t ti, const void *key, size_t klen, int stage)
+{
+    const ctable_t *t = &c->t[ti];
+    if (t->index == NULL || klen == 0 || klen > t->key_limit)
+        return;
+    uint32_t hash32 = (uint32_t)XXH3_64bits(key, klen);
+    size_t pos = (size_t)hash32 & (t->index_cap - 1);
+    if (stage == 0) {
+        __builtin_prefetch(&t->index[pos]);
+        return;
+    }
+    uint64_t e = t->index[pos];
+    if (e != 0 && S_ENTRY_HASH(e) == hash32 && S_ENTRY_SLOT1(e) - 1 < t->slots) {
+        const uint8_t *slot = (const uint8_t *)s_slot(t, S_ENTRY_SLOT1(e) - 1);
+        __builtin_prefetch(slot);
+        __builtin_prefetch(slot + 64);
+        __builtin_prefetch(slot + t->slot_size - 1);
+    }
+}
+
+const void *
+pcache_get(pcache_t *c, size_t ti, const void *key, size_t klen, size_t *out_len)
+{
+    slot_t *s = s_lookup(c, ti, key, klen, false);
+    if (s == NULL || s->state != S_LIVE)
+        return NULL;
+    if (out_len != NULL)
+        *out_len = s->val_len;
+    return s_val(&c->t[ti], s);
+}
+
+static int
+s_mark(ctable_t *t, slot_t *s)
+{
+    if (s->dirty)
+        return 0;
+    if (t->dirty_count == t->dirty_cap) {
+        size_t cap = t->dirty_cap != 0 ? t->dirty_cap * 2 : 256;
+        uint32_t *d = realloc(t->dirty, cap * sizeof(*d));
+        if (d == NULL)
+            return PROJ_ENOMEM;
+        t->dirty = d;
+        t->dirty_cap = cap;
+    }
+    t->dirty[t->dirty_count++] = s->idx;
+    s->dirty = 1;
+    return 0;
+}
+
+static void *
+s_put(pcache_t *c, size_t ti, const void *key, size_t klen, size_t vlen, bool fresh,
+      bool *out_created)
+{
+    ctable_t *t = &c->t[ti];
+    if (vlen > t->val_max) {
+        s_fail(c, PROJ_ELIMIT);
+        return NULL;
+    }
+    slot_t *s = s_lookup(c, ti, key, klen, fresh);
+    if (s == NULL)
+        return NULL;
+    if (s_mark(t, s) != 0) {
+        s_fail(c, PROJ_ENOMEM);
+        return NULL;
+    }
+    bool created = s->state != S_LIVE;
+    uint8_t *val = s_val(t, s);
+    if (created) {
+        memset(val, 0, vlen);
+        s->state = S_LIVE;
+    } else if (vlen > s->val_len) {
+        memset(val + s->val_len, 0, vlen - s->val_len);
+    }
+    s->val_len = (uint32_t)vlen;
+    if (out_created != NULL)
+        *out_created = created;
+    return val;
+}
+
+void *
+pcache_put(pcache_t *c, size_t ti, const void *key, size_t klen, size_t vlen, bool *out_created)
+{
+    return s_put(c, ti, key, klen, vlen, false, out_created);
+}
+
+void *
+pcache_insert(pcache_t *c, size_t ti, const void *key, size_t klen, size_t vlen)
+{
+    return s_put(c, ti, key, klen, vlen, true, NULL);
+}
+
+void
+pcache_del(pcache_t *c, size_t ti, const void *key, size_t klen)
+{
+    slot_t *s = s_lookup(c, ti, key, klen, false);
+    if (s == NULL || s->state != S_LIVE)
+        return;
+    if (s_mark(&c->t[ti], s) != 0) {
+        s_fail(c, PROJ_ENOMEM);
+        return;
+    }
+    s->state = S_GONE;
+    s->val_len = 0;
+}
+
+/* LMDB's default key order: memcmp over the shorter length, then the shorter key first. */
+static int
+s_slot_cmp(const void *a, const void *b)
+{
+    const slot_t *x = *(slot_t *const *)a;
+    const slot_t *y = *(slot_t *const *)b;
+    size_t n = x->key_len < y->key_len ? x->key_len : y->key_len;
+    int r = memcmp(x + 1, y + 1, n);
+    if (r != 0)
+        return r;
+    return (x->key_len > y->key_len) - (x->key_len < y->key_len);
+}
+
+int
+pcache_write(pcache_t *c, MDB_txn *txn, const MDB_dbi *dbis)
+{
+    size_t most = 0;
+    for (size_t ti = 0; ti < c->n; ti++)
+        most = c->t[ti].dirty_count > most ? c->t[ti].dirty_count : most;
+    if (most == 0)
+        return 0;
+    slot_t **order = malloc(most * sizeof(*order));
+    if (order == NULL)
+        return PROJ_ENOMEM;
+    int rc = 0;
+    for (size_t ti = 0; rc == 0 && ti < c->n; ti++) {
+        ctable_t *t = &c->t[ti];
+        bool sorted = true;
+        for (size_t i = 0; i < t->dirty_count; i++) {
+            order[i] = s_slot(t, t->dirty[i]);
+            if (i > 0 && sorted && s_slot_cmp(&order[i - 1], &order[i]) > 0)
+                sorted = false;
+        }
+        /* Key order makes LMDB touch each page once; write_once tables take new keys that
+         * mostly land at a few growing ends, where order buys less than the sort costs. */
+        if (!sorted && !t->write_once)
+            qsort(order, t->dirty_count, sizeof(*order), s_slot_cmp);
+        if (t->dirty_count == 0)
+            continue;
+        MDB_cursor *cur;
+        rc = mdb_cursor_open(txn, dbis[ti], &cur);
+        if (rc != 0)
+            break;
+        for (size_t i = 0; rc == 0 && i < t->dirty_count; i++) {
+            slot_t *s = order[i];
+            MDB_val k = { s->key_len, s_key(s) };
+            if (s->state == S_LIVE) {
+                MDB_val v = { s->val_len, s_val(t, s) };
+                rc = mdb_cursor_put(cur, &k, &v, 0);
+            } else {
+                MDB_val v;
+                rc = mdb_cursor_get(cur, &k, &v, MDB_SET);
+                if (rc == 0)
+                    rc = mdb_cursor_del(cur, 0);
+                else if (rc == MDB_NOTFOUND)
+                    rc = 0;
+            }
+        }
+        mdb_cursor_close(cur);
+    }
+    free(order);
+    return rc;
+}
+
+static size_t
+s_bytes(const ctable_t *t)
+{
+    return t->chunks_count * S_CHUNK_SLOTS * t->slot_size + t->index_cap * sizeof(uint64_t);
+}
+
+/* Forgets every record of a write_once table after a commit, keeping its memory for the next
+ * batch (freeing and faulting in the same chunks every batch costs more than folding). */
+static void
+s_table_forget(ctable_t *t)
+{
+    assert(t->dirty_count == 0);
+    memset(t->index, 0, t->index_cap * sizeof(*t->index));
+    t->slots = 0;
+    t->complete = false;
+}
+
+/* Drops every record of a table (none may be changed); it is then no longer complete. */
+static void
+s_table_reset(pcache_t *c, ctable_t *t)
+{
+    size_t key_limit = t->key_limit, val_max = t->val_max;
+    bool write_once = t->write_once;
+    s_table_free(t);
+    if (s_table_init(t, key_limit, val_max, write_once) != 0)
+        s_fail(c, PROJ_ENOMEM); /* sticky: every later lookup fails too */
+}
+
+size_t
+pcache_bytes(const pcache_t *c)
+{
+    size_t n = 0;
+    for (size_t ti = 0; ti < c->n; ti++)
+        n += s_bytes(&c->t[ti]);
+    return n;
+}
+
+size_t
+pcache_dirty_count(const pcache_t *c)
+{
+    size_t n = 0;
+    for (size_t ti = 0; ti < c->n; ti++)
+        n += c->t[ti].dirty_count;
+    return n;
+}
+
+void
+pcache_reset(pcache_t *c)
+{
+    c->err = 0;
+    for (size_t ti = 0; ti < c->n; ti++)
+        s_table_reset(c, &c->t[ti]);
+}
+
+void
+pcache_committed(pcache_t *c, size_t max_bytes)
+{
+    for (size_t ti = 0; ti < c->n; ti++) {
+        ctable_t *t = &c->t[ti];
+        for (size_t i = 0; i < t->dirty_count; i++)
+            s_slot(t, t->dirty[i])->dirty = 0;
+        t->dirty_count = 0;
+        if (t->write_once && t->slots > 0)
+            s_table_forget(t);
+    }
+    if (max_bytes != 0 && pcache_bytes(c) > max_bytes)
+        pcache_reset(c);
+}
