@@ -122,6 +122,28 @@ int cl_client_call(cl_client_t *c, const cl_command_t *cmd, cl_reply_t *out);
 int cl_client_call_batch(cl_client_t *c, const cl_command_t *cmds, size_t n, cl_reply_t *out);
 
 /*
+ * Sends one request the caller encoded itself and waits for its reply, with the same timeout
+ * and retry rules as cl_client_call(): on a timeout the very same bytes (so the same request id)
+ * go again on a fresh socket. This is for requests the library has no struct for, such as the
+ * projector's queries (Request fields 60..68), encoded by a caller that links the contract's
+ * generated code.
+ *
+ * request is one packed Request (not a RequestBatch: the library frames it) of request_len
+ * bytes, and request_id must be the request id inside it (1..CL_REQUEST_ID_MAX characters): the
+ * reply is matched to the request by it. A service that cannot read the frame answers with one
+ * refusal under an empty id, which is handed out as the reply too.
+ *
+ * Returns 0 with the packed Reply in *out_reply, *out_reply_len (decode it yourself; its status
+ * may be a refusal), or CLIENT_EINVAL, CLIENT_EBUSY, CLIENT_ETOOLARGE, CLIENT_ETIMEOUT,
+ * CLIENT_EPROTO, CLIENT_EZMQ, CLIENT_ENOMEM; the out-parameters are untouched on failure.
+ * Lifetime: *out_reply points into the message the client received; it is valid until the next
+ * call, send, recv, resend or close on `c`. The caller's request buffer may change as soon as
+ * this returns.
+ */
+int cl_client_call_raw(cl_client_t *c, const char *request_id, const uint8_t *request,
+                       size_t request_len, const uint8_t **out_reply, size_t *out_reply_len);
+
+/*
  * Pipelining: sends n commands (1..CL_BATCH_REQUESTS_MAX) as one message without waiting, and
  * says which tag (a number that only grows) the message got. Up to `window` messages may be
  * outstanding; past that, returns CLIENT_EFULL until cl_client_recv() takes a reply. Commands

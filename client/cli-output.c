@@ -54,8 +54,8 @@ cli_channel_name(cl_channel_t channel)
     return "none";
 }
 
-static const char *
-s_state_name(cl_card_state_t state)
+const char *
+cli_state_name(cl_card_state_t state)
 {
     switch (state) {
     case CL_CARDSTATE_ACTIVE:
@@ -94,9 +94,8 @@ s_result_name(cl_result_type_t result)
     return "other";
 }
 
-/* "12.50 CNY" */
-static const char *
-s_money(int64_t minor, const char *currency, char *buf, size_t cap)
+const char *
+cli_money(int64_t minor, const char *currency, char *buf, size_t cap)
 {
     char num[UNITS_FORMAT_MAX];
     units_amount_format(minor, num, sizeof(num));
@@ -109,7 +108,7 @@ static const char *
 s_holds(const cl_card_view_t *v, char *buf, size_t cap)
 {
     if (v->kind == CL_KIND_STORED_VALUE)
-        return s_money(v->balance_minor, v->currency, buf, cap);
+        return cli_money(v->balance_minor, v->currency, buf, cap);
     snprintf(buf, cap, "%" PRIu32 " use%s", v->uses_left, v->uses_left == 1 ? "" : "s");
     return buf;
 }
@@ -126,7 +125,7 @@ s_json_card(json_t *j, const char *key, const cl_card_view_t *v)
     json_str(j, "program_id", v->program_id);
     json_str(j, "kind", cli_kind_name(v->kind));
     json_str(j, "currency", v->currency);
-    json_str(j, "state", s_state_name(v->state));
+    json_str(j, "state", cli_state_name(v->state));
     json_bool(j, "frozen", v->frozen);
     json_bool(j, "locked", v->locked);
     json_i64(j, "balance_minor", v->balance_minor);
@@ -248,12 +247,12 @@ s_print_card(const cl_card_view_t *v)
     printf("card        %s (id %" PRIu64 ")\n", v->code_masked, v->card_id);
     printf("merchant    %s\n", v->merchant_id);
     printf("program     %s (%s, %s)\n", v->program_id, cli_kind_name(v->kind), v->currency);
-    printf("state       %s%s%s\n", s_state_name(v->state), v->frozen ? ", frozen" : "",
+    printf("state       %s%s%s\n", cli_state_name(v->state), v->frozen ? ", frozen" : "",
            v->locked ? ", locked" : "");
     if (v->kind == CL_KIND_STORED_VALUE) {
-        printf("balance     %s\n", s_money(v->balance_minor, v->currency, a, sizeof(a)));
-        printf("face value  %s\n", s_money(v->face_value_minor, v->currency, a, sizeof(a)));
-        printf("redeemed    %s\n", s_money(v->redeemed_minor, v->currency, a, sizeof(a)));
+        printf("balance     %s\n", cli_money(v->balance_minor, v->currency, a, sizeof(a)));
+        printf("face value  %s\n", cli_money(v->face_value_minor, v->currency, a, sizeof(a)));
+        printf("redeemed    %s\n", cli_money(v->redeemed_minor, v->currency, a, sizeof(a)));
     } else {
         printf("uses left   %" PRIu32 "\n", v->uses_left);
     }
@@ -282,8 +281,8 @@ s_print_redeemed(const cl_reply_t *r)
     char a[64], b[64];
     if (v->kind == CL_KIND_STORED_VALUE) {
         printf("redeemed %s from %s; balance %s",
-               s_money(r->amount_minor, v->currency, a, sizeof(a)), v->code_masked,
-               s_money(v->balance_minor, v->currency, b, sizeof(b)));
+               cli_money(r->amount_minor, v->currency, a, sizeof(a)), v->code_masked,
+               cli_money(v->balance_minor, v->currency, b, sizeof(b)));
     } else if (v->kind == CL_KIND_PUNCH) {
         printf("redeemed %" PRIu32 " use%s from %s; %s left", r->uses, r->uses == 1 ? "" : "s",
                v->code_masked, s_holds(v, b, sizeof(b)));
@@ -292,8 +291,8 @@ s_print_redeemed(const cl_reply_t *r)
                s_holds(v, b, sizeof(b)));
     } else {
         printf("redeemed voucher %s: %s off; %s left", v->code_masked,
-               s_money(r->discount_minor != 0 ? r->discount_minor : r->amount_minor, v->currency, a,
-                       sizeof(a)),
+               cli_money(r->discount_minor != 0 ? r->discount_minor : r->amount_minor, v->currency,
+                         a, sizeof(a)),
                s_holds(v, b, sizeof(b)));
     }
     printf(" (redemption %" PRIu64 ")\n", r->redemption_seq);
@@ -323,7 +322,7 @@ s_print_result(const cl_reply_t *r)
         printf("gift offer %" PRIu64 " of card %s\n", r->offer_id, r->card.code_masked);
         break;
     case CL_RES_TRANSFER:
-        printf("moved %s", s_money(r->amount_minor, r->card.currency, a, sizeof(a)));
+        printf("moved %s", cli_money(r->amount_minor, r->card.currency, a, sizeof(a)));
         printf(" from %s to %s\n", r->card.code_masked, r->card2.code_masked);
         break;
     default:
@@ -374,7 +373,7 @@ cli_print_human(const cl_command_t *cmd, const cl_reply_t *r, const cl_reply_t *
     case CL_CMD_REVERSE_REDEMPTION:
         if (v->kind == CL_KIND_STORED_VALUE)
             printf("reversed %s on %s; balance %s\n",
-                   s_money(r->amount_minor, v->currency, a, sizeof(a)), v->code_masked,
+                   cli_money(r->amount_minor, v->currency, a, sizeof(a)), v->code_masked,
                    s_holds(v, b, sizeof(b)));
         else
             printf("reversed %" PRIu32 " use%s on %s; %s left\n", r->uses, r->uses == 1 ? "" : "s",
@@ -382,18 +381,19 @@ cli_print_human(const cl_command_t *cmd, const cl_reply_t *r, const cl_reply_t *
         break;
     case CL_CMD_RELOAD:
         printf("reloaded %s onto %s; balance %s\n",
-               s_money(cmd->u.reload.amount_minor, v->currency, a, sizeof(a)), v->code_masked,
+               cli_money(cmd->u.reload.amount_minor, v->currency, a, sizeof(a)), v->code_masked,
                s_holds(v, b, sizeof(b)));
         break;
     case CL_CMD_TRANSFER_BALANCE:
-        printf("moved %s from %s (balance %s)", s_money(r->amount_minor, v->currency, a, sizeof(a)),
-               v->code_masked, s_holds(v, b, sizeof(b)));
+        printf("moved %s from %s (balance %s)",
+               cli_money(r->amount_minor, v->currency, a, sizeof(a)), v->code_masked,
+               s_holds(v, b, sizeof(b)));
         printf(" to %s (balance %s)\n", r->card2.code_masked, s_holds(&r->card2, b, sizeof(b)));
         break;
     case CL_CMD_ADJUST:
         if (v->kind == CL_KIND_STORED_VALUE && cmd->u.adjust.delta_minor != 0)
             printf("adjusted %s by %s; balance %s\n", v->code_masked,
-                   s_money(cmd->u.adjust.delta_minor, v->currency, a, sizeof(a)),
+                   cli_money(cmd->u.adjust.delta_minor, v->currency, a, sizeof(a)),
                    s_holds(v, b, sizeof(b)));
         else
             printf("adjusted %s by %" PRId32 " uses; %s left\n", v->code_masked,

@@ -23,6 +23,9 @@
 static const cli_opt_t s_global_opts[] = {
     { "connect", "ENDPOINT",
       "the daemon's command endpoint (default $CARDLEDGER_CONNECT, else " CLI_CONNECT_DEFAULT ")" },
+    { "projector", "ENDPOINT",
+      "the projector's query endpoint (default $CARDLEDGER_PROJECTOR, else " CLI_PROJECTOR_DEFAULT
+      ")" },
     { "json", NULL, "print one JSON object per reply instead of sentences" },
     { "request-id", "ID", "the request's idempotency key (default: a fresh random one)" },
     { "timeout-ms", "MS", "how long one try waits for the reply (default 5000)" },
@@ -44,6 +47,7 @@ static const char s_exit_codes[] =
 /* Global options seen while parsing; applied to cli_t once the line is known to be good. */
 typedef struct s_globals {
     const char *connect;
+    const char *projector;
     const char *request_id;
     const char *timeout_ms;
     const char *retries;
@@ -125,7 +129,9 @@ s_print_main_help(FILE *f)
     s_print_opts(f, s_global_opts);
     fprintf(
         f,
-        "\nCards are named by their code, or by the ledger's card id as id:N.\n"
+        "\nhistory, wallet, liability, store-day, store-redemptions, settlement, analytics and\n"
+        "projections ask the projector (--projector); the other commands ask the daemon.\n"
+        "Cards are named by their code, or by the ledger's card id as id:N.\n"
         "Amounts are major units with up to two decimals (12.50), or minor units with --minor.\n"
         "Times are UTC: 2026-05-01, 2026-05-01T09:30:00Z, or @MICROSECONDS.\n"
         "\n%s"
@@ -196,6 +202,8 @@ s_parse_global(int argc, char **argv, int *i, s_globals_t *g, const char *where)
     }
     if (strcmp(o->name, "connect") == 0)
         g->connect = value;
+    else if (strcmp(o->name, "projector") == 0)
+        g->projector = value;
     else if (strcmp(o->name, "json") == 0)
         g->json = true;
     else if (strcmp(o->name, "request-id") == 0)
@@ -226,6 +234,15 @@ s_apply_globals(cli_t *cli, const s_globals_t *g)
         cli->connect = CLI_CONNECT_DEFAULT;
     if (strlen(cli->connect) >= CL_CLIENT_ENDPOINT_MAX) {
         fprintf(stderr, "cardledger: --connect: the endpoint is too long\n");
+        return CLI_EXIT_USAGE;
+    }
+    cli->projector = g->projector;
+    if (cli->projector == NULL)
+        cli->projector = getenv("CARDLEDGER_PROJECTOR");
+    if (cli->projector == NULL || cli->projector[0] == '\0')
+        cli->projector = CLI_PROJECTOR_DEFAULT;
+    if (strlen(cli->projector) >= CL_CLIENT_ENDPOINT_MAX) {
+        fprintf(stderr, "cardledger: --projector: the endpoint is too long\n");
         return CLI_EXIT_USAGE;
     }
     if (g->request_id != NULL) {
@@ -452,6 +469,7 @@ main(int argc, char **argv)
     cli_t cli = { 0 };
     int rc = s_main(argc, argv, &cli);
     cl_client_close(&cli.client);
+    cl_client_close(&cli.projector_client);
     if (fflush(stdout) != 0 && rc == CLI_EXIT_OK) {
         perror("cardledger: writing the output");
         rc = CLI_EXIT_INTERNAL;

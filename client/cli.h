@@ -4,7 +4,8 @@
  *
  * cli.c parses the command line and dispatches; cli-commands.c has the table of subcommands and
  * builds their commands; cli-output.c prints replies for people and as JSON; cli-batch.c is the
- * spreadsheet batch issue. All of them talk to the ledger through libcardledger only.
+ * spreadsheet batch issue; cli-queries.c asks the projector (through queries.c, the protobuf
+ * edge for the projector's queries). All of them talk to the ledger through libcardledger.
  */
 #ifndef CARDLEDGER_CLI_H
 #define CARDLEDGER_CLI_H
@@ -25,7 +26,8 @@
 #define CLI_OPTS_MAX       48 /* options of one subcommand */
 #define CLI_POSITIONAL_MAX 4  /* positional arguments of one subcommand */
 
-#define CLI_CONNECT_DEFAULT "tcp://127.0.0.1:7700"
+#define CLI_CONNECT_DEFAULT   "tcp://127.0.0.1:7700"
+#define CLI_PROJECTOR_DEFAULT "tcp://127.0.0.1:7702"
 
 /* One --option of a subcommand. */
 typedef struct cli_opt {
@@ -62,13 +64,15 @@ struct cli_args {
 
 /* Global state: the global options and the client, opened on first use. */
 struct cli {
-    const char *connect;    /* --connect, $CARDLEDGER_CONNECT or the default */
-    const char *request_id; /* --request-id, or NULL to generate */
-    bool json;              /* --json */
-    bool minor;             /* --minor: amounts are integers of minor units */
-    int timeout_ms;         /* --timeout-ms */
-    int retries;            /* --retries */
-    cl_client_t *client;    /* opened by cli_client() */
+    const char *connect;           /* --connect, $CARDLEDGER_CONNECT or the default */
+    const char *projector;         /* --projector, $CARDLEDGER_PROJECTOR or the default */
+    const char *request_id;        /* --request-id, or NULL to generate */
+    bool json;                     /* --json */
+    bool minor;                    /* --minor: amounts are integers of minor units */
+    int timeout_ms;                /* --timeout-ms */
+    int retries;                   /* --retries */
+    cl_client_t *client;           /* opened by cli_client() */
+    cl_client_t *projector_client; /* opened by the projector's queries (cli-queries.c) */
 };
 
 /* The subcommand table (cli-commands.c), terminated by an entry with name NULL. */
@@ -132,5 +136,29 @@ const char *cli_channel_name(cl_channel_t channel);
 
 /* cli-batch.c: `cardledger issue-batch FILE.csv`. */
 int cli_issue_batch(cli_t *cli, const cli_args_t *a);
+
+/* cli-output.c: "12.50 CNY" (major units; no currency when it is empty). */
+const char *cli_money(int64_t minor, const char *currency, char *buf, size_t cap);
+
+/* cli-output.c: the state of a card ("active"). */
+const char *cli_state_name(cl_card_state_t state);
+
+/* cli-queries.c: the projector's queries; their options are in the tables below. */
+int cli_history(cli_t *cli, const cli_args_t *a);
+int cli_wallet(cli_t *cli, const cli_args_t *a);
+int cli_liability(cli_t *cli, const cli_args_t *a);
+int cli_store_day(cli_t *cli, const cli_args_t *a);
+int cli_store_redemptions(cli_t *cli, const cli_args_t *a);
+int cli_settlement(cli_t *cli, const cli_args_t *a);
+int cli_analytics(cli_t *cli, const cli_args_t *a);
+int cli_projections_status(cli_t *cli, const cli_args_t *a);
+int cli_projections_rebuild(cli_t *cli, const cli_args_t *a);
+extern const cli_opt_t cli_history_opts[];
+extern const cli_opt_t cli_liability_opts[];
+extern const cli_opt_t cli_store_day_opts[];
+extern const cli_opt_t cli_store_redemptions_opts[];
+extern const cli_opt_t cli_settlement_opts[];
+extern const cli_opt_t cli_analytics_opts[];
+extern const cli_opt_t cli_no_opts[];
 
 #endif /* CARDLEDGER_CLI_H */

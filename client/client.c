@@ -60,6 +60,7 @@ struct cl_client {
     size_t enc_off[CL_BATCH_REQUESTS_MAX]; /* where each request starts in enc */
     size_t enc_len[CL_BATCH_REQUESTS_MAX]; /* and its length */
     cl_command_t scratch;                  /* a command copied to give it a fresh request id */
+    cl_reply_t raw_reply;                  /* cl_client_call_raw(): the reply, for matching */
     cl_issued_row_t *rows;                 /* rows of the replies last handed out */
     cl_issued_row_t *stored_rows;          /* rows of cl_client_stored_reply() */
     zmq_msg_t last;                        /* the reply message last handed out (or pending) */
@@ -385,21 +386,28 @@ cl_client_resend(cl_client_t *c)
     int rc = s_socket_open(c);
     if (rc < 0)
         return rc;
-    /* Oldest first, so the ledger sees them in the order they were first sent. */
+    /* Oldest first, so the ledger sees them in the order they were first sent. The loop ends
+     * when no used slot is left after the last one sent, so it never depends on the count
+     * agreeing with the slots (which it does: asserted below). */
     uint64_t after = 0;
-    for (size_t k = 0; k < c->outstanding; k++) {
+    size_t sent = 0;
+    for (;;) {
         s_slot_t *next = NULL;
         for (size_t i = 0; i < c->opts.window; i++) {
             s_slot_t *s = &c->slots[i];
             if (s->used && s->tag > after && (next == NULL || s->tag < next->tag))
                 next = s;
         }
-        assert(next != NULL);
+        if (next == NULL)
+            break;
         rc = s_send_frame(c, next);
         if (rc < 0)
             return rc;
         after = next->tag;
+        sent++;
     }
+    assert(sent == c->outstanding);
+    (void)sent;
     return 0;
 }
 
@@ -588,18 +596,12 @@ cl_client_recv(cl_client_t *c, int timeout_ms, cl_reply_t *out, size_t cap, size
     return s_recv(c, timeout_ms, out, cap, out_n, out_tag);
 }
 
-int
-cl_client_call_batch(cl_client_t *c, const cl_command_t *cmds, size_t n, cl_reply_t *out)
+/* Waits for the reply to the one outstanding message `tag` (n requests), resending it on a new
+ * socket after each timeout, up to opts.retries times; drops it on failure. */
+static int
+s_call_wait(cl_client_t *c, uint64_t tag, cl_reply_t *out, size_t n)
 {
-    if (c == NULL || cmds == NULL || out == NULL || n == 0 || n > CL_BATCH_REQUESTS_MAX)
-        return CLIENT_EINVAL;
-    if (c->outstanding > 0)
-        return CLIENT_EBUSY;
-    s_last_release(c);
-    uint64_t tag;
-    int rc = cl_client_send(c, cmds, n, &tag);
-    if (rc < 0)
-        return rc;
+    int rc;
     for (int attempt = 0;; attempt++) {
         size_t got = 0;
         uint64_t got_tag = 0;
@@ -621,6 +623,82 @@ cl_client_call_batch(cl_client_t *c, const cl_command_t *cmds, size_t n, cl_repl
     }
     s_drop_all(c);
     return rc;
+}
+
+int
+cl_client_call_batch(cl_client_t *c, const cl_command_t *cmds, size_t n, cl_reply_t *out)
+{
+    if (c == NULL || cmds == NULL || out == NULL || n == 0 || n > CL_BATCH_REQUESTS_MAX)
+        return CLIENT_EINVAL;
+    if (c->outstanding > 0)
+        return CLIENT_EBUSY;
+    s_last_release(c);
+    uint64_t tag;
+    int rc = cl_client_send(c, cmds, n, &tag);
+    if (rc < 0)
+        return rc;
+    return s_call_wait(c, tag, out, n);
+}
+
+int
+cl_client_call_raw(cl_client_t *c, const char *request_id, const uint8_t *request,
+                   size_t request_len, const uint8_t **out_reply, size_t *out_reply_len)
+{
+    if (c == NULL || request_id == NULL || request == NULL || out_reply == NULL ||
+        out_reply_len == NULL || request_len == 0)
+        return CLIENT_EINVAL;
+    size_t id_len = strlen(request_id);
+    if (id_len == 0 || id_len > CL_REQUEST_ID_MAX)
+        return CLIENT_EINVAL;
+    if (c->outstanding > 0)
+        return CLIENT_EBUSY;
+    s_last_release(c);
+    if (request_len > CL_FRAME_MAX_BYTES - 16)
+        return CLIENT_ETOOLARGE;
+
+    /* Nothing is outstanding, so every slot is free: use the first. */
+    s_slot_t *slot = &c->slots[0];
+    assert(!slot->used);
+    if (slot->ids_cap < 1) {
+        void *p = realloc(slot->ids, sizeof(*slot->ids));
+        if (p == NULL)
+            return CLIENT_ENOMEM;
+        slot->ids = p;
+        slot->ids_cap = 1;
+    }
+    memcpy(slot->ids[0], request_id, id_len + 1);
+    /* A tag byte and at most a 5-byte varint in front of the request. */
+    int rc = s_grow(&slot->frame, &slot->frame_cap, request_len + 6, CL_FRAME_MAX_BYTES);
+    if (rc < 0)
+        return rc;
+    size_t len = 0;
+    rc = codec_request_batch_frame(&request, &request_len, 1, slot->frame, slot->frame_cap, &len);
+    if (rc < 0)
+        return rc == CODEC_ENOSPC ? CLIENT_ETOOLARGE : CLIENT_EENCODE;
+    slot->frame_len = len;
+    slot->n = 1;
+    rc = s_send_frame(c, slot);
+    if (rc < 0)
+        return rc;
+    slot->used = true;
+    slot->tag = c->next_tag++;
+    c->outstanding++;
+
+    rc = s_call_wait(c, slot->tag, &c->raw_reply, 1);
+    if (rc < 0)
+        return rc;
+    /* The reply answering it is the first (and only) one of the message kept in c->last. */
+    assert(c->has_last);
+    size_t off = 0;
+    const uint8_t *rep = NULL;
+    size_t rep_len = 0;
+    rc = codec_reply_batch_next(zmq_msg_data(&c->last), zmq_msg_size(&c->last), &off, &rep,
+                                &rep_len);
+    if (rc != 0)
+        return CLIENT_EPROTO;
+    *out_reply = rep;
+    *out_reply_len = rep_len;
+    return 0;
 }
 
 int

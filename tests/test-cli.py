@@ -6,6 +6,10 @@ the CLI (CARDLEDGER_BUILD_ROOT/client/cardledger) the way an operator would: hum
 checked for its key sentences, --json output must parse and carry the status and the result,
 and exit codes must tell usage (1), unreachable (2) and refused (3) apart. issue-batch runs on
 a CSV with a byte-order mark and quoted fields; running it again issues nothing twice.
+cardledger-projector runs beside the daemon (--journal its data directory, --subscribe its PUB,
+--listen ipc://), and every projector query of the CLI runs once against a small scripted
+history of its own merchant, after polling `projections status` until the projections reach
+the daemon's head.
 The last line of output is "N passed, N failed".
 """
 
@@ -27,6 +31,7 @@ SOURCE_ROOT = os.environ.get("CARDLEDGER_SOURCE_ROOT") or os.path.dirname(HERE)
 BUILD_ROOT = os.environ.get("CARDLEDGER_BUILD_ROOT") or os.path.join(SOURCE_ROOT, "build")
 CLI = os.path.join(BUILD_ROOT, "client", "cardledger")
 DAEMON = os.path.join(BUILD_ROOT, "daemon", "cardledgerd")
+PROJECTOR = os.path.join(BUILD_ROOT, "projections", "cardledger-projector")
 CLOCK_START_US = 1767225600000000  # 2026-01-01T00:00:00Z
 
 
@@ -43,10 +48,15 @@ class Env:
     def __init__(self, tmp):
         self.tmp = tmp
         self.endpoint = "ipc://" + os.path.join(tmp, "cmd.sock")
+        self.projector = "ipc://" + os.path.join(tmp, "query.sock")
+        pub = "ipc://" + os.path.join(tmp, "pub.sock")
         self.proc = subprocess.Popen([
             DAEMON, "--data", os.path.join(tmp, "data"), "--listen", self.endpoint,
-            "--publish", "ipc://" + os.path.join(tmp, "pub.sock"),
-            "--test-clock", str(CLOCK_START_US)])
+            "--publish", pub, "--test-clock", str(CLOCK_START_US)])
+        self.proj = subprocess.Popen([
+            PROJECTOR, "--journal", os.path.join(tmp, "data"), "--data",
+            os.path.join(tmp, "proj"), "--subscribe", pub, "--listen", self.projector,
+            "--log-level", "warn"])
         self.state = {}
 
     def run(self, *args, want=0, stdin=None, env_connect=False):
@@ -56,7 +66,7 @@ class Env:
         if env_connect:
             env["CARDLEDGER_CONNECT"] = self.endpoint
         else:
-            argv += ["--connect", self.endpoint]
+            argv += ["--connect", self.endpoint, "--projector", self.projector]
         argv += list(args)
         p = subprocess.run(argv, capture_output=True, text=True, input=stdin, env=env,
                            timeout=120)
@@ -86,16 +96,21 @@ class Env:
                 return
         raise RuntimeError("cardledgerd did not answer")
 
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+    @staticmethod
+    def s_stop(proc):
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
             try:
-                return self.proc.wait(timeout=60)
+                return proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+                proc.kill()
+                proc.wait()
                 return -1
-        return self.proc.returncode
+        return proc.returncode
+
+    def stop(self):
+        """Stops the projector, then the daemon; returns both exit statuses."""
+        return self.s_stop(self.proj), self.s_stop(self.proc)
 
 
 # ---- cases ------------------------------------------------------------------------------------
@@ -106,7 +121,8 @@ def help_and_version_work_on_every_level(env):
     out, _ = env.run("--help")
     for word in ("issue-batch", "redeem", "gift offer", "Exit codes", "could not reach"):
         check(word in out, "--help mentions %r" % word)
-    for group in ("gift", "program", "card", "request", "merchant", "store", "clock"):
+    for group in ("gift", "program", "card", "request", "merchant", "store", "clock",
+                  "projections"):
         out, _ = env.run(group, "--help")
         check("Subcommands" in out, "%s --help lists subcommands" % group)
     for cmd in (["issue"], ["issue-batch"], ["redeem"], ["reverse"], ["reload"], ["transfer"],
@@ -114,7 +130,9 @@ def help_and_version_work_on_every_level(env):
                 ["gift", "offer"], ["gift", "claim"], ["gift", "recall"], ["card", "show"],
                 ["request", "show"], ["merchant", "register"], ["store", "register"],
                 ["program", "define"], ["program", "update"], ["program", "close"],
-                ["clock", "set"]):
+                ["clock", "set"], ["history"], ["wallet"], ["liability"], ["store-day"],
+                ["store-redemptions"], ["settlement"], ["analytics"],
+                ["projections", "status"], ["projections", "rebuild"]):
         out, _ = env.run(*cmd, "--help")
         check(out.startswith("Usage: cardledger " + " ".join(cmd)), "%s --help" % cmd)
         check("Exit codes" in out, "%s --help lists the exit codes" % cmd)
@@ -428,6 +446,160 @@ def issue_batch_refusals_exit_3(env):
     check("unknown_program" in err, err)
 
 
+def s_wait_projections(env, head):
+    """Polls `projections status` until every projection's checkpoint reaches head (10 s)."""
+    deadline = time.monotonic() + 10
+    while True:
+        o = env.json("projections", "status")
+        infos = o["projections"]["projections"]
+        if len(infos) == 3 and all(p["checkpoint_seq"] >= head for p in infos):
+            return infos
+        check(time.monotonic() < deadline,
+              "the projections did not reach sequence %d in 10 s: %s" % (head, infos))
+        time.sleep(0.05)
+
+
+def the_projector_answers_every_query(env):
+    # A small history of its own merchant: issue, redeem, reverse, reload, gift.
+    env.run("merchant", "register", "mq")
+    env.run("store", "register", "q1", "--merchant", "mq", "--region", "310000")
+    env.run("store", "register", "q2", "--merchant", "mq", "--region", "320000")
+    env.run("program", "define", "pq", "--merchant", "mq", "--kind", "stored-value",
+            "--currency", "CNY", "--custom-min", "1", "--custom-max", "1000", "--valid-days",
+            "365", "--transferable", "--reloadable")
+    a = env.json("issue", "--merchant", "mq", "--program", "pq", "--face-value", "100",
+                 "--holder", "ann", "--channel", "store", "--store", "q1")
+    b = env.json("issue", "--merchant", "mq", "--program", "pq", "--face-value", "50",
+                 "--holder", "ann", "--price-paid", "45")
+    code_a, id_a = a["code"], a["card"]["card_id"]
+    r = env.json("redeem", code_a, "--store", "q2", "--amount", "30", "--order-ref", "q-1")
+    env.run("reverse", code_a, "--redemption", str(r["redemption_seq"]), "--amount", "10",
+            "--store", "q2")
+    env.run("reload", code_a, "--amount", "20")
+    g = env.json("gift", "offer", code_a, "--from", "ann")
+    env.json("gift", "claim", code_a, "--offer", str(g["offer_id"]), "--secret",
+             g["claim_secret"], "--holder", "bob")
+    status = env.json("status")
+    head, now_us = status["head_seq"], status["now_us"]
+    day = time.strftime("%Y-%m-%d", time.gmtime(now_us // 10 ** 6))
+
+    infos = s_wait_projections(env, head)
+    check(sorted(p["name"] for p in infos) == ["analytics", "balances", "stores"],
+          "three projections: %s" % infos)
+    check(all(p["journal_head_seq"] >= head and p["error"] == "" for p in infos),
+          "healthy, with the daemon's head")
+    out, _ = env.run("projections", "status")
+    check("balances" in out and "caught up" in out, "projections status (human): " + out)
+
+    balance_a = env.json("card", "show", code_a)["card"]["balance_minor"]
+    balance_b = env.json("card", "show", b["code"])["card"]["balance_minor"]
+    check(balance_a == 10000 and balance_b == 5000, "balances 100.00 and 50.00")
+
+    o = env.json("history", code_a)
+    check(o["status"] == "ok" and o["result"] == "history" and o["as_of_seq"] >= head,
+          "history answers as of the head")
+    h = o["history"]
+    events = [e["entry"] and next(k for k in e["entry"] if k not in ("request_id", "actor"))
+              for e in h["entries"]]
+    check(events == ["card_issued", "card_redeemed", "redemption_reversed", "card_reloaded",
+                     "gift_offered", "gift_claimed"], "the card's events: %s" % events)
+    check(h["events_total"] == 6 and h["holders"] == ["ann", "bob"], "holders: %s" % h)
+    check(h["card"]["balance_minor"] == 10000 and h["card"]["kind"] == "stored-value",
+          "the card's view")
+    check(code_a not in json.dumps(o), "the full code is never shown")
+    o = env.json("history", "id:%d" % id_a, "--limit", "2")
+    check(len(o["history"]["entries"]) == 2 and o["history"]["entries"][-1]["seq"] <= head,
+          "--limit keeps the most recent")
+    out, _ = env.run("history", code_a)
+    check("card_redeemed" in out and "30.00 CNY" in out, "history (human): " + out)
+    check("ann -> bob" in out, "the chain of holders: " + out)
+
+    o = env.json("wallet", "mq", "bob")
+    check([c["card_id"] for c in o["wallet"]["cards"]] == [id_a], "bob holds card a")
+    o = env.json("wallet", "mq", "ann")
+    check([c["code_masked"] for c in o["wallet"]["cards"]] == [b["card"]["code_masked"]],
+          "ann holds card b")
+    out, _ = env.run("wallet", "mq", "bob")
+    check("1 card" in out and "100.00 CNY" in out, "wallet (human): " + out)
+
+    o = env.json("liability", "mq")
+    rows = o["liability"]["rows"]
+    prog = [x for x in rows if x["program_id"] == "pq"]
+    total = [x for x in rows if x["program_id"] == "" and x["currency"] == "CNY"]
+    check(len(prog) == 1 and prog[0]["outstanding_minor"] == balance_a + balance_b,
+          "the liability is the sum of the balances: %s" % rows)
+    check(prog[0]["live_cards"] == 2 and total and total[0]["outstanding_minor"] == 15000,
+          "two live cards, and the CNY total")
+    o = env.json("liability", "mq", "--program", "pq")
+    check([x["program_id"] for x in o["liability"]["rows"]][:1] == ["pq"], "--program")
+    out, _ = env.run("liability", "mq")
+    check("150.00 CNY" in out, "liability (human): " + out)
+    _, err = env.run("liability", "mq", "--program", "nope", want=3)
+    check("unknown_program" in err, err)
+
+    o = env.json("store-day", "mq", "q2", "--day", day)
+    d = o["store_day"]
+    check(d["redemptions"] == 1 and d["redeemed_minor"] == 3000, "the store day counts it: %s"
+          % d)
+    check(d["reversals"] == 1 and d["reversed_minor"] == 1000, "and the reversal")
+    out, _ = env.run("store-day", "mq", "q2", "--day", day)
+    check("redemptions  1, 30.00" in out and "reversals    1, 10.00" in out,
+          "store-day (human): " + out)
+
+    o = env.json("store-redemptions", "mq", "q2", "--from", day, "--limit", "10")
+    lines = o["redemptions"]["lines"]
+    check(len(lines) == 1 and lines[0]["seq"] == r["redemption_seq"] and
+          lines[0]["amount_minor"] == 3000 and lines[0]["reversed_minor"] == 1000 and
+          lines[0]["order_ref"] == "q-1" and o["redemptions"]["more"] is False,
+          "the redemption line: %s" % lines)
+    o = env.json("store-redemptions", "mq", "q2", "--after", str(r["redemption_seq"]))
+    check(o["redemptions"]["lines"] == [], "the next page is empty")
+    out, _ = env.run("store-redemptions", "mq", "q2")
+    check("q-1" in out and "30.00" in out, "store-redemptions (human): " + out)
+    env.run("store-redemptions", "mq", "q2", "--limit", "1001", want=1)
+
+    o = env.json("settlement", "mq", "--from", day)
+    cells = o["settlement"]["cells"]
+    check(len(cells) == 1 and cells[0]["sold_store_id"] == "q1" and
+          cells[0]["redeemed_store_id"] == "q2" and cells[0]["value_minor"] == 2000,
+          "sold at q1, redeemed at q2, net of the reversal: %s" % cells)
+    out, _ = env.run("settlement", "mq")
+    check("q1" in out and "20.00" in out, "settlement (human): " + out)
+
+    o = env.json("analytics", "mq", "--group-by", "program")
+    rows = o["analytics"]["rows"]
+    check(len(rows) == 1 and rows[0]["key"] == "pq" and rows[0]["issued_count"] == 2 and
+          rows[0]["issued_face_minor"] == 15000 and rows[0]["currency"] == "CNY",
+          "analytics by program: %s" % rows)
+    check(rows[0]["redeemed_net_minor"] == 2000 and rows[0]["reloaded_minor"] == 2000,
+          "redeemed net and reloaded")
+    check(isinstance(rows[0]["value_redemption_rate_ppm"], int) and
+          len(rows[0]["lag_buckets"]) == 5, "rates are integer ppm; every field is there")
+    ppm = rows[0]["gift_rate_ppm"]
+    out, _ = env.run("analytics", "mq", "--group-by", "program", "--from", day)
+    check("%d.%04d%%" % (ppm // 10000, ppm % 10000) in out and "150.00 CNY" in out,
+          "analytics (human) shows ppm as exact percentages: " + out)
+    env.json("analytics", "mq", "--program", "pq", "--group-by", "day")
+    env.run("analytics", "mq", "--group-by", "weekday", want=1)
+
+    o = env.json("projections", "rebuild", "stores")
+    check(o["status"] == "ok", "rebuild starts")
+    _, err = env.run("projections", "rebuild", "nope", want=3)
+    check("invalid_argument" in err, err)
+    s_wait_projections(env, head)
+
+    p = subprocess.run([CLI, "--projector", "ipc://" + os.path.join(env.tmp, "nobody.sock"),
+                        "--timeout-ms", "100", "--retries", "1", "projections", "status"],
+                       capture_output=True, text=True)
+    check(p.returncode == 2 and "could not reach the projector" in p.stderr,
+          "an unreachable projector exits 2: %d %s" % (p.returncode, p.stderr))
+    env2 = dict(os.environ, CARDLEDGER_PROJECTOR=env.projector)
+    p = subprocess.run([CLI, "--json", "liability", "mq"], capture_output=True, text=True,
+                       env=env2)
+    check(p.returncode == 0 and json.loads(p.stdout)["status"] == "ok",
+          "$CARDLEDGER_PROJECTOR works too")
+
+
 CASES = [
     help_and_version_work_on_every_level,
     usage_errors_exit_1_and_send_nothing,
@@ -442,6 +614,7 @@ CASES = [
     issue_batch_is_idempotent,
     issue_batch_names_bad_rows_and_sends_nothing,
     issue_batch_refusals_exit_3,
+    the_projector_answers_every_query,
 ]
 
 
@@ -465,14 +638,16 @@ def main():
                 failed += 1
                 traceback.print_exc()
                 print("FAIL " + case.__name__, flush=True)
-        code = env.stop()
+        proj_code, code = env.stop()
         env = None
-        if code == 0:
-            passed += 1
-            print("ok   daemon_stops_cleanly")
-        else:
-            failed += 1
-            print("FAIL daemon_stops_cleanly: exit status %s" % code)
+        for name, c in (("projector_stops_cleanly", proj_code),
+                        ("daemon_stops_cleanly", code)):
+            if c == 0:
+                passed += 1
+                print("ok   " + name)
+            else:
+                failed += 1
+                print("FAIL %s: exit status %s" % (name, c))
     except Exception:
         traceback.print_exc()
         failed += 1
