@@ -14,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bytes.h"
 #include "codec.h"
 #include "log.h"
 
@@ -28,35 +29,6 @@ s_mono_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
-static void
-s_put_le32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void
-s_put_le64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint32_t
-s_get_le32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t
-s_get_le64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
 }
 
 const char *
@@ -208,9 +180,9 @@ s_write_fill(journal_txn_t *jt, void *ctx)
         return rc;
 
     uint8_t rec[S_RECORD_LEN];
-    s_put_le32(rec, CHECKPOINT_FORMAT);
-    s_put_le32(rec + 4, LEDGER_STATE_VERSION);
-    s_put_le64(rec + 8, ledger_meta(w->l)->last_seq);
+    cl_put_le32(rec, CHECKPOINT_FORMAT);
+    cl_put_le32(rec + 4, LEDGER_STATE_VERSION);
+    cl_put_le64(rec + 8, ledger_meta(w->l)->last_seq);
     MDB_val k = { sizeof(S_KEY_STATE) - 1, (void *)(uintptr_t)S_KEY_STATE };
     MDB_val v = { sizeof(rec), rec };
     return mdb_put(w->txn, cp_dbi, &k, &v, 0);
@@ -311,15 +283,15 @@ s_load_checkpoint(journal_t *j, ledger_t *l, uint64_t head_seq, checkpoint_info_
         return rc;
     }
     const uint8_t *p = v.mv_data;
-    if (v.mv_size != S_RECORD_LEN || s_get_le32(p) != CHECKPOINT_FORMAT) {
+    if (v.mv_size != S_RECORD_LEN || cl_get_le32(p) != CHECKPOINT_FORMAT) {
         log_warn("checkpoint: the checkpoint record is not in a format this build reads; "
                  "rebuilding the state from the journal");
         info->full_needed = true;
         journal_read_txn_end(j, &txn);
         return 0;
     }
-    uint32_t version = s_get_le32(p + 4);
-    uint64_t seq = s_get_le64(p + 8);
+    uint32_t version = cl_get_le32(p + 4);
+    uint64_t seq = cl_get_le64(p + 8);
     if (version != LEDGER_STATE_VERSION) {
         log_info("checkpoint: the stored state is version %u, this build makes version %u; "
                  "rebuilding the state from the journal",

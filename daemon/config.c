@@ -8,7 +8,6 @@
  */
 #include "config.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -16,6 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "domain.h"
 
 enum {
     S_OPT_DATA = 256,
@@ -321,55 +322,28 @@ config_parse(int argc, char **argv, daemon_config_t *out, char *err, size_t err_
     return 0;
 }
 
-static bool
-s_host_loopback(const char *host)
-{
-    struct in_addr a4;
-    struct in6_addr a6;
-    if (strcmp(host, "localhost") == 0)
-        return true;
-    if (inet_pton(AF_INET, host, &a4) == 1)
-        return (ntohl(a4.s_addr) >> 24) == 127;
-    if (inet_pton(AF_INET6, host, &a6) == 1)
-        return IN6_IS_ADDR_LOOPBACK(&a6);
-    return false;
-}
-
 bool
 config_endpoint_local(const char *endpoint, char *why, size_t why_cap)
 {
-    static const char tcp[] = "tcp://";
-    char host[CONFIG_ENDPOINT_MAX];
-
-    if (strncmp(endpoint, "ipc://", 6) == 0 || strncmp(endpoint, "inproc://", 9) == 0)
+    /* The policy is cl_endpoint_check()'s; the daemon only words the refusal. */
+    switch (cl_endpoint_check(endpoint)) {
+    case CL_ENDPOINT_LOCAL:
         return true;
-    if (strncmp(endpoint, tcp, sizeof(tcp) - 1) != 0) {
+    case CL_ENDPOINT_BAD_TRANSPORT:
         s_err(why, why_cap,
               "%s is not ipc://, inproc:// or tcp://, and only those are allowed without "
               "CurveZMQ keys",
               endpoint);
         return false;
-    }
-    const char *rest = endpoint + sizeof(tcp) - 1;
-    const char *end;
-    if (strchr(rest, ';') != NULL) {
+    case CL_ENDPOINT_HAS_SOURCE:
         s_err(why, why_cap, "%s names a source address, which a listening socket cannot use",
               endpoint);
         return false;
-    }
-    if (rest[0] == '[') {
-        rest++;
-        end = strchr(rest, ']');
-    } else {
-        end = strrchr(rest, ':');
-    }
-    if (end == NULL || (size_t)(end - rest) >= sizeof(host)) {
+    case CL_ENDPOINT_BAD_TCP:
         s_err(why, why_cap, "%s is not tcp://HOST:PORT", endpoint);
         return false;
-    }
-    memcpy(host, rest, (size_t)(end - rest));
-    host[end - rest] = '\0';
-    if (!s_host_loopback(host)) {
+    case CL_ENDPOINT_NOT_LOOPBACK:
+    default:
         s_err(why, why_cap,
               "%s would accept connections from other machines; without CurveZMQ keys the "
               "daemon only binds ipc://, inproc:// or tcp:// on a loopback address "
@@ -377,5 +351,4 @@ config_endpoint_local(const char *endpoint, char *why, size_t why_cap)
               endpoint);
         return false;
     }
-    return true;
 }

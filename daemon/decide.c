@@ -1793,15 +1793,11 @@ decide_timer(const ledger_t *l, const ledger_timer_t *timer, const decide_ctx_t 
             return DECIDE_ENOROOM;
         ev->u.card_expired.card_id = card->card_id;
         ev->u.card_expired.uses_left = card->uses_left;
-        if (prog->spec.kind == CL_KIND_STORED_VALUE) {
-            ev->u.card_expired.breakage_minor = card->balance_minor;
-        } else {
-            /* The unused share of what the card was sold as: face value x uses left / uses. */
-            uint32_t total = s_uses_per_card(&prog->spec);
-            /* face <= CL_AMOUNT_MAX_MINOR (1e11), uses <= CL_USES_MAX (1e4): fits in int64. */
-            ev->u.card_expired.breakage_minor =
-                total != 0 ? card->face_value_minor * (int64_t)card->uses_left / total : 0;
-        }
+        /* Breakage is what the card is still worth: its balance, or for punch cards and
+         * vouchers the unused share of what it was sold as (face value x uses left / uses). */
+        ev->u.card_expired.breakage_minor =
+            cl_card_value_minor(prog->spec.kind, card->face_value_minor, card->balance_minor,
+                                card->uses_left, s_uses_per_card(&prog->spec));
         return 0;
     default:
         return DECIDE_EINVAL;

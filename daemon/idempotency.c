@@ -9,41 +9,10 @@
 
 #include <sodium.h>
 
+#include "bytes.h"
 #include "domain.h"
 
 #define S_TIME_KEY_MAX (8 + CL_REQUEST_ID_MAX)
-
-static void
-s_put_le64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint64_t
-s_get_le64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
-}
-
-static void
-s_put_be64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (56 - 8 * i));
-}
-
-static uint64_t
-s_get_be64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v = (v << 8) | p[i];
-    return v;
-}
 
 /* Times before 1970 sort first; none are expected, but the key stays ordered either way. */
 static uint64_t
@@ -55,7 +24,7 @@ s_time_key(int64_t at_us)
 static size_t
 s_make_time_key(uint8_t *key, int64_t at_us, const char *request_id, size_t id_len)
 {
-    s_put_be64(key, s_time_key(at_us));
+    cl_put_be64(key, s_time_key(at_us));
     memcpy(key + 8, request_id, id_len);
     return 8 + id_len;
 }
@@ -78,13 +47,11 @@ s_decode(const MDB_val *v, idem_record_t *out)
     const uint8_t *p = v->mv_data;
     if (v->mv_size < IDEM_HEADER_LEN || p[0] != IDEM_RECORD_VERSION)
         return IDEM_ECORRUPT;
-    size_t reply_len = (size_t)p[1 + IDEM_HASH_LEN + 8] | (size_t)p[1 + IDEM_HASH_LEN + 9] << 8 |
-                       (size_t)p[1 + IDEM_HASH_LEN + 10] << 16 |
-                       (size_t)p[1 + IDEM_HASH_LEN + 11] << 24;
+    size_t reply_len = cl_get_le32(p + 1 + IDEM_HASH_LEN + 8);
     if (reply_len > v->mv_size - IDEM_HEADER_LEN)
         return IDEM_ECORRUPT;
     memcpy(out->content_hash, p + 1, IDEM_HASH_LEN);
-    out->at_us = (int64_t)s_get_le64(p + 1 + IDEM_HASH_LEN);
+    out->at_us = (int64_t)cl_get_le64(p + 1 + IDEM_HASH_LEN);
     out->reply = p + IDEM_HEADER_LEN;
     out->reply_len = reply_len;
     out->sealed = p + IDEM_HEADER_LEN + reply_len;
@@ -129,9 +96,8 @@ idem_put(MDB_txn *txn, const idem_dbs_t *dbs, const char *request_id,
     uint8_t *p = v.mv_data;
     p[0] = IDEM_RECORD_VERSION;
     memcpy(p + 1, content_hash, IDEM_HASH_LEN);
-    s_put_le64(p + 1 + IDEM_HASH_LEN, (uint64_t)at_us);
-    for (int i = 0; i < 4; i++)
-        p[1 + IDEM_HASH_LEN + 8 + i] = (uint8_t)(reply_len >> (8 * i));
+    cl_put_le64(p + 1 + IDEM_HASH_LEN, (uint64_t)at_us);
+    cl_put_le32(p + 1 + IDEM_HASH_LEN + 8, (uint32_t)reply_len);
     if (reply_len > 0)
         memcpy(p + IDEM_HEADER_LEN, reply, reply_len);
     if (sealed_len > 0)
@@ -159,7 +125,7 @@ idem_purge(MDB_txn *txn, const idem_dbs_t *dbs, int64_t cutoff_us, size_t max_re
             break;
         }
         const uint8_t *key = tk.mv_data;
-        int64_t at_us = (int64_t)(s_get_be64(key) ^ (UINT64_C(1) << 63));
+        int64_t at_us = (int64_t)(cl_get_be64(key) ^ (UINT64_C(1) << 63));
         if (at_us >= cutoff_us)
             break;
         /* The id may have been stored again later (after this record aged out but before it

@@ -1,9 +1,9 @@
 /*
- * log: the daemon's log lines on stderr.
+ * log: the daemon's names for its log lines on stderr.
  *
- * cardledgerd runs in the foreground and leaves log collection to whatever runs it (systemd's
- * journal, a container runtime, a terminal). One line per event, prefixed with the UTC time,
- * the process id and the level, so lines from several processes can be told apart. Card codes
+ * The lines themselves are proto/cllog.c's, shared with the projector and the tools: UTC time,
+ * "cardledgerd[pid]", the level, the message. This header only keeps the daemon's short names
+ * (log_info(), LOG_LEVEL_INFO) and puts the daemon's program name on every line. Card codes
  * never appear in the log unmasked (callers use cl_code_mask()).
  */
 #ifndef CARDLEDGER_LOG_H
@@ -11,28 +11,41 @@
 
 #include <stdbool.h>
 
-typedef enum log_level {
-    LOG_LEVEL_ERROR = 0, /* something failed: a command could not be committed, a start refused */
-    LOG_LEVEL_WARN = 1,  /* something odd the daemon recovered from */
-    LOG_LEVEL_INFO = 2,  /* start, ready, checkpoints, stop */
-    LOG_LEVEL_DEBUG = 3, /* every commit */
-} log_level_t;
+#include "cllog.h"
 
-/* Lines above this level are dropped. The default is LOG_LEVEL_INFO. */
-void log_set_level(log_level_t level);
+typedef cllog_level_t log_level_t;
+
+#define LOG_LEVEL_ERROR CLLOG_ERROR /* a command could not be committed, a start refused */
+#define LOG_LEVEL_WARN  CLLOG_WARN  /* something odd the daemon recovered from */
+#define LOG_LEVEL_INFO  CLLOG_INFO  /* start, ready, checkpoints, stop */
+#define LOG_LEVEL_DEBUG CLLOG_DEBUG /* every commit */
+
+/* Names the lines "cardledgerd" and drops those above level. The default is LOG_LEVEL_INFO. */
+static inline void
+log_set_level(log_level_t level)
+{
+    cllog_setup("cardledgerd", level);
+}
 
 /* Whether a line of this level would be written (to skip building expensive messages). */
-bool log_enabled(log_level_t level);
+static inline bool
+log_enabled(log_level_t level)
+{
+    return cllog_enabled(level);
+}
 
 /* Parses "error", "warn", "info" or "debug". Returns 0, or -1 for anything else. */
-int log_level_parse(const char *name, log_level_t *out);
+static inline int
+log_level_parse(const char *name, log_level_t *out)
+{
+    return cllog_level_parse(name, out);
+}
 
 /* Writes one line (a trailing newline is added). */
-void log_msg(log_level_t level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-#define log_error(...) log_msg(LOG_LEVEL_ERROR, __VA_ARGS__)
-#define log_warn(...)  log_msg(LOG_LEVEL_WARN, __VA_ARGS__)
-#define log_info(...)  log_msg(LOG_LEVEL_INFO, __VA_ARGS__)
-#define log_debug(...) log_msg(LOG_LEVEL_DEBUG, __VA_ARGS__)
+#define log_msg(...)   cllog_msg(__VA_ARGS__)
+#define log_error(...) cllog_msg(CLLOG_ERROR, __VA_ARGS__)
+#define log_warn(...)  cllog_msg(CLLOG_WARN, __VA_ARGS__)
+#define log_info(...)  cllog_msg(CLLOG_INFO, __VA_ARGS__)
+#define log_debug(...) cllog_msg(CLLOG_DEBUG, __VA_ARGS__)
 
 #endif /* CARDLEDGER_LOG_H */

@@ -33,6 +33,7 @@
 #include <sodium.h>
 #include <zmq.h>
 
+#include "bytes.h"
 #include "clcheck.h"
 #include "codec.h"
 #include "decide.h"
@@ -194,13 +195,6 @@ s_now(const server_t *s)
     return now < m->last_at_us ? m->last_at_us : now;
 }
 
-static void
-s_put_le(uint8_t *p, uint64_t v, int bytes)
-{
-    for (int i = 0; i < bytes; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
 static uint32_t
 s_id_hash(const char *id)
 {
@@ -356,45 +350,9 @@ s_event_merchant(const ledger_t *l, const cl_event_t *ev, char out[CL_ID_MAX + 1
     case CL_EV_BATCH_ISSUED:
         m = ev->u.batch_issued.merchant_id;
         break;
-    case CL_EV_GIFT_OFFERED:
-        card_id = ev->u.gift_offered.card_id;
-        break;
-    case CL_EV_GIFT_CLAIMED:
-    case CL_EV_GIFT_RECALLED:
-    case CL_EV_GIFT_RETURNED:
-        card_id = ev->u.gift_closed.card_id;
-        break;
-    case CL_EV_CARD_REDEEMED:
-        card_id = ev->u.card_redeemed.card_id;
-        break;
-    case CL_EV_REDEMPTION_REVERSED:
-        card_id = ev->u.redemption_reversed.card_id;
-        break;
-    case CL_EV_CARD_RELOADED:
-        card_id = ev->u.card_reloaded.card_id;
-        break;
-    case CL_EV_BALANCE_TRANSFERRED:
-        card_id = ev->u.balance_transferred.from_card_id;
-        break;
-    case CL_EV_CARD_ADJUSTED:
-        card_id = ev->u.card_adjusted.card_id;
-        break;
-    case CL_EV_CARD_FROZEN:
-    case CL_EV_CARD_UNFROZEN:
-    case CL_EV_CARD_UNLOCKED:
-        card_id = ev->u.card_flag.card_id;
-        break;
-    case CL_EV_CARD_EXPIRED:
-        card_id = ev->u.card_expired.card_id;
-        break;
-    case CL_EV_EXPIRY_REMINDED:
-        card_id = ev->u.expiry_reminded.card_id;
-        break;
-    case CL_EV_PIN_REJECTED:
-    case CL_EV_CARD_LOCKED:
-        card_id = ev->u.pin.card_id;
-        break;
     default:
+        /* Card events (a transfer by its from card): the card's merchant. */
+        card_id = cl_event_card_id(ev);
         break;
     }
     if (card_id != 0) {
@@ -578,11 +536,11 @@ static size_t
 s_entry_frame(server_t *s, const s_event_t *e)
 {
     uint8_t *p = s->entry_buf;
-    s_put_le(p + 0, e->seq, 8);
-    s_put_le(p + 8, (uint64_t)e->at_us, 8);
-    s_put_le(p + 16, e->len, 4);
-    s_put_le(p + 20, JOURNAL_ENTRY_VERSION, 2);
-    s_put_le(p + 22, 0, 2);
+    cl_put_le64(p + 0, e->seq);
+    cl_put_le64(p + 8, (uint64_t)e->at_us);
+    cl_put_le32(p + 16, (uint32_t)e->len);
+    cl_put_le16(p + 20, JOURNAL_ENTRY_VERSION);
+    cl_put_le16(p + 22, 0);
     memcpy(p + 24, e->hash, JOURNAL_HASH_SIZE);
     memcpy(p + JOURNAL_HEADER_SIZE, s->ev_bytes + e->off, e->len);
     return JOURNAL_HEADER_SIZE + e->len;

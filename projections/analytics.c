@@ -110,26 +110,10 @@ const proj_def_t analytics_def = {
 static void
 s_prefetch(const pcache_t *c, const cl_event_t *ev, int stage)
 {
-    uint64_t card_id = proj_event_card(ev);
-    if (card_id == 0 || ev->type == CL_EV_CARD_ISSUED)
-        return;
-    uint8_t key[8];
-    for (int i = 7; i >= 0; i--) {
-        key[i] = (uint8_t)(card_id & 0xff);
-        card_id >>= 8;
-    }
-    pcache_prefetch(c, T_CARDS, key, sizeof(key), stage);
+    proj_prefetch_card(c, T_CARDS, ev, stage);
 }
 
 /* ---- Fold --------------------------------------------------------------------------------- */
-
-static proj_key_t
-s_key_u64(uint64_t v)
-{
-    proj_key_t k = { .n = 0 };
-    proj_key_u64(&k, v);
-    return k;
-}
 
 static proj_key_t
 s_key2(const char *a, const char *b)
@@ -198,7 +182,7 @@ s_card_fig(pcache_t *c, const an_card_t *card, int32_t day, int fig, int64_t v)
 static const an_card_t *
 s_card(pcache_t *c, uint64_t card_id)
 {
-    proj_key_t k = s_key_u64(card_id);
+    proj_key_t k = proj_key_of_u64(card_id);
     size_t len;
     const an_card_t *card = pcache_get(c, T_CARDS, k.b, k.n, &len);
     return card != NULL && len == sizeof(*card) ? card : NULL;
@@ -207,7 +191,7 @@ s_card(pcache_t *c, uint64_t card_id)
 static an_card_t *
 s_card_mut(pcache_t *c, uint64_t card_id)
 {
-    proj_key_t k = s_key_u64(card_id);
+    proj_key_t k = proj_key_of_u64(card_id);
     return pcache_put(c, T_CARDS, k.b, k.n, sizeof(an_card_t), NULL);
 }
 
@@ -268,7 +252,7 @@ s_issued(pcache_t *c, const cl_event_t *ev)
     if (prog == NULL || len != sizeof(*prog) || e->face_value_minor < 0 || e->price_paid_minor < 0)
         return s_missing(c);
     an_prog_t p = *prog;
-    proj_key_t k = s_key_u64(e->card_id);
+    proj_key_t k = proj_key_of_u64(e->card_id);
     bool created;
     an_card_t *card = pcache_put(c, T_CARDS, k.b, k.n, sizeof(*card), &created);
     if (card == NULL)

@@ -23,6 +23,7 @@
 
 #include <xxhash.h>
 
+#include "bytes.h"
 #include "pcache.h"
 #include "pstore.h"
 
@@ -126,26 +127,10 @@ const proj_def_t balances_def = {
 static void
 s_prefetch(const pcache_t *c, const cl_event_t *ev, int stage)
 {
-    uint64_t card_id = proj_event_card(ev);
-    if (card_id == 0 || ev->type == CL_EV_CARD_ISSUED)
-        return;
-    uint8_t key[8];
-    for (int i = 7; i >= 0; i--) {
-        key[i] = (uint8_t)(card_id & 0xff);
-        card_id >>= 8;
-    }
-    pcache_prefetch(c, T_CARDS, key, sizeof(key), stage);
+    proj_prefetch_card(c, T_CARDS, ev, stage);
 }
 
 /* ---- Keys --------------------------------------------------------------------------------- */
-
-static proj_key_t
-s_key_card(uint64_t card_id)
-{
-    proj_key_t k = { .n = 0 };
-    proj_key_u64(&k, card_id);
-    return k;
-}
 
 static proj_key_t
 s_key_ix(uint32_t ix)
@@ -209,7 +194,7 @@ s_prog(pcache_t *c, uint32_t ix)
 static bal_card_t *
 s_card_mut(pcache_t *c, uint64_t card_id)
 {
-    proj_key_t k = s_key_card(card_id);
+    proj_key_t k = proj_key_of_u64(card_id);
     size_t len;
     if (pcache_get(c, T_CARDS, k.b, k.n, &len) == NULL || len != sizeof(bal_card_t))
         return NULL;
@@ -267,11 +252,7 @@ s_hist(pcache_t *c, bal_card_t *card, uint64_t seq)
         uint8_t *chunk = pcache_put(c, T_HISTORY, k.b, k.n, 8 * (pos + 1), NULL);
         if (chunk == NULL)
             return PROJ_ENOMEM;
-        uint64_t v = seq;
-        for (int b = 7; b >= 0; b--) {
-            chunk[8 * pos + (size_t)b] = (uint8_t)(v & 0xff);
-            v >>= 8;
-        }
+        cl_put_be64(chunk + 8 * pos, seq);
     }
     card->hist_count = n + 1;
     return 0;
@@ -366,7 +347,7 @@ s_issued(pcache_t *c, const cl_event_t *ev)
     const bal_prog_t *prog = s_prog(c, ix);
     if (prog == NULL || e->face_value_minor < 0)
         return PROJ_EMISMATCH;
-    proj_key_t k = s_key_card(e->card_id);
+    proj_key_t k = proj_key_of_u64(e->card_id);
     bool created;
     bal_card_t *card = pcache_put(c, T_CARDS, k.b, k.n, sizeof(bal_card_t), &created);
     if (card == NULL)
@@ -394,7 +375,7 @@ s_issued(pcache_t *c, const cl_event_t *ev)
     uint8_t *id = pcache_insert(c, T_CODES, ck.b, ck.n, 8);
     if (id == NULL)
         return PROJ_ENOMEM;
-    proj_key_t idk = s_key_card(e->card_id);
+    proj_key_t idk = proj_key_of_u64(e->card_id);
     memcpy(id, idk.b, 8);
 
     contrib_t none = { 0, 0, 0 };
@@ -523,22 +504,8 @@ s_value_event(pcache_t *c, const cl_event_t *ev)
 static int
 s_flag_event(pcache_t *c, const cl_event_t *ev)
 {
-    uint64_t card_id;
-    switch (ev->type) {
-    case CL_EV_PIN_REJECTED:
-    case CL_EV_CARD_LOCKED:
-        card_id = ev->u.pin.card_id;
-        break;
-    case CL_EV_CARD_EXPIRED:
-        card_id = ev->u.card_expired.card_id;
-        break;
-    case CL_EV_EXPIRY_REMINDED:
-        card_id = ev->u.expiry_reminded.card_id;
-        break;
-    default: /* frozen, unfrozen, unlocked */
-        card_id = ev->u.card_flag.card_id;
-        break;
-    }
+    /* Only the flag events come here (s_apply dispatches them), each with its card. */
+    uint64_t card_id = cl_event_card_id(ev);
     card_op_t op;
     int rc = s_card_begin(c, card_id, &op);
     if (rc != 0)
@@ -619,7 +586,7 @@ s_get(MDB_txn *txn, pstore_t *s, int t, const proj_key_t *k, MDB_val *out)
 static int
 s_read_card(MDB_txn *txn, pstore_t *s, uint64_t card_id, bal_card_t *out)
 {
-    proj_key_t k = s_key_card(card_id);
+    proj_key_t k = proj_key_of_u64(card_id);
     MDB_val v;
     int rc = s_get(txn, s, T_CARDS, &k, &v);
     if (rc != 0)
@@ -704,23 +671,6 @@ s_view(MDB_txn *txn, pstore_t *s, const bal_card_t *card, cl_card_view_t *out)
     return 0;
 }
 
-/* Begins a query: a read transaction and the checkpoint it reflects. */
-static int
-s_query_begin(pstore_t *s, MDB_txn **txn, uint64_t *as_of)
-{
-    int rc = pstore_read_begin(s, txn);
-    if (rc != 0)
-        return rc;
-    pstore_meta_t meta;
-    rc = pstore_meta_get(s, *txn, &meta);
-    if (rc != 0) {
-        pstore_read_end(txn);
-        return rc;
-    }
-    *as_of = meta.checkpoint;
-    return 0;
-}
-
 int
 balances_card(pstore_t *s, const cl_card_ref_t *ref, cl_card_view_t *out, uint64_t *out_as_of)
 {
@@ -728,7 +678,7 @@ balances_card(pstore_t *s, const cl_card_ref_t *ref, cl_card_view_t *out, uint64
         return PROJ_EINVAL;
     MDB_txn *txn;
     uint64_t as_of, card_id = 0;
-    int rc = s_query_begin(s, &txn, &as_of);
+    int rc = pstore_query_begin(s, &txn, &as_of);
     if (rc != 0)
         return rc;
     bal_card_t card;
@@ -782,7 +732,7 @@ balances_history(pstore_t *s, const cl_card_ref_t *ref, uint32_t limit, balances
         limit = BALANCES_HISTORY_MAX;
     MDB_txn *txn;
     uint64_t as_of, card_id = 0;
-    int rc = s_query_begin(s, &txn, &as_of);
+    int rc = pstore_query_begin(s, &txn, &as_of);
     if (rc != 0)
         return rc;
     bal_card_t card;
@@ -847,7 +797,7 @@ balances_wallet(pstore_t *s, const char *merchant_id, const char *holder, cl_car
         return PROJ_EINVAL;
     MDB_txn *txn;
     uint64_t as_of;
-    int rc = s_query_begin(s, &txn, &as_of);
+    int rc = pstore_query_begin(s, &txn, &as_of);
     if (rc != 0)
         return rc;
     proj_key_t prefix = { .n = 0 };
@@ -919,7 +869,7 @@ balances_liability(pstore_t *s, const char *merchant_id, const char *program_id,
         return PROJ_EINVAL;
     MDB_txn *txn;
     uint64_t as_of;
-    int rc = s_query_begin(s, &txn, &as_of);
+    int rc = pstore_query_begin(s, &txn, &as_of);
     if (rc != 0)
         return rc;
     proj_key_t prefix = { .n = 0 };

@@ -14,6 +14,7 @@
 
 #include <xxhash.h>
 
+#include "bytes.h"
 #include "clcheck.h"
 #include "table.h"
 
@@ -85,15 +86,6 @@ s_copy(char *dst, size_t cap, const char *src)
 }
 
 #define COPY(dst, src) s_copy((dst), sizeof(dst), (src))
-
-static void
-s_u64_key(uint64_t v, uint8_t out[8])
-{
-    for (int i = 7; i >= 0; i--) {
-        out[i] = (uint8_t)(v & 0xff);
-        v >>= 8;
-    }
-}
 
 /* Joins up to three strings with NULs into out; returns the key length. */
 static size_t
@@ -306,7 +298,7 @@ const ledger_card_t *
 ledger_card(const ledger_t *l, uint64_t card_id)
 {
     uint8_t key[8];
-    s_u64_key(card_id, key);
+    cl_put_be64(key, card_id);
     return table_get(l->tables[T_CARDS], key, sizeof(key));
 }
 
@@ -324,7 +316,7 @@ const ledger_offer_t *
 ledger_offer(const ledger_t *l, uint64_t offer_id)
 {
     uint8_t key[8];
-    s_u64_key(offer_id, key);
+    cl_put_be64(key, offer_id);
     return table_get(l->tables[T_OFFERS], key, sizeof(key));
 }
 
@@ -332,7 +324,7 @@ const ledger_redemption_t *
 ledger_redemption(const ledger_t *l, uint64_t seq)
 {
     uint8_t key[8];
-    s_u64_key(seq, key);
+    cl_put_be64(key, seq);
     return table_get(l->tables[T_REDEMPTIONS], key, sizeof(key));
 }
 
@@ -396,7 +388,7 @@ static ledger_card_t *
 s_card_mut(ledger_t *l, uint64_t card_id)
 {
     uint8_t key[8];
-    s_u64_key(card_id, key);
+    cl_put_be64(key, card_id);
     CL_CHECK(table_get(l->tables[T_CARDS], key, sizeof(key)) != NULL);
     ledger_card_t *c = table_put(l->tables[T_CARDS], key, sizeof(key), NULL);
     CL_CHECK(c != NULL);
@@ -524,7 +516,7 @@ s_apply_issued(ledger_t *l, const cl_event_t *ev)
         return LEDGER_EMISMATCH;
 
     uint8_t key[8];
-    s_u64_key(e->card_id, key);
+    cl_put_be64(key, e->card_id);
     ledger_card_t *c = table_put(l->tables[T_CARDS], key, sizeof(key), NULL);
     uint64_t *code_id = table_put(l->codes, e->code, code_len, NULL);
     if (c == NULL || code_id == NULL)
@@ -586,7 +578,7 @@ s_apply_gift_offered(ledger_t *l, const cl_event_t *ev)
         ledger_offer(l, e->offer_id) != NULL)
         return LEDGER_EMISMATCH;
     uint8_t key[8];
-    s_u64_key(e->offer_id, key);
+    cl_put_be64(key, e->offer_id);
     ledger_offer_t *o = table_put(l->tables[T_OFFERS], key, sizeof(key), NULL);
     if (o == NULL)
         return LEDGER_ENOMEM;
@@ -632,7 +624,7 @@ s_apply_gift_closed(ledger_t *l, const cl_event_t *ev)
     }
     c->open_offer_id = 0;
     uint8_t key[8];
-    s_u64_key(e->offer_id, key);
+    cl_put_be64(key, e->offer_id);
     table_del(l->tables[T_OFFERS], key, sizeof(key));
     return 0;
 }
@@ -675,7 +667,7 @@ s_apply_redeemed(ledger_t *l, const cl_event_t *ev)
         return LEDGER_EOVERFLOW;
 
     uint8_t key[8];
-    s_u64_key(ev->seq, key);
+    cl_put_be64(key, ev->seq);
     ledger_redemption_t *r = table_put(l->tables[T_REDEMPTIONS], key, sizeof(key), NULL);
     if (r == NULL)
         return LEDGER_ENOMEM;
@@ -718,7 +710,7 @@ s_apply_reversed(ledger_t *l, const cl_event_t *ev)
         return rc;
 
     uint8_t key[8];
-    s_u64_key(e->redemption_seq, key);
+    cl_put_be64(key, e->redemption_seq);
     ledger_redemption_t *r = table_put(l->tables[T_REDEMPTIONS], key, sizeof(key), NULL);
     CL_CHECK(r != NULL);
     r->reversed_minor += e->amount_minor;
@@ -796,26 +788,19 @@ s_apply_adjusted(ledger_t *l, const cl_event_t *ev)
 static int
 s_apply_card_flag(ledger_t *l, const cl_event_t *ev)
 {
-    uint64_t card_id;
     switch (ev->type) {
     case CL_EV_CARD_FROZEN:
     case CL_EV_CARD_UNFROZEN:
     case CL_EV_CARD_UNLOCKED:
-        card_id = ev->u.card_flag.card_id;
-        break;
     case CL_EV_PIN_REJECTED:
     case CL_EV_CARD_LOCKED:
-        card_id = ev->u.pin.card_id;
-        break;
     case CL_EV_CARD_EXPIRED:
-        card_id = ev->u.card_expired.card_id;
-        break;
     case CL_EV_EXPIRY_REMINDED:
-        card_id = ev->u.expiry_reminded.card_id;
         break;
     default:
         return LEDGER_EINVAL;
     }
+    uint64_t card_id = cl_event_card_id(ev);
     if (ledger_card(l, card_id) == NULL)
         return LEDGER_EMISMATCH;
     ledger_card_t *c = s_card_mut(l, card_id);

@@ -1,35 +1,52 @@
 /*
- * plog: the projector's and the replay tool's log lines on stderr.
+ * plog: the projector's and the replay tool's names for their log lines on stderr.
  *
- * Same shape as the daemon's log (daemon/log.c): one line per event, prefixed with the UTC time,
- * the program name, the process id and the level, written with a single write(2) so lines of
- * processes sharing a stderr never interleave. Card codes never appear in the log.
+ * The lines themselves are proto/cllog.c's, shared with the daemon: UTC time, the program name
+ * and process id, the level, the message, written with a single write(2) so lines of processes
+ * sharing a stderr never interleave. This header only keeps the projections' short names
+ * (plog_info(), PLOG_INFO). Card codes never appear in the log.
  */
 #ifndef CARDLEDGER_PLOG_H
 #define CARDLEDGER_PLOG_H
 
 #include <stdbool.h>
 
-typedef enum plog_level {
-    PLOG_ERROR = 0, /* a projection stopped, a start refused */
-    PLOG_WARN = 1,  /* something odd the projector recovered from */
-    PLOG_INFO = 2,  /* start, rebuild progress, takeover, stop */
-    PLOG_DEBUG = 3, /* every batch */
-} plog_level_t;
+#include "cllog.h"
 
-/* The program name in each line ("cardledger-projector") and the level (default info). */
-void plog_setup(const char *program, plog_level_t level);
+typedef cllog_level_t plog_level_t;
+
+#define PLOG_ERROR CLLOG_ERROR /* a projection stopped, a start refused */
+#define PLOG_WARN  CLLOG_WARN  /* something odd the projector recovered from */
+#define PLOG_INFO  CLLOG_INFO  /* start, rebuild progress, takeover, stop */
+#define PLOG_DEBUG CLLOG_DEBUG /* every batch */
+
+/* The program name in each line ("cardledger-projector", a string literal) and the level
+ * (default info); see cllog_setup(). */
+static inline void
+plog_setup(const char *program, plog_level_t level)
+{
+    cllog_setup(program, level);
+}
 
 /* Parses "error", "warn", "info" or "debug". Returns 0, or -1 for anything else. */
-int plog_level_parse(const char *name, plog_level_t *out);
+static inline int
+plog_level_parse(const char *name, plog_level_t *out)
+{
+    return cllog_level_parse(name, out);
+}
 
-bool plog_enabled(plog_level_t level);
+/* Whether a line of this level would be written (to skip building expensive messages). */
+static inline bool
+plog_enabled(plog_level_t level)
+{
+    return cllog_enabled(level);
+}
 
-void plog_msg(plog_level_t level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-#define plog_error(...) plog_msg(PLOG_ERROR, __VA_ARGS__)
-#define plog_warn(...)  plog_msg(PLOG_WARN, __VA_ARGS__)
-#define plog_info(...)  plog_msg(PLOG_INFO, __VA_ARGS__)
-#define plog_debug(...) plog_msg(PLOG_DEBUG, __VA_ARGS__)
+/* Writes one line (a trailing newline is added). */
+#define plog_msg(...)   cllog_msg(__VA_ARGS__)
+#define plog_error(...) cllog_msg(CLLOG_ERROR, __VA_ARGS__)
+#define plog_warn(...)  cllog_msg(CLLOG_WARN, __VA_ARGS__)
+#define plog_info(...)  cllog_msg(CLLOG_INFO, __VA_ARGS__)
+#define plog_debug(...) cllog_msg(CLLOG_DEBUG, __VA_ARGS__)
 
 #endif /* CARDLEDGER_PLOG_H */

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bytes.h"
 #include "clcheck.h"
 #include "journal.h"
 #include "pcache.h"
@@ -318,17 +319,23 @@ void
 proj_key_u64(proj_key_t *k, uint64_t v)
 {
     uint8_t b[8];
-    for (int i = 7; i >= 0; i--) {
-        b[i] = (uint8_t)(v & 0xff);
-        v >>= 8;
-    }
+    cl_put_be64(b, v);
     s_key_bytes(k, b, sizeof(b));
+}
+
+proj_key_t
+proj_key_of_u64(uint64_t v)
+{
+    proj_key_t k = { .n = 0 };
+    proj_key_u64(&k, v);
+    return k;
 }
 
 void
 proj_key_u32(proj_key_t *k, uint32_t v)
 {
-    uint8_t b[4] = { (uint8_t)(v >> 24), (uint8_t)(v >> 16), (uint8_t)(v >> 8), (uint8_t)v };
+    uint8_t b[4];
+    cl_put_be32(b, v);
     s_key_bytes(k, b, sizeof(b));
 }
 
@@ -353,16 +360,13 @@ proj_key_i32(proj_key_t *k, int32_t v)
 uint64_t
 proj_get_u64(const uint8_t *p)
 {
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v = (v << 8) | p[i];
-    return v;
+    return cl_get_be64(p);
 }
 
 uint32_t
 proj_get_u32(const uint8_t *p)
 {
-    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+    return cl_get_be32(p);
 }
 
 int64_t
@@ -432,55 +436,22 @@ proj_day_str(int32_t day, char out[16])
 
 /* ---- Valuation and small helpers ---------------------------------------------------------- */
 
+void
+proj_prefetch_card(const pcache_t *c, size_t cards_table, const cl_event_t *ev, int stage)
+{
+    uint64_t card_id = cl_event_card_id(ev);
+    if (card_id == 0 || ev->type == CL_EV_CARD_ISSUED)
+        return;
+    uint8_t key[8];
+    cl_put_be64(key, card_id);
+    pcache_prefetch(c, cards_table, key, sizeof(key), stage);
+}
+
 int64_t
 proj_value(cl_kind_t kind, int64_t face_minor, uint32_t uses_total, int64_t balance_minor,
            uint32_t uses_left)
 {
-    if (proj_kind_is_value(kind))
-        return balance_minor;
-    if (uses_total == 0 || face_minor <= 0)
-        return 0;
-    __extension__ typedef __int128 s_i128;
-    s_i128 v = (s_i128)face_minor * uses_left / uses_total;
-    return v > INT64_MAX ? INT64_MAX : (int64_t)v;
-}
-
-uint64_t
-proj_event_card(const cl_event_t *ev)
-{
-    switch (ev->type) {
-    case CL_EV_CARD_ISSUED:
-        return ev->u.card_issued.card_id;
-    case CL_EV_GIFT_OFFERED:
-        return ev->u.gift_offered.card_id;
-    case CL_EV_GIFT_CLAIMED:
-    case CL_EV_GIFT_RECALLED:
-    case CL_EV_GIFT_RETURNED:
-        return ev->u.gift_closed.card_id;
-    case CL_EV_CARD_REDEEMED:
-        return ev->u.card_redeemed.card_id;
-    case CL_EV_REDEMPTION_REVERSED:
-        return ev->u.redemption_reversed.card_id;
-    case CL_EV_CARD_RELOADED:
-        return ev->u.card_reloaded.card_id;
-    case CL_EV_BALANCE_TRANSFERRED:
-        return ev->u.balance_transferred.from_card_id;
-    case CL_EV_CARD_ADJUSTED:
-        return ev->u.card_adjusted.card_id;
-    case CL_EV_CARD_FROZEN:
-    case CL_EV_CARD_UNFROZEN:
-    case CL_EV_CARD_UNLOCKED:
-        return ev->u.card_flag.card_id;
-    case CL_EV_CARD_EXPIRED:
-        return ev->u.card_expired.card_id;
-    case CL_EV_EXPIRY_REMINDED:
-        return ev->u.expiry_reminded.card_id;
-    case CL_EV_PIN_REJECTED:
-    case CL_EV_CARD_LOCKED:
-        return ev->u.pin.card_id;
-    default:
-        return 0;
-    }
+    return cl_card_value_minor(kind, face_minor, balance_minor, uses_left, uses_total);
 }
 
 void

@@ -132,6 +132,14 @@ int proj_batch_apply(proj_t *p, const cl_event_t *ev);
 void proj_batch_prefetch(const proj_t *p, const cl_event_t *ev, int stage);
 
 /*
+ * The prefetch hook of a projection whose cards live in table cards_table under
+ * proj_key_of_u64(card_id): hints the record of the card ev concerns (cl_event_card_id(); the
+ * from card of a transfer). Events without a card, and CardIssued, which creates its card,
+ * hint nothing. Never changes anything.
+ */
+void proj_prefetch_card(const pcache_t *c, size_t cards_table, const cl_event_t *ev, int stage);
+
+/*
  * Ends a batch: writes every changed record and the checkpoint `seq` in the batch's
  * transaction and commits it (growing the map and retrying when it is full). On failure the
  * transaction is aborted, nothing of the batch is on disk and the cache is reset, so the next
@@ -181,6 +189,9 @@ void proj_key_u8(proj_key_t *k, uint8_t v);
 void proj_key_i64(proj_key_t *k, int64_t v);
 void proj_key_i32(proj_key_t *k, int32_t v);
 
+/* A key of one big-endian u64 (a card id, a sequence number): the commonest key of all. */
+proj_key_t proj_key_of_u64(uint64_t v);
+
 uint64_t proj_get_u64(const uint8_t *p);
 uint32_t proj_get_u32(const uint8_t *p);
 int64_t proj_get_i64(const uint8_t *p);
@@ -209,13 +220,11 @@ void proj_day_str(int32_t day, char out[16]);
  *     is the uses the card was issued with (CardIssued.uses); the rule decide_timer() uses for
  *     breakage. uses_total 0 values the card at 0.
  * face and uses are within the ledger's limits (1e11 x 1e4 fits in int64); the product is
- * computed in 128 bits anyway so that a foreign journal cannot overflow it.
+ * computed in 128 bits anyway so that a foreign journal cannot overflow it. The rule itself is
+ * cl_card_value_minor() (proto/domain.h); this keeps the projections' argument order.
  */
 int64_t proj_value(cl_kind_t kind, int64_t face_minor, uint32_t uses_total, int64_t balance_minor,
                    uint32_t uses_left);
-
-/* The card an event is about (the sending card of a balance transfer), or 0. */
-uint64_t proj_event_card(const cl_event_t *ev);
 
 /* Whether the kind holds a balance (stored value) rather than uses. */
 static inline bool

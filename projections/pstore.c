@@ -16,6 +16,8 @@
 
 #include <xxhash.h>
 
+#include "bytes.h"
+
 #define S_META_DB        "meta"
 #define S_KEY_NAME       "name"
 #define S_KEY_SCHEMA     "schema"
@@ -37,10 +39,7 @@ static int
 s_put_u64(MDB_txn *txn, MDB_dbi dbi, const char *key, uint64_t v)
 {
     uint8_t b[8];
-    for (int i = 7; i >= 0; i--) {
-        b[i] = (uint8_t)(v & 0xff);
-        v >>= 8;
-    }
+    cl_put_be64(b, v);
     MDB_val k = { strlen(key), (void *)(uintptr_t)key };
     MDB_val d = { sizeof(b), b };
     return mdb_put(txn, dbi, &k, &d, 0);
@@ -295,6 +294,23 @@ pstore_read_begin(pstore_t *s, MDB_txn **out_txn)
     return rc;
 }
 
+int
+pstore_query_begin(pstore_t *s, MDB_txn **out_txn, uint64_t *out_as_of)
+{
+    assert(out_as_of != NULL);
+    int rc = pstore_read_begin(s, out_txn);
+    if (rc != 0)
+        return rc;
+    pstore_meta_t meta;
+    rc = pstore_meta_get(s, *out_txn, &meta);
+    if (rc != 0) {
+        pstore_read_end(out_txn);
+        return rc;
+    }
+    *out_as_of = meta.checkpoint;
+    return 0;
+}
+
 void
 pstore_read_end(MDB_txn **txn)
 {
@@ -316,14 +332,10 @@ s_digest_db(XXH3_state_t *st, MDB_txn *txn, MDB_dbi dbi, const char *name)
     for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
          rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
         uint8_t len[8];
-        uint64_t n = k.mv_size;
-        for (int i = 0; i < 8; i++)
-            len[i] = (uint8_t)(n >> (8 * i));
+        cl_put_le64(len, k.mv_size);
         XXH3_128bits_update(st, len, sizeof(len));
         XXH3_128bits_update(st, k.mv_data, k.mv_size);
-        n = v.mv_size;
-        for (int i = 0; i < 8; i++)
-            len[i] = (uint8_t)(n >> (8 * i));
+        cl_put_le64(len, v.mv_size);
         XXH3_128bits_update(st, len, sizeof(len));
         XXH3_128bits_update(st, v.mv_data, v.mv_size);
     }

@@ -80,6 +80,13 @@ int pstore_grow(pstore_t *s);
 int pstore_read_begin(pstore_t *s, MDB_txn **out_txn);
 void pstore_read_end(MDB_txn **txn);
 
+/*
+ * Begins a query: a read transaction and the checkpoint (sequence) its data reflects. On
+ * success the caller ends *out_txn with pstore_read_end(); on failure no transaction is left
+ * open and *out_as_of is untouched. Returns 0, PROJ_ECORRUPT, or an MDB_* code.
+ */
+int pstore_query_begin(pstore_t *s, MDB_txn **out_txn, uint64_t *out_as_of);
+
 /* Reads meta within a transaction (read or write). Returns 0, PROJ_ECORRUPT, or MDB_*. */
 int pstore_meta_get(pstore_t *s, MDB_txn *txn, pstore_meta_t *out);
 

@@ -3,7 +3,6 @@
  */
 #include "query-server.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -12,6 +11,7 @@
 
 #include <zmq.h>
 
+#include "domain.h"
 #include "plog.h"
 #include "qanswer.h"
 
@@ -154,58 +154,31 @@ qserver_serve(qserver_t *s, pset_t *ps, journal_t *j, size_t max_messages)
     return served;
 }
 
-static bool
-s_host_loopback(const char *host)
-{
-    struct in_addr a4;
-    struct in6_addr a6;
-    if (strcmp(host, "localhost") == 0)
-        return true;
-    if (inet_pton(AF_INET, host, &a4) == 1)
-        return (ntohl(a4.s_addr) >> 24) == 127;
-    if (inet_pton(AF_INET6, host, &a6) == 1)
-        return IN6_IS_ADDR_LOOPBACK(&a6);
-    return false;
-}
-
 bool
 qserver_endpoint_local(const char *endpoint, char *why, size_t why_cap)
 {
-    static const char tcp[] = "tcp://";
-    char host[256];
-    if (strncmp(endpoint, "ipc://", 6) == 0 || strncmp(endpoint, "inproc://", 9) == 0)
+    /* The policy is cl_endpoint_check()'s; the projector only words the refusal. */
+    switch (cl_endpoint_check(endpoint)) {
+    case CL_ENDPOINT_LOCAL:
         return true;
-    if (strncmp(endpoint, tcp, sizeof(tcp) - 1) != 0) {
+    case CL_ENDPOINT_BAD_TRANSPORT:
         s_why(why, why_cap,
               "%s is not ipc://, inproc:// or tcp://, and only those are allowed without "
               "CurveZMQ keys",
               endpoint);
         return false;
-    }
-    const char *rest = endpoint + sizeof(tcp) - 1;
-    const char *end;
-    if (strchr(rest, ';') != NULL) {
+    case CL_ENDPOINT_HAS_SOURCE:
         s_why(why, why_cap, "%s names a source address, which is not allowed", endpoint);
         return false;
-    }
-    if (rest[0] == '[') {
-        rest++;
-        end = strchr(rest, ']');
-    } else {
-        end = strrchr(rest, ':');
-    }
-    if (end == NULL || (size_t)(end - rest) >= sizeof(host)) {
+    case CL_ENDPOINT_BAD_TCP:
         s_why(why, why_cap, "%s is not tcp://HOST:PORT", endpoint);
         return false;
-    }
-    memcpy(host, rest, (size_t)(end - rest));
-    host[end - rest] = '\0';
-    if (!s_host_loopback(host)) {
+    case CL_ENDPOINT_NOT_LOOPBACK:
+    default:
         s_why(why, why_cap,
               "%s is not a loopback address; without CurveZMQ keys the projector only uses "
               "ipc://, inproc:// or tcp:// on loopback (127.0.0.0/8, [::1], localhost)",
               endpoint);
         return false;
     }
-    return true;
 }

@@ -99,26 +99,10 @@ const proj_def_t stores_def = {
 static void
 s_prefetch(const pcache_t *c, const cl_event_t *ev, int stage)
 {
-    uint64_t card_id = proj_event_card(ev);
-    if (card_id == 0 || ev->type == CL_EV_CARD_ISSUED)
-        return;
-    uint8_t key[8];
-    for (int i = 7; i >= 0; i--) {
-        key[i] = (uint8_t)(card_id & 0xff);
-        card_id >>= 8;
-    }
-    pcache_prefetch(c, T_CARDS, key, sizeof(key), stage);
+    proj_prefetch_card(c, T_CARDS, ev, stage);
 }
 
 /* ---- Keys --------------------------------------------------------------------------------- */
-
-static proj_key_t
-s_key_u64(uint64_t v)
-{
-    proj_key_t k = { .n = 0 };
-    proj_key_u64(&k, v);
-    return k;
-}
 
 static proj_key_t
 s_key_line(const char *merchant_id, const char *store_id, int64_t at_us, uint64_t seq)
@@ -157,7 +141,7 @@ s_key_settle(const char *merchant_id, int32_t day, const char *sold, const char 
 static const st_card_t *
 s_card(pcache_t *c, uint64_t card_id)
 {
-    proj_key_t k = s_key_u64(card_id);
+    proj_key_t k = proj_key_of_u64(card_id);
     size_t len;
     const st_card_t *card = pcache_get(c, T_CARDS, k.b, k.n, &len);
     return card != NULL && len == sizeof(*card) ? card : NULL;
@@ -194,7 +178,7 @@ s_issued(pcache_t *c, const cl_event_t *ev)
     if (prog == NULL || len != sizeof(*prog))
         return PROJ_EMISMATCH;
     uint32_t kind = prog->kind;
-    proj_key_t k = s_key_u64(e->card_id);
+    proj_key_t k = proj_key_of_u64(e->card_id);
     bool created;
     st_card_t *card = pcache_put(c, T_CARDS, k.b, k.n, sizeof(*card), &created);
     if (card == NULL)
@@ -254,7 +238,7 @@ s_redeemed(pcache_t *c, const cl_event_t *ev)
     memcpy(line->code_tail, card->code_tail, sizeof(line->code_tail));
     line->code_len = card->code_len;
 
-    proj_key_t sk = s_key_u64(ev->seq);
+    proj_key_t sk = proj_key_of_u64(ev->seq);
     uint8_t *back = pcache_insert(c, T_BYSEQ, sk.b, sk.n, lk.n);
     if (back == NULL)
         return PROJ_ENOMEM;
@@ -280,7 +264,7 @@ s_reversed(pcache_t *c, const cl_event_t *ev)
 {
     const cl_ev_redemption_reversed_t *e = &ev->u.redemption_reversed;
     const st_card_t *card = s_card(c, e->card_id);
-    proj_key_t sk = s_key_u64(e->redemption_seq);
+    proj_key_t sk = proj_key_of_u64(e->redemption_seq);
     size_t klen;
     const uint8_t *lkb = pcache_get(c, T_BYSEQ, sk.b, sk.n, &klen);
     if (card == NULL || lkb == NULL || e->uses > e->uses_after)
@@ -335,22 +319,6 @@ s_apply(pcache_t *c, const cl_event_t *ev)
 
 /* ---- Queries ------------------------------------------------------------------------------ */
 
-static int
-s_query_begin(pstore_t *s, MDB_txn **txn, uint64_t *as_of)
-{
-    int rc = pstore_read_begin(s, txn);
-    if (rc != 0)
-        return rc;
-    pstore_meta_t meta;
-    rc = pstore_meta_get(s, *txn, &meta);
-    if (rc != 0) {
-        pstore_read_end(txn);
-        return rc;
-    }
-    *as_of = meta.checkpoint;
-    return 0;
-}
-
 int
 stores_day(pstore_t *s, const char *merchant_id, const char *store_id, int64_t day_us,
            stores_day_t *out, uint64_t *out_as_of)
@@ -359,7 +327,7 @@ stores_day(pstore_t *s, const char *merchant_id, const char *store_id, int64_t d
         return PROJ_EINVAL;
     MDB_txn *txn;
     uint64_t as_of;
-    int rc = s_query_begin(s, &txn, &as_of);
+    int rc = pstore_query_begin(s, &txn, &as_of);
     if (rc != 0)
         return rc;
     proj_key_t k = s_key_day(merchant_id, store_id, proj_day(day_us));
@@ -419,7 +387,7 @@ stores_redemptions(pstore_t *s, const char *merchant_id, const char *store_id, i
         max = cap;
     MDB_txn *txn;
     uint64_t as_of;
-    int rc = s_query_begin(s, &txn, &as_of);
+    int rc = pstore_query_begin(s, &txn, &as_of);
     if (rc != 0)
         return rc;
     proj_key_t prefix = { .n = 0 };
@@ -429,7 +397,7 @@ stores_redemptions(pstore_t *s, const char *merchant_id, const char *store_id, i
     bool skip_after = false;
     if (after_seq != 0) {
         /* Continue after that redemption when it is one of this store's. */
-        proj_key_t sk = s_key_u64(after_seq);
+        proj_key_t sk = proj_key_of_u64(after_seq);
         MDB_val key = { sk.n, sk.b }, v;
         int lrc = mdb_get(txn, pstore_dbi(s, T_BYSEQ), &key, &v);
         if (lrc == 0 && v.mv_size == prefix.n + 16 && memcmp(v.mv_data, prefix.b, prefix.n) == 0 &&
@@ -513,7 +481,7 @@ stores_settlement(pstore_t *s, const char *merchant_id, int64_t from_us, int64_t
     int32_t first, last;
     MDB_txn *txn;
     uint64_t as_of;
-    int rc = s_query_begin(s, &txn, &as_of);
+    int rc = pstore_query_begin(s, &txn, &as_of);
     if (rc != 0)
         return rc;
     stores_cell_t *cells = NULL;

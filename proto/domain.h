@@ -423,6 +423,46 @@ typedef struct cl_event {
     } u;
 } cl_event_t;
 
+/* ---- Shared rules (proto/domain.c) --------------------------------------------------------- */
+
+/*
+ * What a card is worth now, in minor units. A stored-value card is worth its balance; a punch
+ * card or voucher is worth its face value x uses_left / uses_per_card, rounded down (0 when
+ * uses_per_card is 0 or the face value is not positive; saturates at INT64_MAX). The daemon's
+ * breakage on expiry and the projector's views both use this, so they never disagree.
+ */
+int64_t cl_card_value_minor(cl_kind_t kind, int64_t face_minor, int64_t balance_minor,
+                            uint32_t uses_left, uint32_t uses_per_card);
+
+/*
+ * The card an event concerns, or 0 for an event without a card (merchants, stores, programs,
+ * batches, the clock). BalanceTransferred concerns two cards: this returns its from card; read
+ * ev->u.balance_transferred.to_card_id for the other.
+ */
+uint64_t cl_event_card_id(const cl_event_t *ev);
+
+#define CL_ENDPOINT_HOST_MAX 255 /* host part of a tcp:// endpoint that the check reads */
+
+/* Why an endpoint may or may not be bound before CurveZMQ keys exist. */
+typedef enum cl_endpoint_check {
+    CL_ENDPOINT_LOCAL = 0,     /* ipc://, inproc://, or tcp:// on a loopback address */
+    CL_ENDPOINT_BAD_TRANSPORT, /* not ipc://, inproc:// or tcp:// */
+    CL_ENDPOINT_HAS_SOURCE,    /* tcp://SOURCE;HOST:PORT */
+    CL_ENDPOINT_BAD_TCP,       /* not tcp://HOST:PORT (or the host is over its maximum) */
+    CL_ENDPOINT_NOT_LOOPBACK,  /* tcp:// on an address other machines can reach */
+} cl_endpoint_check_t;
+
+/*
+ * The dev-mode endpoint policy: until CurveZMQ keys exist, sockets only use ipc://, inproc://
+ * or tcp:// on loopback (127.0.0.0/8, [::1], localhost). Pure string logic; endpoint must be
+ * NUL-terminated. Returns CL_ENDPOINT_LOCAL or the reason it is refused, so each program can
+ * word its own message.
+ */
+cl_endpoint_check_t cl_endpoint_check(const char *endpoint);
+
+/* True when cl_endpoint_check(endpoint) is CL_ENDPOINT_LOCAL. */
+bool cl_endpoint_is_local(const char *endpoint);
+
 /* ---- Commands: one struct per command and query, in a tagged union ------------------------ */
 
 /* The numbers are the Request oneof's field numbers in cardledger.proto. */

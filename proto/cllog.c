@@ -1,11 +1,11 @@
 /*
- * log: one line per event on stderr (see log.h).
+ * cllog: one line per event on stderr (see cllog.h).
  *
  * Each line is formatted into a local buffer and written with a single write(2), so lines from
- * the daemon and from anything sharing its stderr (the test harness) never interleave inside a
- * line.
+ * the daemon, the projector and anything sharing their stderr (the test harness) never
+ * interleave inside a line.
  */
-#include "log.h"
+#include "cllog.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -16,28 +16,31 @@
 
 #define S_LINE_MAX 2048 /* longer lines are truncated */
 
-static log_level_t s_level = LOG_LEVEL_INFO;
+static cllog_level_t s_level = CLLOG_INFO;
+static const char *s_program = "cardledger";
 
 static const char *const s_names[] = { "error", "warn", "info", "debug" };
 
 void
-log_set_level(log_level_t level)
+cllog_setup(const char *program, cllog_level_t level)
 {
+    if (program != NULL)
+        s_program = program;
     s_level = level;
 }
 
 bool
-log_enabled(log_level_t level)
+cllog_enabled(cllog_level_t level)
 {
     return level <= s_level;
 }
 
 int
-log_level_parse(const char *name, log_level_t *out)
+cllog_level_parse(const char *name, cllog_level_t *out)
 {
     for (size_t i = 0; i < sizeof(s_names) / sizeof(s_names[0]); i++) {
         if (strcmp(name, s_names[i]) == 0) {
-            *out = (log_level_t)i;
+            *out = (cllog_level_t)i;
             return 0;
         }
     }
@@ -45,22 +48,21 @@ log_level_parse(const char *name, log_level_t *out)
 }
 
 void
-log_msg(log_level_t level, const char *fmt, ...)
+cllog_msg(cllog_level_t level, const char *fmt, ...)
 {
     char line[S_LINE_MAX];
     struct timespec ts;
     struct tm tm;
     va_list ap;
 
-    if (!log_enabled(level))
+    if (!cllog_enabled(level))
         return;
     clock_gettime(CLOCK_REALTIME, &ts);
     gmtime_r(&ts.tv_sec, &tm);
-    int n =
-        snprintf(line, sizeof(line),
-                 "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ cardledgerd[%ld] %s: ", tm.tm_year + 1900,
-                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000L,
-                 (long)getpid(), s_names[level]);
+    int n = snprintf(line, sizeof(line),
+                     "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s[%ld] %s: ", tm.tm_year + 1900,
+                     tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                     ts.tv_nsec / 1000000L, s_program, (long)getpid(), s_names[level]);
     if (n < 0)
         return;
     size_t used = (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1;
