@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "cardledger-config.h"
+#include "codec.h"
 #include "journal.h"
 
 #define S_PROG "cardledger-journal"
@@ -41,7 +42,8 @@ static const char s_usage[] =
     "Commands:\n"
     "  stat DIR [--json]              entries, sequence range, head hash, sizes\n"
     "  dump DIR [--from N] [--to N]   one JSON object per entry and line: seq, timestamp_us,\n"
-    "                                 time (ISO-8601 UTC), hash, payload_len, payload_b64\n"
+    "                                 time (ISO-8601 UTC), hash, payload_len and the event\n"
+    "                                 (card codes masked, PIN hashes never shown)\n"
     "  verify DIR [--from N] [--to N] check structure, gap-free sequence numbers and the\n"
     "                                 hash chain; names the first bad sequence number\n"
     "  copy DIR DEST                  consistent hot backup of DIR into DEST (created, must\n"
@@ -152,45 +154,25 @@ s_json_time(FILE *out, const char *name, int64_t us)
     }
 }
 
-static void
-s_base64(FILE *out, const uint8_t *p, size_t len)
-{
-    static const char alphabet[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    size_t i = 0;
-    for (; i + 3 <= len; i += 3) {
-        uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 | p[i + 2];
-        fputc(alphabet[(v >> 18) & 63], out);
-        fputc(alphabet[(v >> 12) & 63], out);
-        fputc(alphabet[(v >> 6) & 63], out);
-        fputc(alphabet[v & 63], out);
-    }
-    if (len - i == 1) {
-        uint32_t v = (uint32_t)p[i] << 16;
-        fputc(alphabet[(v >> 18) & 63], out);
-        fputc(alphabet[(v >> 12) & 63], out);
-        fputs("==", out);
-    } else if (len - i == 2) {
-        uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8;
-        fputc(alphabet[(v >> 18) & 63], out);
-        fputc(alphabet[(v >> 12) & 63], out);
-        fputc(alphabet[(v >> 6) & 63], out);
-        fputc('=', out);
-    }
-}
-
 /*
- * The hook for a payload in `dump` output: prints the payload's JSON member(s), without a
- * leading comma. For now the payload is opaque and printed as base64. When the protobuf
- * JournalEntry envelope is decoded here, card codes must be printed masked and PIN hashes
- * never.
+ * A payload in `dump` output: the JournalEntry decoded by the codec and printed as the event's
+ * JSON, card codes masked and PIN and claim hashes never printed (codec_event_json()). A payload
+ * that does not decode is named by the reason only: its bytes are never printed, since they
+ * could hold a card code in clear.
  */
 static void
 dump_payload_json(FILE *out, const void *payload, size_t len)
 {
-    fputs("\"payload_b64\":\"", out);
-    s_base64(out, payload, len);
-    fputc('"', out);
+    static cl_event_t ev;
+    static char json[CODEC_EVENT_JSON_MAX + 1];
+    size_t json_len = 0;
+    int rc = codec_event_decode(payload, len, &ev);
+    if (rc == 0)
+        rc = codec_event_json(&ev, json, sizeof(json), &json_len);
+    if (rc == 0)
+        fprintf(out, "\"event\":%.*s", (int)json_len, json);
+    else
+        fprintf(out, "\"event_error\":\"%s\"", codec_strerror(rc));
 }
 
 static int
