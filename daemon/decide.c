@@ -913,9 +913,10 @@ s_issue_card(dec_t *d)
     const ledger_program_t *prog = s_issue_program(d, c->merchant_id, c->program_id);
     if (prog == NULL)
         return 0;
-    if (c->row_key[0] != '\0' && s_row_card(d, &prog->spec, c->row_key) != 0)
+    uint64_t issued = c->row_key[0] != '\0' ? s_row_card(d, &prog->spec, c->row_key) : 0;
+    if (issued != 0)
         return s_refuse(d, CL_ALREADY_EXISTS, "row key %s was already issued as card %llu",
-                        c->row_key, (unsigned long long)s_row_card(d, &prog->spec, c->row_key));
+                        c->row_key, (unsigned long long)issued);
     uint64_t card_id = 0;
     int rc = s_issue_one(d, prog, c, d->r->code, d->r->pin, &card_id);
     if (rc != 0 || d->r->status != CL_OK)
