@@ -234,7 +234,8 @@ s_open_idem_fill(journal_txn_t *txn, void *ctx)
 }
 
 static int
-s_load_state(journal_t *j, bool use_checkpoint, ledger_t **out_l, checkpoint_info_t *info)
+s_load_state(journal_t *j, bool use_checkpoint, checkpoint_source_t *source, ledger_t **out_l,
+             checkpoint_info_t *info)
 {
     ledger_t *l = NULL;
     double t0 = s_mono_ms();
@@ -243,7 +244,7 @@ s_load_state(journal_t *j, bool use_checkpoint, ledger_t **out_l, checkpoint_inf
         log_error("out of memory");
         return EXIT_RUNTIME;
     }
-    rc = checkpoint_load(j, &l, use_checkpoint, info);
+    rc = checkpoint_load(j, &l, use_checkpoint, source, info);
     if (rc != 0) {
         log_error("the state cannot be loaded: %s", checkpoint_strerror(rc));
         ledger_destroy(&l);
@@ -276,7 +277,7 @@ s_print_digest(const daemon_config_t *cfg)
     int ex = s_open_journal(cfg, true, &j);
     if (ex != EXIT_OK)
         return ex;
-    ex = s_load_state(j, !cfg->full_replay, &l, &info);
+    ex = s_load_state(j, !cfg->full_replay, NULL, &l, &info);
     if (ex == EXIT_OK) {
         ledger_digest(l, digest);
         for (size_t i = 0; i < sizeof(digest); i++)
@@ -325,6 +326,7 @@ s_run(const daemon_config_t *cfg)
     journal_t *j = NULL;
     ledger_t *l = NULL;
     server_t *srv = NULL;
+    checkpoint_source_t *source = NULL;
     void *zctx = NULL, *router = NULL, *pub = NULL;
     checkpoint_info_t info;
     idem_dbs_t idem;
@@ -378,8 +380,15 @@ s_run(const daemon_config_t *cfg)
             ex = EXIT_RUNTIME;
         }
     }
+    if (ex == EXIT_OK) {
+        int rc = checkpoint_source_new(j, &source);
+        if (rc != 0) {
+            log_error("cannot open the state: %s", checkpoint_strerror(rc));
+            ex = EXIT_RUNTIME;
+        }
+    }
     if (ex == EXIT_OK)
-        ex = s_load_state(j, true, &l, &info);
+        ex = s_load_state(j, true, source, &l, &info);
     if (ex == EXIT_OK) {
         zctx = zmq_ctx_new();
         router = zctx != NULL ? s_bind(zctx, ZMQ_ROUTER, cfg->listen, "command") : NULL;
@@ -391,6 +400,7 @@ s_run(const daemon_config_t *cfg)
         server_opts_t so = { .cfg = cfg,
                              .journal = j,
                              .ledger = l,
+                             .source = source,
                              .loaded = &info,
                              .idem = idem,
                              .key = key,
@@ -420,6 +430,7 @@ s_run(const daemon_config_t *cfg)
     }
     server_destroy(&srv);
     ledger_destroy(&l);
+    checkpoint_source_destroy(&source);
     if (router != NULL)
         zmq_close(router);
     if (pub != NULL)

@@ -206,11 +206,160 @@ checkpoint_write(journal_t *j, ledger_t *l, bool full, size_t *out_records)
     return rc;
 }
 
+/* ---- The source of a cache ---------------------------------------------------------------- */
+
+struct checkpoint_source {
+    journal_t *j;
+    MDB_txn *txn; /* NULL between checkpoint_source_release() and the next read */
+    char names[CHECKPOINT_TABLES_MAX][S_DB_NAME_MAX];
+    MDB_dbi dbis[CHECKPOINT_TABLES_MAX];
+    size_t count;
+    uint64_t reads;
+};
+
+/* Opens (creating when missing) the state.* database of every lazy table. */
+static int
+s_source_fill(journal_txn_t *jt, void *ctx)
+{
+    checkpoint_source_t *src = ctx;
+    MDB_txn *txn = journal_txn_mdb(jt);
+    src->count = 0;
+    for (size_t i = 0; ledger_table_name(i) != NULL; i++) {
+        const char *table = ledger_table_name(i);
+        if (!ledger_table_is_lazy(table))
+            continue;
+        if (src->count == CHECKPOINT_TABLES_MAX || strlen(table) + S_PREFIX_LEN >= S_DB_NAME_MAX)
+            return CHECKPOINT_ETABLES;
+        char *name = src->names[src->count];
+        memcpy(name, CHECKPOINT_STATE_PREFIX, S_PREFIX_LEN);
+        memcpy(name + S_PREFIX_LEN, table, strlen(table) + 1);
+        int rc = mdb_dbi_open(txn, name, MDB_CREATE, &src->dbis[src->count]);
+        if (rc != 0)
+            return rc;
+        src->count++;
+    }
+    return 0;
+}
+
+int
+checkpoint_source_new(journal_t *j, checkpoint_source_t **out)
+{
+    checkpoint_source_t *src = calloc(1, sizeof(*src));
+    if (src == NULL)
+        return LEDGER_ENOMEM;
+    src->j = j;
+    int rc = journal_write(j, s_source_fill, src, NULL);
+    if (rc != 0) {
+        free(src);
+        return rc;
+    }
+    *out = src;
+    return 0;
+}
+
+void
+checkpoint_source_release(checkpoint_source_t *src)
+{
+    if (src != NULL && src->txn != NULL)
+        journal_read_txn_end(src->j, &src->txn);
+}
+
+uint64_t
+checkpoint_source_reads(const checkpoint_source_t *src)
+{
+    return src != NULL ? src->reads : 0;
+}
+
+void
+checkpoint_source_destroy(checkpoint_source_t **srcp)
+{
+    if (srcp == NULL || *srcp == NULL)
+        return;
+    checkpoint_source_release(*srcp);
+    free(*srcp);
+    *srcp = NULL;
+}
+
+/* The read transaction and the database of a table; 0 or a code (logged). */
+static int
+s_source_open(checkpoint_source_t *src, const char *table, MDB_dbi *out)
+{
+    size_t i = 0;
+    while (i < src->count && strcmp(src->names[i] + S_PREFIX_LEN, table) != 0)
+        i++;
+    if (i == src->count) {
+        log_error("checkpoint: no database for the state table %s", table);
+        return CHECKPOINT_ETABLES;
+    }
+    *out = src->dbis[i];
+    int rc = src->txn != NULL ? 0 : journal_read_txn_begin(src->j, &src->txn);
+    if (rc != 0)
+        log_error("checkpoint: cannot read the state: %s", journal_strerror(rc));
+    return rc;
+}
+
+static int
+s_source_get(void *ctx, const char *table, const void *key, size_t key_len, void *rec,
+             size_t rec_len)
+{
+    checkpoint_source_t *src = ctx;
+    MDB_dbi dbi;
+    int rc = s_source_open(src, table, &dbi);
+    if (rc != 0)
+        return -1;
+    MDB_val k = { key_len, (void *)(uintptr_t)key };
+    MDB_val v;
+    rc = mdb_get(src->txn, dbi, &k, &v);
+    if (rc == MDB_NOTFOUND)
+        return 0;
+    if (rc != 0 || v.mv_size != rec_len) {
+        log_error("checkpoint: a record of state.%s cannot be read: %s", table,
+                  rc != 0 ? mdb_strerror(rc) : "it has the wrong size");
+        return -1;
+    }
+    memcpy(rec, v.mv_data, rec_len);
+    src->reads++;
+    return 1;
+}
+
+static int
+s_source_next(void *ctx, const char *table, const void *after, size_t after_len, void *key_out,
+              size_t cap, size_t *key_len)
+{
+    checkpoint_source_t *src = ctx;
+    MDB_dbi dbi;
+    MDB_cursor *cur = NULL;
+    int rc = s_source_open(src, table, &dbi);
+    if (rc == 0)
+        rc = mdb_cursor_open(src->txn, dbi, &cur);
+    if (rc != 0)
+        return -1;
+    MDB_val k = { after_len, (void *)(uintptr_t)after };
+    MDB_val v;
+    rc = after_len == 0 ? mdb_cursor_get(cur, &k, &v, MDB_FIRST)
+                        : mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    if (rc == 0 && after_len != 0 && k.mv_size == after_len &&
+        memcmp(k.mv_data, after, after_len) == 0)
+        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    int result = 0;
+    if (rc == 0 && k.mv_size <= cap) {
+        memcpy(key_out, k.mv_data, k.mv_size);
+        *key_len = k.mv_size;
+        result = 1;
+    } else if (rc != MDB_NOTFOUND) {
+        log_error("checkpoint: state.%s cannot be read: %s", table,
+                  rc != 0 ? mdb_strerror(rc) : "a key is too long");
+        result = -1;
+    }
+    mdb_cursor_close(cur);
+    return result;
+}
+
 /* ---- Loading ------------------------------------------------------------------------------- */
 
-/* Loads every state.* table of a checkpoint whose record said seq. */
+/* Loads every state.* table of a checkpoint (but the lazy ones when lazy). */
 static int
-s_load_tables(MDB_txn *txn, ledger_t *l, uint64_t *out_records)
+s_load_tables(MDB_txn *txn, ledger_t *l, bool lazy, uint64_t *out_records)
 {
     s_names_t names;
     uint64_t records = 0;
@@ -219,6 +368,8 @@ s_load_tables(MDB_txn *txn, ledger_t *l, uint64_t *out_records)
         MDB_dbi dbi;
         MDB_cursor *cur = NULL;
         MDB_val k, v;
+        if (lazy && ledger_table_is_lazy(names.name[i] + S_PREFIX_LEN))
+            continue;
         rc = mdb_dbi_open(txn, names.name[i], 0, &dbi);
         if (rc == 0)
             rc = mdb_cursor_open(txn, dbi, &cur);
@@ -259,7 +410,7 @@ s_load_tables(MDB_txn *txn, ledger_t *l, uint64_t *out_records)
  * part of one and must be thrown away.
  */
 static int
-s_load_checkpoint(journal_t *j, ledger_t *l, uint64_t head_seq, checkpoint_info_t *info,
+s_load_checkpoint(journal_t *j, ledger_t *l, uint64_t head_seq, bool lazy, checkpoint_info_t *info,
                   bool *out_loaded)
 {
     MDB_txn *txn = NULL;
@@ -308,7 +459,7 @@ s_load_checkpoint(journal_t *j, ledger_t *l, uint64_t head_seq, checkpoint_info_
         journal_read_txn_end(j, &txn);
         return 0;
     }
-    rc = s_load_tables(txn, l, &info->records);
+    rc = s_load_tables(txn, l, lazy, &info->records);
     journal_read_txn_end(j, &txn);
     if (rc != 0)
         return rc;
@@ -367,7 +518,8 @@ s_replay(journal_t *j, ledger_t *l, uint64_t *out_replayed)
 }
 
 int
-checkpoint_load(journal_t *j, ledger_t **lp, bool use_checkpoint, checkpoint_info_t *out)
+checkpoint_load(journal_t *j, ledger_t **lp, bool use_checkpoint, checkpoint_source_t *source,
+                checkpoint_info_t *out)
 {
     checkpoint_info_t info;
     journal_head_t head;
@@ -380,8 +532,10 @@ checkpoint_load(journal_t *j, ledger_t **lp, bool use_checkpoint, checkpoint_inf
     if (rc != 0)
         return rc;
     bool loaded = false;
+    if (source != NULL)
+        checkpoint_source_release(source); /* it must show this checkpoint, not an older one */
     if (use_checkpoint) {
-        rc = s_load_checkpoint(j, *lp, head.seq, &info, &loaded);
+        rc = s_load_checkpoint(j, *lp, head.seq, source != NULL, &info, &loaded);
         if (rc != 0) {
             log_warn("checkpoint: the checkpoint does not load (%s); rebuilding the state from "
                      "the journal",
@@ -401,8 +555,19 @@ checkpoint_load(journal_t *j, ledger_t **lp, bool use_checkpoint, checkpoint_inf
     rc = ledger_rebuild_indexes(*lp);
     if (rc != 0)
         return rc;
+    if (loaded && source != NULL) {
+        /* The records left in the checkpoint are read one by one as they are asked for, each
+         * on another page: have every page mapped before, rather than fault them one at a time. */
+        rc = journal_prefault(j);
+        if (rc != 0)
+            return rc;
+        ledger_source_t ls = { s_source_get, s_source_next, source };
+        ledger_set_source(*lp, &ls);
+    }
     double t1 = s_mono_ms();
     rc = s_replay(j, *lp, &info.replayed);
+    if (source != NULL)
+        checkpoint_source_release(source);
     if (rc != 0)
         return rc;
     double t2 = s_mono_ms();

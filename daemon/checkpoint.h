@@ -37,6 +37,26 @@
 #define CHECKPOINT_EREPLAY (-39001) /* a journal event does not fit the state: see the log */
 #define CHECKPOINT_ETABLES (-39002) /* more ledger tables than CHECKPOINT_TABLES_MAX */
 
+/*
+ * A source over the state.* databases, for a ledger that is a cache over its checkpoint (see
+ * ledger_set_source()). It reads in a read transaction of its own, begun on first use and kept
+ * until checkpoint_source_release(): call that before any journal_write() on the same thread
+ * (a held read transaction would make growing the map fail), and at the end of every cycle so
+ * that old pages can be reused.
+ */
+typedef struct checkpoint_source checkpoint_source_t;
+
+/*
+ * Makes a source for a writable journal: creates every lazy state.* database that is missing
+ * (one journal_write() with no entries). Returns 0, LEDGER_ENOMEM, or a journal/MDB_* code.
+ */
+int checkpoint_source_new(journal_t *j, checkpoint_source_t **out);
+void checkpoint_source_release(checkpoint_source_t *source);
+/* Records the source has read since it was made. */
+uint64_t checkpoint_source_reads(const checkpoint_source_t *source);
+/* Frees the source (its transaction must be released); accepts NULL and clears the pointer. */
+void checkpoint_source_destroy(checkpoint_source_t **source);
+
 /* What checkpoint_load() did. */
 typedef struct checkpoint_info {
     bool loaded;             /* a checkpoint was loaded (else the state came from seq 1) */
@@ -52,12 +72,16 @@ typedef struct checkpoint_info {
 /*
  * Makes the ledger reflect the whole journal: loads the checkpoint (unless use_checkpoint is
  * false, or there is none, or it is of another state version or unreadable, which is logged),
- * rebuilds the indexes and replays the journal's tail. *l must be a fresh ledger; it may be
+ * rebuilds the indexes and replays the journal's tail. With a source, a loaded checkpoint is
+ * not read whole: only the tables ledger_table_is_lazy() says no to are loaded, and the ledger
+ * becomes a cache over the source (a state rebuilt from the whole journal is in memory anyway
+ * and gets no source). *l must be a fresh ledger; it may be
  * replaced by another fresh one when a checkpoint turns out unreadable half-way. Works on a
  * read-only journal too. Returns 0; CHECKPOINT_EREPLAY when an event does not decode or does not
  * fit the state (the journal is not one this build understands); a journal or MDB_* code.
  */
-int checkpoint_load(journal_t *j, ledger_t **l, bool use_checkpoint, checkpoint_info_t *out);
+int checkpoint_load(journal_t *j, ledger_t **l, bool use_checkpoint, checkpoint_source_t *source,
+                    checkpoint_info_t *out);
 
 /*
  * Writes the ledger's dirty records (every record, replacing all state.* content, when full)

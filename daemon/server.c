@@ -101,6 +101,7 @@ struct server {
     const daemon_config_t *cfg;
     journal_t *journal;
     ledger_t *ledger;
+    checkpoint_source_t *source; /* where the ledger reads what it does not hold */
     idem_dbs_t idem;
     void *router;
     void *pub;
@@ -460,6 +461,7 @@ s_rtxn_end(server_t *s)
 {
     if (s->rtxn != NULL)
         journal_read_txn_end(s->journal, &s->rtxn);
+    checkpoint_source_release(s->source);
 }
 
 static int
@@ -469,7 +471,7 @@ s_rebuild(server_t *s)
     ledger_destroy(&s->ledger);
     int rc = ledger_new(&s->ledger);
     if (rc == 0)
-        rc = checkpoint_load(s->journal, &s->ledger, true, &info);
+        rc = checkpoint_load(s->journal, &s->ledger, true, s->source, &info);
     if (rc != 0) {
         log_error("the state cannot be rebuilt from disk: %s", checkpoint_strerror(rc));
         return rc;
@@ -1020,6 +1022,7 @@ s_checkpoint(server_t *s, const char *why)
 {
     size_t records = 0;
     double t0 = s_mono_ms();
+    s_rtxn_end(s);
     int rc = checkpoint_write(s->journal, s->ledger, s->full_checkpoint, &records);
     double took = s_mono_ms() - t0;
     s->last_checkpoint_ms = s_mono_ms();
@@ -1073,6 +1076,7 @@ s_poll_timeout_ms(server_t *s)
         if (ms < timeout)
             timeout = ms;
     }
+    checkpoint_source_release(s->source); /* no snapshot held while waiting */
     return timeout;
 }
 
@@ -1201,6 +1205,7 @@ server_new(const server_opts_t *o, server_t **out)
 
     /* Taken over last, so a failure above leaves the caller's ledger alone. */
     s->ledger = o->ledger;
+    s->source = o->source;
     s->checkpoint_seq = o->loaded->checkpoint_seq;
     s->events_since_checkpoint = o->loaded->replayed;
     s->full_checkpoint = o->loaded->full_needed;

@@ -32,7 +32,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1270,6 +1272,76 @@ journal_read(journal_t *j, uint64_t seq, void *buf, size_t buf_size, journal_ent
     assert(o.entry.seq == seq);
     *out_entry = o.entry;
     return 0;
+}
+
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22 /* Linux 5.14; older glibc headers lack the name */
+#endif
+
+/*
+ * Where LMDB mapped the data file in this process: LMDB does not say (mdb_env_info() gives the
+ * address only for MDB_FIXEDMAP), so the mapping is found in /proc/self/maps by the file's
+ * device and inode. Returns false when it is not found.
+ */
+static bool
+s_map_range(journal_t *j, uintptr_t *out_start, uintptr_t *out_end)
+{
+    mdb_filehandle_t fd;
+    struct stat st;
+    if (mdb_env_get_fd(j->env, &fd) != 0 || fstat(fd, &st) != 0) {
+        return false;
+    }
+    FILE *maps = fopen("/proc/self/maps", "r");
+    if (maps == NULL) {
+        return false;
+    }
+    char line[512];
+    bool found = false;
+    while (!found && fgets(line, sizeof(line), maps) != NULL) {
+        unsigned long start, end, offset, inode;
+        unsigned dev_major, dev_minor;
+        char perms[8];
+        if (sscanf(line, "%lx-%lx %7s %lx %x:%x %lu", &start, &end, perms, &offset, &dev_major,
+                   &dev_minor, &inode) == 7 &&
+            inode == (unsigned long)st.st_ino && offset == 0 &&
+            makedev(dev_major, dev_minor) == st.st_dev) {
+            *out_start = (uintptr_t)start;
+            *out_end = (uintptr_t)end;
+            found = true;
+        }
+    }
+    fclose(maps);
+    return found;
+}
+
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22 /* Linux 5.14; older glibc headers lack the name */
+#endif
+
+int
+journal_prefault(journal_t *j)
+{
+    assert(j != NULL);
+    MDB_txn *txn = NULL;
+    MDB_envinfo info;
+    MDB_stat st;
+    uintptr_t start, end;
+    /* The read transaction holds the map where it is while the pages are populated. */
+    int rc = journal_read_txn_begin(j, &txn);
+    if (rc != 0) {
+        return rc;
+    }
+    rc = mdb_env_info(j->env, &info);
+    if (rc == 0) {
+        rc = mdb_env_stat(j->env, &st);
+    }
+    if (rc == 0 && s_map_range(j, &start, &end)) {
+        size_t used = (size_t)(info.me_last_pgno + 1) * st.ms_psize;
+        size_t len = end - start < used ? end - start : used;
+        (void)madvise((void *)start, len, MADV_POPULATE_READ); /* advice only */
+    }
+    journal_read_txn_end(j, &txn);
+    return rc;
 }
 
 int

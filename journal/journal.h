@@ -252,6 +252,19 @@ MDB_env *journal_env(journal_t *j);
 /** Whether the journal was opened read-only. */
 bool journal_is_read_only(const journal_t *j);
 
+/**
+ * Maps every page the environment uses into this process now, in one system call
+ * (madvise MADV_POPULATE_READ), so that reads that follow take no page fault. A first touch of
+ * a mapped page costs a fault, and on the project's virtual machines a fault costs 25-50 us
+ * (measured: 20,000 random touches of a 1.3 GB data file took 0.5-1.1 s, while populating the
+ * whole file took 57 ms): a process that is about to read many scattered records, such as a
+ * daemon starting from a checkpoint, calls this first. The pages are the page cache's, shared,
+ * not copies. Advice only: a kernel without MADV_POPULATE_READ (before Linux 5.14) ignores it.
+ *
+ * @return 0, or a journal/MDB_* code from reading the environment's size.
+ */
+int journal_prefault(journal_t *j);
+
 /* ---- Writing ----------------------------------------------------------------------------- */
 
 /**

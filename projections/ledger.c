@@ -30,16 +30,39 @@ enum {
     T_REDEMPTIONS,
     T_HOLDERS,
     T_ROWS,
+    T_CODES,
+    T_TIMERS,
     T_COUNT
 };
 
 static const char *const s_table_names[T_COUNT] = {
-    "merchants", "stores", "programs", "cards", "offers", "redemptions", "holders", "rows",
+    "merchants",   "stores",  "programs", "cards", "offers",
+    "redemptions", "holders", "rows",     "codes", "timers",
+};
+
+/*
+ * Tables read lazily when the ledger has a source: only their records that commands touch are
+ * ever in memory. Merchants, stores and programs are few and always loaded whole.
+ */
+static const bool s_table_lazy[T_COUNT] = {
+    [T_CARDS] = true, [T_OFFERS] = true, [T_REDEMPTIONS] = true, [T_HOLDERS] = true,
+    [T_ROWS] = true,  [T_CODES] = true,  [T_TIMERS] = true,
 };
 
 /* Keys: ids joined by a NUL, card/offer/redemption numbers as 8 big-endian bytes. */
 #define KEY2_MAX (2 * (CL_ID_MAX + 1))
 #define KEY3_MAX (2 * (CL_ID_MAX + 1) + CL_HOLDER_MAX + 1)
+/* A timer's key sorts in firing order: due time (biased so negative times sort first, big
+ * endian), kind, card, offer. Its record is one byte: the table is a set. */
+#define TIMER_KEY_LEN 25
+
+/* Room for a record of any lazy table. */
+typedef union lazy_rec {
+    ledger_card_t card;
+    ledger_offer_t offer;
+    ledger_redemption_t redemption;
+    uint64_t number;
+} lazy_rec_t;
 
 typedef struct timer_heap {
     ledger_timer_t *items;
@@ -51,8 +74,17 @@ struct ledger {
     ledger_meta_t meta;
     bool meta_dirty;
     table_t *tables[T_COUNT];
-    table_t *codes; /* code -> card_id (derived, never persisted) */
+    /*
+     * Timers in firing order: a heap of those put since the ledger was made or loaded, merged
+     * with the source's persisted ones through a cursor (the last persisted key passed). Either
+     * may hold timers deleted since: the "timers" table says which are live.
+     */
     timer_heap_t timers;
+    ledger_source_t source; /* fn NULL: every record is in memory */
+    uint8_t cursor_key[TIMER_KEY_LEN];
+    bool cursor_started; /* cursor_key holds a key */
+    bool cursor_done;    /* the source has no persisted timer after cursor_key */
+    lazy_rec_t scratch;
 };
 
 const char *
@@ -111,7 +143,67 @@ s_add(int64_t a, int64_t b, int64_t *out)
     return !__builtin_add_overflow(a, b, out);
 }
 
-/* ---- Timers: a binary min-heap ordered by (due, kind, card, offer) ------------------------ */
+/* ---- Cache over the source ---------------------------------------------------------------- */
+
+/*
+ * The record under key in table t: from memory, or, for a key a lazy table does not know yet,
+ * from the source (then kept, clean, as a record or as "absent"). Reading the source does not
+ * change the state the ledger describes, only what of it is in memory, hence the cast. A source
+ * that fails (an unreadable checkpoint under a running daemon) or memory running out would leave
+ * the ledger unable to answer truthfully: that aborts, and a restart replays the journal.
+ */
+static void *
+s_get(const ledger_t *cl, int t, const void *key, size_t key_len)
+{
+    ledger_t *l = (ledger_t *)(uintptr_t)cl;
+    bool known;
+    void *rec = table_lookup(l->tables[t], key, key_len, &known);
+    if (known || l->source.get == NULL || !s_table_lazy[t])
+        return rec;
+    size_t rec_size = table_rec_size(l->tables[t]);
+    int rc = l->source.get(l->source.ctx, s_table_names[t], key, key_len, &l->scratch, rec_size);
+    CL_CHECK(rc == 0 || rc == 1);
+    bool failed;
+    rec = table_fill(l->tables[t], key, key_len, rc == 1 ? &l->scratch : NULL, &failed);
+    CL_CHECK(!failed);
+    return rec;
+}
+
+/* table_put() on a cache: the record is read in first, so a change starts from its value. */
+static void *
+s_put(ledger_t *l, int t, const void *key, size_t key_len)
+{
+    (void)s_get(l, t, key, key_len);
+    return table_put(l->tables[t], key, key_len, NULL);
+}
+
+/* table_del() on a cache: the key must be known for its deletion to reach the checkpoint. */
+static void
+s_del(ledger_t *l, int t, const void *key, size_t key_len)
+{
+    if (s_get(l, t, key, key_len) != NULL)
+        table_del(l->tables[t], key, key_len);
+}
+
+/* ---- Timers: a set in firing order ------------------------------------------------------- */
+
+static void
+s_timer_key(const ledger_timer_t *t, uint8_t key[TIMER_KEY_LEN])
+{
+    cl_put_be64(key, (uint64_t)t->due_us ^ (UINT64_C(1) << 63));
+    key[8] = (uint8_t)t->kind;
+    cl_put_be64(key + 9, t->card_id);
+    cl_put_be64(key + 17, t->offer_id);
+}
+
+static void
+s_timer_from_key(const uint8_t key[TIMER_KEY_LEN], ledger_timer_t *t)
+{
+    t->due_us = (int64_t)(cl_get_be64(key) ^ (UINT64_C(1) << 63));
+    t->kind = (ledger_timer_kind_t)key[8];
+    t->card_id = cl_get_be64(key + 9);
+    t->offer_id = cl_get_be64(key + 17);
+}
 
 static bool
 s_timer_less(const ledger_timer_t *a, const ledger_timer_t *b)
@@ -126,7 +218,7 @@ s_timer_less(const ledger_timer_t *a, const ledger_timer_t *b)
 }
 
 static int
-s_timer_push(timer_heap_t *h, const ledger_timer_t *t)
+s_heap_push(timer_heap_t *h, const ledger_timer_t *t)
 {
     if (h->count == h->cap) {
         size_t cap = h->cap ? h->cap * 2 : 1024;
@@ -150,20 +242,9 @@ s_timer_push(timer_heap_t *h, const ledger_timer_t *t)
     return 0;
 }
 
-bool
-ledger_timer_peek(const ledger_t *l, ledger_timer_t *out)
+static void
+s_heap_pop(timer_heap_t *h)
 {
-    assert(l != NULL && out != NULL);
-    if (l->timers.count == 0)
-        return false;
-    *out = l->timers.items[0];
-    return true;
-}
-
-void
-ledger_timer_pop(ledger_t *l)
-{
-    timer_heap_t *h = &l->timers;
     assert(h->count > 0);
     h->items[0] = h->items[--h->count];
     size_t i = 0;
@@ -182,23 +263,111 @@ ledger_timer_pop(ledger_t *l)
     }
 }
 
-/* The expiry and reminder timers of a live card. */
+/* Adds a timer to the set (a new key: timers are unique to their card or offer). */
 static int
-s_card_timers(ledger_t *l, const ledger_card_t *card, const ledger_program_t *prog)
+s_timer_add(ledger_t *l, const ledger_timer_t *t)
 {
-    if (card->state != CL_CARDSTATE_ACTIVE || card->expires_at_us == 0)
+    uint8_t key[TIMER_KEY_LEN];
+    s_timer_key(t, key);
+    uint8_t *rec = table_put(l->tables[T_TIMERS], key, sizeof(key), NULL);
+    if (rec == NULL)
+        return LEDGER_ENOMEM;
+    *rec = 1;
+    return s_heap_push(&l->timers, t);
+}
+
+static void
+s_timer_del(ledger_t *l, const ledger_timer_t *t)
+{
+    uint8_t key[TIMER_KEY_LEN];
+    s_timer_key(t, key);
+    s_del(l, T_TIMERS, key, sizeof(key));
+}
+
+/* The heap's earliest live timer (dropping deleted ones from the top), or false. */
+static bool
+s_heap_top(ledger_t *l, uint8_t key[TIMER_KEY_LEN])
+{
+    while (l->timers.count > 0) {
+        s_timer_key(&l->timers.items[0], key);
+        if (s_get(l, T_TIMERS, key, TIMER_KEY_LEN) != NULL)
+            return true;
+        s_heap_pop(&l->timers);
+    }
+    return false;
+}
+
+/* The source's earliest live timer after the cursor (moving past deleted ones), or false. */
+static bool
+s_cursor_top(ledger_t *l, uint8_t key[TIMER_KEY_LEN])
+{
+    while (l->source.next != NULL && !l->cursor_done) {
+        size_t len = 0;
+        int rc = l->source.next(l->source.ctx, s_table_names[T_TIMERS], l->cursor_key,
+                                l->cursor_started ? TIMER_KEY_LEN : 0, key, TIMER_KEY_LEN, &len);
+        CL_CHECK(rc == 0 || rc == 1);
+        if (rc == 0) {
+            l->cursor_done = true;
+            break;
+        }
+        CL_CHECK(len == TIMER_KEY_LEN);
+        if (s_get(l, T_TIMERS, key, TIMER_KEY_LEN) != NULL)
+            return true;
+        memcpy(l->cursor_key, key, TIMER_KEY_LEN);
+        l->cursor_started = true;
+    }
+    return false;
+}
+
+/* 1: the heap's top is first; 2: the cursor's; 3: both (the same timer); 0: none. */
+static int
+s_timer_first(ledger_t *l, ledger_timer_t *out)
+{
+    uint8_t hk[TIMER_KEY_LEN], ck[TIMER_KEY_LEN];
+    bool h = s_heap_top(l, hk);
+    bool c = s_cursor_top(l, ck);
+    if (!h && !c)
+        return 0;
+    int cmp = h && c ? memcmp(hk, ck, TIMER_KEY_LEN) : (h ? -1 : 1);
+    s_timer_from_key(cmp <= 0 ? hk : ck, out);
+    return cmp < 0 ? 1 : cmp > 0 ? 2 : 3;
+}
+
+bool
+ledger_timer_peek(const ledger_t *l, ledger_timer_t *out)
+{
+    assert(l != NULL && out != NULL);
+    return s_timer_first((ledger_t *)(uintptr_t)l, out) != 0;
+}
+
+void
+ledger_timer_pop(ledger_t *l)
+{
+    ledger_timer_t t;
+    int which = s_timer_first(l, &t);
+    assert(which != 0);
+    if (which & 1)
+        s_heap_pop(&l->timers);
+    if (which & 2) {
+        s_timer_key(&t, l->cursor_key);
+        l->cursor_started = true;
+    }
+}
+
+/* The expiry and reminder timers of a newly issued card. */
+static int
+s_card_timers(ledger_t *l, const ledger_card_t *card)
+{
+    if (card->expires_at_us == 0)
         return 0;
     ledger_timer_t t = { .due_us = card->expires_at_us,
                          .kind = LEDGER_TIMER_EXPIRE,
                          .card_id = card->card_id };
-    int rc = s_timer_push(&l->timers, &t);
-    if (rc != 0)
-        return rc;
-    uint32_t days = prog != NULL ? prog->spec.remind_days_before_expiry : 0;
-    if (days > 0 && !card->reminded) {
+    int rc = s_timer_add(l, &t);
+    if (rc == 0 && card->remind_at_us != 0) {
         t.kind = LEDGER_TIMER_REMIND;
-        t.due_us = card->expires_at_us - (int64_t)days * LEDGER_US_PER_DAY;
-        rc = s_timer_push(&l->timers, &t);
+        t.due_us = card->remind_at_us;
+        rc = s_timer_add(l, &t);
     }
     return rc;
 }
@@ -218,6 +387,8 @@ ledger_new(ledger_t **out)
         [T_REDEMPTIONS] = 8,
         [T_HOLDERS] = KEY3_MAX,
         [T_ROWS] = KEY3_MAX,
+        [T_CODES] = CL_CODE_MAX,
+        [T_TIMERS] = TIMER_KEY_LEN,
     };
     static const size_t rec_size[T_COUNT] = {
         [T_MERCHANTS] = sizeof(ledger_merchant_t),
@@ -228,6 +399,8 @@ ledger_new(ledger_t **out)
         [T_REDEMPTIONS] = sizeof(ledger_redemption_t),
         [T_HOLDERS] = sizeof(uint32_t),
         [T_ROWS] = sizeof(uint64_t),
+        [T_CODES] = sizeof(uint64_t),
+        [T_TIMERS] = 1,
     };
     ledger_t *l = calloc(1, sizeof(*l));
     if (l == NULL)
@@ -238,11 +411,6 @@ ledger_new(ledger_t **out)
             return LEDGER_ENOMEM;
         }
     }
-    if (table_new(CL_CODE_MAX, sizeof(uint64_t), &l->codes) != 0) {
-        ledger_destroy(&l);
-        return LEDGER_ENOMEM;
-    }
-    table_set_untracked(l->codes);
     l->meta.next_card_id = 1;
     l->meta.next_batch_id = 1;
     l->meta_dirty = true;
@@ -258,7 +426,6 @@ ledger_destroy(ledger_t **lp)
     ledger_t *l = *lp;
     for (int i = 0; i < T_COUNT; i++)
         table_destroy(&l->tables[i]);
-    table_destroy(&l->codes);
     free(l->timers.items);
     free(l);
     *lp = NULL;
@@ -299,7 +466,7 @@ ledger_card(const ledger_t *l, uint64_t card_id)
 {
     uint8_t key[8];
     cl_put_be64(key, card_id);
-    return table_get(l->tables[T_CARDS], key, sizeof(key));
+    return s_get(l, T_CARDS, key, sizeof(key));
 }
 
 const ledger_card_t *
@@ -308,7 +475,7 @@ ledger_card_by_code(const ledger_t *l, const char *code)
     size_t n = strlen(code);
     if (n == 0 || n > CL_CODE_MAX)
         return NULL;
-    const uint64_t *id = table_get(l->codes, code, n);
+    const uint64_t *id = s_get(l, T_CODES, code, n);
     return id != NULL ? ledger_card(l, *id) : NULL;
 }
 
@@ -317,7 +484,7 @@ ledger_offer(const ledger_t *l, uint64_t offer_id)
 {
     uint8_t key[8];
     cl_put_be64(key, offer_id);
-    return table_get(l->tables[T_OFFERS], key, sizeof(key));
+    return s_get(l, T_OFFERS, key, sizeof(key));
 }
 
 const ledger_redemption_t *
@@ -325,7 +492,7 @@ ledger_redemption(const ledger_t *l, uint64_t seq)
 {
     uint8_t key[8];
     cl_put_be64(key, seq);
-    return table_get(l->tables[T_REDEMPTIONS], key, sizeof(key));
+    return s_get(l, T_REDEMPTIONS, key, sizeof(key));
 }
 
 uint32_t
@@ -334,7 +501,7 @@ ledger_holder_count(const ledger_t *l, const char *merchant_id, const char *prog
 {
     uint8_t key[KEY3_MAX];
     size_t n = s_join(key, sizeof(key), merchant_id, program_id, holder);
-    const uint32_t *count = table_get(l->tables[T_HOLDERS], key, n);
+    const uint32_t *count = s_get(l, T_HOLDERS, key, n);
     return count != NULL ? *count : 0;
 }
 
@@ -344,7 +511,7 @@ ledger_row_card(const ledger_t *l, const char *merchant_id, const char *program_
 {
     uint8_t key[KEY3_MAX];
     size_t n = s_join(key, sizeof(key), merchant_id, program_id, row_key);
-    const uint64_t *id = table_get(l->tables[T_ROWS], key, n);
+    const uint64_t *id = s_get(l, T_ROWS, key, n);
     return id != NULL ? *id : 0;
 }
 
@@ -389,7 +556,7 @@ s_card_mut(ledger_t *l, uint64_t card_id)
 {
     uint8_t key[8];
     cl_put_be64(key, card_id);
-    CL_CHECK(table_get(l->tables[T_CARDS], key, sizeof(key)) != NULL);
+    CL_CHECK(s_get(l, T_CARDS, key, sizeof(key)) != NULL);
     ledger_card_t *c = table_put(l->tables[T_CARDS], key, sizeof(key), NULL);
     CL_CHECK(c != NULL);
     return c;
@@ -416,7 +583,7 @@ s_holder_add(ledger_t *l, const char *merchant_id, const char *program_id, const
         return 0;
     uint8_t key[KEY3_MAX];
     size_t n = s_join(key, sizeof(key), merchant_id, program_id, holder);
-    uint32_t *count = table_put(l->tables[T_HOLDERS], key, n, NULL);
+    uint32_t *count = s_put(l, T_HOLDERS, key, n);
     if (count == NULL)
         return LEDGER_ENOMEM;
     if (delta < 0 && *count == 0)
@@ -509,7 +676,7 @@ s_apply_issued(ledger_t *l, const cl_event_t *ev)
     const ledger_program_t *prog = ledger_program(l, e->merchant_id, e->program_id);
     size_t code_len = strlen(e->code);
     if (prog == NULL || e->card_id != l->meta.next_card_id || code_len == 0 ||
-        table_get(l->codes, e->code, code_len) != NULL || e->face_value_minor < 0 ||
+        s_get(l, T_CODES, e->code, code_len) != NULL || e->face_value_minor < 0 ||
         e->price_paid_minor < 0)
         return LEDGER_EMISMATCH;
     if (e->row_key[0] != '\0' && ledger_row_card(l, e->merchant_id, e->program_id, e->row_key))
@@ -518,7 +685,7 @@ s_apply_issued(ledger_t *l, const cl_event_t *ev)
     uint8_t key[8];
     cl_put_be64(key, e->card_id);
     ledger_card_t *c = table_put(l->tables[T_CARDS], key, sizeof(key), NULL);
-    uint64_t *code_id = table_put(l->codes, e->code, code_len, NULL);
+    uint64_t *code_id = table_put(l->tables[T_CODES], e->code, code_len, NULL);
     if (c == NULL || code_id == NULL)
         return LEDGER_ENOMEM;
     *code_id = e->card_id;
@@ -539,6 +706,9 @@ s_apply_issued(ledger_t *l, const cl_event_t *ev)
     c->issued_at_us = ev->at_us;
     c->valid_from_us = e->valid_from_us;
     c->expires_at_us = e->expires_at_us;
+    uint32_t days = prog->spec.remind_days_before_expiry;
+    if (e->expires_at_us != 0 && days > 0)
+        c->remind_at_us = e->expires_at_us - (int64_t)days * LEDGER_US_PER_DAY;
     c->state = CL_CARDSTATE_ACTIVE;
 
     ledger_program_t *p = s_program_mut(l, e->merchant_id, e->program_id);
@@ -549,13 +719,13 @@ s_apply_issued(ledger_t *l, const cl_event_t *ev)
     if (rc == 0 && e->row_key[0] != '\0') {
         uint8_t rkey[KEY3_MAX];
         size_t n = s_join(rkey, sizeof(rkey), e->merchant_id, e->program_id, e->row_key);
-        uint64_t *row = table_put(l->tables[T_ROWS], rkey, n, NULL);
+        uint64_t *row = s_put(l, T_ROWS, rkey, n);
         if (row == NULL)
             return LEDGER_ENOMEM;
         *row = e->card_id;
     }
     if (rc == 0)
-        rc = s_card_timers(l, c, p);
+        rc = s_card_timers(l, c);
     return rc;
 }
 
@@ -579,7 +749,7 @@ s_apply_gift_offered(ledger_t *l, const cl_event_t *ev)
         return LEDGER_EMISMATCH;
     uint8_t key[8];
     cl_put_be64(key, e->offer_id);
-    ledger_offer_t *o = table_put(l->tables[T_OFFERS], key, sizeof(key), NULL);
+    ledger_offer_t *o = s_put(l, T_OFFERS, key, sizeof(key));
     if (o == NULL)
         return LEDGER_ENOMEM;
     o->offer_id = e->offer_id;
@@ -596,7 +766,7 @@ s_apply_gift_offered(ledger_t *l, const cl_event_t *ev)
                          .kind = LEDGER_TIMER_OFFER,
                          .card_id = e->card_id,
                          .offer_id = e->offer_id };
-    return s_timer_push(&l->timers, &t);
+    return s_timer_add(l, &t);
 }
 
 static int
@@ -623,9 +793,14 @@ s_apply_gift_closed(ledger_t *l, const cl_event_t *ev)
         c->transfers_done++;
     }
     c->open_offer_id = 0;
+    ledger_timer_t t = { .due_us = offer->expires_at_us,
+                         .kind = LEDGER_TIMER_OFFER,
+                         .card_id = e->card_id,
+                         .offer_id = e->offer_id };
+    s_timer_del(l, &t);
     uint8_t key[8];
     cl_put_be64(key, e->offer_id);
-    table_del(l->tables[T_OFFERS], key, sizeof(key));
+    s_del(l, T_OFFERS, key, sizeof(key));
     return 0;
 }
 
@@ -651,7 +826,12 @@ s_apply_redeemed(ledger_t *l, const cl_event_t *ev)
 {
     const cl_ev_card_redeemed_t *e = &ev->u.card_redeemed;
     const ledger_card_t *cur = ledger_card(l, e->card_id);
-    if (cur == NULL || e->amount_minor < 0 || ledger_redemption(l, ev->seq) != NULL)
+    /* A redemption is keyed by its own sequence number, later than any checkpoint: whether it
+     * exists is known from memory alone. */
+    uint8_t key[8];
+    cl_put_be64(key, ev->seq);
+    if (cur == NULL || e->amount_minor < 0 ||
+        table_get(l->tables[T_REDEMPTIONS], key, sizeof(key)) != NULL)
         return LEDGER_EMISMATCH;
     const ledger_program_t *prog = ledger_program(l, cur->merchant_id, cur->program_id);
     if (prog == NULL)
@@ -666,8 +846,6 @@ s_apply_redeemed(ledger_t *l, const cl_event_t *ev)
     if (!s_add(cur->redeemed_minor, e->amount_minor, &redeemed))
         return LEDGER_EOVERFLOW;
 
-    uint8_t key[8];
-    cl_put_be64(key, ev->seq);
     ledger_redemption_t *r = table_put(l->tables[T_REDEMPTIONS], key, sizeof(key), NULL);
     if (r == NULL)
         return LEDGER_ENOMEM;
@@ -829,6 +1007,19 @@ s_apply_card_flag(ledger_t *l, const cl_event_t *ev)
         c->reminded = true;
         break;
     }
+    /* A card's timers leave the set once they have done their work. */
+    ledger_timer_t t = { .card_id = card_id };
+    if (ev->type == CL_EV_CARD_EXPIRED && c->expires_at_us != 0) {
+        t.kind = LEDGER_TIMER_EXPIRE;
+        t.due_us = c->expires_at_us;
+        s_timer_del(l, &t);
+    }
+    if ((ev->type == CL_EV_CARD_EXPIRED || ev->type == CL_EV_EXPIRY_REMINDED) &&
+        c->remind_at_us != 0) {
+        t.kind = LEDGER_TIMER_REMIND;
+        t.due_us = c->remind_at_us;
+        s_timer_del(l, &t);
+    }
     return 0;
 }
 
@@ -951,6 +1142,9 @@ ledger_dirty_foreach(const ledger_t *l, ledger_record_fn fn, void *ctx)
 int
 ledger_foreach_record(const ledger_t *l, ledger_record_fn fn, void *ctx)
 {
+    /* With a source, memory holds only part of the state. */
+    if (l->source.get != NULL)
+        return LEDGER_EINVAL;
     return s_walk(l, false, fn, ctx);
 }
 
@@ -997,42 +1191,22 @@ ledger_load_reserve(ledger_t *l, const char *table, size_t records)
 }
 
 static int
-s_index_card(const void *key, size_t key_len, const void *rec, void *ctx)
+s_index_timer(const void *key, size_t key_len, const void *rec, void *ctx)
 {
     ledger_t *l = ctx;
-    const ledger_card_t *c = rec;
-    (void)key;
-    (void)key_len;
-    uint64_t *id = table_put(l->codes, c->code, strlen(c->code), NULL);
-    if (id == NULL)
-        return LEDGER_ENOMEM;
-    *id = c->card_id;
-    return s_card_timers(l, c, ledger_program(l, c->merchant_id, c->program_id));
-}
-
-static int
-s_index_offer(const void *key, size_t key_len, const void *rec, void *ctx)
-{
-    ledger_t *l = ctx;
-    const ledger_offer_t *o = rec;
-    (void)key;
-    (void)key_len;
-    ledger_timer_t t = { .due_us = o->expires_at_us,
-                         .kind = LEDGER_TIMER_OFFER,
-                         .card_id = o->card_id,
-                         .offer_id = o->offer_id };
-    return s_timer_push(&l->timers, &t);
+    ledger_timer_t t;
+    (void)rec;
+    if (key_len != TIMER_KEY_LEN)
+        return LEDGER_EINVAL;
+    s_timer_from_key(key, &t);
+    return s_heap_push(&l->timers, &t);
 }
 
 int
 ledger_rebuild_indexes(ledger_t *l)
 {
     l->timers.count = 0;
-    /* Room for every card's code and its expiry and reminder timers, allocated once. */
-    size_t cards = table_count(l->tables[T_CARDS]);
-    size_t timers = 2 * cards + table_count(l->tables[T_OFFERS]);
-    if (table_reserve(l->codes, cards) != 0)
-        return LEDGER_ENOMEM;
+    size_t timers = table_count(l->tables[T_TIMERS]);
     if (timers > l->timers.cap) {
         ledger_timer_t *items = realloc(l->timers.items, timers * sizeof(*items));
         if (items == NULL)
@@ -1040,12 +1214,37 @@ ledger_rebuild_indexes(ledger_t *l)
         l->timers.items = items;
         l->timers.cap = timers;
     }
-    int rc = table_foreach(l->tables[T_CARDS], s_index_card, l);
-    if (rc == 0)
-        rc = table_foreach(l->tables[T_OFFERS], s_index_offer, l);
+    int rc = table_foreach(l->tables[T_TIMERS], s_index_timer, l);
     if (rc == 0)
         ledger_dirty_clear(l);
     return rc;
+}
+
+bool
+ledger_table_is_lazy(const char *table)
+{
+    for (int i = 0; i < T_COUNT; i++) {
+        if (strcmp(table, s_table_names[i]) == 0)
+            return s_table_lazy[i];
+    }
+    return false;
+}
+
+const char *
+ledger_table_name(size_t i)
+{
+    return i < T_COUNT ? s_table_names[i] : NULL;
+}
+
+void
+ledger_set_source(ledger_t *l, const ledger_source_t *source)
+{
+    assert(l != NULL);
+    memset(&l->source, 0, sizeof(l->source));
+    if (source != NULL)
+        l->source = *source;
+    l->cursor_started = false;
+    l->cursor_done = false;
 }
 
 /* ---- Digest ------------------------------------------------------------------------------- */
@@ -1083,6 +1282,7 @@ s_item_cmp(const void *a, const void *b)
 void
 ledger_digest(const ledger_t *l, uint8_t out[16])
 {
+    CL_CHECK(l->source.get == NULL); /* the whole state must be in memory */
     XXH3_state_t *st = XXH3_createState();
     CL_CHECK(NULL != st);
     XXH3_128bits_reset(st);

@@ -13,8 +13,16 @@
  * is its own serialised form; LEDGER_STATE_VERSION changes whenever one of them does, and a
  * checkpoint of another version is ignored (the state is rebuilt from the journal).
  *
- * Derived indexes (code -> card, the timer heap of expiries, reminders and gift offer
- * timeouts) are not persisted; ledger_rebuild_indexes() makes them after a load.
+ * A ledger is either whole in memory, or a cache over such a checkpoint (ledger_set_source()):
+ * then only merchants, stores and programs are loaded, and a card, offer, redemption, holder
+ * count, row key, code or timer is read from the checkpoint the first time it is asked for and
+ * kept. Because the checkpoint only ever receives records that are in memory (the dirty ones),
+ * a record not in memory is exactly as the checkpoint has it. A start then costs the journal's
+ * tail, not the number of cards.
+ *
+ * The code -> card index and the timers (expiries, reminders, gift offer timeouts) are tables
+ * like the others, so a cache needs no scan of all cards to rebuild them; the timers table is a
+ * set whose keys sort in firing order, read through a cursor.
  */
 #ifndef CARDLEDGER_LEDGER_H
 #define CARDLEDGER_LEDGER_H
@@ -26,7 +34,7 @@
 #include "domain.h"
 
 /* Bumped whenever a record struct below or the meaning of a field changes. */
-#define LEDGER_STATE_VERSION 1
+#define LEDGER_STATE_VERSION 2
 
 /* Error codes, in their own range. */
 #define LEDGER_EINVAL    (-33001) /* an argument out of its domain */
@@ -75,6 +83,7 @@ typedef struct ledger_card {
     int64_t issued_at_us;
     int64_t valid_from_us;
     int64_t expires_at_us; /* 0 = never */
+    int64_t remind_at_us;  /* when ExpiryReminded is due (0 = no reminder): set at issue */
     cl_card_state_t state;
     bool frozen;
     bool locked;
@@ -168,8 +177,10 @@ void ledger_card_view(const ledger_t *l, const ledger_card_t *card, cl_card_view
 
 /*
  * Timers. ledger_timer_peek() gives the earliest pending timer (false when none);
- * ledger_timer_pop() removes it. A popped timer may be stale (the card was expired, the offer
- * claimed): the caller checks it against the state. Timers are derived, never persisted.
+ * ledger_timer_pop() moves past it. A timer leaves the set when the event it leads to is folded
+ * (CardExpired, ExpiryReminded, the offer's end); one that comes due with nothing to do (a
+ * used-up voucher's expiry) stays in the set, and the caller, which checks every timer against
+ * the state, passes over it.
  */
 bool ledger_timer_peek(const ledger_t *l, ledger_timer_t *out);
 void ledger_timer_pop(ledger_t *l);
@@ -178,10 +189,11 @@ void ledger_timer_pop(ledger_t *l);
  * Persistence of the state as plain records, table by table.
  *
  * Tables: "meta", "merchants", "stores", "programs", "cards", "offers", "redemptions",
- * "holders", "rows". ledger_dirty_foreach() calls fn once per record changed since the last
- * ledger_dirty_clear(), with the record's key and bytes (rec == NULL: the record was deleted).
- * ledger_load_record() puts one record back (during a load, before ledger_rebuild_indexes()).
- * ledger_foreach_record() visits every record of every table (a full snapshot).
+ * "holders", "rows", "codes", "timers". ledger_dirty_foreach() calls fn once per record changed
+ * since the last ledger_dirty_clear(), with the record's key and bytes (rec == NULL: the record
+ * was deleted). ledger_load_record() puts one record back (during a load, before
+ * ledger_rebuild_indexes()). ledger_foreach_record() visits every record of every table (a full
+ * snapshot; LEDGER_EINVAL for a ledger with a source, which holds only part of the state).
  */
 typedef int (*ledger_record_fn)(const char *table, const void *key, size_t key_len, const void *rec,
                                 size_t rec_len, void *ctx);
@@ -195,8 +207,37 @@ int ledger_load_reserve(ledger_t *l, const char *table, size_t records);
 int ledger_rebuild_indexes(ledger_t *l);
 
 /*
+ * Where a cache reads what it does not hold: the checkpoint the ledger was loaded from.
+ *   get:  copies the record of table under key into rec (exactly rec_len bytes); returns 1, 0
+ *         when there is none, or a negative code (an unreadable store: the ledger aborts).
+ *   next: the first key of table greater than after (after_len 0: the first key at all), into
+ *         key_out (cap bytes) and *key_len; returns 1, 0 when there is none, or negative.
+ */
+typedef struct ledger_source {
+    int (*get)(void *ctx, const char *table, const void *key, size_t key_len, void *rec,
+               size_t rec_len);
+    int (*next)(void *ctx, const char *table, const void *after, size_t after_len, void *key_out,
+                size_t cap, size_t *key_len);
+    void *ctx;
+} ledger_source_t;
+
+/*
+ * Makes the ledger a cache over source (NULL: no source). Call it after loading the tables
+ * ledger_table_is_lazy() says no to, and ledger_rebuild_indexes(), before the first lookup.
+ * The source must show the checkpoint the ledger was loaded from, or any later one.
+ */
+void ledger_set_source(ledger_t *l, const ledger_source_t *source);
+
+/* Whether a cache reads this table on demand rather than loading it whole. */
+bool ledger_table_is_lazy(const char *table);
+
+/* The name of table i (0, 1, ...), or NULL past the last. */
+const char *ledger_table_name(size_t i);
+
+/*
  * A digest of the whole state (XXH3-128 over every record in key order), to show that a
- * restart reproduces exactly the state a full replay gives.
+ * restart reproduces exactly the state a full replay gives. Only for a ledger without a
+ * source (the whole state in memory).
  */
 void ledger_digest(const ledger_t *l, uint8_t out[16]);
 

@@ -240,16 +240,62 @@ s_mark_dirty(table_t *t, size_t n)
 }
 
 void *
-table_get(const table_t *t, const void *key, size_t key_len)
+table_lookup(const table_t *t, const void *key, size_t key_len, bool *out_known)
 {
-    assert(t != NULL && key != NULL);
+    assert(t != NULL && key != NULL && out_known != NULL);
+    *out_known = false;
     if (key_len > t->key_max)
         return NULL;
     uint64_t v = t->index[s_find(t, key, key_len)];
     if (v == 0)
         return NULL;
+    *out_known = true;
     slot_head_t *h = s_slot(t, s_entry_slot(v) - 1);
     return h->live ? s_rec(t, h) : NULL;
+}
+
+void *
+table_get(const table_t *t, const void *key, size_t key_len)
+{
+    bool known;
+    return table_lookup(t, key, key_len, &known);
+}
+
+/*
+ * A new zero-filled slot (not live, not dirty) for key at index position pos (from s_find_h()
+ * with hash): room in the chunks, then in the index (kept at most half full). NULL when memory
+ * runs out (the table is unchanged).
+ */
+static slot_head_t *
+s_new_slot(table_t *t, const void *key, size_t key_len, uint64_t hash, size_t pos)
+{
+    if (t->slots % TABLE_CHUNK_SLOTS == 0 && t->slots / TABLE_CHUNK_SLOTS == t->chunks_count) {
+        if (t->chunks_count == t->chunks_cap) {
+            size_t cap = t->chunks_cap ? t->chunks_cap * 2 : 16;
+            uint8_t **c = realloc(t->chunks, cap * sizeof(*c));
+            if (c == NULL)
+                return NULL;
+            t->chunks = c;
+            t->chunks_cap = cap;
+        }
+        /* Not zeroed here: each slot is cleared when it is first used. */
+        uint8_t *chunk = s_alloc(TABLE_CHUNK_SLOTS * t->slot_size);
+        if (chunk == NULL)
+            return NULL;
+        t->chunks[t->chunks_count++] = chunk;
+    }
+    if ((t->slots + 1) * 2 > t->index_cap) {
+        if (s_resize_index(t, t->index_cap * 2) != 0)
+            return NULL;
+        pos = s_find_h(t, key, key_len, hash);
+    }
+    size_t n = t->slots++;
+    slot_head_t *h = s_slot(t, n);
+    memset(h, 0, t->slot_size);
+    h->key_len = (uint16_t)key_len;
+    memcpy(s_key(h), key, key_len);
+    t->index[pos] = (hash >> 32 << 32) | (uint64_t)(n + 1);
+    return h;
 }
 
 void *
@@ -277,39 +323,40 @@ table_put(table_t *t, const void *key, size_t key_len, bool *out_created)
         return s_rec(t, h);
     }
 
-    /* A new slot: room in the chunks, then in the index (kept at most half full). */
-    if (t->slots % TABLE_CHUNK_SLOTS == 0 && t->slots / TABLE_CHUNK_SLOTS == t->chunks_count) {
-        if (t->chunks_count == t->chunks_cap) {
-            size_t cap = t->chunks_cap ? t->chunks_cap * 2 : 16;
-            uint8_t **c = realloc(t->chunks, cap * sizeof(*c));
-            if (c == NULL)
-                return NULL;
-            t->chunks = c;
-            t->chunks_cap = cap;
-        }
-        /* Not zeroed here: each slot is cleared when it is first used. */
-        uint8_t *chunk = s_alloc(TABLE_CHUNK_SLOTS * t->slot_size);
-        if (chunk == NULL)
-            return NULL;
-        t->chunks[t->chunks_count++] = chunk;
-    }
-    if ((t->slots + 1) * 2 > t->index_cap) {
-        if (s_resize_index(t, t->index_cap * 2) != 0)
-            return NULL;
-        pos = s_find_h(t, key, key_len, hash);
-    }
-    size_t n = t->slots++;
-    slot_head_t *h = s_slot(t, n);
-    memset(h, 0, t->slot_size);
-    h->key_len = (uint16_t)key_len;
+    slot_head_t *h = s_new_slot(t, key, key_len, hash, pos);
+    if (h == NULL)
+        return NULL;
     h->live = 1;
-    memcpy(s_key(h), key, key_len);
-    t->index[pos] = (hash >> 32 << 32) | (uint64_t)(n + 1);
     t->live++;
-    if (s_mark_dirty(t, n) != 0)
+    if (s_mark_dirty(t, t->slots - 1) != 0)
         return NULL;
     if (out_created != NULL)
         *out_created = true;
+    return s_rec(t, h);
+}
+
+void *
+table_fill(table_t *t, const void *key, size_t key_len, const void *rec, bool *out_failed)
+{
+    assert(t != NULL && key != NULL && out_failed != NULL);
+    *out_failed = false;
+    if (key_len == 0 || key_len > t->key_max) {
+        *out_failed = true;
+        return NULL;
+    }
+    uint64_t hash = s_hash(key, key_len);
+    size_t pos = s_find_h(t, key, key_len, hash);
+    assert(t->index[pos] == 0); /* only keys the table does not know */
+    slot_head_t *h = s_new_slot(t, key, key_len, hash, pos);
+    if (h == NULL) {
+        *out_failed = true;
+        return NULL;
+    }
+    if (rec == NULL)
+        return NULL;
+    h->live = 1;
+    t->live++;
+    memcpy(s_rec(t, h), rec, t->rec_size);
     return s_rec(t, h);
 }
 

@@ -34,6 +34,21 @@ void table_destroy(table_t **t);
 void *table_get(const table_t *t, const void *key, size_t key_len);
 
 /*
+ * Like table_get(), and *out_known says whether the table has a slot for the key at all: a
+ * live record, or one deleted (or filled as absent) since. A table used as a cache over a
+ * persisted copy consults the copy only for keys it does not know.
+ */
+void *table_lookup(const table_t *t, const void *key, size_t key_len, bool *out_known);
+
+/*
+ * Fills the cache: makes a clean (not dirty) slot for a key the table does not know, holding a
+ * copy of rec, or, with rec NULL, remembering that the key has no record. Returns the record
+ * (NULL for an absent one), or NULL with *out_failed set when memory runs out. The key must be
+ * unknown to the table (table_lookup() said so).
+ */
+void *table_fill(table_t *t, const void *key, size_t key_len, const void *rec, bool *out_failed);
+
+/*
  * The live record under key, made (zero-filled) when missing, and marked dirty: call it before
  * changing a record. Returns NULL only when memory runs out. *out_created (may be NULL) says
  * whether the record is new.

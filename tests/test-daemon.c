@@ -1354,6 +1354,74 @@ expiry_reminder_and_gift_return_fire_when_the_clock_moves(void)
     s_down();
 }
 
+/*
+ * After a restart the ledger holds no card until one is asked for: its timers come from the
+ * checkpoint's timers table, in order, and each leaves the set once its event is written, so
+ * checkpoint + tail still equals a full replay.
+ */
+static void
+timers_fire_from_the_checkpoint_after_a_restart(void)
+{
+    s_up(NULL);
+    s_merchant("m1", "s1");
+    cl_program_spec_t spec = s_spec("m1", "short");
+    spec.valid_days = 10;
+    spec.remind_days_before_expiry = 3;
+    spec.gift_offer_ttl_hours = 24;
+    s_program(&spec);
+    uint64_t a = s_issue("m1", "short", 5000);
+    uint64_t b = s_issue("m1", "short", 3000);
+    cl_command_t offer = s_cmd(CL_CMD_OFFER_GIFT);
+    offer.u.gift.card.card_id = b;
+    snprintf(offer.u.gift.from_holder, CL_HOLDER_MAX + 1, "holder-1");
+    const cl_reply_t *r = s_call(&offer);
+    CHECK_STATUS(r, CL_OK);
+    uint64_t offer_id = r->offer_id;
+
+    sub_t sub;
+    pub_event_t e;
+    static const char *const all[] = { "", NULL };
+    char cp[OUT_MAX], full[OUT_MAX];
+    /* Each step starts from a restart, so the timer comes from the checkpoint, not memory. */
+    for (int step = 0; step < 3; step++) {
+        CHECK_EQ_INT(harness_stop(H), 0);
+        REQUIRE(harness_restart(H) == 0);
+        s_reconnect();
+        memset(&sub, 0, sizeof(sub));
+        s_sub_open(&sub, all);
+        s_sub_sync(&sub, 1);
+        if (step == 0) {
+            s_advance(T0 + 25 * HOUR_US);
+            CHECK(s_await_event(&sub, CL_EV_GIFT_RETURNED, b, &e));
+            CHECK_EQ_U64(e.ev.u.gift_closed.offer_id, offer_id);
+        } else if (step == 1) {
+            s_advance(T0 + 7 * DAY_US + HOUR_US);
+            CHECK(s_await_event(&sub, CL_EV_EXPIRY_REMINDED, a, &e));
+        } else {
+            s_advance(T0 + 10 * DAY_US + HOUR_US);
+            CHECK(s_await_event(&sub, CL_EV_CARD_EXPIRED, a, &e));
+            CHECK_EQ_INT(e.ev.u.card_expired.breakage_minor, 5000);
+            CHECK(s_await_event(&sub, CL_EV_CARD_EXPIRED, b, &e));
+            CHECK_EQ_INT(e.ev.u.card_expired.breakage_minor, 3000);
+        }
+        s_sub_close(&sub);
+    }
+    CHECK_EQ_INT(s_get_card(a)->card.state, CL_CARDSTATE_EXPIRED);
+    CHECK_EQ_U64(s_get_card(b)->card.open_offer_id, 0);
+    uint64_t head = s_head();
+    /* A later restart fires nothing twice. */
+    CHECK_EQ_INT(harness_stop(H), 0);
+    REQUIRE(harness_restart(H) == 0);
+    s_reconnect();
+    s_advance(T0 + 20 * DAY_US);
+    CHECK_EQ_U64(s_head(), head + 1); /* the ClockAdvanced alone */
+    CHECK_EQ_INT(harness_stop(H), 0);
+    s_digest(false, cp);
+    s_digest(true, full);
+    CHECK_EQ_STR(cp, full);
+    s_down();
+}
+
 /* ---- Stopping ------------------------------------------------------------------------------ */
 
 static void
@@ -1471,6 +1539,7 @@ main(int argc, char **argv)
         CHECK_CASE(kill_9_under_load_loses_no_acknowledged_command),
         CHECK_CASE(events_are_published_after_commit_with_merchant_topics_and_no_gaps),
         CHECK_CASE(expiry_reminder_and_gift_return_fire_when_the_clock_moves),
+        CHECK_CASE(timers_fire_from_the_checkpoint_after_a_restart),
         CHECK_CASE(sigterm_exits_zero_and_a_restart_has_the_same_state),
     };
 #ifdef TEST_DAEMON_SLOW
