@@ -43,9 +43,10 @@
 #define EXIT_USAGE   64 /* bad flags, config file or endpoint (sysexits.h EX_USAGE) */
 
 #define S_JOURNAL_SUBDIR "journal"
+#define S_STATE_SUBDIR   "state" /* the checkpoint's own environment (daemon/checkpoint.h) */
 #define S_SECRET_FILE    "secret.key"
 #define S_LOCK_FILE      "lock"
-#define S_MAX_DBS        64 /* named databases in the environment: journal, state, idempotency */
+#define S_MAX_DBS        64 /* named databases in an environment: journal, state, idempotency */
 
 static volatile sig_atomic_t s_stop;
 static int s_wake_fd = -1; /* write end of the self-pipe that wakes zmq_poll() */
@@ -227,6 +228,31 @@ s_open_journal(const daemon_config_t *cfg, bool read_only, journal_t **out)
     return read_only && rc == JOURNAL_ENOTFOUND ? EXIT_DATA : EXIT_RUNTIME;
 }
 
+/*
+ * Opens DATA/state, the checkpoint's environment. Read-only, a missing one is no error (*out
+ * stays NULL: there is no checkpoint). The state is derived from the journal, so a damaged one
+ * is named with the way out: remove it and start, and the state is rebuilt from the journal.
+ */
+static int
+s_open_state(const daemon_config_t *cfg, bool read_only, journal_t **out)
+{
+    char path[CONFIG_PATH_MAX + 16];
+    journal_opts_t opts;
+    memset(&opts, 0, sizeof(opts));
+    opts.read_only = read_only;
+    opts.max_dbs = S_MAX_DBS;
+    *out = NULL;
+    if (s_path(path, sizeof(path), cfg->data_dir, S_STATE_SUBDIR) != 0)
+        return EXIT_USAGE;
+    int rc = journal_open(path, &opts, out);
+    if (rc == 0 || (read_only && rc == JOURNAL_ENOTFOUND))
+        return EXIT_OK;
+    log_error("cannot open the state checkpoint in %s: %s. It holds nothing the journal does not: "
+              "remove it and start again to rebuild it from the journal.",
+              path, journal_strerror(rc));
+    return s_is_data_error(rc) ? EXIT_DATA : EXIT_RUNTIME;
+}
+
 static int
 s_open_idem_fill(journal_txn_t *txn, void *ctx)
 {
@@ -234,8 +260,8 @@ s_open_idem_fill(journal_txn_t *txn, void *ctx)
 }
 
 static int
-s_load_state(journal_t *j, bool use_checkpoint, checkpoint_source_t *source, ledger_t **out_l,
-             checkpoint_info_t *info)
+s_load_state(journal_t *j, journal_t *state, bool use_checkpoint, checkpoint_source_t *source,
+             ledger_t **out_l, checkpoint_info_t *info)
 {
     ledger_t *l = NULL;
     double t0 = s_mono_ms();
@@ -244,7 +270,7 @@ s_load_state(journal_t *j, bool use_checkpoint, checkpoint_source_t *source, led
         log_error("out of memory");
         return EXIT_RUNTIME;
     }
-    rc = checkpoint_load(j, &l, use_checkpoint, source, info);
+    rc = checkpoint_load(j, state, &l, use_checkpoint, source, info);
     if (rc != 0) {
         log_error("the state cannot be loaded: %s", checkpoint_strerror(rc));
         ledger_destroy(&l);
@@ -270,14 +296,18 @@ s_load_state(journal_t *j, bool use_checkpoint, checkpoint_source_t *source, led
 static int
 s_print_digest(const daemon_config_t *cfg)
 {
-    journal_t *j = NULL;
+    journal_t *j = NULL, *state = NULL;
     ledger_t *l = NULL;
     checkpoint_info_t info;
     uint8_t digest[16];
     int ex = s_open_journal(cfg, true, &j);
-    if (ex != EXIT_OK)
+    if (ex == EXIT_OK)
+        ex = s_open_state(cfg, true, &state);
+    if (ex != EXIT_OK) {
+        journal_close(&j);
         return ex;
-    ex = s_load_state(j, !cfg->full_replay, NULL, &l, &info);
+    }
+    ex = s_load_state(j, state, !cfg->full_replay, NULL, &l, &info);
     if (ex == EXIT_OK) {
         ledger_digest(l, digest);
         for (size_t i = 0; i < sizeof(digest); i++)
@@ -286,6 +316,7 @@ s_print_digest(const daemon_config_t *cfg)
         fflush(stdout);
     }
     ledger_destroy(&l);
+    journal_close(&state);
     journal_close(&j);
     return ex;
 }
@@ -326,7 +357,9 @@ s_run(const daemon_config_t *cfg)
     journal_t *j = NULL;
     ledger_t *l = NULL;
     server_t *srv = NULL;
+    journal_t *state = NULL;
     checkpoint_source_t *source = NULL;
+    checkpointer_t *writer = NULL;
     void *zctx = NULL, *router = NULL, *pub = NULL;
     checkpoint_info_t info;
     idem_dbs_t idem;
@@ -380,15 +413,19 @@ s_run(const daemon_config_t *cfg)
             ex = EXIT_RUNTIME;
         }
     }
+    if (ex == EXIT_OK)
+        ex = s_open_state(cfg, false, &state);
     if (ex == EXIT_OK) {
-        int rc = checkpoint_source_new(j, &source);
+        int rc = checkpoint_source_new(state, &source);
+        if (rc == 0)
+            rc = checkpointer_new(state, &writer);
         if (rc != 0) {
-            log_error("cannot open the state: %s", checkpoint_strerror(rc));
+            log_error("cannot open the state checkpoint: %s", checkpoint_strerror(rc));
             ex = EXIT_RUNTIME;
         }
     }
     if (ex == EXIT_OK)
-        ex = s_load_state(j, true, source, &l, &info);
+        ex = s_load_state(j, state, true, source, &l, &info);
     if (ex == EXIT_OK) {
         zctx = zmq_ctx_new();
         router = zctx != NULL ? s_bind(zctx, ZMQ_ROUTER, cfg->listen, "command") : NULL;
@@ -400,7 +437,9 @@ s_run(const daemon_config_t *cfg)
         server_opts_t so = { .cfg = cfg,
                              .journal = j,
                              .ledger = l,
+                             .state = state,
                              .source = source,
+                             .writer = writer,
                              .loaded = &info,
                              .idem = idem,
                              .key = key,
@@ -430,6 +469,7 @@ s_run(const daemon_config_t *cfg)
     }
     server_destroy(&srv);
     ledger_destroy(&l);
+    checkpointer_destroy(&writer);
     checkpoint_source_destroy(&source);
     if (router != NULL)
         zmq_close(router);
@@ -437,6 +477,7 @@ s_run(const daemon_config_t *cfg)
         zmq_close(pub);
     if (zctx != NULL)
         zmq_ctx_term(zctx);
+    journal_close(&state);
     journal_close(&j);
     sodium_memzero(key, sizeof(key));
     if (lock_fd >= 0)

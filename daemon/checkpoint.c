@@ -10,8 +10,10 @@
 #include "checkpoint.h"
 
 #include <assert.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 
 #include "bytes.h"
@@ -39,6 +41,8 @@ checkpoint_strerror(int rc)
         return "a journal event does not fit the state this build makes of it";
     case CHECKPOINT_ETABLES:
         return "the ledger has more tables than a checkpoint can hold";
+    case CHECKPOINT_EBUSY:
+        return "the last checkpoint is still being written";
     default:
         break;
     }
@@ -91,10 +95,241 @@ s_list_state_dbs(MDB_txn *txn, s_names_t *out)
     return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
+/* ---- Records on disk: zero runs packed --------------------------------------------------- */
+
+/*
+ * The ledger's records are fixed-size structs whose strings are zero-padded to their longest
+ * and whose numbers are mostly small: a card is 432 bytes of which a hundred or so are not
+ * zero. On disk each record is packed as a series of tokens: a byte c < 128 followed by c + 1
+ * bytes as they are, or a byte c >= 128 standing for c - 127 zero bytes. A card then takes
+ * about 130 bytes, so a checkpoint rewrites a third of the pages and a start reads a third.
+ */
+#define S_PACK_LITERAL_MAX 128
+#define S_PACK_ZEROS_MAX   128
+#define S_UNPACKED_MAX     65536 /* larger than any ledger record */
+
+/* The most a record of len bytes packs into. */
+static size_t
+s_pack_bound(size_t len)
+{
+    return len + len / S_PACK_LITERAL_MAX + 1;
+}
+
+static size_t
+s_pack(const uint8_t *rec, size_t len, uint8_t *out)
+{
+    size_t i = 0, o = 0;
+    while (i < len) {
+        size_t n = 0;
+        if (rec[i] == 0) {
+            while (i + n < len && rec[i + n] == 0 && n < S_PACK_ZEROS_MAX)
+                n++;
+            out[o++] = (uint8_t)(127 + n);
+        } else {
+            /* Literal bytes up to a run of two zeros (a lone zero is cheaper kept). */
+            while (i + n < len && n < S_PACK_LITERAL_MAX &&
+                   !(rec[i + n] == 0 && (i + n + 1 == len || rec[i + n + 1] == 0)))
+                n++;
+            out[o++] = (uint8_t)(n - 1);
+            memcpy(out + o, rec + i, n);
+            o += n;
+        }
+        i += n;
+    }
+    return o;
+}
+
+/* Unpacks into rec (cap bytes); returns the record's length, or 0 when the bytes are not a
+ * packed record of at most cap bytes. */
+static size_t
+s_unpack(const uint8_t *in, size_t in_len, uint8_t *rec, size_t cap)
+{
+    size_t i = 0, o = 0;
+    while (i < in_len) {
+        uint8_t c = in[i++];
+        size_t n = c < 128 ? (size_t)c + 1 : (size_t)c - 127;
+        if (o + n > cap || (c < 128 && i + n > in_len))
+            return 0;
+        if (c < 128) {
+            memcpy(rec + o, in + i, n);
+            i += n;
+        } else {
+            memset(rec + o, 0, n);
+        }
+        o += n;
+    }
+    return o;
+}
+
 /* ---- Writing ------------------------------------------------------------------------------- */
 
+/*
+ * A batch: records copied out of the ledger, to be written while the ledger goes on changing.
+ * Each record is: table name length (u8), the name, key length (u16 LE), the key, record length
+ * (u32 LE; S_DELETED for a deleted record) and the record. Later records of the same key win.
+ */
+#define S_DELETED UINT32_MAX
+
+typedef struct s_batch {
+    uint8_t *buf;
+    size_t len, cap;
+    uint64_t seq;  /* the ledger's last_seq when the latest records were copied */
+    size_t *order; /* s_batch_sort(): offsets of the records in (table, key, copy) order */
+    size_t count;  /* records in order */
+    size_t order_cap;
+} s_batch_t;
+
+/* Room for n more bytes; large buffers are made of huge pages (see projections/table.c). */
+static int
+s_batch_room(s_batch_t *b, size_t n)
+{
+    if (b->len + n <= b->cap)
+        return 0;
+    size_t cap = b->cap ? b->cap : (1u << 21);
+    while (cap < b->len + n)
+        cap *= 2;
+    uint8_t *buf = aligned_alloc(1u << 21, cap);
+    if (buf == NULL)
+        return LEDGER_ENOMEM;
+    (void)madvise(buf, cap, MADV_HUGEPAGE); /* advice only */
+    if (b->len > 0)
+        memcpy(buf, b->buf, b->len);
+    free(b->buf);
+    b->buf = buf;
+    b->cap = cap;
+    return 0;
+}
+
+static int
+s_batch_add(const char *table, const void *key, size_t key_len, const void *rec, size_t rec_len,
+            void *ctx)
+{
+    s_batch_t *b = ctx;
+    size_t name_len = strlen(table);
+    if (name_len > UINT8_MAX || key_len > UINT16_MAX || rec_len >= S_DELETED)
+        return LEDGER_EINVAL;
+    int rc = s_batch_room(b, 1 + name_len + 2 + key_len + 4 + (rec != NULL ? rec_len : 0));
+    if (rc != 0)
+        return rc;
+    uint8_t *p = b->buf + b->len;
+    *p++ = (uint8_t)name_len;
+    memcpy(p, table, name_len);
+    p += name_len;
+    cl_put_le16(p, (uint16_t)key_len);
+    memcpy(p + 2, key, key_len);
+    p += 2 + key_len;
+    cl_put_le32(p, rec != NULL ? (uint32_t)rec_len : S_DELETED);
+    p += 4;
+    if (rec != NULL) {
+        memcpy(p, rec, rec_len);
+        p += rec_len;
+    }
+    b->len = (size_t)(p - b->buf);
+    return 0;
+}
+
+/* A record of the batch at offset off: its fields, and the offset of the next one. */
+typedef struct s_entry {
+    const uint8_t *table; /* not NUL-terminated */
+    size_t table_len;
+    const uint8_t *key;
+    size_t key_len;
+    const uint8_t *rec; /* NULL: deleted */
+    size_t rec_len;
+    size_t next;
+} s_entry_t;
+
+static void
+s_batch_entry(const s_batch_t *b, size_t off, s_entry_t *e)
+{
+    const uint8_t *p = b->buf + off;
+    e->table_len = *p++;
+    e->table = p;
+    p += e->table_len;
+    e->key_len = cl_get_le16(p);
+    e->key = p + 2;
+    p += 2 + e->key_len;
+    uint32_t rec_len = cl_get_le32(p);
+    p += 4;
+    e->rec = rec_len == S_DELETED ? NULL : p;
+    e->rec_len = rec_len == S_DELETED ? 0 : rec_len;
+    e->next = (size_t)(p + e->rec_len - b->buf);
+}
+
+static int
+s_bytes_cmp(const uint8_t *a, size_t a_len, const uint8_t *b, size_t b_len)
+{
+    int c = memcmp(a, b, a_len < b_len ? a_len : b_len);
+    return c != 0 ? c : (a_len > b_len) - (a_len < b_len);
+}
+
+static int
+s_order_cmp(const void *x, const void *y, void *ctx)
+{
+    size_t a = *(const size_t *)x, b = *(const size_t *)y;
+    s_entry_t ea, eb;
+    s_batch_entry(ctx, a, &ea);
+    s_batch_entry(ctx, b, &eb);
+    int c = s_bytes_cmp(ea.table, ea.table_len, eb.table, eb.table_len);
+    if (c == 0)
+        c = s_bytes_cmp(ea.key, ea.key_len, eb.key, eb.key_len);
+    return c != 0 ? c : (a > b) - (a < b); /* the same key: copy order, so the later wins */
+}
+
+/*
+ * Orders the records by table and key: LMDB then meets each page of a table once, in order,
+ * instead of jumping across the tree record by record (cards are changed in random order).
+ */
+static int
+s_batch_sort(s_batch_t *b)
+{
+    size_t n = 0;
+    for (size_t off = 0; off < b->len; n++) {
+        s_entry_t e;
+        s_batch_entry(b, off, &e);
+        off = e.next;
+    }
+    if (n > b->order_cap) {
+        size_t *order = realloc(b->order, n * sizeof(*order));
+        if (order == NULL)
+            return LEDGER_ENOMEM;
+        b->order = order;
+        b->order_cap = n;
+    }
+    b->count = 0;
+    for (size_t off = 0; off < b->len;) {
+        s_entry_t e;
+        s_batch_entry(b, off, &e);
+        b->order[b->count++] = off;
+        off = e.next;
+    }
+    qsort_r(b->order, b->count, sizeof(*b->order), s_order_cmp, b);
+    return 0;
+}
+
+/* Calls fn for every record of a sorted batch, in order. */
+static int
+s_batch_foreach(const s_batch_t *b, ledger_record_fn fn, void *ctx)
+{
+    char table[UINT8_MAX + 1];
+    for (size_t i = 0; i < b->count; i++) {
+        s_entry_t e;
+        s_batch_entry(b, b->order[i], &e);
+        memcpy(table, e.table, e.table_len);
+        table[e.table_len] = '\0';
+        int rc = fn(table, e.key, e.key_len, e.rec, e.rec_len, ctx);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
 typedef struct s_write {
-    ledger_t *l;
+    uint8_t *packed; /* room for a packed record */
+    size_t packed_cap;
+    ledger_t *l;            /* records from the ledger (a synchronous write), or */
+    const s_batch_t *batch; /* records from a batch (the background writer) */
+    uint64_t seq;           /* the sequence the checkpoint is as of */
     bool full;
     size_t records;
     MDB_txn *txn;
@@ -141,7 +376,14 @@ s_write_record(const char *table, const void *key, size_t key_len, const void *r
         if (rc == MDB_NOTFOUND)
             rc = 0;
     } else {
-        MDB_val v = { rec_len, (void *)(uintptr_t)rec };
+        if (s_pack_bound(rec_len) > w->packed_cap) {
+            uint8_t *p = realloc(w->packed, s_pack_bound(rec_len));
+            if (p == NULL)
+                return LEDGER_ENOMEM;
+            w->packed = p;
+            w->packed_cap = s_pack_bound(rec_len);
+        }
+        MDB_val v = { s_pack(rec, rec_len, w->packed), w->packed };
         rc = mdb_put(w->txn, dbi, &k, &v, 0);
     }
     if (rc == 0)
@@ -161,7 +403,9 @@ s_write_fill(journal_txn_t *jt, void *ctx)
     int rc = mdb_dbi_open(w->txn, CHECKPOINT_DB, MDB_CREATE, &cp_dbi);
     if (rc != 0)
         return rc;
-    if (w->full) {
+    if (w->batch != NULL) {
+        rc = s_batch_foreach(w->batch, s_write_record, w);
+    } else if (w->full) {
         /* Empty every state table first: records of another state version must not linger. */
         s_names_t names;
         rc = s_list_state_dbs(w->txn, &names);
@@ -182,7 +426,7 @@ s_write_fill(journal_txn_t *jt, void *ctx)
     uint8_t rec[S_RECORD_LEN];
     cl_put_le32(rec, CHECKPOINT_FORMAT);
     cl_put_le32(rec + 4, LEDGER_STATE_VERSION);
-    cl_put_le64(rec + 8, ledger_meta(w->l)->last_seq);
+    cl_put_le64(rec + 8, w->seq);
     MDB_val k = { sizeof(S_KEY_STATE) - 1, (void *)(uintptr_t)S_KEY_STATE };
     MDB_val v = { sizeof(rec), rec };
     return mdb_put(w->txn, cp_dbi, &k, &v, 0);
@@ -195,6 +439,7 @@ checkpoint_write(journal_t *j, ledger_t *l, bool full, size_t *out_records)
     if (w == NULL)
         return LEDGER_ENOMEM;
     w->l = l;
+    w->seq = ledger_meta(l)->last_seq;
     w->full = full;
     int rc = journal_write(j, s_write_fill, w, NULL);
     if (rc == 0) {
@@ -202,8 +447,158 @@ checkpoint_write(journal_t *j, ledger_t *l, bool full, size_t *out_records)
         if (out_records != NULL)
             *out_records = w->records;
     }
+    if (w != NULL)
+        free(w->packed);
     free(w);
     return rc;
+}
+
+/* ---- The background writer --------------------------------------------------------------- */
+
+struct checkpointer {
+    journal_t *state;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool stop;
+    bool busy;     /* a batch is handed over and not yet written */
+    bool finished; /* a result waits for checkpointer_collect() */
+    checkpoint_result_t result;
+    s_batch_t batch; /* the thread's while busy; kept after a failure, to be written again */
+};
+
+static void *
+s_writer_main(void *arg)
+{
+    checkpointer_t *c = arg;
+    pthread_mutex_lock(&c->mu);
+    for (;;) {
+        while (!c->stop && !c->busy)
+            pthread_cond_wait(&c->cv, &c->mu);
+        if (!c->busy)
+            break; /* stopping with nothing in hand */
+        pthread_mutex_unlock(&c->mu);
+
+        /* The batch is the thread's alone until busy is cleared. */
+        double t0 = s_mono_ms();
+        s_write_t *w = calloc(1, sizeof(*w));
+        int rc = w != NULL ? s_batch_sort(&c->batch) : LEDGER_ENOMEM;
+        size_t records = 0;
+        if (rc == 0) {
+            w->batch = &c->batch;
+            w->seq = c->batch.seq;
+            rc = journal_write(c->state, s_write_fill, w, NULL);
+            records = w->records;
+        }
+        if (w != NULL)
+            free(w->packed);
+        free(w);
+
+        pthread_mutex_lock(&c->mu);
+        c->result = (checkpoint_result_t){
+            .rc = rc, .seq = c->batch.seq, .records = records, .took_ms = s_mono_ms() - t0
+        };
+        if (rc == 0)
+            c->batch.len = 0; /* written: a failed batch stays, to go first next time */
+        c->busy = false;
+        c->finished = true;
+        pthread_cond_broadcast(&c->cv);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return NULL;
+}
+
+int
+checkpointer_new(journal_t *state, checkpointer_t **out)
+{
+    checkpointer_t *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return LEDGER_ENOMEM;
+    c->state = state;
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->cv, NULL);
+    if (pthread_create(&c->thread, NULL, s_writer_main, c) != 0) {
+        pthread_cond_destroy(&c->cv);
+        pthread_mutex_destroy(&c->mu);
+        free(c);
+        return LEDGER_ENOMEM;
+    }
+    *out = c;
+    return 0;
+}
+
+int
+checkpointer_start(checkpointer_t *c, ledger_t *l)
+{
+    pthread_mutex_lock(&c->mu);
+    if (c->busy) {
+        pthread_mutex_unlock(&c->mu);
+        return CHECKPOINT_EBUSY;
+    }
+    /* Copied after what a failed write left, so the newer records win. */
+    size_t kept = c->batch.len;
+    int rc = ledger_dirty_foreach(l, s_batch_add, &c->batch);
+    if (rc != 0) {
+        c->batch.len = kept;
+        pthread_mutex_unlock(&c->mu);
+        return rc;
+    }
+    ledger_dirty_clear(l);
+    c->batch.seq = ledger_meta(l)->last_seq;
+    c->busy = true;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+    return 0;
+}
+
+bool
+checkpointer_collect(checkpointer_t *c, checkpoint_result_t *out)
+{
+    pthread_mutex_lock(&c->mu);
+    bool finished = c->finished;
+    if (finished) {
+        *out = c->result;
+        c->finished = false;
+    }
+    pthread_mutex_unlock(&c->mu);
+    return finished;
+}
+
+void
+checkpointer_wait(checkpointer_t *c)
+{
+    pthread_mutex_lock(&c->mu);
+    while (c->busy)
+        pthread_cond_wait(&c->cv, &c->mu);
+    pthread_mutex_unlock(&c->mu);
+}
+
+void
+checkpointer_discard(checkpointer_t *c)
+{
+    checkpointer_wait(c);
+    pthread_mutex_lock(&c->mu);
+    c->batch.len = 0;
+    pthread_mutex_unlock(&c->mu);
+}
+
+void
+checkpointer_destroy(checkpointer_t **cp)
+{
+    if (cp == NULL || *cp == NULL)
+        return;
+    checkpointer_t *c = *cp;
+    pthread_mutex_lock(&c->mu);
+    c->stop = true;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+    pthread_join(c->thread, NULL);
+    pthread_cond_destroy(&c->cv);
+    pthread_mutex_destroy(&c->mu);
+    free(c->batch.buf);
+    free(c->batch.order);
+    free(c);
+    *cp = NULL;
 }
 
 /* ---- The source of a cache ---------------------------------------------------------------- */
@@ -312,12 +707,11 @@ s_source_get(void *ctx, const char *table, const void *key, size_t key_len, void
     rc = mdb_get(src->txn, dbi, &k, &v);
     if (rc == MDB_NOTFOUND)
         return 0;
-    if (rc != 0 || v.mv_size != rec_len) {
+    if (rc != 0 || s_unpack(v.mv_data, v.mv_size, rec, rec_len) != rec_len) {
         log_error("checkpoint: a record of state.%s cannot be read: %s", table,
-                  rc != 0 ? mdb_strerror(rc) : "it has the wrong size");
+                  rc != 0 ? mdb_strerror(rc) : "it does not unpack to its size");
         return -1;
     }
-    memcpy(rec, v.mv_data, rec_len);
     src->reads++;
     return 1;
 }
@@ -363,6 +757,9 @@ s_load_tables(MDB_txn *txn, ledger_t *l, bool lazy, uint64_t *out_records)
 {
     s_names_t names;
     uint64_t records = 0;
+    uint8_t *rec = malloc(S_UNPACKED_MAX);
+    if (rec == NULL)
+        return LEDGER_ENOMEM;
     int rc = s_list_state_dbs(txn, &names);
     for (size_t i = 0; rc == 0 && i < names.count; i++) {
         MDB_dbi dbi;
@@ -386,7 +783,8 @@ s_load_tables(MDB_txn *txn, ledger_t *l, bool lazy, uint64_t *out_records)
         }
         rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
         while (rc == 0) {
-            rc = ledger_load_record(l, table, k.mv_data, k.mv_size, v.mv_data, v.mv_size);
+            size_t len = s_unpack(v.mv_data, v.mv_size, rec, S_UNPACKED_MAX);
+            rc = ledger_load_record(l, table, k.mv_data, k.mv_size, rec, len);
             if (rc != 0) {
                 log_warn("checkpoint: a record of %s does not load: %s", names.name[i],
                          ledger_strerror(rc));
@@ -399,6 +797,7 @@ s_load_tables(MDB_txn *txn, ledger_t *l, bool lazy, uint64_t *out_records)
         if (rc == MDB_NOTFOUND)
             rc = 0;
     }
+    free(rec);
     if (rc == 0)
         *out_records = records;
     return rc;
@@ -410,8 +809,8 @@ s_load_tables(MDB_txn *txn, ledger_t *l, bool lazy, uint64_t *out_records)
  * part of one and must be thrown away.
  */
 static int
-s_load_checkpoint(journal_t *j, ledger_t *l, uint64_t head_seq, bool lazy, checkpoint_info_t *info,
-                  bool *out_loaded)
+s_load_checkpoint(journal_t *state, ledger_t *l, uint64_t head_seq, bool lazy,
+                  checkpoint_info_t *info, bool *out_loaded)
 {
     MDB_txn *txn = NULL;
     MDB_dbi cp_dbi;
@@ -419,18 +818,18 @@ s_load_checkpoint(journal_t *j, ledger_t *l, uint64_t head_seq, bool lazy, check
     MDB_val v;
     *out_loaded = false;
 
-    int rc = journal_read_txn_begin(j, &txn);
+    int rc = journal_read_txn_begin(state, &txn);
     if (rc != 0)
         return rc;
     rc = mdb_dbi_open(txn, CHECKPOINT_DB, 0, &cp_dbi);
     if (rc == 0)
         rc = mdb_get(txn, cp_dbi, &k, &v);
     if (rc == MDB_NOTFOUND) {
-        journal_read_txn_end(j, &txn);
+        journal_read_txn_end(state, &txn);
         return 0; /* no checkpoint yet */
     }
     if (rc != 0) {
-        journal_read_txn_end(j, &txn);
+        journal_read_txn_end(state, &txn);
         return rc;
     }
     const uint8_t *p = v.mv_data;
@@ -438,7 +837,7 @@ s_load_checkpoint(journal_t *j, ledger_t *l, uint64_t head_seq, bool lazy, check
         log_warn("checkpoint: the checkpoint record is not in a format this build reads; "
                  "rebuilding the state from the journal");
         info->full_needed = true;
-        journal_read_txn_end(j, &txn);
+        journal_read_txn_end(state, &txn);
         return 0;
     }
     uint32_t version = cl_get_le32(p + 4);
@@ -448,7 +847,7 @@ s_load_checkpoint(journal_t *j, ledger_t *l, uint64_t head_seq, bool lazy, check
                  "rebuilding the state from the journal",
                  version, (unsigned)LEDGER_STATE_VERSION);
         info->full_needed = true;
-        journal_read_txn_end(j, &txn);
+        journal_read_txn_end(state, &txn);
         return 0;
     }
     if (seq > head_seq) {
@@ -456,11 +855,11 @@ s_load_checkpoint(journal_t *j, ledger_t *l, uint64_t head_seq, bool lazy, check
                  "rebuilding the state from the journal",
                  (unsigned long long)seq, (unsigned long long)head_seq);
         info->full_needed = true;
-        journal_read_txn_end(j, &txn);
+        journal_read_txn_end(state, &txn);
         return 0;
     }
     rc = s_load_tables(txn, l, lazy, &info->records);
-    journal_read_txn_end(j, &txn);
+    journal_read_txn_end(state, &txn);
     if (rc != 0)
         return rc;
     if (ledger_meta(l)->last_seq != seq) {
@@ -518,8 +917,8 @@ s_replay(journal_t *j, ledger_t *l, uint64_t *out_replayed)
 }
 
 int
-checkpoint_load(journal_t *j, ledger_t **lp, bool use_checkpoint, checkpoint_source_t *source,
-                checkpoint_info_t *out)
+checkpoint_load(journal_t *j, journal_t *state, ledger_t **lp, bool use_checkpoint,
+                checkpoint_source_t *source, checkpoint_info_t *out)
 {
     checkpoint_info_t info;
     journal_head_t head;
@@ -534,8 +933,8 @@ checkpoint_load(journal_t *j, ledger_t **lp, bool use_checkpoint, checkpoint_sou
     bool loaded = false;
     if (source != NULL)
         checkpoint_source_release(source); /* it must show this checkpoint, not an older one */
-    if (use_checkpoint) {
-        rc = s_load_checkpoint(j, *lp, head.seq, source != NULL, &info, &loaded);
+    if (use_checkpoint && state != NULL) {
+        rc = s_load_checkpoint(state, *lp, head.seq, source != NULL, &info, &loaded);
         if (rc != 0) {
             log_warn("checkpoint: the checkpoint does not load (%s); rebuilding the state from "
                      "the journal",
@@ -558,7 +957,7 @@ checkpoint_load(journal_t *j, ledger_t **lp, bool use_checkpoint, checkpoint_sou
     if (loaded && source != NULL) {
         /* The records left in the checkpoint are read one by one as they are asked for, each
          * on another page: have every page mapped before, rather than fault them one at a time. */
-        rc = journal_prefault(j);
+        rc = journal_prefault(state);
         if (rc != 0)
             return rc;
         ledger_source_t ls = { s_source_get, s_source_next, source };

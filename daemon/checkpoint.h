@@ -10,10 +10,15 @@
  * that number, a crash at any instant leaves a state that checkpoint + replay turns into exactly
  * what a full replay gives.
  *
- * Databases in the journal's environment:
+ * The checkpoint lives in an LMDB environment of its own, DATA/state, beside the journal's
+ * DATA/journal: its writes (hundreds of thousands of records at a time) then never hold up the
+ * journal's commits, and they can run in a thread of their own (checkpointer_* below). It is
+ * opened through journal/ for the map handling (growth, remapping under readers); its journal
+ * stays empty. Databases:
  *   "state.<table>"      one per ledger table (state.cards, state.programs, ...): key -> the
- *                        ledger's fixed-size record, as ledger_dirty_foreach() hands it out
- *   "daemon.checkpoint"  key "state": format (u32 LE, 1), LEDGER_STATE_VERSION (u32 LE),
+ *                        ledger's fixed-size record, as ledger_dirty_foreach() hands it out,
+ *                        with its runs of zero bytes packed (checkpoint.c, s_pack())
+ *   "daemon.checkpoint"  key "state": format (u32 LE, 2), LEDGER_STATE_VERSION (u32 LE),
  *                        sequence (u64 LE)
  * A checkpoint written by a build with another LEDGER_STATE_VERSION is ignored: the state is
  * rebuilt from the whole journal and the next checkpoint rewrites every table from scratch.
@@ -30,12 +35,13 @@
 
 #define CHECKPOINT_DB           "daemon.checkpoint"
 #define CHECKPOINT_STATE_PREFIX "state."
-#define CHECKPOINT_FORMAT       1u
+#define CHECKPOINT_FORMAT       2u /* 2: records packed (zero runs) */
 #define CHECKPOINT_TABLES_MAX   32 /* ledger tables the checkpoint can hold */
 
 /* Errors besides JOURNAL_E*, MDB_*, LEDGER_E* and CODEC_E* codes. */
 #define CHECKPOINT_EREPLAY (-39001) /* a journal event does not fit the state: see the log */
 #define CHECKPOINT_ETABLES (-39002) /* more ledger tables than CHECKPOINT_TABLES_MAX */
+#define CHECKPOINT_EBUSY   (-39003) /* the background writer still writes the last checkpoint */
 
 /*
  * A source over the state.* databases, for a ledger that is a cache over its checkpoint (see
@@ -47,10 +53,11 @@
 typedef struct checkpoint_source checkpoint_source_t;
 
 /*
- * Makes a source for a writable journal: creates every lazy state.* database that is missing
- * (one journal_write() with no entries). Returns 0, LEDGER_ENOMEM, or a journal/MDB_* code.
+ * Makes a source over a writable state environment: creates every lazy state.* database that is
+ * missing (one journal_write() with no entries). Returns 0, LEDGER_ENOMEM, or a journal/MDB_*
+ * code.
  */
-int checkpoint_source_new(journal_t *j, checkpoint_source_t **out);
+int checkpoint_source_new(journal_t *state, checkpoint_source_t **out);
 void checkpoint_source_release(checkpoint_source_t *source);
 /* Records the source has read since it was made. */
 uint64_t checkpoint_source_reads(const checkpoint_source_t *source);
@@ -70,8 +77,9 @@ typedef struct checkpoint_info {
 } checkpoint_info_t;
 
 /*
- * Makes the ledger reflect the whole journal: loads the checkpoint (unless use_checkpoint is
- * false, or there is none, or it is of another state version or unreadable, which is logged),
+ * Makes the ledger reflect the whole journal j: loads the checkpoint from the state environment
+ * (unless use_checkpoint is false, or state is NULL, or there is no checkpoint, or it is of
+ * another state version or unreadable, which is logged),
  * rebuilds the indexes and replays the journal's tail. With a source, a loaded checkpoint is
  * not read whole: only the tables ledger_table_is_lazy() says no to are loaded, and the ledger
  * becomes a cache over the source (a state rebuilt from the whole journal is in memory anyway
@@ -80,8 +88,8 @@ typedef struct checkpoint_info {
  * read-only journal too. Returns 0; CHECKPOINT_EREPLAY when an event does not decode or does not
  * fit the state (the journal is not one this build understands); a journal or MDB_* code.
  */
-int checkpoint_load(journal_t *j, ledger_t **l, bool use_checkpoint, checkpoint_source_t *source,
-                    checkpoint_info_t *out);
+int checkpoint_load(journal_t *j, journal_t *state, ledger_t **l, bool use_checkpoint,
+                    checkpoint_source_t *source, checkpoint_info_t *out);
 
 /*
  * Writes the ledger's dirty records (every record, replacing all state.* content, when full)
@@ -90,7 +98,48 @@ int checkpoint_load(journal_t *j, ledger_t **l, bool use_checkpoint, checkpoint_
  * journal (no events of an uncommitted batch). *out_records (may be NULL) receives how many
  * records were written. Returns 0 or a journal/MDB_* code (then the dirty set is kept).
  */
-int checkpoint_write(journal_t *j, ledger_t *l, bool full, size_t *out_records);
+int checkpoint_write(journal_t *state, ledger_t *l, bool full, size_t *out_records);
+
+/*
+ * The background writer: a thread that writes checkpoints while the daemon's loop goes on.
+ *
+ * checkpointer_start() copies the ledger's dirty records (and the sequence they are as of) into
+ * a batch, clears the dirty set and hands the batch to the thread, which writes it like
+ * checkpoint_write() does, in one durable transaction of the state environment. Copying costs
+ * the loop tens of milliseconds where writing cost it seconds. Records the loop changes
+ * afterwards are dirty again and go into the next batch. A batch that fails to be written is
+ * kept and written first with the next one (its records are cleared from the dirty set), so no
+ * change is ever left out of the checkpoints; nothing is lost either way, as the journal has
+ * every event.
+ *
+ * The thread owns the state environment's write transactions: the caller must not call
+ * checkpoint_write() while a batch is in hand (checkpointer_wait() first), and must release a
+ * checkpoint_source's read transaction before waiting (the writer may need to grow the map).
+ */
+typedef struct checkpointer checkpointer_t;
+
+/* What a background checkpoint did. */
+typedef struct checkpoint_result {
+    int rc;         /* 0, or a journal/MDB_* code */
+    uint64_t seq;   /* the sequence it is as of */
+    size_t records; /* records written */
+    double took_ms;
+} checkpoint_result_t;
+
+/* Starts the thread. Returns 0 or LEDGER_ENOMEM. */
+int checkpointer_new(journal_t *state, checkpointer_t **out);
+/* Hands the dirty records over. Returns 0, CHECKPOINT_EBUSY, or LEDGER_ENOMEM (then nothing
+ * changed: the records stay dirty). */
+int checkpointer_start(checkpointer_t *c, ledger_t *l);
+/* The result of the last batch once it is written (true, once per batch), else false. */
+bool checkpointer_collect(checkpointer_t *c, checkpoint_result_t *out);
+/* Waits until no batch is in hand. */
+void checkpointer_wait(checkpointer_t *c);
+/* Waits, then forgets a failed batch: for a ledger rebuilt from the checkpoint, whose dirty
+ * records cover every change since. */
+void checkpointer_discard(checkpointer_t *c);
+/* Waits for the batch in hand, stops the thread and frees it; accepts NULL, clears *c. */
+void checkpointer_destroy(checkpointer_t **c);
 
 /* A sentence for any code the functions above return. */
 const char *checkpoint_strerror(int rc);

@@ -101,7 +101,9 @@ struct server {
     const daemon_config_t *cfg;
     journal_t *journal;
     ledger_t *ledger;
+    journal_t *state;            /* the checkpoint's environment */
     checkpoint_source_t *source; /* where the ledger reads what it does not hold */
+    checkpointer_t *writer;      /* writes checkpoints in a thread of its own */
     idem_dbs_t idem;
     void *router;
     void *pub;
@@ -148,10 +150,11 @@ struct server {
     uint8_t *entry_buf; /* S_ENTRY_MAX */
 
     /* Checkpoints. */
-    uint64_t checkpoint_seq;
+    uint64_t checkpoint_seq; /* of the last checkpoint written */
     uint64_t events_since_checkpoint;
     double last_checkpoint_ms;
     bool full_checkpoint;
+    bool checkpoint_failed; /* the writer holds a batch it could not write */
 };
 
 /* ---- Small helpers ------------------------------------------------------------------------- */
@@ -468,10 +471,15 @@ static int
 s_rebuild(server_t *s)
 {
     checkpoint_info_t info;
+    /* The rebuilt ledger's dirty records cover every change since the last checkpoint written,
+     * a batch the writer failed to write included. */
+    s_rtxn_end(s);
+    checkpointer_discard(s->writer);
+    s->checkpoint_failed = false;
     ledger_destroy(&s->ledger);
     int rc = ledger_new(&s->ledger);
     if (rc == 0)
-        rc = checkpoint_load(s->journal, &s->ledger, true, s->source, &info);
+        rc = checkpoint_load(s->journal, s->state, &s->ledger, true, s->source, &info);
     if (rc != 0) {
         log_error("the state cannot be rebuilt from disk: %s", checkpoint_strerror(rc));
         return rc;
@@ -1017,29 +1025,74 @@ s_handle(server_t *s, s_msg_t *m, zmq_msg_t *body)
 
 /* ---- The loop ------------------------------------------------------------------------------ */
 
-static int
-s_checkpoint(server_t *s, const char *why)
+/* Takes the result of a checkpoint the writer finished, if any. */
+static void
+s_checkpoint_collect(server_t *s)
 {
-    size_t records = 0;
+    checkpoint_result_t res;
+    if (!checkpointer_collect(s->writer, &res))
+        return;
+    s->checkpoint_failed = res.rc != 0;
+    if (res.rc != 0) {
+        log_error("checkpoint failed (%s); nothing is lost: the journal has every event, and the "
+                  "next checkpoint writes these records again",
+                  checkpoint_strerror(res.rc));
+        return;
+    }
+    s->checkpoint_seq = res.seq;
+    log_debug("checkpoint: %zu records at sequence %llu in %.1f ms (in the background)",
+              res.records, (unsigned long long)res.seq, res.took_ms);
+}
+
+/*
+ * Writes a checkpoint: a full one in this thread (every record; after the state was rebuilt
+ * from the whole journal), else the dirty records through the background writer, waited for
+ * when wait is set (at the stop). Returns 0 or a code (logged).
+ */
+static int
+s_checkpoint(server_t *s, const char *why, bool wait)
+{
     double t0 = s_mono_ms();
-    s_rtxn_end(s);
-    int rc = checkpoint_write(s->journal, s->ledger, s->full_checkpoint, &records);
-    double took = s_mono_ms() - t0;
-    s->last_checkpoint_ms = s_mono_ms();
+    size_t records = 0;
+    int rc;
+    s->last_checkpoint_ms = t0;
+    if (s->full_checkpoint) {
+        s_rtxn_end(s);
+        checkpointer_discard(s->writer); /* a full checkpoint rewrites everything */
+        s->checkpoint_failed = false;
+        rc = checkpoint_write(s->state, s->ledger, true, &records);
+        if (rc == 0) {
+            s->checkpoint_seq = ledger_meta(s->ledger)->last_seq;
+            log_info("checkpoint (%s, full): %zu records at sequence %llu in %.1f ms", why, records,
+                     (unsigned long long)s->checkpoint_seq, s_mono_ms() - t0);
+        }
+    } else {
+        rc = checkpointer_start(s->writer, s->ledger);
+        if (rc == CHECKPOINT_EBUSY && !wait)
+            return rc; /* the last one is still being written: next cycle */
+        if (rc == CHECKPOINT_EBUSY) {
+            s_rtxn_end(s);
+            checkpointer_wait(s->writer);
+            s_checkpoint_collect(s);
+            rc = checkpointer_start(s->writer, s->ledger);
+        }
+        if (rc == 0 && wait) {
+            s_rtxn_end(s);
+            checkpointer_wait(s->writer);
+            s_checkpoint_collect(s);
+            rc = s->checkpoint_failed ? -1 : 0; /* logged by s_checkpoint_collect() */
+            if (rc == 0)
+                log_info("checkpoint (%s): at sequence %llu in %.1f ms", why,
+                         (unsigned long long)s->checkpoint_seq, s_mono_ms() - t0);
+        }
+    }
     if (rc != 0) {
-        log_error("checkpoint failed (%s); nothing is lost: the journal has every event and "
-                  "the next checkpoint, or the next start, catches up",
-                  checkpoint_strerror(rc));
+        if (!s->checkpoint_failed)
+            log_error("checkpoint (%s) failed (%s); nothing is lost: the journal has every event "
+                      "and the next checkpoint, or the next start, catches up",
+                      why, checkpoint_strerror(rc));
         return rc;
     }
-    s->checkpoint_seq = ledger_meta(s->ledger)->last_seq;
-    /* Routine checkpoints are debug lines; full, final and slow ones are worth an info line. */
-    log_level_t level = s->full_checkpoint || strcmp(why, "shutdown") == 0 || took > 100.0
-                            ? LOG_LEVEL_INFO
-                            : LOG_LEVEL_DEBUG;
-    log_msg(level, "checkpoint (%s%s): %zu records at sequence %llu in %.1f ms", why,
-            s->full_checkpoint ? ", full" : "", records, (unsigned long long)s->checkpoint_seq,
-            took);
     s->events_since_checkpoint = 0;
     s->full_checkpoint = false;
     return 0;
@@ -1048,12 +1101,13 @@ s_checkpoint(server_t *s, const char *why)
 static void
 s_maybe_checkpoint(server_t *s)
 {
-    if (s->events_since_checkpoint == 0 && !s->full_checkpoint)
+    s_checkpoint_collect(s);
+    if (s->events_since_checkpoint == 0 && !s->full_checkpoint && !s->checkpoint_failed)
         return;
     if (s->events_since_checkpoint >= s->cfg->checkpoint_events)
-        s_checkpoint(s, "events");
+        s_checkpoint(s, "events", false);
     else if (s_mono_ms() - s->last_checkpoint_ms >= (double)s->cfg->checkpoint_interval_ms)
-        s_checkpoint(s, "interval");
+        s_checkpoint(s, "interval", false);
 }
 
 static long
@@ -1069,7 +1123,7 @@ s_poll_timeout_ms(server_t *s)
         if (ms < timeout)
             timeout = ms;
     }
-    if (s->events_since_checkpoint > 0 || s->full_checkpoint) {
+    if (s->events_since_checkpoint > 0 || s->full_checkpoint || s->checkpoint_failed) {
         double left =
             (double)s->cfg->checkpoint_interval_ms - (s_mono_ms() - s->last_checkpoint_ms);
         long ms = left <= 0 ? 0 : (long)left + 1;
@@ -1153,8 +1207,13 @@ server_run(server_t *s, volatile sig_atomic_t *stop, int wake_fd_read)
         return rc;
     /* A failed final checkpoint loses nothing (the journal has every event; the next start
      * replays a longer tail), so it is logged by s_checkpoint() but does not fail the stop. */
-    if (s->events_since_checkpoint > 0 || s->full_checkpoint)
-        s_checkpoint(s, "shutdown");
+    if (s->events_since_checkpoint > 0 || s->full_checkpoint || s->checkpoint_failed)
+        s_checkpoint(s, "shutdown", true);
+    else {
+        s_rtxn_end(s);
+        checkpointer_wait(s->writer); /* the last routine one is on disk before the exit */
+        s_checkpoint_collect(s);
+    }
     log_info("stopped cleanly at sequence %llu",
              (unsigned long long)ledger_meta(s->ledger)->last_seq);
     return 0;
@@ -1205,7 +1264,9 @@ server_new(const server_opts_t *o, server_t **out)
 
     /* Taken over last, so a failure above leaves the caller's ledger alone. */
     s->ledger = o->ledger;
+    s->state = o->state;
     s->source = o->source;
+    s->writer = o->writer;
     s->checkpoint_seq = o->loaded->checkpoint_seq;
     s->events_since_checkpoint = o->loaded->replayed;
     s->full_checkpoint = o->loaded->full_needed;

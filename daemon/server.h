@@ -56,7 +56,9 @@ typedef struct server_opts {
     const daemon_config_t *cfg;
     journal_t *journal;              /* open for writing */
     ledger_t *ledger;                /* loaded; the server takes it over */
+    journal_t *state;                /* the checkpoint's environment, open for writing */
     checkpoint_source_t *source;     /* the ledger's source (or NULL); stays the caller's */
+    checkpointer_t *writer;          /* the background checkpoint writer; stays the caller's */
     const checkpoint_info_t *loaded; /* what checkpoint_load() did */
     idem_dbs_t idem;                 /* the idempotency databases, opened */
     const uint8_t *key;              /* DECIDE_KEY_LEN bytes: the secret for PIN and claim hashes */

@@ -36,6 +36,13 @@ cl_put_le64(uint8_t *p, uint64_t v)
         p[i] = (uint8_t)(v >> (8 * i));
 }
 
+/* Reads 2 bytes at p, least significant byte first. */
+static inline uint16_t
+cl_get_le16(const uint8_t *p)
+{
+    return (uint16_t)(p[0] | (p[1] << 8));
+}
+
 /* Reads 4 bytes at p, least significant byte first. */
 static inline uint32_t
 cl_get_le32(const uint8_t *p)
