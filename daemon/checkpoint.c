@@ -962,6 +962,14 @@ checkpoint_load(journal_t *j, journal_t *state, ledger_t **lp, bool use_checkpoi
             return rc;
         ledger_source_t ls = { s_source_get, s_source_next, source };
         ledger_set_source(*lp, &ls);
+        /* The tail brings in about a card and makes about a redemption per event: sized once
+         * rather than grown (and re-hashed) step by step. */
+        uint64_t tail = head.seq - info.checkpoint_seq;
+        rc = ledger_load_reserve(*lp, "cards", tail);
+        if (rc == 0)
+            rc = ledger_load_reserve(*lp, "redemptions", tail);
+        if (rc != 0)
+            return rc;
     }
     double t1 = s_mono_ms();
     rc = s_replay(j, *lp, &info.replayed);

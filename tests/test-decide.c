@@ -13,6 +13,7 @@
 #include "check.h"
 #include "decide.h"
 #include "ledger.h"
+#include "table.h"
 
 #define DAY_US  (86400LL * 1000000LL)
 #define T0      1767225600000000LL /* 2026-01-01T00:00:00Z */
@@ -970,6 +971,184 @@ records_loaded_into_a_new_ledger_give_the_same_state_and_indexes(void)
     ledger_destroy(&copy);
 }
 
+/* ---- A ledger over a source: the checkpoint the daemon reads from, here in memory -------- */
+
+static int s_count_dirty(const char *table, const void *k, size_t klen, const void *rec, size_t len,
+                         void *ctx);
+
+typedef struct snap_rec {
+    char table[32];
+    uint8_t key[TABLE_KEY_MAX];
+    size_t key_len;
+    uint8_t rec[sizeof(ledger_card_t) + sizeof(ledger_program_t)];
+    size_t rec_len;
+} snap_rec_t;
+
+typedef struct snap {
+    snap_rec_t *recs;
+    size_t count;
+    size_t reads;
+} snap_t;
+
+static int
+s_snap_record(const char *table, const void *k, size_t klen, const void *rec, size_t len, void *ctx)
+{
+    snap_t *sn = ctx;
+    REQUIRE(sn->count < 256 && klen <= TABLE_KEY_MAX && len <= sizeof(sn->recs[0].rec));
+    snap_rec_t *r = &sn->recs[sn->count++];
+    snprintf(r->table, sizeof(r->table), "%s", table);
+    memcpy(r->key, k, klen);
+    r->key_len = klen;
+    memcpy(r->rec, rec, len);
+    r->rec_len = len;
+    return 0;
+}
+
+static int
+s_snap_get(void *ctx, const char *table, const void *k, size_t key_len, void *rec, size_t len)
+{
+    snap_t *sn = ctx;
+    for (size_t i = 0; i < sn->count; i++) {
+        snap_rec_t *r = &sn->recs[i];
+        if (strcmp(r->table, table) == 0 && r->key_len == key_len &&
+            memcmp(r->key, k, key_len) == 0) {
+            REQUIRE(r->rec_len == len);
+            memcpy(rec, r->rec, len);
+            sn->reads++;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int
+s_key_cmp(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen)
+{
+    int c = memcmp(a, b, alen < blen ? alen : blen);
+    return c != 0 ? c : (alen > blen) - (alen < blen);
+}
+
+static int
+s_snap_next(void *ctx, const char *table, const void *after, size_t after_len, void *key_out,
+            size_t cap, size_t *key_len)
+{
+    snap_t *sn = ctx;
+    const snap_rec_t *best = NULL;
+    for (size_t i = 0; i < sn->count; i++) {
+        const snap_rec_t *r = &sn->recs[i];
+        if (strcmp(r->table, table) != 0 ||
+            (after_len > 0 && s_key_cmp(r->key, r->key_len, after, after_len) <= 0))
+            continue;
+        if (best == NULL || s_key_cmp(r->key, r->key_len, best->key, best->key_len) < 0)
+            best = r;
+    }
+    if (best == NULL)
+        return 0;
+    REQUIRE(best->key_len <= cap);
+    memcpy(key_out, best->key, best->key_len);
+    *key_len = best->key_len;
+    return 1;
+}
+
+static void
+s_check_same_card(const ledger_t *a, const ledger_t *b, uint64_t id)
+{
+    const ledger_card_t *x = ledger_card(a, id), *y = ledger_card(b, id);
+    REQUIRE(x != NULL && y != NULL);
+    CHECK(memcmp(x, y, sizeof(*x)) == 0);
+}
+
+static void
+a_ledger_over_a_checkpoint_folds_and_answers_like_the_whole_one(void)
+{
+    s_world();
+    char code[CL_CODE_MAX + 1];
+    uint64_t a = s_issue("m1", "gift", "alice", 20000, code, NULL);
+    uint64_t b = s_issue("m1", "gift", "bob", 10000, NULL, NULL);
+    uint64_t red = s_run(s_redeem_cmd(a, "s1", 8000))->redemption_seq;
+    const cl_reply_t *r = s_run(s_gift_cmd(CL_CMD_OFFER_GIFT, b, "bob", ""));
+    CHECK_OK(r);
+    uint64_t offer_id = r->offer_id;
+    char secret[CL_SECRET_MAX + 1];
+    snprintf(secret, sizeof(secret), "%s", r->claim_secret);
+
+    /* The checkpoint: every record now. The cache loads only what ledger_table_is_lazy() says
+     * no to; everything else it must find in the source when asked. */
+    snap_t sn = { calloc(256, sizeof(snap_rec_t)), 0, 0 };
+    REQUIRE(sn.recs != NULL);
+    REQUIRE(ledger_foreach_record(L, s_snap_record, &sn) == 0);
+    ledger_t *c = NULL;
+    REQUIRE(ledger_new(&c) == 0);
+    size_t lazy = 0;
+    for (size_t i = 0; i < sn.count; i++) {
+        snap_rec_t *x = &sn.recs[i];
+        if (ledger_table_is_lazy(x->table)) {
+            lazy++;
+            continue;
+        }
+        REQUIRE(ledger_load_record(c, x->table, x->key, x->key_len, x->rec, x->rec_len) == 0);
+    }
+    CHECK(lazy >= 8); /* cards, codes, timers, the offer, the redemption, holders */
+    REQUIRE(ledger_rebuild_indexes(c) == 0);
+    ledger_source_t src = { s_snap_get, s_snap_next, &sn };
+    ledger_set_source(c, &src);
+    CHECK(ledger_foreach_record(c, s_snap_record, &sn) == LEDGER_EINVAL); /* only part of it */
+
+    /* Lookups come from the source, once each. */
+    const ledger_card_t *by_code = ledger_card_by_code(c, code);
+    CHECK(by_code != NULL && by_code->card_id == a);
+    size_t reads = sn.reads;
+    CHECK(ledger_card_by_code(c, code) == by_code);
+    CHECK_EQ_INT(sn.reads, reads);
+    CHECK_EQ_INT(ledger_holder_count(c, "m1", "gift", "alice"), 1);
+    CHECK(ledger_card(c, 999) == NULL);
+
+    /* The same events fold into both: a reversal (the redemption comes from the source), a
+     * claim (the offer and its timer leave both), then the expiries fire from both. */
+    ledger_dirty_clear(c);
+    size_t from = event_log_count;
+    cl_command_t *rev = s_cmd(CL_CMD_REVERSE_REDEMPTION);
+    rev->u.reverse.card.card_id = a;
+    rev->u.reverse.redemption_seq = red;
+    rev->u.reverse.amount_minor = 3000;
+    CHECK_OK(s_run(rev));
+    cl_command_t *claim = s_cmd(CL_CMD_CLAIM_GIFT);
+    claim->u.gift_close.offer_id = offer_id;
+    claim->u.gift_close.card.card_id = b;
+    snprintf(claim->u.gift_close.claim_secret, sizeof(claim->u.gift_close.claim_secret), "%s",
+             secret);
+    snprintf(claim->u.gift_close.holder, sizeof(claim->u.gift_close.holder), "carol");
+    CHECK_OK(s_run(claim));
+    for (size_t i = from; i < event_log_count; i++)
+        CHECK_EQ_INT(ledger_apply(c, &event_log[i]), 0);
+    s_check_same_card(L, c, a);
+    s_check_same_card(L, c, b);
+    CHECK_EQ_INT(ledger_redemption(c, red)->reversed_minor, 3000);
+    CHECK_EQ_INT(ledger_holder_count(c, "m1", "gift", "carol"), 1);
+    CHECK_EQ_INT(ledger_holder_count(c, "m1", "gift", "bob"), 0);
+
+    /* Timers: the same ones, in the same order, from the source's cursor. */
+    ledger_timer_t x, y;
+    size_t timers = 0;
+    while (ledger_timer_peek(L, &x)) {
+        REQUIRE(ledger_timer_peek(c, &y));
+        CHECK(x.due_us == y.due_us && x.kind == y.kind && x.card_id == y.card_id &&
+              x.offer_id == y.offer_id);
+        ledger_timer_pop(L);
+        ledger_timer_pop(c);
+        timers++;
+    }
+    CHECK(!ledger_timer_peek(c, &y));
+    CHECK_EQ_INT(timers, 4); /* each card's reminder and expiry; the claimed offer's left */
+
+    /* What the cache would checkpoint is only what the events changed. */
+    size_t dirty = 0;
+    ledger_dirty_foreach(c, s_count_dirty, &dirty);
+    CHECK(dirty > 0 && dirty < 12);
+    ledger_destroy(&c);
+    free(sn.recs);
+}
+
 static int
 s_count_dirty(const char *table, const void *k, size_t klen, const void *rec, size_t len, void *ctx)
 {
@@ -1036,6 +1215,7 @@ main(int argc, char **argv)
         CHECK_CASE(replaying_the_events_gives_the_same_state),
         CHECK_CASE(records_loaded_into_a_new_ledger_give_the_same_state_and_indexes),
         CHECK_CASE(only_changed_records_are_dirty_after_a_checkpoint),
+        CHECK_CASE(a_ledger_over_a_checkpoint_folds_and_answers_like_the_whole_one),
     };
     int rc = check_main(argc, argv, cases, sizeof(cases) / sizeof(cases[0]));
     ledger_destroy(&L);
