@@ -68,7 +68,7 @@ config_usage(void)
            "                                   (default " CONFIG_PUBLISH_DEFAULT ")\n"
            "  --log-level LEVEL                error, warn, info (default) or debug\n"
            "  --checkpoint-events N            checkpoint the state every N events (default "
-           "200000)\n"
+           "100000)\n"
            "  --checkpoint-interval-ms N       ... or every N ms when events came (default 10000)\n"
            "  --idempotency-retention-hours N  keep request ids this long (default 168)\n"
            "  --journal-map-max-mb N           never grow the journal's map beyond N MiB\n"
