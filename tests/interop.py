@@ -267,6 +267,9 @@ def a_subscriber_reads_the_request_id_of_a_published_redemption(ledger):
               "the entry's request id is the one sent")
         check(entry.request_id == "" and len(entry.request_id_b32) == 16,
               "a base32 id is stored as its 16 bytes")
+        # The redemption's region is its store's (StoreRegistered.region), not repeated here.
+        check(entry.card_redeemed.store_id == "py-store-1" and entry.card_redeemed.region == "",
+              "the redemption names its store and leaves the store's region out")
     finally:
         sub.close(linger=0)
 
