@@ -1311,7 +1311,8 @@ s_redeem(dec_t *d)
     cl_ev_card_redeemed_t *e = &ev->u.card_redeemed;
     e->card_id = card->card_id;
     COPY(e->store_id, store->store_id);
-    COPY(e->region, store->region);
+    /* No region: it is the store's, which every reader knows from StoreRegistered (journal
+     * size; cardledger.proto, CardRedeemed). */
     COPY(e->order_ref, c->order_ref);
     e->amount_minor = amount;
     e->uses = uses;

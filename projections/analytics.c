@@ -324,13 +324,21 @@ s_redeemed(pcache_t *c, const cl_event_t *ev)
                         ? e->amount_minor
                         : s_uses_value(card, e->uses_after, (int64_t)e->uses_after + e->uses);
     int64_t discount = proj_kind_is_voucher((cl_kind_t)card->kind) ? e->amount_minor : 0;
+    /* The redemption's region is its store's (the event carries it only in old journals,
+     * always equal to the store's; the store table wins, the event's is the fallback). */
+    proj_key_t sk = s_key2(card->merchant_id, e->store_id);
+    const char *region = e->store_id[0] != '\0' ? pcache_get(c, T_STORES, sk.b, sk.n, NULL) : NULL;
+    if (pcache_error(c) != 0)
+        return pcache_error(c);
+    if (region == NULL || region[0] == '\0')
+        region = e->region;
     int32_t day = proj_day(ev->at_us);
     cells_t at;
-    int rc = s_cells(c, card, day, e->region, e->store_id, &at);
+    int rc = s_cells(c, card, day, region, e->store_id, &at);
     if (rc != 0)
         return rc;
-    bool cross = strcmp(card->region, "-") != 0 && e->region[0] != '\0' &&
-                 strcmp(card->region, e->region) != 0;
+    bool cross =
+        strcmp(card->region, "-") != 0 && region[0] != '\0' && strcmp(card->region, region) != 0;
     if ((rc = s_add(&at, F_REDEMPTIONS, 1)) != 0 || (rc = s_add(&at, F_REDEEMED, value)) != 0 ||
         (rc = s_add(&at, F_DISCOUNT, discount)) != 0 ||
         (cross && (rc = s_add(&at, F_CROSS_REGION, 1)) != 0))

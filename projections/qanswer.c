@@ -20,6 +20,7 @@
 #include "cardledger-config.h"
 #include "cardledger.pb-c.h"
 #include "clcheck.h"
+#include "codec.h"
 #include "pstore.h"
 #include "stores.h"
 
@@ -282,7 +283,8 @@ s_card_ref(qanswer_t *q, reply_t *r, const Cardledger__V1__CardRef *in, cl_card_
     return false;
 }
 
-/* A journal entry as a history shows it: codes masked, hashes gone. */
+/* A journal entry as a history shows it: codes masked, hashes gone, the request id as text
+ * whichever form the journal holds it in (cardledger.proto, JournalEntry). */
 static Cardledger__V1__JournalEntry *
 s_history_entry(qanswer_t *q, journal_t *j, uint64_t seq, int64_t *out_at)
 {
@@ -295,6 +297,14 @@ s_history_entry(qanswer_t *q, journal_t *j, uint64_t seq, int64_t *out_at)
         cardledger__v1__journal_entry__unpack(&q->alloc, e.payload_len, e.payload);
     if (je == NULL)
         return NULL;
+    if (je->request_id_b32.len > 0) {
+        char id[CL_REQUEST_ID_MAX + 1];
+        if (codec_request_id_b32_text(je->request_id_b32.data, je->request_id_b32.len, id) != 0)
+            return NULL;
+        je->request_id = s_str(q, id);
+        je->request_id_b32.len = 0;
+        je->request_id_b32.data = NULL;
+    }
     if (je->event_case == CARDLEDGER__V1__JOURNAL_ENTRY__EVENT_CARD_ISSUED &&
         je->card_issued != NULL) {
         char masked[CL_CODE_MAX + 8];

@@ -20,6 +20,13 @@
  * ProgramDefined with every list and string full, takes 11.9 KiB). */
 #define S_EVENT_ARENA_BYTES 16384
 
+/* The longest request_id_b32 a request id can come from: 40 bytes are 64 base32 characters,
+ * CL_REQUEST_ID_MAX. */
+#define S_REQUEST_ID_B32_MAX ((CL_REQUEST_ID_MAX * 5) / 8)
+
+/* RFC 4648 base32, lower case: what libcardledger's request ids are made of. */
+static const char s_b32_alphabet[] = "abcdefghijklmnopqrstuvwxyz234567";
+
 /* One of each event message, for the encoder; only the one for ev->type is used. */
 typedef union s_event_pb {
     Cardledger__V1__MerchantRegistered merchant_registered;
@@ -56,6 +63,80 @@ s_all_zero(const uint8_t *p, size_t n)
             return false;
         }
     }
+    return true;
+}
+
+/*
+ * The bytes whose unpadded lower-case base32 text is id, into out[S_REQUEST_ID_B32_MAX].
+ * Returns their count, or 0 when id is no such text: empty, over CL_REQUEST_ID_MAX, a
+ * character outside the alphabet, a length no byte string encodes to (1, 3 or 6 characters
+ * modulo 8), or trailing bits that are not zero (so base32 of the bytes would differ from id).
+ * Exactly the ids that come back unchanged from s_b32_text() are packed.
+ */
+static size_t
+s_b32_bytes(const char *id, uint8_t *out)
+{
+    size_t n = strnlen(id, CL_REQUEST_ID_MAX + 1);
+    if (n == 0 || n > CL_REQUEST_ID_MAX) {
+        return 0;
+    }
+    size_t len = n * 5 / 8;
+    if ((len * 8 + 4) / 5 != n) {
+        return 0;
+    }
+    assert(len <= S_REQUEST_ID_B32_MAX);
+    uint32_t acc = 0;
+    unsigned bits = 0;
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        char ch = id[i];
+        uint32_t v;
+        if (ch >= 'a' && ch <= 'z') {
+            v = (uint32_t)(ch - 'a');
+        } else if (ch >= '2' && ch <= '7') {
+            v = (uint32_t)(ch - '2') + 26u;
+        } else {
+            return 0;
+        }
+        acc = (acc << 5) | v;
+        bits += 5;
+        if (bits >= 8) {
+            out[o++] = (uint8_t)(acc >> (bits - 8));
+            bits -= 8;
+        }
+    }
+    if ((acc & ((1u << bits) - 1u)) != 0) {
+        return 0;
+    }
+    assert(o == len && bits < 5);
+    return len;
+}
+
+/* Writes the unpadded lower-case base32 text of raw[len] and a NUL into dst[cap]; false when
+ * it does not fit. */
+static bool
+s_b32_text(const uint8_t *raw, size_t len, char *dst, size_t cap)
+{
+    size_t n = (len * 8 + 4) / 5;
+    if (n >= cap) {
+        return false;
+    }
+    uint32_t acc = 0;
+    unsigned bits = 0;
+    size_t o = 0;
+    for (size_t i = 0; i < len; i++) {
+        acc = (acc << 8) | raw[i];
+        bits += 8;
+        while (bits >= 5) {
+            dst[o++] = s_b32_alphabet[(acc >> (bits - 5)) & 31u];
+            bits -= 5;
+        }
+    }
+    if (bits > 0) {
+        dst[o++] = s_b32_alphabet[(acc << (5 - bits)) & 31u];
+    }
+    assert(o == n);
+    dst[o] = '\0';
     return true;
 }
 
@@ -326,10 +407,20 @@ codec_event_encode(const cl_event_t *ev, uint8_t *buf, size_t cap, size_t *out_l
     s_event_pb_t pb;
     Cardledger__V1__ProgramSpec spec;
     codec_spec_scratch_t scratch;
+    uint8_t id_raw[S_REQUEST_ID_B32_MAX];
     int err = 0;
 
     cardledger__v1__journal_entry__init(&e);
-    e.request_id = CODEC_OUT_STR(&err, ev->request_id);
+    /* A base32 request id goes out as its bytes (cardledger.proto, JournalEntry), anything
+     * else as text; an empty one not at all. */
+    char *id = CODEC_OUT_STR(&err, ev->request_id);
+    size_t id_raw_len = err == 0 ? s_b32_bytes(id, id_raw) : 0;
+    if (id_raw_len > 0) {
+        e.request_id_b32.len = id_raw_len;
+        e.request_id_b32.data = id_raw;
+    } else {
+        e.request_id = id;
+    }
     /* The ledger's own events have no actor. An actor with role 0 but a name still goes out,
      * so whatever decodes also encodes back to the same event. */
     if (ev->actor.role != CL_ROLE_NONE || ev->actor.merchant_id[0] != '\0' ||
@@ -607,7 +698,16 @@ codec_event_decode(const void *buf, size_t len, cl_event_t *out)
     memset(&ev, 0, sizeof ev);
     codec_in_t in;
     codec_in_init(&in, NULL, 0, false);
-    codec_in_str(&in, ev.request_id, sizeof ev.request_id, e->request_id, "request_id");
+    if (e->request_id_b32.len == 0) {
+        codec_in_str(&in, ev.request_id, sizeof ev.request_id, e->request_id, "request_id");
+    } else if (e->request_id != NULL && e->request_id[0] != '\0') {
+        codec_in_fail(&in, CODEC_EINVALID, "request_id and request_id_b32 are both set");
+    } else if (e->request_id_b32.len > S_REQUEST_ID_B32_MAX ||
+               !s_b32_text(e->request_id_b32.data, e->request_id_b32.len, ev.request_id,
+                           sizeof ev.request_id)) {
+        codec_in_fail(&in, CODEC_ELIMIT, "request_id_b32 is %zu bytes, the limit is %d",
+                      e->request_id_b32.len, S_REQUEST_ID_B32_MAX);
+    }
     if (e->actor != NULL) {
         ev.actor.role = (cl_role_t)e->actor->role;
         codec_in_str(&in, ev.actor.merchant_id, sizeof ev.actor.merchant_id, e->actor->merchant_id,
@@ -626,6 +726,21 @@ codec_event_decode(const void *buf, size_t len, cl_event_t *out)
     }
     assert(ev.type != CL_EV_NONE && ev.seq == 0 && ev.at_us == 0);
     memcpy(out, &ev, sizeof ev); /* with the padding, so equal bytes give memcmp-equal events */
+    return 0;
+}
+
+int
+codec_request_id_b32_text(const uint8_t *raw, size_t len, char out[CL_REQUEST_ID_MAX + 1])
+{
+    if (raw == NULL || out == NULL || len == 0) {
+        return CODEC_EINVAL;
+    }
+    if (len > S_REQUEST_ID_B32_MAX) {
+        return CODEC_ELIMIT;
+    }
+    bool fits = s_b32_text(raw, len, out, CL_REQUEST_ID_MAX + 1);
+    assert(fits);
+    (void)fits;
     return 0;
 }
 

@@ -157,7 +157,9 @@ int codec_request_batch_frame(const uint8_t *const *reqs, const size_t *lens, si
 /* ---- Events ------------------------------------------------------------------------------- */
 
 /*
- * Encodes ev as a packed JournalEntry: request_id, actor when ev->actor.role != CL_ROLE_NONE
+ * Encodes ev as a packed JournalEntry: the request id (as the bytes it encodes, in
+ * request_id_b32, when it is unpadded lower-case base32 text such as libcardledger's 26-character
+ * ids; as text in request_id otherwise), actor when ev->actor.role != CL_ROLE_NONE
  * (or, so that decoding and encoding stay inverse, when any of its strings is set), and the
  * event. seq and at_us are not encoded (the journal header carries them). Zero and
  * empty fields are omitted, as proto3 does. A card's pin_hash goes out only when has_pin; a
@@ -172,14 +174,26 @@ int codec_event_encode(const cl_event_t *ev, uint8_t *buf, size_t cap, size_t *o
 /*
  * Decodes a packed JournalEntry into *out, which is zeroed first, so equal bytes give
  * memcmp-equal structs; out->seq and out->at_us are left 0 for the caller to fill from the
- * journal header. Unknown enum values are kept as their numbers (readers tolerate them).
+ * journal header. Unknown enum values are kept as their numbers (readers tolerate them). The
+ * request id reads the same whichever form it was written in: request_id_b32 comes back as
+ * its base32 text, so entries written before that field existed decode as they always did.
  *
  * Returns 0, or CODEC_EINVAL, CODEC_EMALFORMED (not a JournalEntry), CODEC_EUNKNOWN (no event,
  * or one this codec does not know), CODEC_ELIMIT (a string or list over its CL_*_MAX: refused,
  * never truncated), CODEC_EINVALID (a NUL byte or invalid UTF-8 in a string, or a pin_hash or
- * claim_hash that is neither empty nor CL_HASH_LEN bytes), CODEC_ENOMEM.
+ * claim_hash that is neither empty nor CL_HASH_LEN bytes, or request_id and request_id_b32
+ * both set), CODEC_ENOMEM.
  */
 int codec_event_decode(const void *buf, size_t len, cl_event_t *out);
+
+/*
+ * The request id that the bytes of a JournalEntry's request_id_b32 stand for: their unpadded
+ * lower-case base32, NUL-terminated in out. For code that unpacks a JournalEntry itself
+ * rather than through codec_event_decode() (the projector's history answers). Returns 0,
+ * CODEC_EINVAL (NULL argument, len 0) or CODEC_ELIMIT (an id over CL_REQUEST_ID_MAX: more than
+ * 40 bytes); out is untouched on failure.
+ */
+int codec_request_id_b32_text(const uint8_t *raw, size_t len, char out[CL_REQUEST_ID_MAX + 1]);
 
 /*
  * The event type of a packed JournalEntry without decoding it (for topics and filters): the

@@ -318,6 +318,8 @@ typedef struct cl_ev_gift_closed {
 typedef struct cl_ev_card_redeemed {
     uint64_t card_id;
     char store_id[CL_ID_MAX + 1];
+    /* The store's region as journals written before the daemon stopped recording it carry it;
+     * "" in new events. Readers take the region of store_id's StoreRegistered instead. */
     char region[CL_REGION_MAX + 1];
     char order_ref[CL_ORDER_REF_MAX + 1];
     int64_t amount_minor;

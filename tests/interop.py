@@ -5,13 +5,16 @@ Nothing here uses the C client. Python classes are generated with Google's proto
 proto/cardledger.proto into a temporary directory (never committed), the real cardledgerd is
 started on ipc:// endpoints in that directory with a test clock, and a plain python3-zmq DEALER
 defines a merchant, a store and a stored-value program, issues a card, redeems it, and checks the
-statuses and the balance. The daemon is then stopped with SIGTERM and must exit cleanly.
+statuses and the balance; a plain SUB socket reads a published redemption and its request id
+(docs/protocol.md section 6: request_id or request_id_b32). The daemon is then stopped with
+SIGTERM and must exit cleanly.
 
 Run with Debian's /usr/bin/python3 (python3-zmq, python3-protobuf). Environment:
 CARDLEDGER_BUILD_ROOT (where daemon/cardledgerd is), CARDLEDGER_SOURCE_ROOT (where proto/ is).
 The last line of output is "N passed, N failed".
 """
 
+import base64
 import os
 import shutil
 import signal
@@ -62,10 +65,11 @@ class Ledger:
 
     def __init__(self, tmp):
         self.endpoint = "ipc://" + os.path.join(tmp, "cmd.sock")
+        self.pub_endpoint = "ipc://" + os.path.join(tmp, "pub.sock")
         daemon = os.path.join(BUILD_ROOT, "daemon", "cardledgerd")
         self.proc = subprocess.Popen([
             daemon, "--data", os.path.join(tmp, "data"), "--listen", self.endpoint,
-            "--publish", "ipc://" + os.path.join(tmp, "pub.sock"),
+            "--publish", self.pub_endpoint,
             "--test-clock", str(CLOCK_START_US)])
         self.ctx = zmq.Context()
         self.sock = None
@@ -224,6 +228,57 @@ def one_message_carries_several_requests(ledger):
     check(replies[2].card.balance_minor == 18000, "the refusal changed nothing")
 
 
+def b32_id():
+    """A request id as libcardledger makes one: 16 random bytes, unpadded lower-case base32."""
+    return base64.b32encode(os.urandom(16)).decode().rstrip("=").lower()
+
+
+def entry_request_id(entry):
+    """A JournalEntry's request id, from whichever of its two fields holds it."""
+    if entry.request_id:
+        return entry.request_id
+    return base64.b32encode(entry.request_id_b32).decode().rstrip("=").lower()
+
+
+def a_subscriber_reads_the_request_id_of_a_published_redemption(ledger):
+    sub = ledger.ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt(zmq.SUBSCRIBE, b"py-bakery/CardRedeemed")
+    sub.connect(ledger.pub_endpoint)
+    try:
+        # A subscription takes a moment to reach the daemon: redeem until the event of one of
+        # these redemptions arrives (an earlier case's may still be on its way: skipped).
+        sent = {}
+        deadline = time.monotonic() + TIMEOUT_MS / 1000
+        frames = None
+        seq = 0
+        while frames is None and time.monotonic() < deadline:
+            rid = b32_id()
+            r = ledger.call(pb.Request(request_id=rid, redeem=pb.Redeem(
+                card=pb.CardRef(code=STATE["code"]), store_id="py-store-1", amount_minor=1)))
+            check(r.status == pb.STATUS_OK, "redeemed: %s" % r.message)
+            sent[r.last_seq] = rid
+            while frames is None and sub.poll(100) != 0:
+                got = sub.recv_multipart()
+                check(len(got) == 2 and got[0] == b"py-bakery/CardRedeemed", "topic and entry")
+                seq = int.from_bytes(got[1][0:8], "little")
+                if seq in sent:
+                    frames = got
+        check(frames is not None, "a redemption was published")
+        entry = pb.JournalEntry.FromString(frames[1][40:])
+        check(entry.WhichOneof("event") == "card_redeemed", "the entry is a CardRedeemed")
+        check(entry_request_id(entry) == sent[seq],
+              "the request id of entry %d is the one sent: %r, %r" % (
+                  seq, entry_request_id(entry), sent[seq]))
+        check(entry.request_id == "" and len(entry.request_id_b32) == 16,
+              "a base32 id is stored as its 16 bytes")
+        # The redemption's region is its store's (StoreRegistered.region), not repeated here.
+        check(entry.card_redeemed.store_id == "py-store-1" and entry.card_redeemed.region == "",
+              "the redemption names its store and leaves the store's region out")
+    finally:
+        sub.close(linger=0)
+
+
 def a_malformed_message_gets_a_refusal(ledger):
     ledger.sock.send(b"\xff\xff\xff not protobuf")
     check(ledger.sock.poll(TIMEOUT_MS) != 0, "the daemon answers garbage")
@@ -238,6 +293,7 @@ CASES = [
     a_card_is_issued_and_redeemed,
     the_same_request_again_is_replayed_not_applied,
     one_message_carries_several_requests,
+    a_subscriber_reads_the_request_id_of_a_published_redemption,
     a_malformed_message_gets_a_refusal,
 ]
 

@@ -503,6 +503,10 @@ def the_projector_answers_every_query(env):
               for e in h["entries"]]
     check(events == ["card_issued", "card_redeemed", "redemption_reversed", "card_reloaded",
                      "gift_offered", "gift_claimed"], "the card's events: %s" % events)
+    ids = [e["entry"]["request_id"] for e in h["entries"]]
+    check(all(len(i) == 26 and set(i) <= set("abcdefghijklmnopqrstuvwxyz234567") for i in ids)
+          and "request_id_b32" not in h["entries"][0]["entry"],
+          "history shows each event's request id as the client's text: %s" % ids)
     check(h["events_total"] == 6 and h["holders"] == ["ann", "bob"], "holders: %s" % h)
     check(h["card"]["balance_minor"] == 10000 and h["card"]["kind"] == "stored-value",
           "the card's view")

@@ -81,6 +81,9 @@ static size_t arena_used;
 static journal_record_t *pending;
 static size_t pending_count;
 static cl_principal_t operator_p = { .role = CL_ROLE_OPERATOR, .name = "test" };
+/* Write redemptions as the daemon did before it left the store's region out of them. */
+static bool old_redeem_region;
+static size_t old_redeem_regions_written;
 
 static void
 s_random(void *buf, size_t len, void *ctx)
@@ -175,6 +178,18 @@ s_apply_out(decide_out_t *out)
         if (rc != 0)
             check_fail(__FILE__, __LINE__, "ledger_apply: %s", ledger_strerror(rc));
         size_t len;
+        static cl_event_t old;
+        if (old_redeem_region && ev->type == CL_EV_CARD_REDEEMED) {
+            old = *ev;
+            const ledger_card_t *card = ledger_card(L, ev->u.card_redeemed.card_id);
+            REQUIRE(card != NULL);
+            const ledger_store_t *st =
+                ledger_store(L, card->merchant_id, ev->u.card_redeemed.store_id);
+            REQUIRE(st != NULL && old.u.card_redeemed.region[0] == '\0');
+            s_fmt(old.u.card_redeemed.region, sizeof(old.u.card_redeemed.region), "%s", st->region);
+            old_redeem_regions_written += st->region[0] != '\0';
+            ev = &old;
+        }
         REQUIRE(codec_event_encode(ev, arena + arena_used, ARENA_BYTES - arena_used, &len) == 0);
         pending[pending_count++] = (journal_record_t){ .timestamp_us = ev->at_us,
                                                        .payload = arena + arena_used,
@@ -1511,6 +1526,33 @@ any_batch_size_gives_the_same_bytes(void)
     pset_close(&ps);
 }
 
+/* Journals written before the daemon stopped recording a redemption's region (it is the
+ * store's) fold to exactly the projections of journals written after. */
+static void
+redemptions_with_or_without_their_region_fold_to_the_same_bytes(void)
+{
+    uint8_t want[PROJ_COUNT][16], got[PROJ_COUNT][16];
+    char dir[PATH_MAX];
+    s_random_history(4243, 1200);
+    pset_t *ps = s_fold(0, NULL, dir);
+    s_digests(ps, want);
+    pset_close(&ps);
+
+    old_redeem_region = true;
+    old_redeem_regions_written = 0;
+    s_random_history(4243, 1200);
+    old_redeem_region = false;
+    CHECK(old_redeem_regions_written > 0);
+    ps = s_fold(0, NULL, dir);
+    s_digests(ps, got);
+    for (size_t k = 0; k < PROJ_COUNT; k++) {
+        if (memcmp(want[k], got[k], 16) != 0)
+            check_fail(__FILE__, __LINE__, "%s differs when redemptions carry their region",
+                       proj_def_at(k)->name);
+    }
+    pset_close(&ps);
+}
+
 static void
 folding_more_later_continues_from_the_checkpoint(void)
 {
@@ -1977,6 +2019,7 @@ main(int argc, char **argv)
         CHECK_CASE(random_histories_keep_every_invariant),
         CHECK_CASE(invariants_hold_at_every_point_of_a_history),
         CHECK_CASE(any_batch_size_gives_the_same_bytes),
+        CHECK_CASE(redemptions_with_or_without_their_region_fold_to_the_same_bytes),
         CHECK_CASE(folding_more_later_continues_from_the_checkpoint),
         CHECK_CASE(replay_tool_gives_the_same_bytes_as_the_projector_fold),
         CHECK_CASE(schema_bump_rebuilds_beside_the_active_one_and_takes_over),

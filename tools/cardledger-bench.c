@@ -41,6 +41,7 @@
  * each client gives away only 64 cards of its own (asking the ledger their holders first) and
  * tracks their holders, so none is refused for a stale holder, also on a reused ledger.
  */
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -334,24 +335,38 @@ s_request_id(char out[CL_REQUEST_ID_MAX + 1], const char *nonce, unsigned worker
     snprintf(out, CL_REQUEST_ID_MAX + 1, "%s%02x%016" PRIx64, nonce, worker & 0xffu, n);
 }
 
-/* A request id like cl_client_new_request_id() makes: 26 random lower-case base32 characters
- * (128 bits from two draws; xorshift64* instead of libsodium, because the benchmark needs ids
- * that are random in the ledger's B-tree, not secret). Random ids land all over the ledger's
- * idempotency index, so every commit dirties about one index page per request: that is the
- * load real clients make. */
+/* A request id exactly as cl_client_new_request_id() makes one: 16 random bytes as 26 lower-case
+ * base32 characters, most significant bits first, so the last character carries 3 bits and two
+ * zero bits (xorshift64* instead of libsodium, because the benchmark needs ids that are random
+ * in the ledger's B-tree, not secret). The shape matters twice: random ids land all over the
+ * ledger's idempotency index, so every commit dirties about one index page per request (the
+ * load real clients make), and the journal stores such an id as its 16 bytes
+ * (JournalEntry.request_id_b32), as it does for libcardledger's. */
 static void
 s_random_request_id(char out[CL_REQUEST_ID_MAX + 1], uint64_t *rng)
 {
     static const char alphabet[] = "abcdefghijklmnopqrstuvwxyz234567";
     uint64_t a = s_rand(rng);
     uint64_t b = s_rand(rng);
-    for (int i = 0; i < 12; i++, a >>= 5)
-        out[i] = alphabet[a & 31u];
-    for (int i = 12; i < 24; i++, b >>= 5)
-        out[i] = alphabet[b & 31u];
-    out[24] = alphabet[(a ^ (b << 2)) & 31u];
-    out[25] = alphabet[((a >> 2) ^ b) & 31u];
-    out[CL_CLIENT_REQUEST_ID_LEN] = '\0';
+    uint8_t raw[16];
+    for (int i = 0; i < 8; i++) {
+        raw[i] = (uint8_t)(a >> (8 * i));
+        raw[8 + i] = (uint8_t)(b >> (8 * i));
+    }
+    size_t o = 0;
+    uint32_t acc = 0;
+    unsigned bits = 0;
+    for (size_t i = 0; i < sizeof(raw); i++) {
+        acc = (acc << 8) | raw[i];
+        bits += 8;
+        while (bits >= 5) {
+            out[o++] = alphabet[(acc >> (bits - 5)) & 31u];
+            bits -= 5;
+        }
+    }
+    out[o++] = alphabet[(acc << (5 - bits)) & 31u];
+    assert(o == CL_CLIENT_REQUEST_ID_LEN);
+    out[o] = '\0';
 }
 
 /* ---- Setup: the merchant, store and program, and the cards ------------------------------- */
