@@ -47,6 +47,7 @@
 #define S_SECRET_FILE    "secret.key"
 #define S_LOCK_FILE      "lock"
 #define S_MAX_DBS        64 /* named databases in an environment: journal, state, idempotency */
+#define S_PATH_TOO_LONG  1  /* s_open_env(): not a journal code (those are negative) */
 
 static volatile sig_atomic_t s_stop;
 static int s_wake_fd = -1; /* write end of the self-pipe that wakes zmq_poll() */
@@ -193,10 +194,14 @@ s_secret_key(const char *dir, uint8_t key[DECIDE_KEY_LEN])
     return EXIT_OK;
 }
 
+/*
+ * Opens DATA/subdir, an LMDB environment through journal/ (--journal-map-max-mb caps each).
+ * Returns journal_open()'s code, or S_PATH_TOO_LONG (logged); path receives the path.
+ */
 static int
-s_open_journal(const daemon_config_t *cfg, bool read_only, journal_t **out)
+s_open_env(const daemon_config_t *cfg, const char *subdir, bool read_only,
+           char path[CONFIG_PATH_MAX + 16], journal_t **out)
 {
-    char path[CONFIG_PATH_MAX + 16];
     journal_opts_t opts;
     memset(&opts, 0, sizeof(opts));
     opts.read_only = read_only;
@@ -207,11 +212,23 @@ s_open_journal(const daemon_config_t *cfg, bool read_only, journal_t **out)
                                   ? opts.map_size_max_bytes
                                   : JOURNAL_MAP_SIZE_DEFAULT;
     }
-    if (s_path(path, sizeof(path), cfg->data_dir, S_JOURNAL_SUBDIR) != 0)
-        return EXIT_USAGE;
-    int rc = journal_open(path, &opts, out);
+    *out = NULL;
+    if (s_path(path, CONFIG_PATH_MAX + 16, cfg->data_dir, subdir) != 0) {
+        log_error("the data directory's path is too long: %s", cfg->data_dir);
+        return S_PATH_TOO_LONG;
+    }
+    return journal_open(path, &opts, out);
+}
+
+static int
+s_open_journal(const daemon_config_t *cfg, bool read_only, journal_t **out)
+{
+    char path[CONFIG_PATH_MAX + 16];
+    int rc = s_open_env(cfg, S_JOURNAL_SUBDIR, read_only, path, out);
     if (rc == 0)
         return EXIT_OK;
+    if (rc == S_PATH_TOO_LONG)
+        return EXIT_USAGE;
     if (rc == JOURNAL_EVERSION) {
         log_error("%s is not a journal this cardledgerd understands (%s); refusing to start. "
                   "Run the cardledgerd version that wrote it, or migrate it first.",
@@ -237,16 +254,11 @@ static int
 s_open_state(const daemon_config_t *cfg, bool read_only, journal_t **out)
 {
     char path[CONFIG_PATH_MAX + 16];
-    journal_opts_t opts;
-    memset(&opts, 0, sizeof(opts));
-    opts.read_only = read_only;
-    opts.max_dbs = S_MAX_DBS;
-    *out = NULL;
-    if (s_path(path, sizeof(path), cfg->data_dir, S_STATE_SUBDIR) != 0)
-        return EXIT_USAGE;
-    int rc = journal_open(path, &opts, out);
+    int rc = s_open_env(cfg, S_STATE_SUBDIR, read_only, path, out);
     if (rc == 0 || (read_only && rc == JOURNAL_ENOTFOUND))
         return EXIT_OK;
+    if (rc == S_PATH_TOO_LONG)
+        return EXIT_USAGE;
     log_error("cannot open the state checkpoint in %s: %s. It holds nothing the journal does not: "
               "remove it and start again to rebuild it from the journal.",
               path, journal_strerror(rc));

@@ -1289,8 +1289,12 @@ s_await_event(sub_t *sub, cl_event_type_t type, uint64_t card, pub_event_t *out)
     }
 }
 
-static void
-expiry_reminder_and_gift_return_fire_when_the_clock_moves(void)
+/*
+ * A fresh daemon with a 10-day program that reminds 3 days ahead and returns gifts after 24 h,
+ * card a (5000) and card b (3000), and b offered as a gift. Returns the offer's id.
+ */
+static uint64_t
+s_short_cards_with_an_offer(uint64_t *a, uint64_t *b)
 {
     s_up(NULL);
     s_merchant("m1", "s1");
@@ -1299,16 +1303,22 @@ expiry_reminder_and_gift_return_fire_when_the_clock_moves(void)
     spec.remind_days_before_expiry = 3;
     spec.gift_offer_ttl_hours = 24;
     s_program(&spec);
-    uint64_t a = s_issue("m1", "short", 5000);
-    uint64_t b = s_issue("m1", "short", 3000);
-
+    *a = s_issue("m1", "short", 5000);
+    *b = s_issue("m1", "short", 3000);
     cl_command_t offer = s_cmd(CL_CMD_OFFER_GIFT);
-    offer.u.gift.card.card_id = b;
+    offer.u.gift.card.card_id = *b;
     snprintf(offer.u.gift.from_holder, CL_HOLDER_MAX + 1, "holder-1");
     const cl_reply_t *r = s_call(&offer);
     CHECK_STATUS(r, CL_OK);
-    uint64_t offer_id = r->offer_id;
-    CHECK(offer_id != 0);
+    CHECK(r->offer_id != 0);
+    return r->offer_id;
+}
+
+static void
+expiry_reminder_and_gift_return_fire_when_the_clock_moves(void)
+{
+    uint64_t a, b;
+    uint64_t offer_id = s_short_cards_with_an_offer(&a, &b);
     CHECK_EQ_U64(s_get_card(b)->card.open_offer_id, offer_id);
 
     sub_t sub;
@@ -1362,21 +1372,8 @@ expiry_reminder_and_gift_return_fire_when_the_clock_moves(void)
 static void
 timers_fire_from_the_checkpoint_after_a_restart(void)
 {
-    s_up(NULL);
-    s_merchant("m1", "s1");
-    cl_program_spec_t spec = s_spec("m1", "short");
-    spec.valid_days = 10;
-    spec.remind_days_before_expiry = 3;
-    spec.gift_offer_ttl_hours = 24;
-    s_program(&spec);
-    uint64_t a = s_issue("m1", "short", 5000);
-    uint64_t b = s_issue("m1", "short", 3000);
-    cl_command_t offer = s_cmd(CL_CMD_OFFER_GIFT);
-    offer.u.gift.card.card_id = b;
-    snprintf(offer.u.gift.from_holder, CL_HOLDER_MAX + 1, "holder-1");
-    const cl_reply_t *r = s_call(&offer);
-    CHECK_STATUS(r, CL_OK);
-    uint64_t offer_id = r->offer_id;
+    uint64_t a, b;
+    uint64_t offer_id = s_short_cards_with_an_offer(&a, &b);
 
     sub_t sub;
     pub_event_t e;
