@@ -349,7 +349,7 @@ s_issue(const char *holder, int64_t face, char code[CL_CODE_MAX + 1])
     c->u.issue_card.face_value_minor = face;
     const cl_reply_t *r = s_call(c);
     if (code != NULL)
-        snprintf(code, CL_CODE_MAX + 1, "%s", r->code);
+        snprintf(code, CL_CODE_MAX + 1, "%.*s", (int)CL_CODE_MAX, r->code);
     return r->card.card_id;
 }
 
