@@ -749,6 +749,13 @@ s_source_next(void *ctx, const char *table, const void *after, size_t after_len,
     return result;
 }
 
+void
+checkpoint_source_attach(checkpoint_source_t *src, ledger_t *l)
+{
+    ledger_source_t ls = { s_source_get, s_source_next, src };
+    ledger_set_source(l, &ls);
+}
+
 /* ---- Loading ------------------------------------------------------------------------------- */
 
 /* Loads every state.* table of a checkpoint (but the lazy ones when lazy). */
@@ -960,8 +967,7 @@ checkpoint_load(journal_t *j, journal_t *state, ledger_t **lp, bool use_checkpoi
         rc = journal_prefault(state);
         if (rc != 0)
             return rc;
-        ledger_source_t ls = { s_source_get, s_source_next, source };
-        ledger_set_source(*lp, &ls);
+        checkpoint_source_attach(source, *lp);
         /* The tail brings in about a card and makes about a redemption per event: sized once
          * rather than grown (and re-hashed) step by step. */
         uint64_t tail = head.seq - info.checkpoint_seq;

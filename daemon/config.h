@@ -26,6 +26,7 @@
 #define CONFIG_PUBLISH_DEFAULT                 "tcp://127.0.0.1:7701"
 #define CONFIG_CHECKPOINT_EVENTS_DEFAULT       100000u
 #define CONFIG_CHECKPOINT_INTERVAL_MS_DEFAULT  10000u
+#define CONFIG_CACHE_RECORDS_DEFAULT           2000000u
 #define CONFIG_IDEMPOTENCY_RETENTION_H_DEFAULT 168u          /* 7 days */
 #define CONFIG_IDEMPOTENCY_RETENTION_H_MAX     (24u * 3660u) /* about 10 years */
 
@@ -43,6 +44,7 @@ typedef struct daemon_config {
     int64_t test_clock_start_us;          /* its start, until the first ClockAdvanced */
     uint64_t checkpoint_events;           /* --checkpoint-events: events between checkpoints */
     uint64_t checkpoint_interval_ms;      /* --checkpoint-interval-ms */
+    uint64_t cache_records;               /* --cache-records: a state table's records in memory */
     uint32_t idempotency_retention_hours; /* --idempotency-retention-hours */
     uint64_t journal_map_max_mb;          /* --journal-map-max-mb: 0 = the journal's 1 TiB */
     bool print_digest;                    /* --print-digest: load, print, exit (hidden) */

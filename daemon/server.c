@@ -1042,6 +1042,13 @@ s_checkpoint_collect(server_t *s)
     s->checkpoint_seq = res.seq;
     log_debug("checkpoint: %zu records at sequence %llu in %.1f ms (in the background)",
               res.records, (unsigned long long)res.seq, res.took_ms);
+    /* Every clean record is now on disk as it is, and no batch is in hand: memory can shrink. */
+    long forgotten = ledger_forget_clean(s->ledger, (size_t)s->cfg->cache_records);
+    if (forgotten > 0)
+        log_info("cache: %ld records forgotten after the checkpoint at sequence %llu", forgotten,
+                 (unsigned long long)res.seq);
+    else if (forgotten == LEDGER_ENOMEM)
+        log_warn("cache: out of memory while forgetting records; they stay in memory");
 }
 
 /*
@@ -1062,6 +1069,8 @@ s_checkpoint(server_t *s, const char *why, bool wait)
         s->checkpoint_failed = false;
         rc = checkpoint_write(s->state, s->ledger, true, &records);
         if (rc == 0) {
+            /* From now on the ledger is a cache over what it just wrote, like after a start. */
+            checkpoint_source_attach(s->source, s->ledger);
             s->checkpoint_seq = ledger_meta(s->ledger)->last_seq;
             log_info("checkpoint (%s, full): %zu records at sequence %llu in %.1f ms", why, records,
                      (unsigned long long)s->checkpoint_seq, s_mono_ms() - t0);

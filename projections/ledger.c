@@ -1230,6 +1230,23 @@ ledger_table_is_lazy(const char *table)
     return false;
 }
 
+long
+ledger_forget_clean(ledger_t *l, size_t keep_max)
+{
+    if (l->source.get == NULL)
+        return LEDGER_EINVAL;
+    long forgotten = 0;
+    for (int i = 0; i < T_COUNT; i++) {
+        size_t slots = table_slots(l->tables[i]);
+        if (!s_table_lazy[i] || slots <= keep_max)
+            continue;
+        if (table_forget_clean(l->tables[i]) != 0)
+            return LEDGER_ENOMEM;
+        forgotten += (long)(slots - table_slots(l->tables[i]));
+    }
+    return forgotten;
+}
+
 const char *
 ledger_table_name(size_t i)
 {

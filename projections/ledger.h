@@ -228,6 +228,16 @@ typedef struct ledger_source {
  */
 void ledger_set_source(ledger_t *l, const ledger_source_t *source);
 
+/*
+ * Bounds a cache's memory: in every lazy table holding more than keep_max records (live, deleted
+ * or known absent), forgets the clean ones, which the source then gives back when asked. Only
+ * when the source holds every clean record as it is: right after a checkpoint was written, with
+ * none being written. Returns the number of records forgotten, LEDGER_EINVAL for a ledger
+ * without a source, or LEDGER_ENOMEM (nothing forgotten in that table). Pointers from lookups
+ * are void afterwards.
+ */
+long ledger_forget_clean(ledger_t *l, size_t keep_max);
+
 /* Whether a cache reads this table on demand rather than loading it whole. */
 bool ledger_table_is_lazy(const char *table);
 

@@ -65,7 +65,6 @@ struct table {
     size_t live;
     uint64_t *index;  /* hash << 32 | (slot number + 1), or 0 */
     size_t index_cap; /* a power of two */
-    bool untracked;   /* no dirty set: a derived index */
     uint32_t *dirty;  /* slot numbers */
     size_t dirty_count;
     size_t dirty_cap;
@@ -112,13 +111,6 @@ table_new(size_t key_max, size_t rec_size, table_t **out)
     }
     *out = t;
     return 0;
-}
-
-void
-table_set_untracked(table_t *t)
-{
-    assert(t != NULL && t->slots == 0);
-    t->untracked = true;
 }
 
 void
@@ -224,7 +216,7 @@ static int
 s_mark_dirty(table_t *t, size_t n)
 {
     slot_head_t *h = s_slot(t, n);
-    if (h->dirty || t->untracked)
+    if (h->dirty)
         return 0;
     if (t->dirty_count == t->dirty_cap) {
         size_t cap = t->dirty_cap ? t->dirty_cap * 2 : 256;
@@ -385,6 +377,42 @@ size_t
 table_count(const table_t *t)
 {
     return t->live;
+}
+
+size_t
+table_slots(const table_t *t)
+{
+    return t->slots;
+}
+
+int
+table_forget_clean(table_t *t)
+{
+    table_t *fresh = NULL;
+    if (table_new(t->key_max, t->rec_size, &fresh) != 0)
+        return -1;
+    if (table_reserve(fresh, t->dirty_count) != 0) {
+        table_destroy(&fresh);
+        return -1;
+    }
+    for (size_t i = 0; i < t->dirty_count; i++) {
+        slot_head_t *h = s_slot(t, t->dirty[i]);
+        void *rec = table_put(fresh, s_key(h), h->key_len, NULL);
+        if (rec == NULL) {
+            table_destroy(&fresh);
+            return -1;
+        }
+        if (h->live)
+            memcpy(rec, s_rec(t, h), t->rec_size);
+        else
+            table_del(fresh, s_key(h), h->key_len); /* stays dirty: a deletion to write */
+    }
+    /* The fresh table's insides replace the old ones; the old ones are freed with it. */
+    table_t old = *t;
+    *t = *fresh;
+    *fresh = old;
+    table_destroy(&fresh);
+    return 0;
 }
 
 size_t

@@ -21,12 +21,6 @@ typedef struct table table_t;
 /* Creates a table for keys of at most key_max bytes and records of rec_size bytes. */
 int table_new(size_t key_max, size_t rec_size, table_t **out);
 
-/*
- * Stops dirty tracking for a table the caller never persists (a derived index): its changes
- * are then not listed by table_foreach_dirty().
- */
-void table_set_untracked(table_t *t);
-
 /* Frees the table; accepts NULL and clears the caller's pointer. */
 void table_destroy(table_t **t);
 
@@ -77,6 +71,17 @@ int table_foreach(const table_t *t, table_visit_fn fn, void *ctx);
 int table_foreach_dirty(const table_t *t, table_visit_fn fn, void *ctx);
 void table_dirty_clear(table_t *t);
 size_t table_dirty_count(const table_t *t);
+
+/*
+ * Forgets every clean record (live ones and keys known to have none): only the dirty ones stay,
+ * in memory freshly allocated. For a table that is a cache over a copy holding every clean
+ * record as it is. Returns 0, or -1 when memory runs out (the table is unchanged). Pointers to
+ * records are void afterwards.
+ */
+int table_forget_clean(table_t *t);
+
+/* Slots in memory: live records, deleted ones and keys known to have none. */
+size_t table_slots(const table_t *t);
 
 /* Size of one record. */
 size_t table_rec_size(const table_t *t);

@@ -1095,7 +1095,7 @@ s_crash_rounds(int rounds, int clients, int per_client)
     enum { CARDS = 64, CLIENTS_MAX = 8 };
     uint64_t cards[CARDS];
     size_t acked_total = 0;
-    s_up("--checkpoint-events 300 --checkpoint-interval-ms 20");
+    s_up("--checkpoint-events 300 --checkpoint-interval-ms 20 --cache-records 50");
     s_world();
     for (int i = 0; i < CARDS; i++)
         cards[i] = s_issue("m1", "gift", 10000000);

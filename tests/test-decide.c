@@ -1127,6 +1127,23 @@ a_ledger_over_a_checkpoint_folds_and_answers_like_the_whole_one(void)
     CHECK_EQ_INT(ledger_holder_count(c, "m1", "gift", "carol"), 1);
     CHECK_EQ_INT(ledger_holder_count(c, "m1", "gift", "bob"), 0);
 
+    /* Forgetting what is clean loses nothing: it comes back from the source; the records the
+     * events changed (dirty, not yet in any checkpoint) stay. */
+    size_t dirty_before = 0;
+    ledger_dirty_foreach(c, s_count_dirty, &dirty_before);
+    CHECK(ledger_forget_clean(c, 0) > 0);
+    size_t dirty_after = 0;
+    ledger_dirty_foreach(c, s_count_dirty, &dirty_after);
+    CHECK_EQ_INT(dirty_after, dirty_before);
+    reads = sn.reads;
+    s_check_same_card(L, c, a);
+    s_check_same_card(L, c, b);
+    CHECK(ledger_card_by_code(c, code) != NULL);
+    CHECK(sn.reads > reads); /* the code came back from the source */
+    CHECK_EQ_INT(ledger_redemption(c, red)->reversed_minor, 3000);
+    CHECK_EQ_INT(ledger_holder_count(c, "m1", "gift", "bob"), 0);
+    CHECK_EQ_INT(ledger_forget_clean(L, 0), LEDGER_EINVAL); /* no source: all of it is here */
+
     /* Timers: the same ones, in the same order, from the source's cursor. */
     ledger_timer_t x, y;
     size_t timers = 0;
