@@ -111,14 +111,29 @@ cl_client_opts_init(cl_client_opts_t *opts)
     opts->window = CL_CLIENT_WINDOW_DEFAULT;
 }
 
+/* The 32 characters of RFC 4648's lower-case base32 alphabet, in ASCII order, so that the
+ * digit 0 is the lowest character and memcmp() of two ids orders them as their 128-bit values
+ * (RFC 4648's own order puts "2".."7" after "z" as values but before "a" in bytes). */
+static const char s_id_alphabet[] = "234567abcdefghijklmnopqrstuvwxyz";
+
 void
 cl_client_new_request_id(char out[CL_REQUEST_ID_MAX + 1])
 {
-    static const char alphabet[] = "abcdefghijklmnopqrstuvwxyz234567"; /* RFC 4648 base32 */
+    /* 128 bits: milliseconds since the Unix epoch in the top 48, then 80 random bits. Ids made
+     * later sort later, so the daemon's idempotency B-tree (keyed by request id, memcmp order)
+     * takes every new record at its right edge, as with UUIDv7 or ULID, instead of on a random
+     * leaf page per command (docs/client.md, "Request ids"). */
     uint8_t raw[16];
     if (sodium_init() < 0)
         abort(); /* no CSPRNG: nothing safe can be done, and libsodium itself would abort */
-    randombytes_buf(raw, sizeof(raw));
+    struct timespec ts;
+    uint64_t ms = 0;
+    if (clock_gettime(CLOCK_REALTIME, &ts) == 0 && ts.tv_sec > 0)
+        ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    ms &= UINT64_C(0xffffffffffff); /* 48 bits: until the year 10889 */
+    for (int i = 0; i < 6; i++)
+        raw[i] = (uint8_t)(ms >> (40 - 8 * i));
+    randombytes_buf(raw + 6, sizeof(raw) - 6);
     /* 128 bits, 5 at a time, most significant first: 26 characters. */
     size_t o = 0;
     uint32_t acc = 0;
@@ -127,12 +142,12 @@ cl_client_new_request_id(char out[CL_REQUEST_ID_MAX + 1])
         acc = (acc << 8) | raw[i];
         bits += 8;
         while (bits >= 5) {
-            out[o++] = alphabet[(acc >> (bits - 5)) & 31u];
+            out[o++] = s_id_alphabet[(acc >> (bits - 5)) & 31u];
             bits -= 5;
         }
     }
     if (bits > 0)
-        out[o++] = alphabet[(acc << (5 - bits)) & 31u];
+        out[o++] = s_id_alphabet[(acc << (5 - bits)) & 31u];
     assert(o == CL_CLIENT_REQUEST_ID_LEN);
     out[o] = '\0';
 }
