@@ -49,6 +49,9 @@
 #define S_ENTRY_MAX (JOURNAL_HEADER_SIZE + CODEC_EVENT_MAX_BYTES)
 /* A reply with no result: status, request id and a sentence. */
 #define S_SMALL_REPLY_MAX 512
+/* Free room in the reply arena a reply is first encoded into (most replies are a few hundred
+ * bytes; a bigger one is sized and given room of its own). */
+#define S_REPLY_ROOM 4096
 
 _Static_assert(S_MAP_SLOTS >= 2 * S_RECS_MAX, "the request id map must stay half empty");
 _Static_assert(DAEMON_COMMIT_EVENTS_MAX + DECIDE_EVENTS_MAX <= JOURNAL_TXN_ENTRIES_MAX,
@@ -270,15 +273,26 @@ s_reply_commit(server_t *s, s_msg_t *m, s_reply_t *e, size_t len)
     m->reply_count++;
 }
 
-/* Encodes r as the next reply of message m. Returns the reply's index, or -1 (logged). */
+/*
+ * Encodes r as the next reply of message m. Returns the reply's index, or -1 (logged). The
+ * reply is encoded straight into the arena's free room (at least S_REPLY_ROOM bytes); only a
+ * reply that does not fit (a batch issue's) is sized first, so a common reply is built once.
+ */
 static long
 s_reply_add(server_t *s, s_msg_t *m, const cl_reply_t *r)
 {
     size_t len = 0;
-    int rc = codec_reply_encoded_size(r, &len);
-    s_reply_t *e = rc == 0 ? s_reply_reserve(s, r->request_id, len) : NULL;
+    int rc = 0;
+    s_reply_t *e = s_reply_reserve(s, r->request_id, S_REPLY_ROOM);
     if (e != NULL)
-        rc = codec_reply_encode(r, s->rep_bytes + e->off, len, &len);
+        rc = codec_reply_encode(r, s->rep_bytes + e->off, s->rep_cap - e->off, &len);
+    if (e != NULL && rc == CODEC_ENOSPC) {
+        rc = codec_reply_encoded_size(r, &len);
+        if (rc == 0 && !s_grow(&s->rep_bytes, &s->rep_cap, e->off + len))
+            e = NULL;
+        if (e != NULL && rc == 0)
+            rc = codec_reply_encode(r, s->rep_bytes + e->off, len, &len);
+    }
     if (rc != 0 || e == NULL) {
         log_error("a reply does not encode: %s", rc != 0 ? codec_strerror(rc) : "out of memory");
         return -1;

@@ -15,6 +15,7 @@
 
 #include "cardledger-config.h"
 #include "codec.h"
+#include "codec-private.h"
 
 /* ---- A tiny test harness ------------------------------------------------------------------ */
 
@@ -1821,6 +1822,36 @@ every_status_has_a_stable_name_and_a_sentence(void)
     CHECK_STR(codec_strerror(-1), "unknown codec error");
 }
 
+/* Field paths in refusal sentences are built without snprintf on the hot path: they must read
+ * exactly as snprintf would have written them, also when cut at the buffer's end. */
+static void
+field_paths_read_as_snprintf_would_write_them(void)
+{
+    static const char *const names[] = { "", "redeem", "issue_batch", "cards", "x" };
+    static const long indexes[] = { -1, 0, 7, 10, 999, 123456789 };
+    for (size_t cap = 1; cap <= 40; cap++) {
+        for (size_t len = 0; len < cap && len <= 24; len++) {
+            for (size_t ni = 0; ni < sizeof(names) / sizeof(names[0]); ni++) {
+                for (size_t ii = 0; ii < sizeof(indexes) / sizeof(indexes[0]); ii++) {
+                    char want[64], got[64];
+                    memset(want, 'p', len);
+                    memset(got, 'p', len);
+                    want[len] = got[len] = '\0';
+                    size_t room = cap - len;
+                    const char *dot = len > 0 ? "." : "";
+                    int n = indexes[ii] >= 0 ? snprintf(want + len, room, "%s%s[%ld]", dot,
+                                                        names[ni], indexes[ii])
+                                             : snprintf(want + len, room, "%s%s", dot, names[ni]);
+                    size_t want_len = (size_t)n >= room ? cap - 1 : len + (size_t)n;
+                    size_t got_len = codec_path_append(got, cap, len, names[ni], indexes[ii]);
+                    CHECK(got_len == want_len);
+                    CHECK_STR(got, want);
+                }
+            }
+        }
+    }
+}
+
 int
 main(void)
 {
@@ -1849,6 +1880,7 @@ main(void)
     RUN(a_replayed_reply_reads_replayed_and_otherwise_identical);
     RUN(card_codes_are_masked_but_for_their_last_four);
     RUN(every_status_has_a_stable_name_and_a_sentence);
+    RUN(field_paths_read_as_snprintf_would_write_them);
     printf("%d passed, %d failed\n", s_passed, s_failed);
     return s_failed == 0 ? 0 : 1;
 }
