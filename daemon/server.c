@@ -100,6 +100,13 @@ typedef struct s_msg {
     bool sent;
 } s_msg_t;
 
+/* Random bytes drawn ahead for s_random(). */
+#define S_RANDOM_POOL 4096
+typedef struct s_random_pool {
+    uint8_t bytes[S_RANDOM_POOL]; /* the unused ones are the last `left` */
+    size_t left;
+} s_random_pool_t;
+
 struct server {
     const daemon_config_t *cfg;
     journal_t *journal;
@@ -112,6 +119,7 @@ struct server {
     /* Deciding. */
     codec_batch_t *batch;
     decide_ctx_t ctx;
+    s_random_pool_t random; /* ctx.random's bytes */
     decide_out_t out;
     cl_event_t *events;    /* DECIDE_EVENTS_MAX */
     cl_issued_row_t *rows; /* CL_ISSUE_BATCH_MAX */
@@ -166,11 +174,28 @@ s_mono_ms(void)
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
+/*
+ * CSPRNG bytes for decide() (card codes, PINs, claim secrets), drawn from libsodium
+ * S_RANDOM_POOL bytes at a time: randombytes_buf() makes one getrandom() system call per call,
+ * and a batch issue asks twice per card (code and PIN). Bytes handed out are wiped from the
+ * pool. Only the loop's thread calls this, and the daemon never forks.
+ */
 static void
 s_random(void *buf, size_t len, void *ctx)
 {
-    (void)ctx;
-    randombytes_buf(buf, len);
+    s_random_pool_t *pool = ctx;
+    if (len > sizeof(pool->bytes) / 4) {
+        randombytes_buf(buf, len);
+        return;
+    }
+    if (pool->left < len) {
+        randombytes_buf(pool->bytes, sizeof(pool->bytes));
+        pool->left = sizeof(pool->bytes);
+    }
+    uint8_t *from = pool->bytes + sizeof(pool->bytes) - pool->left;
+    memcpy(buf, from, len);
+    sodium_memzero(from, len);
+    pool->left -= len;
 }
 
 static void
@@ -1206,6 +1231,7 @@ server_new(const server_opts_t *o, server_t **out)
     }
     s->ctx.key = o->key;
     s->ctx.random = s_random;
+    s->ctx.random_ctx = &s->random;
     s->ctx.test_clock = o->cfg->test_clock;
     s->out.events = s->events;
     s->out.events_cap = DECIDE_EVENTS_MAX;
@@ -1250,6 +1276,7 @@ server_destroy(server_t **sp)
     free(s->ev_bytes);
     free(s->rep_bytes);
     free(s->send_buf);
+    sodium_memzero(&s->random, sizeof(s->random));
     free(s);
     *sp = NULL;
 }
