@@ -351,6 +351,47 @@ every_event_type_round_trips_unchanged(void)
     }
 }
 
+/* The journal's bytes must be protobuf-c's own encoding of the entry, whoever writes them: the
+ * encoder packs the entry's top level by hand, so compare it with protobuf-c's pack of the same
+ * entry (unpacked from those bytes) for every event type, with and without actor and id. */
+static void
+event_encoding_is_protobuf_cs_own_byte_for_byte(void)
+{
+    static cl_event_t ev;
+    static uint8_t buf[CODEC_EVENT_MAX_BYTES], again[CODEC_EVENT_MAX_BYTES];
+    for (int bare = 0; bare < 2; bare++) {
+        for (size_t i = 0; i < S_EVENT_TYPES; i++) {
+            s_make_event(s_event_types[i], &ev);
+            if (bare) {
+                memset(&ev.actor, 0, sizeof ev.actor);
+                memset(ev.request_id, 0, sizeof ev.request_id);
+            }
+            size_t len = 0;
+            CHECK_RC(codec_event_encode(&ev, buf, sizeof buf, &len), 0);
+            Cardledger__V1__JournalEntry *m = cardledger__v1__journal_entry__unpack(NULL, len, buf);
+            CHECK(m != NULL);
+            if (m == NULL) {
+                continue;
+            }
+            size_t size = protobuf_c_message_get_packed_size(&m->base);
+            CHECK(size == len);
+            if (size == len) {
+                CHECK(protobuf_c_message_pack(&m->base, again) == len);
+                if (memcmp(buf, again, len) != 0) {
+                    fprintf(stderr, "    %s%s: bytes differ from protobuf-c's\n",
+                            cl_event_name(ev.type), bare ? " (bare)" : "");
+                    s_ok = false;
+                }
+            }
+            /* Too small a buffer is refused, never overrun. */
+            size_t short_len = 12345;
+            CHECK_RC(codec_event_encode(&ev, buf, len - 1, &short_len), CODEC_ENOSPC);
+            CHECK(short_len == 12345);
+            cardledger__v1__journal_entry__free_unpacked(m, NULL);
+        }
+    }
+}
+
 static void
 event_without_actor_round_trips_and_leaves_the_actor_out(void)
 {
@@ -1918,6 +1959,7 @@ main(void)
 {
     RUN(every_event_type_round_trips_unchanged);
     RUN(event_without_actor_round_trips_and_leaves_the_actor_out);
+    RUN(event_encoding_is_protobuf_cs_own_byte_for_byte);
     RUN(card_redeemed_with_short_ids_encodes_well_under_70_bytes);
     RUN(largest_events_fit_their_named_bounds);
     RUN(event_decode_refuses_what_it_cannot_hold);
