@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "cardledger.h"
 #include "check.h"
@@ -378,6 +380,36 @@ request_ids_start_with_the_time_and_sort_later_when_made_later(void)
     CHECK(strcmp(c + 10, d + 10) != 0);
 }
 
+/* Ids draw their random bits from a per-thread pool: a forked child must not repeat the
+ * parent's next id (same millisecond, same pool bytes). */
+static void
+a_forked_child_does_not_repeat_its_parents_ids(void)
+{
+    char warm[CL_REQUEST_ID_MAX + 1], mine[CL_REQUEST_ID_MAX + 1];
+    char theirs[CL_REQUEST_ID_MAX + 1] = "";
+    cl_client_new_request_id(warm); /* the pool is filled now */
+    int fds[2];
+    CHECK(pipe(fds) == 0);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        char id[CL_REQUEST_ID_MAX + 1];
+        cl_client_new_request_id(id);
+        ssize_t n = write(fds[1], id, CL_CLIENT_REQUEST_ID_LEN + 1);
+        _exit(n == CL_CLIENT_REQUEST_ID_LEN + 1 ? 0 : 1);
+    }
+    cl_client_new_request_id(mine);
+    CHECK(read(fds[0], theirs, CL_CLIENT_REQUEST_ID_LEN + 1) == CL_CLIENT_REQUEST_ID_LEN + 1);
+    int status = 0;
+    CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    close(fds[0]);
+    close(fds[1]);
+    CHECK_EQ_INT(strlen(theirs), CL_CLIENT_REQUEST_ID_LEN);
+    /* The last 16 characters are random bits only. */
+    CHECK(strcmp(mine + 10, theirs + 10) != 0);
+    CHECK(strcmp(warm + 10, theirs + 10) != 0);
+}
+
 static void
 client_open_refuses_bad_options_and_endpoints(void)
 {
@@ -441,6 +473,7 @@ main(int argc, char **argv)
         CHECK_CASE(json_escapes_strings_and_separates_members),
         CHECK_CASE(request_ids_are_short_base32_and_fresh),
         CHECK_CASE(request_ids_start_with_the_time_and_sort_later_when_made_later),
+        CHECK_CASE(a_forked_child_does_not_repeat_its_parents_ids),
         CHECK_CASE(client_open_refuses_bad_options_and_endpoints),
         CHECK_CASE(client_send_refuses_empty_and_oversized_batches),
     };
