@@ -84,7 +84,9 @@ void cl_client_opts_init(cl_client_opts_t *opts);
  * (the RFC 4648 characters, digits in ASCII order "234567abc...xyz", so ids compare bytewise
  * as their values), NUL-terminated. Ids made later sort later (within one millisecond, at
  * random), which keeps the ledger's idempotency index appending at its right edge; the 80
- * random bits keep them unguessable, and two ids never collide in practice.
+ * random bits keep them unguessable, and two ids never collide in practice. Thread-safe: each
+ * thread draws its random bits ahead into a pool of its own, which a forked child empties.
+ * Aborts only when libsodium cannot start (no CSPRNG).
  */
 void cl_client_new_request_id(char out[CL_REQUEST_ID_MAX + 1]);
 
