@@ -79,10 +79,24 @@ const char *cl_client_strerror(int rc);
 void cl_client_opts_init(cl_client_opts_t *opts);
 
 /*
- * Makes a fresh request id: 16 random bytes from libsodium's CSPRNG as 26 lower-case base32
- * characters, NUL-terminated. Two ids never collide in practice.
+ * Makes a fresh request id: 128 bits, the milliseconds since the Unix epoch (CLOCK_REALTIME) in
+ * the top 48 and 80 bits from libsodium's CSPRNG below, as 26 lower-case base32 characters
+ * (the RFC 4648 characters, digits in ASCII order "234567abc...xyz", so ids compare bytewise
+ * as their values), NUL-terminated. Ids made later sort later (within one millisecond, at
+ * random), which keeps the ledger's idempotency index appending at its right edge; the 80
+ * random bits keep them unguessable, and two ids never collide in practice. Thread-safe: each
+ * thread draws its random bits ahead into a pool of its own, which a forked child empties.
+ * Aborts only when libsodium cannot start (no CSPRNG).
  */
 void cl_client_new_request_id(char out[CL_REQUEST_ID_MAX + 1]);
+
+/*
+ * Writes 16 bytes as a request id the way cl_client_new_request_id() does: 26 lower-case base32
+ * characters, most significant bits first, digit values in ASCII order (docs/client.md). For
+ * callers that make their own 128 bits (a test, a load generator) and want ids the journal
+ * stores compactly.
+ */
+void cl_client_request_id_from_bytes(const uint8_t raw[16], char out[CL_REQUEST_ID_MAX + 1]);
 
 /*
  * Opens a client connected to `endpoint` (tcp://host:port or ipc://path). The connection is made

@@ -370,7 +370,6 @@ s_check(s_batch_run_t *run, const char *buf, size_t len, const char *path)
 static void
 s_batch_request_id(const s_batch_run_t *run, uint32_t index, char out[CL_REQUEST_ID_MAX + 1])
 {
-    static const char alphabet[] = "abcdefghijklmnopqrstuvwxyz234567";
     crypto_generichash_state st;
     uint8_t h[16];
     crypto_generichash_init(&st, NULL, 0, sizeof(h));
@@ -389,19 +388,9 @@ s_batch_request_id(const s_batch_run_t *run, uint32_t index, char out[CL_REQUEST
 
     size_t o = strlen(S_ID_PREFIX);
     memcpy(out, S_ID_PREFIX, o);
-    uint32_t acc = 0;
-    unsigned bits = 0;
-    for (size_t i = 0; i < sizeof(h); i++) {
-        acc = (acc << 8) | h[i];
-        bits += 8;
-        while (bits >= 5) {
-            out[o++] = alphabet[(acc >> (bits - 5)) & 31u];
-            bits -= 5;
-        }
-    }
-    if (bits > 0)
-        out[o++] = alphabet[(acc << (5 - bits)) & 31u];
-    out[o] = '\0';
+    char id[CL_REQUEST_ID_MAX + 1];
+    cl_client_request_id_from_bytes(h, id);
+    memcpy(out + o, id, CL_CLIENT_REQUEST_ID_LEN + 1);
 }
 
 static void

@@ -49,6 +49,9 @@
 #define S_ENTRY_MAX (JOURNAL_HEADER_SIZE + CODEC_EVENT_MAX_BYTES)
 /* A reply with no result: status, request id and a sentence. */
 #define S_SMALL_REPLY_MAX 512
+/* Free room in the reply arena a reply is first encoded into (most replies are a few hundred
+ * bytes; a bigger one is sized and given room of its own). */
+#define S_REPLY_ROOM 4096
 
 _Static_assert(S_MAP_SLOTS >= 2 * S_RECS_MAX, "the request id map must stay half empty");
 _Static_assert(DAEMON_COMMIT_EVENTS_MAX + DECIDE_EVENTS_MAX <= JOURNAL_TXN_ENTRIES_MAX,
@@ -97,6 +100,13 @@ typedef struct s_msg {
     bool sent;
 } s_msg_t;
 
+/* Random bytes drawn ahead for s_random(). */
+#define S_RANDOM_POOL 4096
+typedef struct s_random_pool {
+    uint8_t bytes[S_RANDOM_POOL]; /* the unused ones are the last `left` */
+    size_t left;
+} s_random_pool_t;
+
 struct server {
     const daemon_config_t *cfg;
     journal_t *journal;
@@ -112,6 +122,7 @@ struct server {
     /* Deciding. */
     codec_batch_t *batch;
     decide_ctx_t ctx;
+    s_random_pool_t random; /* ctx.random's bytes */
     decide_out_t out;
     cl_event_t *events;    /* DECIDE_EVENTS_MAX */
     cl_issued_row_t *rows; /* CL_ISSUE_BATCH_MAX */
@@ -167,11 +178,28 @@ s_mono_ms(void)
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
+/*
+ * CSPRNG bytes for decide() (card codes, PINs, claim secrets), drawn from libsodium
+ * S_RANDOM_POOL bytes at a time: randombytes_buf() makes one getrandom() system call per call,
+ * and a batch issue asks twice per card (code and PIN). Bytes handed out are wiped from the
+ * pool. Only the loop's thread calls this, and the daemon never forks.
+ */
 static void
 s_random(void *buf, size_t len, void *ctx)
 {
-    (void)ctx;
-    randombytes_buf(buf, len);
+    s_random_pool_t *pool = ctx;
+    if (len > sizeof(pool->bytes) / 4) {
+        randombytes_buf(buf, len);
+        return;
+    }
+    if (pool->left < len) {
+        randombytes_buf(pool->bytes, sizeof(pool->bytes));
+        pool->left = sizeof(pool->bytes);
+    }
+    uint8_t *from = pool->bytes + sizeof(pool->bytes) - pool->left;
+    memcpy(buf, from, len);
+    sodium_memzero(from, len);
+    pool->left -= len;
 }
 
 static void
@@ -274,15 +302,26 @@ s_reply_commit(server_t *s, s_msg_t *m, s_reply_t *e, size_t len)
     m->reply_count++;
 }
 
-/* Encodes r as the next reply of message m. Returns the reply's index, or -1 (logged). */
+/*
+ * Encodes r as the next reply of message m. Returns the reply's index, or -1 (logged). The
+ * reply is encoded straight into the arena's free room (at least S_REPLY_ROOM bytes); only a
+ * reply that does not fit (a batch issue's) is sized first, so a common reply is built once.
+ */
 static long
 s_reply_add(server_t *s, s_msg_t *m, const cl_reply_t *r)
 {
     size_t len = 0;
-    int rc = codec_reply_encoded_size(r, &len);
-    s_reply_t *e = rc == 0 ? s_reply_reserve(s, r->request_id, len) : NULL;
+    int rc = 0;
+    s_reply_t *e = s_reply_reserve(s, r->request_id, S_REPLY_ROOM);
     if (e != NULL)
-        rc = codec_reply_encode(r, s->rep_bytes + e->off, len, &len);
+        rc = codec_reply_encode(r, s->rep_bytes + e->off, s->rep_cap - e->off, &len);
+    if (e != NULL && rc == CODEC_ENOSPC) {
+        rc = codec_reply_encoded_size(r, &len);
+        if (rc == 0 && !s_grow(&s->rep_bytes, &s->rep_cap, e->off + len))
+            e = NULL;
+        if (e != NULL && rc == 0)
+            rc = codec_reply_encode(r, s->rep_bytes + e->off, len, &len);
+    }
     if (rc != 0 || e == NULL) {
         log_error("a reply does not encode: %s", rc != 0 ? codec_strerror(rc) : "out of memory");
         return -1;
@@ -1264,6 +1303,7 @@ server_new(const server_opts_t *o, server_t **out)
     }
     s->ctx.key = o->key;
     s->ctx.random = s_random;
+    s->ctx.random_ctx = &s->random;
     s->ctx.test_clock = o->cfg->test_clock;
     s->out.events = s->events;
     s->out.events_cap = DECIDE_EVENTS_MAX;
@@ -1311,6 +1351,7 @@ server_destroy(server_t **sp)
     free(s->ev_bytes);
     free(s->rep_bytes);
     free(s->send_buf);
+    sodium_memzero(&s->random, sizeof(s->random));
     free(s);
     *sp = NULL;
 }

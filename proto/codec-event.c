@@ -24,8 +24,10 @@
  * CL_REQUEST_ID_MAX. */
 #define S_REQUEST_ID_B32_MAX ((CL_REQUEST_ID_MAX * 5) / 8)
 
-/* RFC 4648 base32, lower case: what libcardledger's request ids are made of. */
-static const char s_b32_alphabet[] = "abcdefghijklmnopqrstuvwxyz234567";
+/* RFC 4648's base32 characters with the digit values in ASCII order (docs/protocol.md section
+ * 6), so that ids compare bytewise as their bytes do: libcardledger's time-ordered ids then sort
+ * by time as text too. */
+static const char s_b32_alphabet[] = "234567abcdefghijklmnopqrstuvwxyz";
 
 /* One of each event message, for the encoder; only the one for ev->type is used. */
 typedef union s_event_pb {
@@ -67,7 +69,7 @@ s_all_zero(const uint8_t *p, size_t n)
 }
 
 /*
- * The bytes whose unpadded lower-case base32 text is id, into out[S_REQUEST_ID_B32_MAX].
+ * The bytes whose unpadded base32 text (s_b32_alphabet) is id, into out[S_REQUEST_ID_B32_MAX].
  * Returns their count, or 0 when id is no such text: empty, over CL_REQUEST_ID_MAX, a
  * character outside the alphabet, a length no byte string encodes to (1, 3 or 6 characters
  * modulo 8), or trailing bits that are not zero (so base32 of the bytes would differ from id).
@@ -91,10 +93,10 @@ s_b32_bytes(const char *id, uint8_t *out)
     for (size_t i = 0; i < n; i++) {
         char ch = id[i];
         uint32_t v;
-        if (ch >= 'a' && ch <= 'z') {
-            v = (uint32_t)(ch - 'a');
-        } else if (ch >= '2' && ch <= '7') {
-            v = (uint32_t)(ch - '2') + 26u;
+        if (ch >= '2' && ch <= '7') {
+            v = (uint32_t)(ch - '2');
+        } else if (ch >= 'a' && ch <= 'z') {
+            v = (uint32_t)(ch - 'a') + 6u;
         } else {
             return 0;
         }
@@ -396,6 +398,56 @@ s_event_out(int *err, const cl_event_t *ev, Cardledger__V1__JournalEntry *e, s_e
     return 0;
 }
 
+/*
+ * Packs a JournalEntry exactly as protobuf_c_message_pack() would, but sizes each submessage
+ * once. protobuf-c's pack sizes the whole entry first and then, while packing, sizes the actor
+ * and the event again to write their lengths; here the top level (request_id = 1, actor = 2,
+ * request_id_b32 = 3, the event oneof) is written by hand and each submessage is sized once and
+ * packed once. The bytes are the same, field for field in number order (tests/test-codec.c checks
+ * every event type against protobuf-c's own pack).
+ */
+static int
+s_entry_pack(const Cardledger__V1__JournalEntry *e, uint8_t *buf, size_t cap, size_t *out_len)
+{
+    assert(e->event_case != CARDLEDGER__V1__JOURNAL_ENTRY__EVENT__NOT_SET);
+    /* Every member of the event oneof is a pointer to a message: read it through the first. */
+    const ProtobufCMessage *event = (const ProtobufCMessage *)e->merchant_registered;
+    assert(event != NULL);
+    size_t id_len = e->request_id != NULL ? strlen(e->request_id) : 0;
+    size_t b32_len = e->request_id_b32.len;
+    size_t actor_len = e->actor != NULL ? protobuf_c_message_get_packed_size(&e->actor->base) : 0;
+    size_t event_len = protobuf_c_message_get_packed_size(event);
+    uint32_t event_field = (uint32_t)e->event_case;
+    /* codec_len_field_size() counts the tag, the length and the payload. */
+    size_t total = (id_len > 0 ? codec_len_field_size(1, id_len) : 0) +
+                   (e->actor != NULL ? codec_len_field_size(2, actor_len) : 0) +
+                   (b32_len > 0 ? codec_len_field_size(3, b32_len) : 0) +
+                   codec_len_field_size(event_field, event_len);
+    if (total > cap) {
+        return CODEC_ENOSPC;
+    }
+    size_t o = 0;
+    if (id_len > 0) {
+        o += codec_len_field_head(buf + o, 1, id_len);
+        memcpy(buf + o, e->request_id, id_len);
+        o += id_len;
+    }
+    if (e->actor != NULL) {
+        o += codec_len_field_head(buf + o, 2, actor_len);
+        o += protobuf_c_message_pack(&e->actor->base, buf + o);
+    }
+    if (b32_len > 0) {
+        o += codec_len_field_head(buf + o, 3, b32_len);
+        memcpy(buf + o, e->request_id_b32.data, b32_len);
+        o += b32_len;
+    }
+    o += codec_len_field_head(buf + o, event_field, event_len);
+    o += protobuf_c_message_pack(event, buf + o);
+    assert(o == total);
+    *out_len = total;
+    return 0;
+}
+
 int
 codec_event_encode(const cl_event_t *ev, uint8_t *buf, size_t cap, size_t *out_len)
 {
@@ -440,7 +492,7 @@ codec_event_encode(const cl_event_t *ev, uint8_t *buf, size_t cap, size_t *out_l
         return err;
     }
     size_t len = 0;
-    rc = codec_pack(&e.base, buf, cap, &len);
+    rc = s_entry_pack(&e, buf, cap, &len);
     if (rc != 0) {
         return rc;
     }

@@ -99,6 +99,14 @@ typedef struct codec_walk {
 } codec_walk_t;
 
 /*
+ * Appends ".name" (just "name" when len is 0) and "[index]" when index >= 0 to the path of len
+ * characters in path[cap], NUL-terminated, exactly as snprintf() would. Returns the new length,
+ * or cap - 1 when the path had to be cut. No formatted printing: this runs for every nested
+ * field of every request.
+ */
+size_t codec_path_append(char *path, size_t cap, size_t len, const char *name, long index);
+
+/*
  * Walks len bytes at p as a message of type desc, filling *w (which it initialises). Returns 0
  * (look at w->problem for content problems) or CODEC_EMALFORMED.
  */

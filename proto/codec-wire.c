@@ -270,18 +270,53 @@ s_count_packed(uint32_t wire_type, const uint8_t *p, size_t len, size_t *out)
     return 0;
 }
 
+size_t
+codec_path_append(char *path, size_t cap, size_t len, const char *name, long index)
+{
+    assert(path != NULL && name != NULL && len < cap);
+    /* What snprintf(path + len, cap - len, "%s%s[%ld]", ...) would write, built by hand. */
+    char digits[24];
+    size_t nd = 0;
+    if (index >= 0) {
+        unsigned long v = (unsigned long)index;
+        do {
+            digits[nd++] = (char)('0' + v % 10u);
+            v /= 10u;
+        } while (v != 0);
+    }
+    size_t o = len;
+    size_t last = cap - 1; /* room for characters ends here; the NUL always fits */
+    bool cut = false;
+/* ch is evaluated only when it fits: pass no side effects. */
+#define S_PUT(ch)             \
+    do {                      \
+        if (o < last)         \
+            path[o++] = (ch); \
+        else                  \
+            cut = true;       \
+    } while (0)
+    if (len > 0)
+        S_PUT('.');
+    for (const char *p = name; *p != '\0'; p++)
+        S_PUT(*p);
+    if (index >= 0) {
+        S_PUT('[');
+        while (nd > 0) {
+            nd--;
+            S_PUT(digits[nd]);
+        }
+        S_PUT(']');
+    }
+#undef S_PUT
+    path[o] = '\0';
+    return cut ? cap - 1 : o;
+}
+
 /* Appends ".name" or "name" and "[index]" (index >= 0) to w->path at path_len. */
 static size_t
 s_path_push(char *path, size_t path_len, const char *name, long index)
 {
-    size_t room = CODEC_PATH_MAX - path_len;
-    int n = index >= 0
-                ? snprintf(path + path_len, room, "%s%s[%ld]", path_len ? "." : "", name, index)
-                : snprintf(path + path_len, room, "%s%s", path_len ? "." : "", name);
-    if (n < 0 || (size_t)n >= room) {
-        return CODEC_PATH_MAX - 1; /* truncated: the sentence gets a shortened path */
-    }
-    return path_len + (size_t)n;
+    return codec_path_append(path, CODEC_PATH_MAX, path_len, name, index);
 }
 
 static void s_problem(codec_walk_t *w, int problem, const char *fmt, ...)

@@ -99,11 +99,7 @@ size_t
 codec_in_push(codec_in_t *in, const char *name, long index)
 {
     size_t saved = in->path_len;
-    size_t room = sizeof in->path - in->path_len;
-    const char *dot = in->path_len > 0 ? "." : "";
-    int n = index >= 0 ? snprintf(in->path + in->path_len, room, "%s%s[%ld]", dot, name, index)
-                       : snprintf(in->path + in->path_len, room, "%s%s", dot, name);
-    in->path_len = (n < 0 || (size_t)n >= room) ? sizeof in->path - 1 : in->path_len + (size_t)n;
+    in->path_len = codec_path_append(in->path, sizeof in->path, in->path_len, name, index);
     return saved;
 }
 

@@ -158,8 +158,9 @@ int codec_request_batch_frame(const uint8_t *const *reqs, const size_t *lens, si
 
 /*
  * Encodes ev as a packed JournalEntry: the request id (as the bytes it encodes, in
- * request_id_b32, when it is unpadded lower-case base32 text such as libcardledger's 26-character
- * ids; as text in request_id otherwise), actor when ev->actor.role != CL_ROLE_NONE
+ * request_id_b32, when it is unpadded base32 text in the ledger's alphabet, RFC 4648's characters
+ * with the digit values in ASCII order ("234567a..z"), such as libcardledger's 26-character ids;
+ * as text in request_id otherwise), actor when ev->actor.role != CL_ROLE_NONE
  * (or, so that decoding and encoding stay inverse, when any of its strings is set), and the
  * event. seq and at_us are not encoded (the journal header carries them). Zero and
  * empty fields are omitted, as proto3 does. A card's pin_hash goes out only when has_pin; a
@@ -188,7 +189,8 @@ int codec_event_decode(const void *buf, size_t len, cl_event_t *out);
 
 /*
  * The request id that the bytes of a JournalEntry's request_id_b32 stand for: their unpadded
- * lower-case base32, NUL-terminated in out. For code that unpacks a JournalEntry itself
+ * base32 in the ledger's alphabet (see codec_event_encode()), NUL-terminated in out. Also how
+ * libcardledger writes the request ids it makes. For code that unpacks a JournalEntry itself
  * rather than through codec_event_decode() (the projector's history answers). Returns 0,
  * CODEC_EINVAL (NULL argument, len 0) or CODEC_ELIMIT (an id over CL_REQUEST_ID_MAX: more than
  * 40 bytes); out is untouched on failure.

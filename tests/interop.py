@@ -228,16 +228,25 @@ def one_message_carries_several_requests(ledger):
     check(replies[2].card.balance_minor == 18000, "the refusal changed nothing")
 
 
+# base32 as the ledger writes request ids: RFC 4648's characters, digit values in ASCII order
+# (docs/protocol.md section 6).
+B32_ORDERED = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", "234567abcdefghijklmnopqrstuvwxyz")
+
+
+def b32_text(raw):
+    return base64.b32encode(raw).decode().rstrip("=").translate(B32_ORDERED)
+
+
 def b32_id():
-    """A request id as libcardledger makes one: 16 random bytes, unpadded lower-case base32."""
-    return base64.b32encode(os.urandom(16)).decode().rstrip("=").lower()
+    """A request id as libcardledger writes 16 bytes (here random ones)."""
+    return b32_text(os.urandom(16))
 
 
 def entry_request_id(entry):
     """A JournalEntry's request id, from whichever of its two fields holds it."""
     if entry.request_id:
         return entry.request_id
-    return base64.b32encode(entry.request_id_b32).decode().rstrip("=").lower()
+    return b32_text(entry.request_id_b32)
 
 
 def a_subscriber_reads_the_request_id_of_a_published_redemption(ledger):

@@ -3,9 +3,13 @@
  * (client/units.c), the RFC 4180 CSV reader and writer (client/csv.c), the JSON writer
  * (client/json.c), and the request ids of libcardledger.
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "cardledger.h"
 #include "check.h"
@@ -341,6 +345,71 @@ request_ids_are_short_base32_and_fresh(void)
     CHECK(strcmp(a, b) != 0);
 }
 
+/* The value of the first 10 characters of an id (50 bits: 48 of milliseconds, then 2 random). */
+static uint64_t
+s_id_prefix(const char *id)
+{
+    static const char digits[] = "234567abcdefghijklmnopqrstuvwxyz";
+    uint64_t v = 0;
+    for (int i = 0; i < 10; i++)
+        v = (v << 5) | (uint64_t)(strchr(digits, id[i]) - digits);
+    return v;
+}
+
+static void
+request_ids_start_with_the_time_and_sort_later_when_made_later(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t before_ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    char a[CL_REQUEST_ID_MAX + 1], b[CL_REQUEST_ID_MAX + 1];
+    cl_client_new_request_id(a);
+    struct timespec pause = { .tv_sec = 0, .tv_nsec = 3 * 1000 * 1000 };
+    nanosleep(&pause, NULL);
+    cl_client_new_request_id(b);
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t after_ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    CHECK(strcmp(a, b) < 0);
+    uint64_t a_ms = s_id_prefix(a) >> 2, b_ms = s_id_prefix(b) >> 2;
+    CHECK(a_ms >= before_ms && a_ms <= after_ms);
+    CHECK(b_ms >= a_ms + 3 && b_ms <= after_ms);
+    /* The random part differs between ids of the same millisecond. */
+    char c[CL_REQUEST_ID_MAX + 1], d[CL_REQUEST_ID_MAX + 1];
+    cl_client_new_request_id(c);
+    cl_client_new_request_id(d);
+    CHECK(strcmp(c + 10, d + 10) != 0);
+}
+
+/* Ids draw their random bits from a per-thread pool: a forked child must not repeat the
+ * parent's next id (same millisecond, same pool bytes). */
+static void
+a_forked_child_does_not_repeat_its_parents_ids(void)
+{
+    char warm[CL_REQUEST_ID_MAX + 1], mine[CL_REQUEST_ID_MAX + 1];
+    char theirs[CL_REQUEST_ID_MAX + 1] = "";
+    cl_client_new_request_id(warm); /* the pool is filled now */
+    int fds[2];
+    CHECK(pipe(fds) == 0);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        char id[CL_REQUEST_ID_MAX + 1];
+        cl_client_new_request_id(id);
+        ssize_t n = write(fds[1], id, CL_CLIENT_REQUEST_ID_LEN + 1);
+        _exit(n == CL_CLIENT_REQUEST_ID_LEN + 1 ? 0 : 1);
+    }
+    cl_client_new_request_id(mine);
+    CHECK(read(fds[0], theirs, CL_CLIENT_REQUEST_ID_LEN + 1) == CL_CLIENT_REQUEST_ID_LEN + 1);
+    int status = 0;
+    CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    close(fds[0]);
+    close(fds[1]);
+    CHECK_EQ_INT(strlen(theirs), CL_CLIENT_REQUEST_ID_LEN);
+    /* The last 16 characters are random bits only. */
+    CHECK(strcmp(mine + 10, theirs + 10) != 0);
+    CHECK(strcmp(warm + 10, theirs + 10) != 0);
+}
+
 static void
 client_open_refuses_bad_options_and_endpoints(void)
 {
@@ -403,6 +472,8 @@ main(int argc, char **argv)
         CHECK_CASE(csv_writer_quotes_only_when_needed),
         CHECK_CASE(json_escapes_strings_and_separates_members),
         CHECK_CASE(request_ids_are_short_base32_and_fresh),
+        CHECK_CASE(request_ids_start_with_the_time_and_sort_later_when_made_later),
+        CHECK_CASE(a_forked_child_does_not_repeat_its_parents_ids),
         CHECK_CASE(client_open_refuses_bad_options_and_endpoints),
         CHECK_CASE(client_send_refuses_empty_and_oversized_batches),
     };

@@ -15,6 +15,7 @@
 
 #include "cardledger-config.h"
 #include "codec.h"
+#include "codec-private.h"
 
 /* ---- A tiny test harness ------------------------------------------------------------------ */
 
@@ -350,6 +351,47 @@ every_event_type_round_trips_unchanged(void)
     }
 }
 
+/* The journal's bytes must be protobuf-c's own encoding of the entry, whoever writes them: the
+ * encoder packs the entry's top level by hand, so compare it with protobuf-c's pack of the same
+ * entry (unpacked from those bytes) for every event type, with and without actor and id. */
+static void
+event_encoding_is_protobuf_cs_own_byte_for_byte(void)
+{
+    static cl_event_t ev;
+    static uint8_t buf[CODEC_EVENT_MAX_BYTES], again[CODEC_EVENT_MAX_BYTES];
+    for (int bare = 0; bare < 2; bare++) {
+        for (size_t i = 0; i < S_EVENT_TYPES; i++) {
+            s_make_event(s_event_types[i], &ev);
+            if (bare) {
+                memset(&ev.actor, 0, sizeof ev.actor);
+                memset(ev.request_id, 0, sizeof ev.request_id);
+            }
+            size_t len = 0;
+            CHECK_RC(codec_event_encode(&ev, buf, sizeof buf, &len), 0);
+            Cardledger__V1__JournalEntry *m = cardledger__v1__journal_entry__unpack(NULL, len, buf);
+            CHECK(m != NULL);
+            if (m == NULL) {
+                continue;
+            }
+            size_t size = protobuf_c_message_get_packed_size(&m->base);
+            CHECK(size == len);
+            if (size == len) {
+                CHECK(protobuf_c_message_pack(&m->base, again) == len);
+                if (memcmp(buf, again, len) != 0) {
+                    fprintf(stderr, "    %s%s: bytes differ from protobuf-c's\n",
+                            cl_event_name(ev.type), bare ? " (bare)" : "");
+                    s_ok = false;
+                }
+            }
+            /* Too small a buffer is refused, never overrun. */
+            size_t short_len = 12345;
+            CHECK_RC(codec_event_encode(&ev, buf, len - 1, &short_len), CODEC_ENOSPC);
+            CHECK(short_len == 12345);
+            cardledger__v1__journal_entry__free_unpacked(m, NULL);
+        }
+    }
+}
+
 static void
 event_without_actor_round_trips_and_leaves_the_actor_out(void)
 {
@@ -392,7 +434,7 @@ card_redeemed_with_short_ids_encodes_well_under_70_bytes(void)
      * store "s1", a 16-character order reference, a card id of 3 varint bytes. Before the
      * request id went out as bytes and the region stopped being written: 83 bytes. */
     cl_event_t bench = ev;
-    strcpy(bench.request_id, "aaaqeayeaudaocajbifqydiob4");
+    strcpy(bench.request_id, "222k62s62o52i42d3c7ks5ci3w");
     memset(&bench.actor, 0, sizeof bench.actor);
     bench.actor.role = CL_ROLE_OPERATOR;
     strcpy(bench.actor.name, "local");
@@ -621,7 +663,7 @@ static void
 base32_request_ids_are_stored_as_their_bytes_and_read_back_as_the_same_text(void)
 {
     /* base32 of the bytes 00 01 .. 0f, as libcardledger writes 16 random bytes. */
-    static const char id[] = "aaaqeayeaudaocajbifqydiob4";
+    static const char id[] = "222k62s62o52i42d3c7ks5ci3w";
     uint8_t buf[256], text[256];
     size_t len = s_encode_with_id(id, buf, sizeof buf);
     /* Field 3 (tag 0x1a), 16 bytes, the id's bytes; no field 1. */
@@ -640,16 +682,16 @@ base32_request_ids_are_stored_as_their_bytes_and_read_back_as_the_same_text(void
     printf("    a 26-character base32 request id: %zu bytes as text, %zu as bytes\n", text_len,
            len);
 
-    /* Ids that stay text: trailing bits set ('5' ends in 11), lengths no byte string has, other
+    /* Ids that stay text: trailing bits set ('x' is 29, 11101), lengths no byte string has, other
      * characters, the longest id of all; and ones that pack: 2, 4 and 64 characters. */
     static const char *const texts[] = {
-        "aaaqeayeaudaocajbifqydiob5",
-        "aaaqeayeaudaocajbifqydiob",
-        "a",
-        "abc",
-        "ib-aaaqeayeaudaocajbifqydiob4",
+        "222k62s62o52i42d3c7ks5ci3x",
+        "222k62s62o52i42d3c7ks5ci3",
+        "2",
+        "234",
+        "ib-222k62s62o52i42d3c7ks5ci3w",
         "0123456789",
-        "aaaqeayeaudaocajbifqydiob4=",
+        "222k62s62o52i42d3c7ks5ci3w=",
         "r-7f3a9c2e",
     };
     for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
@@ -657,11 +699,11 @@ base32_request_ids_are_stored_as_their_bytes_and_read_back_as_the_same_text(void
         CHECK(buf[0] == 0x0a);
     }
     static const char *const packed[] = {
-        "aa",
-        "7q",
-        "aaaa",
-        "77777777777777777777777774",
-        "zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz",
+        "22",
+        "zk",
+        "2222",
+        "zzzzzzzzzzzzzzzzzzzzzzzzzw",
+        "tttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttt",
     };
     for (size_t i = 0; i < sizeof packed / sizeof packed[0]; i++) {
         len = s_encode_with_id(packed[i], buf, sizeof buf);
@@ -689,7 +731,7 @@ static void
 an_entry_written_before_request_id_b32_decodes_to_the_same_id(void)
 {
     /* Journals written before field 3 carry every id as text in field 1. */
-    static const char id[] = "aaaqeayeaudaocajbifqydiob4";
+    static const char id[] = "222k62s62o52i42d3c7ks5ci3w";
     s_wire_t old = { .n = 0 }, inner = { .n = 0 };
     w_uint(&inner, 1, 42);
     w_str(&old, 1, id);
@@ -721,7 +763,7 @@ a_redemption_written_with_its_region_decodes_to_the_same_event(void)
     w_str(&inner, 4, "o020000000000060");
     w_uint(&inner, 5, 142);
     w_uint(&inner, 7, 99858);
-    w_str(&old, 1, "kpkuruevx2afvaqta7nlased3o");
+    w_str(&old, 1, "ejeolo6pru27p2kn2zhf2m65vi");
     w_msg(&old, 2, &actor);
     w_msg(&old, CL_EV_CARD_REDEEMED, &inner);
     CHECK(old.n == 83); /* the 82.3 B average payload of docs/BENCHMARKS.md's redeem runs */
@@ -729,7 +771,7 @@ a_redemption_written_with_its_region_decodes_to_the_same_event(void)
     cl_event_t ev;
     CHECK_RC(codec_event_decode(old.b, old.n, &ev), 0);
     CHECK(ev.type == CL_EV_CARD_REDEEMED);
-    CHECK_STR(ev.request_id, "kpkuruevx2afvaqta7nlased3o");
+    CHECK_STR(ev.request_id, "ejeolo6pru27p2kn2zhf2m65vi");
     CHECK(ev.actor.role == CL_ROLE_OPERATOR);
     CHECK_STR(ev.actor.name, "local");
     const cl_ev_card_redeemed_t *r = &ev.u.card_redeemed;
@@ -2008,11 +2050,103 @@ every_status_has_a_stable_name_and_a_sentence(void)
     CHECK_STR(codec_strerror(-1), "unknown codec error");
 }
 
+/* Content hashes are stored with every idempotency record: a new build must compute the very
+ * same hash for the same request, or a retry after an upgrade would be refused as a reused id.
+ * These values were computed by this build (protobuf-c's pack_to_buffer streamed into XXH3-128);
+ * a faster way to the hash must give the same. */
+static void
+content_hashes_stay_what_earlier_builds_stored(void)
+{
+    s_wire_t req[4];
+    memset(req, 0, sizeof req);
+    s_wire_t card = { .n = 0 }, redeem = { .n = 0 };
+    w_uint(&card, 2, 123456789);
+    w_msg(&redeem, 1, &card);
+    w_str(&redeem, 3, "s1");
+    w_str(&redeem, 4, "POS-1002");
+    w_uint(&redeem, 5, 1250);
+    w_str(&req[0], 1, "aaaaaaaaaabbbbbbbbbbcccccc");
+    w_msg(&req[0], CL_CMD_REDEEM, &redeem);
+    /* An unknown field inside the command counts. */
+    s_wire_t redeem_x = redeem;
+    w_uint(&redeem_x, 99, 7);
+    w_str(&req[1], 1, "r-2");
+    w_msg(&req[1], CL_CMD_REDEEM, &redeem_x);
+    /* A batch issue with repeated rows. */
+    s_wire_t batch = { .n = 0 };
+    w_str(&batch, 1, "bakery");
+    w_str(&batch, 2, "gift200");
+    w_str(&batch, 3, "csv:1");
+    for (int k = 0; k < 3; k++) {
+        s_wire_t row = { .n = 0 };
+        char key[8];
+        snprintf(key, sizeof key, "E-%03d", k);
+        w_str(&row, 3, "crm-1");
+        w_uint(&row, 7, 10000 + (uint64_t)k);
+        w_str(&row, 12, key);
+        w_msg(&batch, 4, &row);
+    }
+    w_str(&req[2], 1, "ib-x");
+    w_msg(&req[2], CL_CMD_ISSUE_BATCH, &batch);
+    /* A query with an empty body. */
+    w_str(&req[3], 1, "q");
+    w_bytes(&req[3], CL_CMD_GET_STATUS, "", 0);
+    static const char *const want[4] = {
+        "abe5670117c7b629e365c84dd1e78860",
+        "b6b3053a13493b5c9304361cdebc3267",
+        "ab3d039d696e73760d701d0acec6b061",
+        "c4eacb61b7573f8a8e023412c3399274",
+    };
+    codec_batch_t *b = s_batch();
+    for (int k = 0; k < 4; k++) {
+        const codec_request_t *r = s_decode_one(b, &req[k]);
+        CHECK(r != NULL && r->status == CL_OK);
+        if (r == NULL)
+            continue;
+        char hex[33];
+        for (int j = 0; j < 16; j++)
+            snprintf(hex + 2 * j, 3, "%02x", r->content_hash[j]);
+        CHECK_STR(hex, want[k]);
+    }
+    codec_batch_destroy(&b);
+}
+
+/* Field paths in refusal sentences are built without snprintf on the hot path: they must read
+ * exactly as snprintf would have written them, also when cut at the buffer's end. */
+static void
+field_paths_read_as_snprintf_would_write_them(void)
+{
+    static const char *const names[] = { "", "redeem", "issue_batch", "cards", "x" };
+    static const long indexes[] = { -1, 0, 7, 10, 999, 123456789 };
+    for (size_t cap = 1; cap <= 40; cap++) {
+        for (size_t len = 0; len < cap && len <= 24; len++) {
+            for (size_t ni = 0; ni < sizeof(names) / sizeof(names[0]); ni++) {
+                for (size_t ii = 0; ii < sizeof(indexes) / sizeof(indexes[0]); ii++) {
+                    char want[64], got[64];
+                    memset(want, 'p', len);
+                    memset(got, 'p', len);
+                    want[len] = got[len] = '\0';
+                    size_t room = cap - len;
+                    const char *dot = len > 0 ? "." : "";
+                    int n = indexes[ii] >= 0 ? snprintf(want + len, room, "%s%s[%ld]", dot,
+                                                        names[ni], indexes[ii])
+                                             : snprintf(want + len, room, "%s%s", dot, names[ni]);
+                    size_t want_len = (size_t)n >= room ? cap - 1 : len + (size_t)n;
+                    size_t got_len = codec_path_append(got, cap, len, names[ni], indexes[ii]);
+                    CHECK(got_len == want_len);
+                    CHECK_STR(got, want);
+                }
+            }
+        }
+    }
+}
+
 int
 main(void)
 {
     RUN(every_event_type_round_trips_unchanged);
     RUN(event_without_actor_round_trips_and_leaves_the_actor_out);
+    RUN(event_encoding_is_protobuf_cs_own_byte_for_byte);
     RUN(card_redeemed_with_short_ids_encodes_well_under_70_bytes);
     RUN(base32_request_ids_are_stored_as_their_bytes_and_read_back_as_the_same_text);
     RUN(an_entry_written_before_request_id_b32_decodes_to_the_same_id);
@@ -2040,6 +2174,8 @@ main(void)
     RUN(a_replayed_reply_reads_replayed_and_otherwise_identical);
     RUN(card_codes_are_masked_but_for_their_last_four);
     RUN(every_status_has_a_stable_name_and_a_sentence);
+    RUN(field_paths_read_as_snprintf_would_write_them);
+    RUN(content_hashes_stay_what_earlier_builds_stored);
     printf("%d passed, %d failed\n", s_passed, s_failed);
     return s_failed == 0 ? 0 : 1;
 }

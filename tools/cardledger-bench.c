@@ -130,6 +130,13 @@ typedef enum s_workload {
 } s_workload_t;
 
 /* The command line. */
+/* How the workers make request ids. */
+typedef enum s_ids {
+    S_IDS_CLIENT,     /* cl_client_new_request_id(): time first, then 80 random bits (sorting) */
+    S_IDS_SEQUENTIAL, /* --sequential-ids: run nonce, client, counter (sorting, per client) */
+    S_IDS_RANDOM,     /* --random-ids: 128 random bits, all over the idempotency index */
+} s_ids_t;
+
 typedef struct s_config {
     const char *connect;     /* --connect ENDPOINT, or NULL */
     bool spawn;              /* --spawn-daemon */
@@ -147,7 +154,7 @@ typedef struct s_config {
     unsigned window;        /* --window */
     unsigned per_message;   /* --per-message */
     double rate;            /* --rate, requests/s; 0 = closed loop */
-    bool sequential_ids;    /* --sequential-ids */
+    s_ids_t ids;            /* --sequential-ids, --random-ids; default libcardledger's */
     bool restart;           /* --restart */
     bool replay;            /* --replay */
     bool json;              /* --json */
@@ -327,25 +334,22 @@ s_make_nonce(char out[S_NONCE_LEN + 1], uint64_t *seed_out)
 
 /* A request id of the same length as libcardledger's own (26 characters): the run's nonce,
  * the worker and a counter. Its length matters: it is stored in every event. Ids made this way
- * sort in a few runs (one per worker), which is kind to the ledger's idempotency B-tree; see
- * s_random_request_id() for what real clients send. */
+ * sort in a few runs (one per worker), which is kind to the ledger's idempotency B-tree. By
+ * default the workers send what real clients send: cl_client_new_request_id(). */
 static void
 s_request_id(char out[CL_REQUEST_ID_MAX + 1], const char *nonce, unsigned worker, uint64_t n)
 {
     snprintf(out, CL_REQUEST_ID_MAX + 1, "%s%02x%016" PRIx64, nonce, worker & 0xffu, n);
 }
 
-/* A request id exactly as cl_client_new_request_id() makes one: 16 random bytes as 26 lower-case
- * base32 characters, most significant bits first, so the last character carries 3 bits and two
- * zero bits (xorshift64* instead of libsodium, because the benchmark needs ids that are random
- * in the ledger's B-tree, not secret). The shape matters twice: random ids land all over the
- * ledger's idempotency index, so every commit dirties about one index page per request (the
- * load real clients make), and the journal stores such an id as its 16 bytes
- * (JournalEntry.request_id_b32), as it does for libcardledger's. */
+/* A request id of 26 random lower-case base32 characters (128 bits from two draws; xorshift64*
+ * instead of libsodium, because the benchmark needs ids that are random in the ledger's B-tree,
+ * not secret), as libcardledger made them before its ids began with the time (--random-ids).
+ * Random ids land all over the ledger's idempotency index, so every commit dirties about one
+ * index page per request: the load of clients that do not follow docs/client.md. */
 static void
 s_random_request_id(char out[CL_REQUEST_ID_MAX + 1], uint64_t *rng)
 {
-    static const char alphabet[] = "abcdefghijklmnopqrstuvwxyz234567";
     uint64_t a = s_rand(rng);
     uint64_t b = s_rand(rng);
     uint8_t raw[16];
@@ -353,20 +357,7 @@ s_random_request_id(char out[CL_REQUEST_ID_MAX + 1], uint64_t *rng)
         raw[i] = (uint8_t)(a >> (8 * i));
         raw[8 + i] = (uint8_t)(b >> (8 * i));
     }
-    size_t o = 0;
-    uint32_t acc = 0;
-    unsigned bits = 0;
-    for (size_t i = 0; i < sizeof(raw); i++) {
-        acc = (acc << 8) | raw[i];
-        bits += 8;
-        while (bits >= 5) {
-            out[o++] = alphabet[(acc >> (bits - 5)) & 31u];
-            bits -= 5;
-        }
-    }
-    out[o++] = alphabet[(acc << (5 - bits)) & 31u];
-    assert(o == CL_CLIENT_REQUEST_ID_LEN);
-    out[o] = '\0';
+    cl_client_request_id_from_bytes(raw, out);
 }
 
 /* ---- Setup: the merchant, store and program, and the cards ------------------------------- */
@@ -624,10 +615,18 @@ s_build(s_worker_t *w, cl_command_t *cmd, s_op_t op)
 {
     const s_shared_t *sh = w->sh;
     uint64_t n = w->counter++;
-    if (sh->cfg->sequential_ids)
+    switch (sh->cfg->ids) {
+    case S_IDS_SEQUENTIAL:
         s_request_id(cmd->request_id, sh->nonce, w->index, n);
-    else
+        break;
+    case S_IDS_RANDOM:
         s_random_request_id(cmd->request_id, &w->id_rng);
+        break;
+    case S_IDS_CLIENT:
+    default:
+        cl_client_new_request_id(cmd->request_id);
+        break;
+    }
     cmd->batch_rows = NULL;
     uint64_t idx = s_below(&w->rng, sh->ncards);
     uint64_t card = sh->cards[idx];
@@ -1314,6 +1313,20 @@ s_mode(const s_config_t *cfg)
 }
 
 static const char *
+s_ids_name(s_ids_t ids)
+{
+    switch (ids) {
+    case S_IDS_SEQUENTIAL:
+        return "sequential";
+    case S_IDS_RANDOM:
+        return "random";
+    case S_IDS_CLIENT:
+    default:
+        return "libcardledger";
+    }
+}
+
+static const char *
 s_workload_name(s_workload_t w)
 {
     return w == S_WORKLOAD_REDEEM ? "redeem" : w == S_WORKLOAD_MIX ? "mix" : "none";
@@ -1380,8 +1393,7 @@ s_print_json(const s_config_t *cfg, const s_results_t *res)
             "\"issue_per_message\":%u,\"request_ids\":\"%s\"},",
             cfg->spawn ? "spawned" : "connected", cfg->cards, s_workload_name(cfg->workload),
             s_mode(cfg), cfg->rate, cfg->duration_s, cfg->warmup_s, cfg->clients, cfg->window,
-            cfg->per_message, cfg->issue_window, cfg->issue_per_msg,
-            cfg->sequential_ids ? "sequential" : "random");
+            cfg->per_message, cfg->issue_window, cfg->issue_per_msg, s_ids_name(cfg->ids));
     if (res->issued)
         fprintf(f, "\"issue\":{\"cards\":%" PRIu64 ",\"seconds\":%.3f,\"cards_per_s\":%.0f},",
                 cfg->cards, res->issue_s, (double)cfg->cards / res->issue_s);
@@ -1781,8 +1793,10 @@ s_usage(FILE *to)
         "  --rate R               open loop: R requests/s across all clients, latency from the\n"
         "                         scheduled send; default: closed loop (as fast as it goes)\n"
         "  --seed N               random seed (default: random)\n"
-        "  --sequential-ids       request ids that sort (run, client, counter) instead of random\n"
-        "                         ones like libcardledger's: kinder to the idempotency index\n"
+        "  --sequential-ids       request ids (run, client, counter) instead of libcardledger's\n"
+        "                         own (time-ordered, docs/client.md)\n"
+        "  --random-ids           request ids of 128 random bits instead of libcardledger's:\n"
+        "                         every one lands on its own page of the idempotency index\n"
         "\n"
         "More measurements:\n"
         "  --restart              kill -9 the spawned daemon after the run, start it again and\n"
@@ -1824,6 +1838,7 @@ s_parse(int argc, char **argv, s_config_t *cfg)
         O_RATE,
         O_SEED,
         O_SEQ_IDS,
+        O_RANDOM_IDS,
         O_RESTART,
         O_REPLAY,
         O_JSON,
@@ -1851,6 +1866,7 @@ s_parse(int argc, char **argv, s_config_t *cfg)
         { "rate", required_argument, NULL, O_RATE },
         { "seed", required_argument, NULL, O_SEED },
         { "sequential-ids", no_argument, NULL, O_SEQ_IDS },
+        { "random-ids", no_argument, NULL, O_RANDOM_IDS },
         { "restart", no_argument, NULL, O_RESTART },
         { "replay", no_argument, NULL, O_REPLAY },
         { "json", no_argument, NULL, O_JSON },
@@ -1938,7 +1954,10 @@ s_parse(int argc, char **argv, s_config_t *cfg)
             cfg->seed = s_parse_u64("--seed", optarg, 1, UINT64_MAX);
             break;
         case O_SEQ_IDS:
-            cfg->sequential_ids = true;
+            cfg->ids = S_IDS_SEQUENTIAL;
+            break;
+        case O_RANDOM_IDS:
+            cfg->ids = S_IDS_RANDOM;
             break;
         case O_RESTART:
             cfg->restart = true;
