@@ -1585,7 +1585,7 @@ s_print_text(const s_config_t *cfg, const s_results_t *res)
                         JOURNAL_HEADER_SIZE);
             fprintf(f,
                     " journal tree %.1f B/event; map used %.1f B/event (with idempotency "
-                    "records and checkpoints)\n",
+                    "records; the state checkpoint is in DATA/state)\n",
                     (double)(s_entries_pages(b) - s_entries_pages(a)) * b->page_size_bytes /
                         (double)d,
                     (double)(b->map_used_bytes - a->map_used_bytes) / (double)d);
