@@ -39,9 +39,13 @@ typedef struct worker {
     bool started;
     /* Per step, under the fold's lock: */
     bool go;           /* a step runs and this worker takes part */
-    bool done;         /* it committed (or gave up) */
+    bool done;         /* it finished the step (committed, or left its batch open) */
     uint64_t consumed; /* ring events folded (an absolute count within the step) */
     int rc;            /* its begin or commit error */
+    /* The batch, which may stay open over several steps; read by the reader between steps
+     * (under the lock), changed only by the worker during a step: */
+    bool begun;    /* a write transaction is open */
+    uint64_t upto; /* the last sequence the open batch saw (0 when none is open) */
 } worker_t;
 
 struct fold {
@@ -59,7 +63,10 @@ struct fold {
     uint64_t step;        /* step number: workers wait for a new one */
     uint64_t published;   /* events of the step in the ring so far */
     bool finished;        /* the reader published the step's last event */
+    bool commit;          /* workers commit their batch at the end of this step */
     bool quit;            /* fold_destroy(): workers exit */
+    uint64_t open_events; /* events read since the batches were last committed */
+    uint64_t open_ns;     /* when the first of them was read */
 };
 
 uint64_t
@@ -122,17 +129,21 @@ s_event_bytes(cl_event_type_t type)
     }
 }
 
+static int s_flush(fold_t *f);
+
 /* ---- Workers ------------------------------------------------------------------------------ */
 
-/* One step of one worker: begin, fold what the reader publishes, commit. */
+/* One step of one worker: begin (unless a batch is open from an earlier step), fold what the
+ * reader publishes, and commit when the reader says so. */
 static void
 s_work_step(fold_t *f, worker_t *w)
 {
     proj_t *p = f->projs[w->slot];
-    bool begun = false;
-    uint64_t upto = 0; /* the last sequence this instance saw in the step */
+    bool begun = w->begun;
+    uint64_t upto = w->upto; /* the last sequence this instance saw in the open batch */
     int rc = 0;
     uint64_t next = 0;
+    bool commit = false;
     for (;;) {
         pthread_mutex_lock(&f->lock);
         w->consumed = next;
@@ -141,6 +152,7 @@ s_work_step(fold_t *f, worker_t *w)
             pthread_cond_wait(&f->more, &f->lock);
         uint64_t avail = f->published;
         bool last = f->finished;
+        commit = f->commit;
         pthread_mutex_unlock(&f->lock);
         if (avail == next && last)
             break;
@@ -154,11 +166,12 @@ s_work_step(fold_t *f, worker_t *w)
                     proj_batch_prefetch(p, &f->ring[(next + S_PREFETCH_AHEAD) % S_RING_EVENTS], 1);
             }
             const cl_event_t *ev = &f->ring[next % S_RING_EVENTS];
-            if (ev->seq <= proj_checkpoint(p) || ev->seq > proj_limit(p))
+            if (ev->seq <= proj_checkpoint(p) || ev->seq <= upto || ev->seq > proj_limit(p))
                 continue;
             if (!begun && rc == 0) {
                 rc = proj_batch_begin(p);
                 begun = rc == 0;
+                upto = 0;
             }
             if (!begun)
                 continue;
@@ -167,18 +180,23 @@ s_work_step(fold_t *f, worker_t *w)
                  * events before it again and commits them; then the instance stops there. */
                 proj_batch_abort(p);
                 begun = false;
+                upto = 0;
                 continue;
             }
             upto = ev->seq;
         }
     }
-    if (begun) {
-        int crc = proj_batch_commit(p, upto);
-        rc = rc != 0 ? rc : crc;
+    if (begun && commit) {
+        assert(upto != 0);
+        rc = proj_batch_commit(p, upto);
+        begun = false;
+        upto = 0;
     }
     pthread_mutex_lock(&f->lock);
     w->consumed = next;
     w->rc = rc;
+    w->begun = begun;
+    w->upto = upto;
     w->done = true;
     pthread_cond_signal(&f->freed);
     pthread_mutex_unlock(&f->lock);
@@ -234,6 +252,7 @@ fold_destroy(fold_t **fp)
     if (fp == NULL || *fp == NULL)
         return;
     fold_t *f = *fp;
+    (void)s_flush(f); /* a failed commit leaves the instance at its checkpoint: nothing lost */
     pthread_mutex_lock(&f->lock);
     f->quit = true;
     pthread_cond_broadcast(&f->more);
@@ -256,10 +275,29 @@ fold_set(fold_t *f, proj_t *const *projs, size_t n)
 {
     if (f == NULL || n > FOLD_PROJS_MAX)
         return PROJ_EINVAL;
+    /* The open batches belong to the instances being replaced: commit them first. */
+    int rc = s_flush(f);
     for (size_t i = 0; i < n; i++)
         f->projs[i] = projs[i];
     f->n = n;
-    return 0;
+    return rc;
+}
+
+/* Where the reader must start: after the lowest sequence a healthy instance has folded,
+ * committed or in its open batch. */
+static uint64_t
+s_low_position(const fold_t *f)
+{
+    uint64_t low = UINT64_MAX;
+    for (size_t i = 0; i < f->n; i++) {
+        const worker_t *w = &f->workers[i];
+        if (proj_stopped(f->projs[i]))
+            continue;
+        uint64_t pos = w->begun ? w->upto : proj_checkpoint(f->projs[i]);
+        if (pos < low)
+            low = pos;
+    }
+    return low;
 }
 
 uint64_t
@@ -298,11 +336,12 @@ s_start_workers(fold_t *f)
 
 /* Publishes what the reader decoded so far, waiting first for room in the ring. */
 static void
-s_publish(fold_t *f, uint64_t count, bool finished)
+s_publish(fold_t *f, uint64_t count, bool finished, bool commit)
 {
     pthread_mutex_lock(&f->lock);
     f->published = count;
     f->finished = finished;
+    f->commit = commit;
     pthread_cond_broadcast(&f->more);
     pthread_mutex_unlock(&f->lock);
 }
@@ -333,17 +372,94 @@ s_wait_room(fold_t *f, uint64_t index, uint64_t *room)
     pthread_mutex_unlock(&f->lock);
 }
 
+/* Starts a step for the workers: those of healthy instances, and any with an open batch. */
+static void
+s_start_step(fold_t *f)
+{
+    pthread_mutex_lock(&f->lock);
+    f->published = 0;
+    f->finished = false;
+    f->commit = false;
+    for (size_t i = 0; i < FOLD_PROJS_MAX; i++) {
+        worker_t *w = &f->workers[i];
+        w->go = i < f->n && (!proj_stopped(f->projs[i]) || w->begun);
+        w->done = !w->go;
+        w->consumed = 0;
+        w->rc = 0;
+    }
+    f->step++;
+    pthread_cond_broadcast(&f->more);
+    pthread_mutex_unlock(&f->lock);
+}
+
+/* Waits for every worker to finish the step; returns the first error of one. */
+static int
+s_finish_step(fold_t *f)
+{
+    int rc = 0;
+    pthread_mutex_lock(&f->lock);
+    for (size_t i = 0; i < f->n; i++) {
+        while (!f->workers[i].done)
+            pthread_cond_wait(&f->freed, &f->lock);
+        if (rc == 0)
+            rc = f->workers[i].rc;
+    }
+    pthread_mutex_unlock(&f->lock);
+    return rc;
+}
+
+static bool
+s_any_open(const fold_t *f)
+{
+    for (size_t i = 0; i < f->n; i++) {
+        if (f->workers[i].begun)
+            return true;
+    }
+    return false;
+}
+
+/* Commits every open batch: a step without events whose end says "commit". */
+static int
+s_flush(fold_t *f)
+{
+    if (!s_any_open(f))
+        return 0;
+    s_start_step(f);
+    s_publish(f, 0, true, true);
+    int rc = s_finish_step(f);
+    f->open_events = 0;
+    return rc;
+}
+
+int
+fold_flush(fold_t *f)
+{
+    assert(f != NULL);
+    return s_flush(f);
+}
+
+/* A reader left anywhere but right after the lowest position is closed (reopened next step). */
+static void
+s_check_reader(fold_t *f)
+{
+    if (f->reader != NULL && journal_reader_next_seq(f->reader) != s_low_position(f) + 1)
+        journal_reader_close(&f->reader);
+}
+
 int
 fold_step(fold_t *f, uint64_t to_seq, size_t events_max, uint64_t budget_ns, fold_step_stats_t *out)
 {
     assert(f != NULL);
     uint64_t t0 = fold_now_ns();
     fold_step_stats_t st = { 0, 0, 0, 0 };
-    uint64_t low = fold_low_checkpoint(f);
+    uint64_t low = s_low_position(f);
     if (low == UINT64_MAX || (to_seq != 0 && low >= to_seq)) {
+        int rc = s_flush(f);
+        s_check_reader(f);
+        st.elapsed_ns = fold_now_ns() - t0;
         if (out != NULL)
             *out = st;
-        return 0;
+        return rc;
     }
     if (events_max == 0)
         events_max = FOLD_BATCH_EVENTS_DEFAULT;
@@ -356,6 +472,7 @@ fold_step(fold_t *f, uint64_t to_seq, size_t events_max, uint64_t budget_ns, fol
         rc = journal_reader_open(f->j, low + 1, &f->reader);
         if (rc == JOURNAL_ENOTFOUND) {
             /* The journal is behind our checkpoint: another journal, or not there yet. */
+            (void)s_flush(f);
             if (out != NULL)
                 *out = st;
             return PROJ_EJOURNAL;
@@ -363,7 +480,8 @@ fold_step(fold_t *f, uint64_t to_seq, size_t events_max, uint64_t budget_ns, fol
         if (rc != 0)
             return rc;
     }
-    /* Is there anything at all? Spare the workers a step for nothing. */
+    /* Is there anything at all? Spare the workers a step for nothing (but commit what the
+     * batches hold: the fold has caught up). */
     journal_entry_t e;
     rc = journal_reader_next(f->reader, &e);
     if (rc != 0) {
@@ -371,31 +489,24 @@ fold_step(fold_t *f, uint64_t to_seq, size_t events_max, uint64_t budget_ns, fol
             f->bad_seq = journal_reader_bad_seq(f->reader);
             journal_reader_close(&f->reader);
         }
+        int frc = s_flush(f);
+        s_check_reader(f);
+        st.elapsed_ns = fold_now_ns() - t0;
         if (out != NULL)
             *out = st;
-        return rc == JOURNAL_END ? 0 : PROJ_EJOURNAL;
+        return rc == JOURNAL_END ? frc : PROJ_EJOURNAL;
     }
     rc = s_start_workers(f);
     if (rc != 0)
         return rc;
-
-    pthread_mutex_lock(&f->lock);
-    f->published = 0;
-    f->finished = false;
-    for (size_t i = 0; i < FOLD_PROJS_MAX; i++) {
-        worker_t *w = &f->workers[i];
-        w->go = i < f->n && !proj_stopped(f->projs[i]);
-        w->done = !w->go;
-        w->consumed = 0;
-        w->rc = 0;
-    }
-    f->step++;
-    pthread_cond_broadcast(&f->more);
-    pthread_mutex_unlock(&f->lock);
+    s_start_step(f);
 
     /* The first entry is already read: decode it, then the rest. */
     int jrc = 0;
+    bool at_end = false; /* the journal's head (or to_seq) was reached */
     uint64_t room = S_RING_EVENTS;
+    if (f->open_events == 0)
+        f->open_ns = t0;
     for (;;) {
         s_wait_room(f, st.events, &room);
         cl_event_t *ev = &f->ring[st.events % S_RING_EVENTS];
@@ -418,13 +529,19 @@ fold_step(fold_t *f, uint64_t to_seq, size_t events_max, uint64_t budget_ns, fol
         st.events++;
         st.last_seq = e.seq;
         if (st.events % S_PUBLISH_EVERY == 0)
-            s_publish(f, st.events, false);
+            s_publish(f, st.events, false, false);
+        if (to_seq != 0 && e.seq >= to_seq) {
+            at_end = true;
+            break;
+        }
         if (st.events >= events_max ||
             (budget_ns != 0 && (st.events & 255) == 0 && fold_now_ns() - t0 >= budget_ns))
             break;
         rc = journal_reader_next(f->reader, &e);
-        if (rc == JOURNAL_END)
+        if (rc == JOURNAL_END) {
+            at_end = true;
             break;
+        }
         if (rc != 0) {
             f->bad_seq = journal_reader_bad_seq(f->reader);
             journal_reader_close(&f->reader);
@@ -432,23 +549,29 @@ fold_step(fold_t *f, uint64_t to_seq, size_t events_max, uint64_t budget_ns, fol
             break;
         }
     }
-    s_publish(f, st.events, true);
-
-    /* Wait for every worker's commit. */
-    rc = 0;
-    pthread_mutex_lock(&f->lock);
-    for (size_t i = 0; i < f->n; i++) {
-        while (!f->workers[i].done)
-            pthread_cond_wait(&f->freed, &f->lock);
-        if (rc == 0)
-            rc = f->workers[i].rc;
+    /* Commit when the fold caught up (what is folded becomes visible at once, as before), when
+     * the batch is big enough, when it has been open long enough (queries read the last commit,
+     * and a crash loses at most that much progress), on a journal error, and when an instance
+     * met an event it cannot fold (so it stops right before it). Otherwise the batch stays open
+     * into the next step: a catch-up in small, time-boxed steps then writes each hot record once
+     * per FOLD_COMMIT_INTERVAL_MS instead of once per step. */
+    f->open_events += st.events;
+    bool commit = at_end || jrc != 0 || f->open_events >= events_max ||
+                  fold_now_ns() - f->open_ns >= FOLD_COMMIT_INTERVAL_MS * 1000000ull;
+    for (size_t i = 0; i < f->n && !commit; i++) {
+        if (proj_error(f->projs[i], NULL) != 0)
+            commit = true;
     }
-    pthread_mutex_unlock(&f->lock);
+    s_publish(f, st.events, true, commit);
+
+    /* Wait for every worker (and its commit). */
+    rc = s_finish_step(f);
+    if (commit)
+        f->open_events = 0;
     if (jrc != 0)
         rc = jrc;
-    /* A failed commit leaves an instance behind the reader: reopen it next time. */
-    if (f->reader != NULL && journal_reader_next_seq(f->reader) != fold_low_checkpoint(f) + 1)
-        journal_reader_close(&f->reader);
+    /* A failed commit or an aborted batch leaves an instance behind the reader: reopen it. */
+    s_check_reader(f);
     st.elapsed_ns = fold_now_ns() - t0;
     if (out != NULL)
         *out = st;
