@@ -14,11 +14,15 @@
 #include <assert.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include <xxhash.h>
 
-#define S_CHUNK_SLOTS 1024u
-#define S_INDEX_MIN   1024u
+#define S_INDEX_MIN 1024u
+/* Chunks of slots and indexes are sized and aligned to the transparent huge page size, and
+ * marked for huge pages: a rebuild fills hundreds of megabytes, and on the VMs this runs on a
+ * page fault per 4 KiB page cost more than the fold itself. */
+#define S_HUGE_BYTES (2u * 1024 * 1024)
 
 enum { S_GONE = 0, S_LIVE = 1 };
 
@@ -41,6 +45,7 @@ typedef struct ctable {
     size_t key_max;   /* key_limit rounded up to 8 */
     size_t val_max;
     size_t slot_size;
+    unsigned chunk_shift; /* log2 of the slots of a chunk */
     uint8_t **chunks;
     size_t chunks_count;
     size_t chunks_cap;
@@ -66,7 +71,27 @@ static inline slot_t *
 s_slot(const ctable_t *t, size_t i)
 {
     assert(i < t->slots);
-    return (slot_t *)(void *)(t->chunks[i / S_CHUNK_SLOTS] + (i % S_CHUNK_SLOTS) * t->slot_size);
+    size_t mask = ((size_t)1 << t->chunk_shift) - 1;
+    return (slot_t *)(void *)(t->chunks[i >> t->chunk_shift] + (i & mask) * t->slot_size);
+}
+
+/* Memory for a chunk or an index: huge-page aligned and advised when it is that large (the
+ * kernel then faults it in 2 MiB at a time), else plain malloc(). Freed with free(). */
+static void *
+s_big_alloc(size_t bytes, bool zero)
+{
+    void *p;
+    if (bytes >= S_HUGE_BYTES) {
+        bytes = (bytes + S_HUGE_BYTES - 1) & ~(size_t)(S_HUGE_BYTES - 1);
+        p = aligned_alloc(S_HUGE_BYTES, bytes);
+        if (p != NULL)
+            (void)madvise(p, bytes, MADV_HUGEPAGE); /* a hint: fine when refused */
+    } else {
+        p = malloc(bytes);
+    }
+    if (p != NULL && zero)
+        memset(p, 0, bytes);
+    return p;
 }
 
 static inline uint8_t *
@@ -104,6 +129,10 @@ s_table_init(ctable_t *t, size_t key_max, size_t val_max, bool write_once)
     /* Keys are padded so values start 8-aligned: the folds keep structs in them. */
     t->key_max = (key_max + 7) & ~(size_t)7;
     t->slot_size = (sizeof(slot_t) + t->key_max + val_max + 7) & ~(size_t)7;
+    /* As many slots as fit in a huge page, a power of two (at least 1024). */
+    t->chunk_shift = 10;
+    while (((size_t)2 << t->chunk_shift) * t->slot_size <= S_HUGE_BYTES)
+        t->chunk_shift++;
     t->index_cap = S_INDEX_MIN;
     t->index = calloc(t->index_cap, sizeof(*t->index));
     return t->index != NULL ? 0 : PROJ_ENOMEM;
@@ -194,7 +223,7 @@ static int
 s_grow_index(ctable_t *t)
 {
     size_t cap = t->index_cap * 2;
-    uint64_t *index = calloc(cap, sizeof(*index));
+    uint64_t *index = s_big_alloc(cap * sizeof(*index), true);
     if (index == NULL)
         return PROJ_ENOMEM;
     size_t mask = cap - 1;
@@ -219,7 +248,7 @@ s_new_slot(ctable_t *t, const void *key, size_t klen, uint32_t hash32, size_t po
 {
     if (t->slots >= UINT32_MAX - 1)
         return NULL;
-    if (t->slots / S_CHUNK_SLOTS == t->chunks_count) { /* else: a kept chunk is reused */
+    if ((t->slots >> t->chunk_shift) == t->chunks_count) { /* else: a kept chunk is reused */
         if (t->chunks_count == t->chunks_cap) {
             size_t cap = t->chunks_cap != 0 ? t->chunks_cap * 2 : 16;
             uint8_t **chunks = realloc(t->chunks, cap * sizeof(*chunks));
@@ -228,7 +257,9 @@ s_new_slot(ctable_t *t, const void *key, size_t klen, uint32_t hash32, size_t po
             t->chunks = chunks;
             t->chunks_cap = cap;
         }
-        uint8_t *chunk = malloc(S_CHUNK_SLOTS * t->slot_size);
+        /* The first chunk of a table is plain memory: most tables stay that small. */
+        size_t bytes = ((size_t)1 << t->chunk_shift) * t->slot_size;
+        uint8_t *chunk = t->chunks_count == 0 ? malloc(bytes) : s_big_alloc(bytes, false);
         if (chunk == NULL)
             return NULL;
         t->chunks[t->chunks_count++] = chunk;
@@ -475,7 +506,8 @@ pcache_write(pcache_t *c, MDB_txn *txn, const MDB_dbi *dbis)
 static size_t
 s_bytes(const ctable_t *t)
 {
-    return t->chunks_count * S_CHUNK_SLOTS * t->slot_size + t->index_cap * sizeof(uint64_t);
+    return t->chunks_count * ((size_t)1 << t->chunk_shift) * t->slot_size +
+           t->index_cap * sizeof(uint64_t);
 }
 
 /* Forgets every record of a write_once table after a commit, keeping its memory for the next
