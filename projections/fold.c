@@ -58,15 +58,16 @@ struct fold {
     cl_event_t *ring; /* S_RING_EVENTS decoded events; type CL_EV_NONE = unknown, skipped */
     worker_t workers[FOLD_PROJS_MAX];
     pthread_mutex_t lock;
-    pthread_cond_t more;  /* the reader published events, finished a step or is stopping */
-    pthread_cond_t freed; /* a worker folded events or finished */
-    uint64_t step;        /* step number: workers wait for a new one */
-    uint64_t published;   /* events of the step in the ring so far */
-    bool finished;        /* the reader published the step's last event */
-    bool commit;          /* workers commit their batch at the end of this step */
-    bool quit;            /* fold_destroy(): workers exit */
-    uint64_t open_events; /* events read since the batches were last committed */
-    uint64_t open_ns;     /* when the first of them was read */
+    pthread_cond_t more;         /* the reader published events, finished a step or is stopping */
+    pthread_cond_t freed;        /* a worker folded events or finished */
+    uint64_t step;               /* step number: workers wait for a new one */
+    uint64_t published;          /* events of the step in the ring so far */
+    bool finished;               /* the reader published the step's last event */
+    bool commit;                 /* workers commit their batch at the end of this step */
+    bool quit;                   /* fold_destroy(): workers exit */
+    uint64_t open_events;        /* events read since the batches were last committed */
+    uint64_t open_ns;            /* when the first of them was read */
+    uint64_t commit_interval_ns; /* fold_set_commit_interval() (0 = none) */
 };
 
 uint64_t
@@ -241,6 +242,7 @@ fold_new(journal_t *j, proj_t *const *projs, size_t n, fold_t **out)
     pthread_cond_init(&f->more, NULL);
     pthread_cond_init(&f->freed, NULL);
     f->j = j;
+    f->commit_interval_ns = FOLD_COMMIT_INTERVAL_MS * 1000000ull;
     fold_set(f, projs, n);
     *out = f;
     return 0;
@@ -431,6 +433,13 @@ s_flush(fold_t *f)
     return rc;
 }
 
+void
+fold_set_commit_interval(fold_t *f, uint64_t interval_ms)
+{
+    assert(f != NULL);
+    f->commit_interval_ns = interval_ms * 1000000ull;
+}
+
 int
 fold_flush(fold_t *f)
 {
@@ -556,8 +565,9 @@ fold_step(fold_t *f, uint64_t to_seq, size_t events_max, uint64_t budget_ns, fol
      * into the next step: a catch-up in small, time-boxed steps then writes each hot record once
      * per FOLD_COMMIT_INTERVAL_MS instead of once per step. */
     f->open_events += st.events;
-    bool commit = at_end || jrc != 0 || f->open_events >= events_max ||
-                  fold_now_ns() - f->open_ns >= FOLD_COMMIT_INTERVAL_MS * 1000000ull;
+    bool commit =
+        at_end || jrc != 0 || f->open_events >= events_max ||
+        (f->commit_interval_ns != 0 && fold_now_ns() - f->open_ns >= f->commit_interval_ns);
     for (size_t i = 0; i < f->n && !commit; i++) {
         if (proj_error(f->projs[i], NULL) != 0)
             commit = true;

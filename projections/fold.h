@@ -57,6 +57,12 @@ int fold_set(fold_t *f, proj_t *const *projs, size_t n);
  * drives; fold_set() and fold_destroy() do it themselves. */
 int fold_flush(fold_t *f);
 
+/* How long a batch may stay open over steps that do not reach the head (default
+ * FOLD_COMMIT_INTERVAL_MS; 0 = until events_max events or the head). A fold whose instances
+ * answer no queries yet (a blue/green rebuild) needs no interval: a crash loses at most one
+ * batch of its progress. */
+void fold_set_commit_interval(fold_t *f, uint64_t interval_ms);
+
 /*
  * Folds the events after the instances' checkpoints, up to to_seq (0 = the head), at most
  * events_max events (0 = FOLD_BATCH_EVENTS_DEFAULT) and, when budget_ns is not 0, stopping

@@ -189,6 +189,9 @@ s_start_build(pset_t *s, slot_t *sl, uint32_t gen)
         proj_close(&sl->building);
         return rc;
     }
+    /* The environment being built answers no queries until it takes over: its batches are
+     * committed only when full or at the head, never just because time passed. */
+    fold_set_commit_interval(sl->build_fold, 0);
     sl->building_gen = gen;
     sl->rate_eps = 0;
     sl->tokens = 0;
