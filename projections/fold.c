@@ -519,7 +519,7 @@ fold_step(fold_t *f, uint64_t to_seq, size_t events_max, uint64_t budget_ns, fol
     for (;;) {
         s_wait_room(f, st.events, &room);
         cl_event_t *ev = &f->ring[st.events % S_RING_EVENTS];
-        int drc = codec_event_decode(e.payload, e.payload_len, &f->scratch);
+        int drc = codec_event_decode_scratch(e.payload, e.payload_len, &f->scratch);
         if (drc != 0 && drc != CODEC_EUNKNOWN) {
             /* A payload the codec refuses is a damaged journal: stop before it. */
             f->bad_seq = e.seq;

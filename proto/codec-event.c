@@ -579,12 +579,10 @@ s_event_in(codec_in_t *in, const Cardledger__V1__JournalEntry *e, cl_event_t *ev
     return 0;
 }
 
-int
-codec_event_decode(const void *buf, size_t len, cl_event_t *out)
+/* The decode itself, into *ev (zeroed first; garbage on failure). */
+static int
+s_decode(const void *buf, size_t len, cl_event_t *ev)
 {
-    if (out == NULL || (buf == NULL && len > 0)) {
-        return CODEC_EINVAL;
-    }
     const uint8_t *p = buf;
     codec_walk_t walk;
     int rc = codec_walk(&walk, &cardledger__v1__journal_entry__descriptor, p, len);
@@ -603,20 +601,19 @@ codec_event_decode(const void *buf, size_t len, cl_event_t *out)
         return CODEC_EMALFORMED; /* the walker lets through nothing else protobuf-c refuses */
     }
 
-    cl_event_t ev;
-    memset(&ev, 0, sizeof ev);
+    memset(ev, 0, sizeof *ev);
     codec_in_t in;
     codec_in_init(&in, NULL, 0, false);
-    codec_in_str(&in, ev.request_id, sizeof ev.request_id, e->request_id, "request_id");
+    codec_in_str(&in, ev->request_id, sizeof ev->request_id, e->request_id, "request_id");
     if (e->actor != NULL) {
-        ev.actor.role = (cl_role_t)e->actor->role;
-        codec_in_str(&in, ev.actor.merchant_id, sizeof ev.actor.merchant_id, e->actor->merchant_id,
-                     "actor.merchant_id");
-        codec_in_str(&in, ev.actor.store_id, sizeof ev.actor.store_id, e->actor->store_id,
+        ev->actor.role = (cl_role_t)e->actor->role;
+        codec_in_str(&in, ev->actor.merchant_id, sizeof ev->actor.merchant_id,
+                     e->actor->merchant_id, "actor.merchant_id");
+        codec_in_str(&in, ev->actor.store_id, sizeof ev->actor.store_id, e->actor->store_id,
                      "actor.store_id");
-        codec_in_str(&in, ev.actor.name, sizeof ev.actor.name, e->actor->name, "actor.name");
+        codec_in_str(&in, ev->actor.name, sizeof ev->actor.name, e->actor->name, "actor.name");
     }
-    rc = s_event_in(&in, e, &ev);
+    rc = s_event_in(&in, e, ev);
     cardledger__v1__journal_entry__free_unpacked(e, &arena.base);
     if (rc == 0) {
         rc = in.err;
@@ -624,9 +621,32 @@ codec_event_decode(const void *buf, size_t len, cl_event_t *out)
     if (rc != 0) {
         return rc;
     }
-    assert(ev.type != CL_EV_NONE && ev.seq == 0 && ev.at_us == 0);
+    assert(ev->type != CL_EV_NONE && ev->seq == 0 && ev->at_us == 0);
+    return 0;
+}
+
+int
+codec_event_decode(const void *buf, size_t len, cl_event_t *out)
+{
+    if (out == NULL || (buf == NULL && len > 0)) {
+        return CODEC_EINVAL;
+    }
+    cl_event_t ev;
+    int rc = s_decode(buf, len, &ev);
+    if (rc != 0) {
+        return rc;
+    }
     memcpy(out, &ev, sizeof ev); /* with the padding, so equal bytes give memcmp-equal events */
     return 0;
+}
+
+int
+codec_event_decode_scratch(const void *buf, size_t len, cl_event_t *scratch)
+{
+    if (scratch == NULL || (buf == NULL && len > 0)) {
+        return CODEC_EINVAL;
+    }
+    return s_decode(buf, len, scratch);
 }
 
 int

@@ -275,13 +275,25 @@ static size_t
 s_path_push(char *path, size_t path_len, const char *name, long index)
 {
     size_t room = CODEC_PATH_MAX - path_len;
-    int n = index >= 0
-                ? snprintf(path + path_len, room, "%s%s[%ld]", path_len ? "." : "", name, index)
-                : snprintf(path + path_len, room, "%s%s", path_len ? "." : "", name);
-    if (n < 0 || (size_t)n >= room) {
-        return CODEC_PATH_MAX - 1; /* truncated: the sentence gets a shortened path */
+    if (index >= 0) {
+        int n = snprintf(path + path_len, room, "%s%s[%ld]", path_len ? "." : "", name, index);
+        if (n < 0 || (size_t)n >= room) {
+            return CODEC_PATH_MAX - 1; /* truncated: the sentence gets a shortened path */
+        }
+        return path_len + (size_t)n;
     }
-    return path_len + (size_t)n;
+    /* Every message field of every decode passes here: no snprintf on the good path. */
+    size_t dot = path_len != 0 ? 1 : 0, name_len = strlen(name);
+    if (dot + name_len >= room) {
+        int n = snprintf(path + path_len, room, "%s%s", dot ? "." : "", name);
+        (void)n;
+        return CODEC_PATH_MAX - 1; /* truncated, as snprintf() leaves it */
+    }
+    if (dot) {
+        path[path_len] = '.';
+    }
+    memcpy(path + path_len + dot, name, name_len + 1);
+    return path_len + dot + name_len;
 }
 
 static void s_problem(codec_walk_t *w, int problem, const char *fmt, ...)
