@@ -452,6 +452,17 @@ s_slot_cmp(const void *a, const void *b)
     return (x->key_len > y->key_len) - (x->key_len < y->key_len);
 }
 
+/* s_slot_cmp() of a slot's key against a key. */
+static int
+s_key_cmp(slot_t *s, const uint8_t *key, size_t klen)
+{
+    size_t n = s->key_len < klen ? s->key_len : klen;
+    int r = memcmp(s_key(s), key, n);
+    if (r != 0)
+        return r;
+    return (s->key_len > klen) - (s->key_len < klen);
+}
+
 int
 pcache_write(pcache_t *c, MDB_txn *txn, const MDB_dbi *dbis)
 {
@@ -466,36 +477,65 @@ pcache_write(pcache_t *c, MDB_txn *txn, const MDB_dbi *dbis)
     int rc = 0;
     for (size_t ti = 0; rc == 0 && ti < c->n; ti++) {
         ctable_t *t = &c->t[ti];
-        bool sorted = true;
-        for (size_t i = 0; i < t->dirty_count; i++) {
-            order[i] = s_slot(t, t->dirty[i]);
-            if (i > 0 && sorted && s_slot_cmp(&order[i - 1], &order[i]) > 0)
-                sorted = false;
-        }
-        /* Key order makes LMDB touch each page once; write_once tables take new keys that
-         * mostly land at a few growing ends, where order buys less than the sort costs. */
-        if (!sorted && !t->write_once)
-            qsort(order, t->dirty_count, sizeof(*order), s_slot_cmp);
         if (t->dirty_count == 0)
             continue;
         MDB_cursor *cur;
         rc = mdb_cursor_open(txn, dbis[ti], &cur);
         if (rc != 0)
             break;
+        /* The table's last key: records past it are appended (MDB_APPEND), which fills pages
+         * completely and skips the descent from the root, where a put of keys in order would
+         * split pages in the middle and leave them a half to two thirds full. */
+        uint8_t last[PROJ_KEY_MAX];
+        size_t last_len = 0;
+        MDB_val lk, lv;
+        int lrc = mdb_cursor_get(cur, &lk, &lv, MDB_LAST);
+        if (lrc != 0 && lrc != MDB_NOTFOUND) {
+            rc = lrc;
+            mdb_cursor_close(cur);
+            break;
+        }
+        bool empty = lrc == MDB_NOTFOUND;
+        if (!empty) {
+            if (lk.mv_size > sizeof(last)) {
+                rc = PROJ_ECORRUPT;
+                mdb_cursor_close(cur);
+                break;
+            }
+            memcpy(last, lk.mv_data, lk.mv_size);
+            last_len = lk.mv_size;
+        }
+        bool sorted = true;
+        for (size_t i = 0; i < t->dirty_count; i++) {
+            order[i] = s_slot(t, t->dirty[i]);
+            if (i > 0 && sorted && s_slot_cmp(&order[i - 1], &order[i]) > 0)
+                sorted = false;
+        }
+        /* Key order makes LMDB touch each page once, and lets the new keys past the end be
+         * appended. write_once tables take new keys that mostly land at a few growing ends,
+         * where order buys less than the sort costs, except into an empty table (the first
+         * batch of a rebuild), where sorted it is all appends. */
+        if (!sorted && (!t->write_once || empty)) {
+            qsort(order, t->dirty_count, sizeof(*order), s_slot_cmp);
+            sorted = true;
+        }
+        bool append = sorted && empty;
         for (size_t i = 0; rc == 0 && i < t->dirty_count; i++) {
             slot_t *s = order[i];
             MDB_val k = { s->key_len, s_key(s) };
+            if (sorted && !append && s_key_cmp(s, last, last_len) > 0)
+                append = true; /* and so are all after it */
             if (s->state == S_LIVE) {
                 MDB_val v = { s->val_len, s_val(t, s) };
-                rc = mdb_cursor_put(cur, &k, &v, 0);
-            } else {
+                rc = mdb_cursor_put(cur, &k, &v, append ? MDB_APPEND : 0);
+            } else if (!append) {
                 MDB_val v;
                 rc = mdb_cursor_get(cur, &k, &v, MDB_SET);
                 if (rc == 0)
                     rc = mdb_cursor_del(cur, 0);
                 else if (rc == MDB_NOTFOUND)
                     rc = 0;
-            }
+            } /* else: past the last key, so not in the table */
         }
         mdb_cursor_close(cur);
     }
