@@ -75,23 +75,45 @@ s_slot(const ctable_t *t, size_t i)
     return (slot_t *)(void *)(t->chunks[i >> t->chunk_shift] + (i & mask) * t->slot_size);
 }
 
-/* Memory for a chunk or an index: huge-page aligned and advised when it is that large (the
- * kernel then faults it in 2 MiB at a time), else plain malloc(). Freed with free(). */
+/* Memory for a chunk or an index: from 2 MiB up, its own mapping (the kernel aligns it to
+ * 2 MiB), advised for huge pages, so the kernel faults it in 2 MiB at a time; smaller, plain
+ * malloc(). Large blocks stay out of the malloc arena, which the fold keeps faulted in for
+ * LMDB's pages (fold.c). Freed with s_big_free() and the same size. NULL when out of memory. */
+static size_t
+s_big_len(size_t bytes)
+{
+    return (bytes + S_HUGE_BYTES - 1) & ~(size_t)(S_HUGE_BYTES - 1);
+}
+
 static void *
 s_big_alloc(size_t bytes, bool zero)
 {
-    void *p;
-    if (bytes >= S_HUGE_BYTES) {
-        bytes = (bytes + S_HUGE_BYTES - 1) & ~(size_t)(S_HUGE_BYTES - 1);
-        p = aligned_alloc(S_HUGE_BYTES, bytes);
-        if (p != NULL)
-            (void)madvise(p, bytes, MADV_HUGEPAGE); /* a hint: fine when refused */
-    } else {
-        p = malloc(bytes);
-    }
-    if (p != NULL && zero)
-        memset(p, 0, bytes);
-    return p;
+    if (bytes < S_HUGE_BYTES)
+        return zero ? calloc(1, bytes) : malloc(bytes);
+    void *p =
+        mmap(NULL, s_big_len(bytes), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+    (void)madvise(p, s_big_len(bytes), MADV_HUGEPAGE); /* a hint: fine when refused */
+    return p;                                          /* a new mapping reads as zeros */
+}
+
+static void
+s_big_free(void *p, size_t bytes)
+{
+    if (p == NULL)
+        return;
+    if (bytes < S_HUGE_BYTES)
+        free(p);
+    else
+        munmap(p, s_big_len(bytes));
+}
+
+/* Bytes of one chunk of slots. */
+static size_t
+s_chunk_bytes(const ctable_t *t)
+{
+    return ((size_t)1 << t->chunk_shift) * t->slot_size;
 }
 
 static inline uint8_t *
@@ -110,9 +132,12 @@ static void
 s_table_free(ctable_t *t)
 {
     for (size_t i = 0; i < t->chunks_count; i++)
-        free(t->chunks[i]);
+        if (i == 0)
+            free(t->chunks[i]); /* the first chunk is plain malloc() (s_new_slot) */
+        else
+            s_big_free(t->chunks[i], s_chunk_bytes(t));
     free(t->chunks);
-    free(t->index);
+    s_big_free(t->index, t->index_cap * sizeof(*t->index));
     free(t->dirty);
     t->chunks = NULL;
     t->index = NULL;
@@ -236,7 +261,7 @@ s_grow_index(ctable_t *t)
             pos = (pos + 1) & mask;
         index[pos] = e;
     }
-    free(t->index);
+    s_big_free(t->index, t->index_cap * sizeof(*t->index));
     t->index = index;
     t->index_cap = cap;
     return 0;
@@ -258,7 +283,7 @@ s_new_slot(ctable_t *t, const void *key, size_t klen, uint32_t hash32, size_t po
             t->chunks_cap = cap;
         }
         /* The first chunk of a table is plain memory: most tables stay that small. */
-        size_t bytes = ((size_t)1 << t->chunk_shift) * t->slot_size;
+        size_t bytes = s_chunk_bytes(t);
         uint8_t *chunk = t->chunks_count == 0 ? malloc(bytes) : s_big_alloc(bytes, false);
         if (chunk == NULL)
             return NULL;
