@@ -27,6 +27,9 @@
 /* Events one step folds by default: large enough that a rebuild writes each hot record once
  * per many events, small enough that the batch's cache stays modest. */
 #define FOLD_BATCH_EVENTS_DEFAULT 262144u
+/* Longest a batch stays open over time-boxed steps before it is committed anyway: how stale
+ * queries may be, and how much progress a crash may lose, while a fold catches up. */
+#define FOLD_COMMIT_INTERVAL_MS 1000u
 
 typedef struct fold fold_t;
 
@@ -45,14 +48,33 @@ int fold_new(journal_t *j, proj_t *const *projs, size_t n, fold_t **out);
 /* Frees the fold (not the instances) and clears the pointer; NULL is fine. */
 void fold_destroy(fold_t **f);
 
-/* Replaces the instances the fold drives (the reader is repositioned on the next step). */
+/* Replaces the instances the fold drives (the reader is repositioned on the next step),
+ * committing the open batches of the old ones first. Returns 0 or that commit's error. */
 int fold_set(fold_t *f, proj_t *const *projs, size_t n);
+
+/* Commits every open batch now (see fold_step()). Returns 0 or the first commit error (that
+ * instance stays at its previous checkpoint). Call it before closing an instance the fold
+ * drives; fold_set() and fold_destroy() do it themselves. */
+int fold_flush(fold_t *f);
+
+/* How long a batch may stay open over steps that do not reach the head (default
+ * FOLD_COMMIT_INTERVAL_MS; 0 = until events_max events or the head). A fold whose instances
+ * answer no queries yet (a blue/green rebuild) needs no interval: a crash loses at most one
+ * batch of its progress. */
+void fold_set_commit_interval(fold_t *f, uint64_t interval_ms);
 
 /*
  * Folds the events after the instances' checkpoints, up to to_seq (0 = the head), at most
  * events_max events (0 = FOLD_BATCH_EVENTS_DEFAULT) and, when budget_ns is not 0, stopping
- * early once that much time has gone by. Every instance commits what it folded. Instances
- * with a sticky fold error are left out (see proj_error()).
+ * early once that much time has gone by. Instances with a sticky fold error are left out (see
+ * proj_error()).
+ *
+ * Each instance folds into a batch (one write transaction, on its worker thread) that may stay
+ * open over several steps: it is committed, with its checkpoint, when the step reached the
+ * journal's head or to_seq, when events_max events have been folded since the last commit, when
+ * FOLD_COMMIT_INTERVAL_MS have passed since then, or on an error. So after a step that did not
+ * reach the head, proj_checkpoint() may not have moved yet; a step that reaches the head (or
+ * to_seq) always leaves every instance committed.
  *
  * Returns 0 (also when there was nothing to fold); PROJ_EJOURNAL when the journal could not be
  * read (a damaged entry: fold_bad_seq() names it; nothing after it is folded), or the first

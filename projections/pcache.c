@@ -14,11 +14,15 @@
 #include <assert.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include <xxhash.h>
 
-#define S_CHUNK_SLOTS 1024u
-#define S_INDEX_MIN   1024u
+#define S_INDEX_MIN 1024u
+/* Chunks of slots and indexes are sized and aligned to the transparent huge page size, and
+ * marked for huge pages: a rebuild fills hundreds of megabytes, and on the VMs this runs on a
+ * page fault per 4 KiB page cost more than the fold itself. */
+#define S_HUGE_BYTES (2u * 1024 * 1024)
 
 enum { S_GONE = 0, S_LIVE = 1 };
 
@@ -41,6 +45,7 @@ typedef struct ctable {
     size_t key_max;   /* key_limit rounded up to 8 */
     size_t val_max;
     size_t slot_size;
+    unsigned chunk_shift; /* log2 of the slots of a chunk */
     uint8_t **chunks;
     size_t chunks_count;
     size_t chunks_cap;
@@ -66,7 +71,49 @@ static inline slot_t *
 s_slot(const ctable_t *t, size_t i)
 {
     assert(i < t->slots);
-    return (slot_t *)(void *)(t->chunks[i / S_CHUNK_SLOTS] + (i % S_CHUNK_SLOTS) * t->slot_size);
+    size_t mask = ((size_t)1 << t->chunk_shift) - 1;
+    return (slot_t *)(void *)(t->chunks[i >> t->chunk_shift] + (i & mask) * t->slot_size);
+}
+
+/* Memory for a chunk or an index: from 2 MiB up, its own mapping (the kernel aligns it to
+ * 2 MiB), advised for huge pages, so the kernel faults it in 2 MiB at a time; smaller, plain
+ * malloc(). Large blocks stay out of the malloc arena, which the fold keeps faulted in for
+ * LMDB's pages (fold.c). Freed with s_big_free() and the same size. NULL when out of memory. */
+static size_t
+s_big_len(size_t bytes)
+{
+    return (bytes + S_HUGE_BYTES - 1) & ~(size_t)(S_HUGE_BYTES - 1);
+}
+
+static void *
+s_big_alloc(size_t bytes, bool zero)
+{
+    if (bytes < S_HUGE_BYTES)
+        return zero ? calloc(1, bytes) : malloc(bytes);
+    void *p =
+        mmap(NULL, s_big_len(bytes), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+    (void)madvise(p, s_big_len(bytes), MADV_HUGEPAGE); /* a hint: fine when refused */
+    return p;                                          /* a new mapping reads as zeros */
+}
+
+static void
+s_big_free(void *p, size_t bytes)
+{
+    if (p == NULL)
+        return;
+    if (bytes < S_HUGE_BYTES)
+        free(p);
+    else
+        munmap(p, s_big_len(bytes));
+}
+
+/* Bytes of one chunk of slots. */
+static size_t
+s_chunk_bytes(const ctable_t *t)
+{
+    return ((size_t)1 << t->chunk_shift) * t->slot_size;
 }
 
 static inline uint8_t *
@@ -85,9 +132,12 @@ static void
 s_table_free(ctable_t *t)
 {
     for (size_t i = 0; i < t->chunks_count; i++)
-        free(t->chunks[i]);
+        if (i == 0)
+            free(t->chunks[i]); /* the first chunk is plain malloc() (s_new_slot) */
+        else
+            s_big_free(t->chunks[i], s_chunk_bytes(t));
     free(t->chunks);
-    free(t->index);
+    s_big_free(t->index, t->index_cap * sizeof(*t->index));
     free(t->dirty);
     t->chunks = NULL;
     t->index = NULL;
@@ -104,6 +154,10 @@ s_table_init(ctable_t *t, size_t key_max, size_t val_max, bool write_once)
     /* Keys are padded so values start 8-aligned: the folds keep structs in them. */
     t->key_max = (key_max + 7) & ~(size_t)7;
     t->slot_size = (sizeof(slot_t) + t->key_max + val_max + 7) & ~(size_t)7;
+    /* As many slots as fit in a huge page, a power of two (at least 1024). */
+    t->chunk_shift = 10;
+    while (((size_t)2 << t->chunk_shift) * t->slot_size <= S_HUGE_BYTES)
+        t->chunk_shift++;
     t->index_cap = S_INDEX_MIN;
     t->index = calloc(t->index_cap, sizeof(*t->index));
     return t->index != NULL ? 0 : PROJ_ENOMEM;
@@ -194,7 +248,7 @@ static int
 s_grow_index(ctable_t *t)
 {
     size_t cap = t->index_cap * 2;
-    uint64_t *index = calloc(cap, sizeof(*index));
+    uint64_t *index = s_big_alloc(cap * sizeof(*index), true);
     if (index == NULL)
         return PROJ_ENOMEM;
     size_t mask = cap - 1;
@@ -207,7 +261,7 @@ s_grow_index(ctable_t *t)
             pos = (pos + 1) & mask;
         index[pos] = e;
     }
-    free(t->index);
+    s_big_free(t->index, t->index_cap * sizeof(*t->index));
     t->index = index;
     t->index_cap = cap;
     return 0;
@@ -219,7 +273,7 @@ s_new_slot(ctable_t *t, const void *key, size_t klen, uint32_t hash32, size_t po
 {
     if (t->slots >= UINT32_MAX - 1)
         return NULL;
-    if (t->slots / S_CHUNK_SLOTS == t->chunks_count) { /* else: a kept chunk is reused */
+    if ((t->slots >> t->chunk_shift) == t->chunks_count) { /* else: a kept chunk is reused */
         if (t->chunks_count == t->chunks_cap) {
             size_t cap = t->chunks_cap != 0 ? t->chunks_cap * 2 : 16;
             uint8_t **chunks = realloc(t->chunks, cap * sizeof(*chunks));
@@ -228,7 +282,9 @@ s_new_slot(ctable_t *t, const void *key, size_t klen, uint32_t hash32, size_t po
             t->chunks = chunks;
             t->chunks_cap = cap;
         }
-        uint8_t *chunk = malloc(S_CHUNK_SLOTS * t->slot_size);
+        /* The first chunk of a table is plain memory: most tables stay that small. */
+        size_t bytes = s_chunk_bytes(t);
+        uint8_t *chunk = t->chunks_count == 0 ? malloc(bytes) : s_big_alloc(bytes, false);
         if (chunk == NULL)
             return NULL;
         t->chunks[t->chunks_count++] = chunk;
@@ -421,6 +477,17 @@ s_slot_cmp(const void *a, const void *b)
     return (x->key_len > y->key_len) - (x->key_len < y->key_len);
 }
 
+/* s_slot_cmp() of a slot's key against a key. */
+static int
+s_key_cmp(slot_t *s, const uint8_t *key, size_t klen)
+{
+    size_t n = s->key_len < klen ? s->key_len : klen;
+    int r = memcmp(s_key(s), key, n);
+    if (r != 0)
+        return r;
+    return (s->key_len > klen) - (s->key_len < klen);
+}
+
 int
 pcache_write(pcache_t *c, MDB_txn *txn, const MDB_dbi *dbis)
 {
@@ -435,36 +502,65 @@ pcache_write(pcache_t *c, MDB_txn *txn, const MDB_dbi *dbis)
     int rc = 0;
     for (size_t ti = 0; rc == 0 && ti < c->n; ti++) {
         ctable_t *t = &c->t[ti];
-        bool sorted = true;
-        for (size_t i = 0; i < t->dirty_count; i++) {
-            order[i] = s_slot(t, t->dirty[i]);
-            if (i > 0 && sorted && s_slot_cmp(&order[i - 1], &order[i]) > 0)
-                sorted = false;
-        }
-        /* Key order makes LMDB touch each page once; write_once tables take new keys that
-         * mostly land at a few growing ends, where order buys less than the sort costs. */
-        if (!sorted && !t->write_once)
-            qsort(order, t->dirty_count, sizeof(*order), s_slot_cmp);
         if (t->dirty_count == 0)
             continue;
         MDB_cursor *cur;
         rc = mdb_cursor_open(txn, dbis[ti], &cur);
         if (rc != 0)
             break;
+        /* The table's last key: records past it are appended (MDB_APPEND), which fills pages
+         * completely and skips the descent from the root, where a put of keys in order would
+         * split pages in the middle and leave them a half to two thirds full. */
+        uint8_t last[PROJ_KEY_MAX];
+        size_t last_len = 0;
+        MDB_val lk, lv;
+        int lrc = mdb_cursor_get(cur, &lk, &lv, MDB_LAST);
+        if (lrc != 0 && lrc != MDB_NOTFOUND) {
+            rc = lrc;
+            mdb_cursor_close(cur);
+            break;
+        }
+        bool empty = lrc == MDB_NOTFOUND;
+        if (!empty) {
+            if (lk.mv_size > sizeof(last)) {
+                rc = PROJ_ECORRUPT;
+                mdb_cursor_close(cur);
+                break;
+            }
+            memcpy(last, lk.mv_data, lk.mv_size);
+            last_len = lk.mv_size;
+        }
+        bool sorted = true;
+        for (size_t i = 0; i < t->dirty_count; i++) {
+            order[i] = s_slot(t, t->dirty[i]);
+            if (i > 0 && sorted && s_slot_cmp(&order[i - 1], &order[i]) > 0)
+                sorted = false;
+        }
+        /* Key order makes LMDB touch each page once, and lets the new keys past the end be
+         * appended. write_once tables take new keys that mostly land at a few growing ends,
+         * where order buys less than the sort costs, except into an empty table (the first
+         * batch of a rebuild), where sorted it is all appends. */
+        if (!sorted && (!t->write_once || empty)) {
+            qsort(order, t->dirty_count, sizeof(*order), s_slot_cmp);
+            sorted = true;
+        }
+        bool append = sorted && empty;
         for (size_t i = 0; rc == 0 && i < t->dirty_count; i++) {
             slot_t *s = order[i];
             MDB_val k = { s->key_len, s_key(s) };
+            if (sorted && !append && s_key_cmp(s, last, last_len) > 0)
+                append = true; /* and so are all after it */
             if (s->state == S_LIVE) {
                 MDB_val v = { s->val_len, s_val(t, s) };
-                rc = mdb_cursor_put(cur, &k, &v, 0);
-            } else {
+                rc = mdb_cursor_put(cur, &k, &v, append ? MDB_APPEND : 0);
+            } else if (!append) {
                 MDB_val v;
                 rc = mdb_cursor_get(cur, &k, &v, MDB_SET);
                 if (rc == 0)
                     rc = mdb_cursor_del(cur, 0);
                 else if (rc == MDB_NOTFOUND)
                     rc = 0;
-            }
+            } /* else: past the last key, so not in the table */
         }
         mdb_cursor_close(cur);
     }
@@ -475,7 +571,8 @@ pcache_write(pcache_t *c, MDB_txn *txn, const MDB_dbi *dbis)
 static size_t
 s_bytes(const ctable_t *t)
 {
-    return t->chunks_count * S_CHUNK_SLOTS * t->slot_size + t->index_cap * sizeof(uint64_t);
+    return t->chunks_count * ((size_t)1 << t->chunk_shift) * t->slot_size +
+           t->index_cap * sizeof(uint64_t);
 }
 
 /* Forgets every record of a write_once table after a commit, keeping its memory for the next

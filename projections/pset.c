@@ -189,6 +189,9 @@ s_start_build(pset_t *s, slot_t *sl, uint32_t gen)
         proj_close(&sl->building);
         return rc;
     }
+    /* The environment being built answers no queries until it takes over: its batches are
+     * committed only when full or at the head, never just because time passed. */
+    fold_set_commit_interval(sl->build_fold, 0);
     sl->building_gen = gen;
     sl->rate_eps = 0;
     sl->tokens = 0;
@@ -336,13 +339,14 @@ pset_close(pset_t **sp)
     if (sp == NULL || *sp == NULL)
         return;
     pset_t *s = *sp;
+    /* The folds first: they commit their open batches, on their own threads. */
+    fold_destroy(&s->live);
     for (size_t i = 0; i < PROJ_COUNT; i++) {
         slot_t *sl = &s->slots[i];
         fold_destroy(&sl->build_fold);
         proj_close(&sl->building);
         proj_close(&sl->active);
     }
-    fold_destroy(&s->live);
     if (s->lock_fd >= 0)
         close(s->lock_fd);
     free(s);
@@ -389,6 +393,9 @@ s_takeover(pset_t *s, slot_t *sl)
               sl->def->name, sl->code_schema, sl->building_gen,
               (unsigned long long)proj_checkpoint(sl->building), (unsigned long long)secs,
               old_schema, sl->active_gen);
+    /* The old environment may still fold in the live set (a rebuild at the same version):
+     * commit its open batch before closing it. */
+    (void)fold_flush(s->live);
     proj_close(&sl->active);
     s_remove_env(old);
     fold_destroy(&sl->build_fold);

@@ -722,12 +722,10 @@ s_event_in(codec_in_t *in, const Cardledger__V1__JournalEntry *e, cl_event_t *ev
     return 0;
 }
 
-int
-codec_event_decode(const void *buf, size_t len, cl_event_t *out)
+/* The decode itself, into *ev (zeroed first; garbage on failure). */
+static int
+s_decode(const void *buf, size_t len, cl_event_t *ev)
 {
-    if (out == NULL || (buf == NULL && len > 0)) {
-        return CODEC_EINVAL;
-    }
     const uint8_t *p = buf;
     codec_walk_t walk;
     int rc = codec_walk(&walk, &cardledger__v1__journal_entry__descriptor, p, len);
@@ -746,29 +744,28 @@ codec_event_decode(const void *buf, size_t len, cl_event_t *out)
         return CODEC_EMALFORMED; /* the walker lets through nothing else protobuf-c refuses */
     }
 
-    cl_event_t ev;
-    memset(&ev, 0, sizeof ev);
+    memset(ev, 0, sizeof *ev);
     codec_in_t in;
     codec_in_init(&in, NULL, 0, false);
     if (e->request_id_b32.len == 0) {
-        codec_in_str(&in, ev.request_id, sizeof ev.request_id, e->request_id, "request_id");
+        codec_in_str(&in, ev->request_id, sizeof ev->request_id, e->request_id, "request_id");
     } else if (e->request_id != NULL && e->request_id[0] != '\0') {
         codec_in_fail(&in, CODEC_EINVALID, "request_id and request_id_b32 are both set");
     } else if (e->request_id_b32.len > S_REQUEST_ID_B32_MAX ||
-               !s_b32_text(e->request_id_b32.data, e->request_id_b32.len, ev.request_id,
-                           sizeof ev.request_id)) {
+               !s_b32_text(e->request_id_b32.data, e->request_id_b32.len, ev->request_id,
+                           sizeof ev->request_id)) {
         codec_in_fail(&in, CODEC_ELIMIT, "request_id_b32 is %zu bytes, the limit is %d",
                       e->request_id_b32.len, S_REQUEST_ID_B32_MAX);
     }
     if (e->actor != NULL) {
-        ev.actor.role = (cl_role_t)e->actor->role;
-        codec_in_str(&in, ev.actor.merchant_id, sizeof ev.actor.merchant_id, e->actor->merchant_id,
-                     "actor.merchant_id");
-        codec_in_str(&in, ev.actor.store_id, sizeof ev.actor.store_id, e->actor->store_id,
+        ev->actor.role = (cl_role_t)e->actor->role;
+        codec_in_str(&in, ev->actor.merchant_id, sizeof ev->actor.merchant_id,
+                     e->actor->merchant_id, "actor.merchant_id");
+        codec_in_str(&in, ev->actor.store_id, sizeof ev->actor.store_id, e->actor->store_id,
                      "actor.store_id");
-        codec_in_str(&in, ev.actor.name, sizeof ev.actor.name, e->actor->name, "actor.name");
+        codec_in_str(&in, ev->actor.name, sizeof ev->actor.name, e->actor->name, "actor.name");
     }
-    rc = s_event_in(&in, e, &ev);
+    rc = s_event_in(&in, e, ev);
     cardledger__v1__journal_entry__free_unpacked(e, &arena.base);
     if (rc == 0) {
         rc = in.err;
@@ -776,7 +773,21 @@ codec_event_decode(const void *buf, size_t len, cl_event_t *out)
     if (rc != 0) {
         return rc;
     }
-    assert(ev.type != CL_EV_NONE && ev.seq == 0 && ev.at_us == 0);
+    assert(ev->type != CL_EV_NONE && ev->seq == 0 && ev->at_us == 0);
+    return 0;
+}
+
+int
+codec_event_decode(const void *buf, size_t len, cl_event_t *out)
+{
+    if (out == NULL || (buf == NULL && len > 0)) {
+        return CODEC_EINVAL;
+    }
+    cl_event_t ev;
+    int rc = s_decode(buf, len, &ev);
+    if (rc != 0) {
+        return rc;
+    }
     memcpy(out, &ev, sizeof ev); /* with the padding, so equal bytes give memcmp-equal events */
     return 0;
 }
@@ -794,6 +805,15 @@ codec_request_id_b32_text(const uint8_t *raw, size_t len, char out[CL_REQUEST_ID
     assert(fits);
     (void)fits;
     return 0;
+}
+
+int
+codec_event_decode_scratch(const void *buf, size_t len, cl_event_t *scratch)
+{
+    if (scratch == NULL || (buf == NULL && len > 0)) {
+        return CODEC_EINVAL;
+    }
+    return s_decode(buf, len, scratch);
 }
 
 int

@@ -187,6 +187,11 @@ int codec_event_encode(const cl_event_t *ev, uint8_t *buf, size_t cap, size_t *o
  */
 int codec_event_decode(const void *buf, size_t len, cl_event_t *out);
 
+/* codec_event_decode() straight into *scratch, without the copy that keeps *out untouched on
+ * failure: on failure *scratch holds garbage. For hot loops that decode into a buffer of their
+ * own (the projections' fold). Same returns. */
+int codec_event_decode_scratch(const void *buf, size_t len, cl_event_t *scratch);
+
 /*
  * The request id that the bytes of a JournalEntry's request_id_b32 stand for: their unpadded
  * base32 in the ledger's alphabet (see codec_event_encode()), NUL-terminated in out. Also how

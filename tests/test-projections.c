@@ -458,7 +458,7 @@ s_flag(cl_command_type_t type, uint64_t card)
 /* Folds the journal into a fresh data directory (events_max per step, 0 = default) and returns
  * the set; *dir receives the directory. */
 static pset_t *
-s_fold(size_t events_max, const pset_opts_t *opts, char dir[PATH_MAX])
+s_fold_budget(size_t events_max, uint64_t budget_ns, const pset_opts_t *opts, char dir[PATH_MAX])
 {
     s_flush();
     s_mkdir_sub(dir, "proj");
@@ -469,12 +469,18 @@ s_fold(size_t events_max, const pset_opts_t *opts, char dir[PATH_MAX])
     REQUIRE(rc == 0);
     for (int guard = 0; guard < 10000000; guard++) {
         pset_round_t r;
-        rc = pset_step(ps, 0, events_max, 0, &r);
+        rc = pset_step(ps, 0, events_max, budget_ns, &r);
         REQUIRE(rc == 0);
         if (!r.behind)
             break;
     }
     return ps;
+}
+
+static pset_t *
+s_fold(size_t events_max, const pset_opts_t *opts, char dir[PATH_MAX])
+{
+    return s_fold_budget(events_max, 0, opts, dir);
 }
 
 static pstore_t *
@@ -1517,6 +1523,15 @@ any_batch_size_gives_the_same_bytes(void)
         }
         pset_close(&ps);
     }
+    /* Time-boxed steps (the projector's: here 256 events each) keep one batch open over many
+     * steps and commit it at the head: same bytes, and every instance at the head. */
+    ps = s_fold_budget(0, 1, NULL, dir);
+    s_digests(ps, got);
+    for (size_t k = 0; k < PROJ_COUNT; k++) {
+        CHECK(memcmp(want[k], got[k], 16) == 0);
+        CHECK_EQ_U64(proj_checkpoint(pset_active(ps, k)), next_seq - 1);
+    }
+    pset_close(&ps);
     /* A tiny cache (evicting after every batch) reads its records back: same bytes. */
     pset_opts_t o = { .cache_bytes_max = 1 };
     ps = s_fold(97, &o, dir);
@@ -1821,37 +1836,40 @@ an_event_that_does_not_fit_stops_the_projection_right_before_it(void)
     s_redeem(card, "s1", 100, 0, 0);
     s_flush();
     char dir[PATH_MAX];
-    s_mkdir_sub(dir, "proj");
-    pset_t *ps;
-    REQUIRE(pset_open(dir, J, NULL, &ps) == 0);
-    pset_round_t r;
-    do {
+    /* Folded in one step, then in time-boxed steps (one batch open over several steps). */
+    for (int boxed = 0; boxed < 2; boxed++) {
+        pset_t *ps;
+        s_mkdir_sub(dir, boxed ? "proj-boxed" : "proj");
+        REQUIRE(pset_open(dir, J, NULL, &ps) == 0);
+        pset_round_t r;
+        do {
+            REQUIRE(pset_step(ps, 0, 0, boxed ? 1 : 0, &r) == 0);
+        } while (r.behind);
+        for (size_t i = 0; i < PROJ_COUNT; i++) {
+            /* Every projection folds redemptions: each stops right before the forged event, with
+             * everything before it folded and committed. */
+            proj_t *p = pset_active(ps, i);
+            uint64_t at;
+            CHECK_EQ_INT(proj_error(p, &at), PROJ_EMISMATCH);
+            CHECK_EQ_U64(at, bad);
+            CHECK_EQ_U64(proj_checkpoint(p), bad - 1);
+            CHECK(proj_stopped(p));
+        }
+        cl_card_view_t v;
+        cl_card_ref_t ref = { .card_id = card };
+        uint64_t as_of;
+        REQUIRE(balances_card(s_store_of(ps, 0), &ref, &v, &as_of) == 0);
+        CHECK_EQ_U64(as_of, bad - 1);
+        CHECK_EQ_INT(v.balance_minor, 10000);
+        pset_status_t st;
+        pset_status(ps, 0, next_seq - 1, &st);
+        CHECK_EQ_INT(st.error, PROJ_EMISMATCH);
+        CHECK_EQ_U64(st.error_seq, bad);
+        /* Nothing more is folded, and asking again is harmless. */
         REQUIRE(pset_step(ps, 0, 0, 0, &r) == 0);
-    } while (r.behind);
-    for (size_t i = 0; i < PROJ_COUNT; i++) {
-        /* Every projection folds redemptions: each stops right before the forged event, with
-         * everything before it folded and committed. */
-        proj_t *p = pset_active(ps, i);
-        uint64_t at;
-        CHECK_EQ_INT(proj_error(p, &at), PROJ_EMISMATCH);
-        CHECK_EQ_U64(at, bad);
-        CHECK_EQ_U64(proj_checkpoint(p), bad - 1);
-        CHECK(proj_stopped(p));
+        CHECK(!r.behind);
+        pset_close(&ps);
     }
-    cl_card_view_t v;
-    cl_card_ref_t ref = { .card_id = card };
-    uint64_t as_of;
-    REQUIRE(balances_card(s_store_of(ps, 0), &ref, &v, &as_of) == 0);
-    CHECK_EQ_U64(as_of, bad - 1);
-    CHECK_EQ_INT(v.balance_minor, 10000);
-    pset_status_t st;
-    pset_status(ps, 0, next_seq - 1, &st);
-    CHECK_EQ_INT(st.error, PROJ_EMISMATCH);
-    CHECK_EQ_U64(st.error_seq, bad);
-    /* Nothing more is folded, and asking again is harmless. */
-    REQUIRE(pset_step(ps, 0, 0, 0, &r) == 0);
-    CHECK(!r.behind);
-    pset_close(&ps);
 }
 
 static void
