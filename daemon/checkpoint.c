@@ -894,7 +894,7 @@ s_replay(journal_t *j, ledger_t *l, uint64_t *out_replayed)
         rc = journal_reader_next(r, &e);
         if (rc != 0)
             break;
-        int drc = codec_event_decode(e.payload, e.payload_len, ev);
+        int drc = codec_event_decode_scratch(e.payload, e.payload_len, ev);
         if (drc != 0) {
             log_error("replay: the event at sequence %llu does not decode: %s",
                       (unsigned long long)e.seq, codec_strerror(drc));
