@@ -334,7 +334,6 @@ typedef struct s_write {
     bool full;
     size_t records;
     MDB_txn *txn;
-    int err;
     /* The databases opened in this run of the fill (handles of an aborted run are void). */
     char names[CHECKPOINT_TABLES_MAX][S_DB_NAME_MAX];
     MDB_dbi dbis[CHECKPOINT_TABLES_MAX];
@@ -610,7 +609,6 @@ struct checkpoint_source {
     char names[CHECKPOINT_TABLES_MAX][S_DB_NAME_MAX];
     MDB_dbi dbis[CHECKPOINT_TABLES_MAX];
     size_t count;
-    uint64_t reads;
 };
 
 /* Opens (creating when missing) the state.* database of every lazy table. */
@@ -660,12 +658,6 @@ checkpoint_source_release(checkpoint_source_t *src)
         journal_read_txn_end(src->j, &src->txn);
 }
 
-uint64_t
-checkpoint_source_reads(const checkpoint_source_t *src)
-{
-    return src != NULL ? src->reads : 0;
-}
-
 void
 checkpoint_source_destroy(checkpoint_source_t **srcp)
 {
@@ -713,7 +705,6 @@ s_source_get(void *ctx, const char *table, const void *key, size_t key_len, void
                   rc != 0 ? mdb_strerror(rc) : "it does not unpack to its size");
         return -1;
     }
-    src->reads++;
     return 1;
 }
 

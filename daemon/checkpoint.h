@@ -62,8 +62,6 @@ void checkpoint_source_release(checkpoint_source_t *source);
 /* Makes l a cache over the source (ledger_set_source()); the source must hold l's state as of
  * a checkpoint written from it. */
 void checkpoint_source_attach(checkpoint_source_t *source, ledger_t *l);
-/* Records the source has read since it was made. */
-uint64_t checkpoint_source_reads(const checkpoint_source_t *source);
 /* Frees the source (its transaction must be released); accepts NULL and clears the pointer. */
 void checkpoint_source_destroy(checkpoint_source_t **source);
 

@@ -1090,6 +1090,16 @@ s_checkpoint_collect(server_t *s)
         log_warn("cache: out of memory while forgetting records; they stay in memory");
 }
 
+/* Waits until the writer holds no batch and takes its result. The read transactions go first:
+ * the writer may need to grow the state's map, which waits for them. */
+static void
+s_checkpoint_settle(server_t *s)
+{
+    s_rtxn_end(s);
+    checkpointer_wait(s->writer);
+    s_checkpoint_collect(s);
+}
+
 /*
  * Writes a checkpoint: a full one in this thread (every record; after the state was rebuilt
  * from the whole journal), else the dirty records through the background writer, waited for
@@ -1119,15 +1129,11 @@ s_checkpoint(server_t *s, const char *why, bool wait)
         if (rc == CHECKPOINT_EBUSY && !wait)
             return rc; /* the last one is still being written: next cycle */
         if (rc == CHECKPOINT_EBUSY) {
-            s_rtxn_end(s);
-            checkpointer_wait(s->writer);
-            s_checkpoint_collect(s);
+            s_checkpoint_settle(s);
             rc = checkpointer_start(s->writer, s->ledger);
         }
         if (rc == 0 && wait) {
-            s_rtxn_end(s);
-            checkpointer_wait(s->writer);
-            s_checkpoint_collect(s);
+            s_checkpoint_settle(s);
             rc = s->checkpoint_failed ? -1 : 0; /* logged by s_checkpoint_collect() */
             if (rc == 0)
                 log_info("checkpoint (%s): at sequence %llu in %.1f ms", why,
@@ -1257,11 +1263,8 @@ server_run(server_t *s, volatile sig_atomic_t *stop, int wake_fd_read)
      * replays a longer tail), so it is logged by s_checkpoint() but does not fail the stop. */
     if (s->events_since_checkpoint > 0 || s->full_checkpoint || s->checkpoint_failed)
         s_checkpoint(s, "shutdown", true);
-    else {
-        s_rtxn_end(s);
-        checkpointer_wait(s->writer); /* the last routine one is on disk before the exit */
-        s_checkpoint_collect(s);
-    }
+    else
+        s_checkpoint_settle(s); /* the last routine one is on disk before the exit */
     log_info("stopped cleanly at sequence %llu",
              (unsigned long long)ledger_meta(s->ledger)->last_seq);
     return 0;
