@@ -1,25 +1,34 @@
 /*
- * server: the command loop and its group commit (see server.h).
+ * server: the command loop, its group commit and the commit thread (see server.h).
  *
- * A cycle:
- *   1. zmq_poll() until a message comes, a timer is due or a checkpoint is due;
- *   2. fire due ledger timers (CardExpired, ExpiryReminded, GiftReturned);
- *   3. take every message already waiting, without blocking, up to the cycle's limits, and for
+ * Two windows take turns. The loop fills one (the current window) while the commit thread
+ * writes the other (the window in flight), so deciding never waits for an fsync unless the
+ * current window is full. A cycle of the loop:
+ *   1. zmq_poll() until a message comes, the commit in flight is done, a timer is due or a
+ *      checkpoint is due;
+ *   2. when the commit in flight is done: land it (below);
+ *   3. fire due ledger timers (CardExpired, ExpiryReminded, GiftReturned);
+ *   4. take every message already waiting, without blocking, up to the window's limits, and for
  *      each request in order: the idempotency check, decide(), ledger_apply() of its events at
  *      once (so the next request sees them), decide_finish(), the encoded reply;
- *   4. fire the timers the clock moved past (an AdvanceClock in this cycle);
- *   5. flush: ONE journal_write() with every event and idempotency record of the window, made
- *      durable; then the replies of the messages whose requests are all committed; then the
- *      events on the PUB socket;
- *   6. a checkpoint when enough events or time have gone by.
- * A window that would outgrow its limits (events, bytes) is flushed early, in the middle of a
- * message if need be; the message's reply then waits for the flush that commits its last
- * request. Nothing is ever answered or published before the commit that makes it durable.
+ *   5. fire the timers the clock moved past (an AdvanceClock in this cycle);
+ *   6. submit: when no commit is in flight, hand the current window to the commit thread,
+ *      which makes ONE journal_write() of its events and idempotency records, durable; the
+ *      other window becomes the current one;
+ *   7. a checkpoint when enough events or time have gone by (with nothing uncommitted).
+ * Landing a window: its replies go out (to the messages whose requests are all in it), then its
+ * events are published. Nothing is ever answered or published before the commit that makes it
+ * durable, and windows land in the order they were decided.
  *
- * When a commit fails, the window's events are already in the in-memory ledger, so the ledger
- * is rebuilt from disk (checkpoint + replay) and every request of the window is answered with
- * CL_STORAGE_FULL or CL_INTERNAL; its idempotency records were never written, so a retry with
- * the same request id is decided afresh.
+ * A window that would outgrow its limits (events, bytes, requests) is submitted early, in the
+ * middle of a message if need be, waiting for the one in flight; the message moves on to the
+ * next window with copies of its replies so far, and is answered when that window lands.
+ *
+ * The ledger is ahead of the journal by the windows not yet landed. When a commit fails, the
+ * ledger is rebuilt from disk (checkpoint + replay), and every request of the failed window and
+ * of the current one (decided on top of it) is answered with CL_STORAGE_FULL or CL_INTERNAL;
+ * their idempotency records were never written, so a retry with the same request id is decided
+ * afresh. A checkpoint copies the ledger only when every window has landed.
  */
 #include "server.h"
 
@@ -29,6 +38,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
+
+#include <pthread.h>
+#include <sys/eventfd.h>
 
 #include <sodium.h>
 #include <zmq.h>
@@ -80,25 +93,71 @@ typedef struct s_rec {
     size_t sealed_len;
 } s_rec_t;
 
-/* One reply of the cycle. */
+/* One reply of a window. */
 typedef struct s_reply {
     char request_id[CL_REQUEST_ID_MAX + 1]; /* to answer a failed commit */
     size_t off;                             /* packed Reply in rep_bytes */
     size_t len;
     bool replayed;      /* send with replayed = true */
-    uint32_t window;    /* the window whose commit it depends on */
     cl_status_t failed; /* non-zero: the commit failed; answer with this status instead */
 } s_reply_t;
 
-/* One incoming message of the cycle. */
+/* One incoming message of a window. */
 typedef struct s_msg {
     zmq_msg_t env[DAEMON_ENVELOPE_FRAMES_MAX]; /* the ROUTER envelope, sent back as it came */
     size_t env_count;
     size_t first_reply; /* its replies are replies[first_reply .. first_reply + reply_count) */
     size_t reply_count;
     bool complete; /* every request of it is decided */
-    bool sent;
+    bool sent;     /* answered, or moved on to the next window */
 } s_msg_t;
+
+/*
+ * A window: what one journal_write() commits, and the messages answered once it has. The loop
+ * fills it; while it is in flight the commit thread reads the first group of fields and writes
+ * the last, and the loop only reads it (the request id map, stored replies).
+ */
+typedef struct s_window {
+    /* What the commit writes. */
+    s_event_t *evs; /* DAEMON_COMMIT_EVENTS_MAX + DECIDE_EVENTS_MAX */
+    size_t evs_count;
+    uint8_t *ev_bytes;
+    size_t ev_bytes_len, ev_bytes_cap;
+    s_rec_t *recs; /* S_RECS_MAX */
+    size_t recs_count;
+    uint32_t *map; /* S_MAP_SLOTS: request id -> recs index + 1 */
+    const idem_dbs_t *idem;
+    int64_t purge_before_us; /* idempotency records older than this are purged */
+    s_reply_t *replies;      /* S_REPLIES_MAX */
+    size_t replies_count;
+    uint8_t *rep_bytes;
+    size_t rep_len, rep_cap;
+
+    /* What the loop keeps to itself. */
+    bool poisoned; /* the ledger took a change that must not be committed */
+    s_msg_t *msgs; /* DAEMON_COMMIT_MESSAGES_MAX */
+    size_t msgs_count;
+    size_t requests; /* requests taken into it */
+
+    /* What the commit did (written by the commit thread). */
+    int rc;
+    journal_head_t head;
+    size_t purged;
+    double took_ms;
+} s_window_t;
+
+/* The commit thread and its hand-over. */
+typedef struct s_committer {
+    pthread_t thread;
+    bool running;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    journal_t *journal;
+    s_window_t *job; /* the window handed over, until landed */
+    bool done;       /* job's commit is done */
+    bool stop;
+    int done_fd; /* an eventfd the thread signals when a job is done; in the loop's poll set */
+} s_committer_t;
 
 /* Random bytes drawn ahead for s_random(). */
 #define S_RANDOM_POOL 4096
@@ -131,28 +190,13 @@ struct server {
     cl_reply_t scratch;            /* a reply's stored form, or one restored from disk */
     cl_issued_row_t *rows_scratch; /* CL_ISSUE_BATCH_MAX rows for scratch */
 
-    /* The window: what the next journal_write() commits. */
-    uint32_t window;
-    bool poisoned;  /* the ledger took a change that must not be committed */
-    bool broken;    /* the state could not be rebuilt: stop without committing more */
-    s_event_t *evs; /* DAEMON_COMMIT_EVENTS_MAX + DECIDE_EVENTS_MAX */
-    size_t evs_count;
-    uint8_t *ev_bytes;
-    size_t ev_bytes_len, ev_bytes_cap;
-    s_rec_t *recs; /* S_RECS_MAX */
-    size_t recs_count;
-    uint32_t *map; /* S_MAP_SLOTS: request id -> recs index + 1 */
-    MDB_txn *rtxn; /* read transaction for idempotency lookups, or NULL */
-    size_t purged; /* idempotency records the last commit purged */
-
-    /* The cycle. */
-    s_msg_t *msgs; /* DAEMON_COMMIT_MESSAGES_MAX */
-    size_t msgs_count;
-    size_t requests;    /* requests taken this cycle */
-    s_reply_t *replies; /* S_REPLIES_MAX */
-    size_t replies_count;
-    uint8_t *rep_bytes;
-    size_t rep_len, rep_cap;
+    /* The windows. */
+    s_window_t win[2];
+    s_window_t *cur;    /* the window being filled */
+    s_window_t *flying; /* the window the commit thread has, or NULL */
+    s_committer_t committer;
+    bool broken;         /* the state could not be rebuilt: stop without committing more */
+    MDB_txn *rtxn;       /* read transaction for idempotency lookups, or NULL */
     bool timers_pending; /* more timers were due than one cycle fires */
 
     /* Buffers of the hot path. */
@@ -165,7 +209,8 @@ struct server {
     uint64_t events_since_checkpoint;
     double last_checkpoint_ms;
     bool full_checkpoint;
-    bool checkpoint_failed; /* the writer holds a batch it could not write */
+    bool checkpoint_in_hand; /* the writer has a batch whose result is not collected */
+    bool checkpoint_failed;  /* the writer holds a batch it could not write */
 };
 
 /* ---- Small helpers ------------------------------------------------------------------------- */
@@ -252,44 +297,59 @@ s_grow(uint8_t **buf, size_t *cap, size_t need)
     return true;
 }
 
-/* ---- The in-window request id map ------------------------------------------------------------ */
+/* ---- The windows' request id maps ---------------------------------------------------------- */
 
 static s_rec_t *
-s_map_find(const server_t *s, const char *id)
+s_window_find(const s_window_t *w, const char *id)
 {
     for (uint32_t i = s_id_hash(id) & (S_MAP_SLOTS - 1);; i = (i + 1) & (S_MAP_SLOTS - 1)) {
-        uint32_t v = s->map[i];
+        uint32_t v = w->map[i];
         if (v == 0)
             return NULL;
-        if (strcmp(s->recs[v - 1].request_id, id) == 0)
-            return &s->recs[v - 1];
+        if (strcmp(w->recs[v - 1].request_id, id) == 0)
+            return &w->recs[v - 1];
     }
 }
 
-static void
-s_map_insert(server_t *s, size_t rec_index)
+/* The record of a request decided in a window not landed yet (the current one or the one in
+ * flight), and that window; else NULL. */
+static const s_rec_t *
+s_map_find(const server_t *s, const char *id, const s_window_t **in)
 {
-    const char *id = s->recs[rec_index].request_id;
+    const s_rec_t *r = s_window_find(s->cur, id);
+    *in = s->cur;
+    if (r == NULL && s->flying != NULL) {
+        r = s_window_find(s->flying, id);
+        *in = s->flying;
+    }
+    return r;
+}
+
+static void
+s_map_insert(s_window_t *w, size_t rec_index)
+{
+    const char *id = w->recs[rec_index].request_id;
     uint32_t i = s_id_hash(id) & (S_MAP_SLOTS - 1);
-    while (s->map[i] != 0)
+    while (w->map[i] != 0)
         i = (i + 1) & (S_MAP_SLOTS - 1);
-    s->map[i] = (uint32_t)rec_index + 1;
+    w->map[i] = (uint32_t)rec_index + 1;
 }
 
 /* ---- Replies ------------------------------------------------------------------------------- */
 
-/* Makes room for one more reply of up to len bytes; returns its entry or NULL. */
+/* Makes room in the current window for one more reply of up to len bytes; returns its entry or
+ * NULL. */
 static s_reply_t *
 s_reply_reserve(server_t *s, const char *request_id, size_t len)
 {
-    CL_CHECK(s->replies_count < S_REPLIES_MAX);
-    if (!s_grow(&s->rep_bytes, &s->rep_cap, s->rep_len + len))
+    s_window_t *w = s->cur;
+    CL_CHECK(w->replies_count < S_REPLIES_MAX);
+    if (!s_grow(&w->rep_bytes, &w->rep_cap, w->rep_len + len))
         return NULL;
-    s_reply_t *e = &s->replies[s->replies_count];
+    s_reply_t *e = &w->replies[w->replies_count];
     memset(e, 0, sizeof(*e));
     s_copy(e->request_id, sizeof(e->request_id), request_id);
-    e->off = s->rep_len;
-    e->window = s->window;
+    e->off = w->rep_len;
     return e;
 }
 
@@ -297,37 +357,39 @@ static void
 s_reply_commit(server_t *s, s_msg_t *m, s_reply_t *e, size_t len)
 {
     e->len = len;
-    s->rep_len += len;
-    s->replies_count++;
+    s->cur->rep_len += len;
+    s->cur->replies_count++;
     m->reply_count++;
 }
 
 /*
- * Encodes r as the next reply of message m. Returns the reply's index, or -1 (logged). The
- * reply is encoded straight into the arena's free room (at least S_REPLY_ROOM bytes); only a
- * reply that does not fit (a batch issue's) is sized first, so a common reply is built once.
+ * Encodes r as the next reply of message m (of the current window). Returns the reply's index,
+ * or -1 (logged). The reply is encoded straight into the arena's free room (at least
+ * S_REPLY_ROOM bytes); only a reply that does not fit (a batch issue's) is sized first, so a
+ * common reply is built once.
  */
 static long
 s_reply_add(server_t *s, s_msg_t *m, const cl_reply_t *r)
 {
+    s_window_t *w = s->cur;
     size_t len = 0;
     int rc = 0;
     s_reply_t *e = s_reply_reserve(s, r->request_id, S_REPLY_ROOM);
     if (e != NULL)
-        rc = codec_reply_encode(r, s->rep_bytes + e->off, s->rep_cap - e->off, &len);
+        rc = codec_reply_encode(r, w->rep_bytes + e->off, w->rep_cap - e->off, &len);
     if (e != NULL && rc == CODEC_ENOSPC) {
         rc = codec_reply_encoded_size(r, &len);
-        if (rc == 0 && !s_grow(&s->rep_bytes, &s->rep_cap, e->off + len))
+        if (rc == 0 && !s_grow(&w->rep_bytes, &w->rep_cap, e->off + len))
             e = NULL;
         if (e != NULL && rc == 0)
-            rc = codec_reply_encode(r, s->rep_bytes + e->off, len, &len);
+            rc = codec_reply_encode(r, w->rep_bytes + e->off, len, &len);
     }
     if (rc != 0 || e == NULL) {
         log_error("a reply does not encode: %s", rc != 0 ? codec_strerror(rc) : "out of memory");
         return -1;
     }
     s_reply_commit(s, m, e, len);
-    return (long)(s->replies_count - 1);
+    return (long)(w->replies_count - 1);
 }
 
 /* A reply with a status and a sentence but no result. */
@@ -347,20 +409,21 @@ s_reply_simple(server_t *s, s_msg_t *m, const char *request_id, cl_status_t stat
     }
 }
 
-/* A copy of stored reply bytes, to be sent with replayed = true. */
+/* A copy of stored reply bytes, to be sent with replayed = true. bytes_in_arena: they are in
+ * the current window's reply arena, which may move while it grows. */
 static void
 s_reply_replay(server_t *s, s_msg_t *m, const char *request_id, const uint8_t *bytes, size_t len,
                bool bytes_in_arena)
 {
-    size_t src_off = bytes_in_arena ? (size_t)(bytes - s->rep_bytes) : 0;
+    size_t src_off = bytes_in_arena ? (size_t)(bytes - s->cur->rep_bytes) : 0;
     s_reply_t *e = s_reply_reserve(s, request_id, len);
     if (e == NULL) {
         s_reply_simple(s, m, request_id, CL_INTERNAL, "the daemon is out of memory");
         return;
     }
     /* The arena may have moved while growing: find the source again by its offset. */
-    const uint8_t *src = bytes_in_arena ? s->rep_bytes + src_off : bytes;
-    memmove(s->rep_bytes + e->off, src, len);
+    const uint8_t *src = bytes_in_arena ? s->cur->rep_bytes + src_off : bytes;
+    memmove(s->cur->rep_bytes + e->off, src, len);
     e->replayed = true;
     s_reply_commit(s, m, e, len);
 }
@@ -407,12 +470,13 @@ s_event_merchant(const ledger_t *l, const cl_event_t *ev, char out[CL_ID_MAX + 1
 }
 
 /*
- * Folds the decided events into the ledger and adds them to the window. Returns 0, or a
+ * Folds the decided events into the ledger and adds them to the current window. Returns 0, or a
  * negative code after which the ledger holds part of the command: the window is poisoned.
  */
 static int
 s_take_events(server_t *s, size_t n)
 {
+    s_window_t *w = s->cur;
     for (size_t i = 0; i < n; i++) {
         const cl_event_t *ev = &s->events[i];
         CL_CHECK(ev->seq == ledger_meta(s->ledger)->last_seq + 1);
@@ -420,60 +484,171 @@ s_take_events(server_t *s, size_t n)
         if (rc != 0) {
             log_error("a decided %s event does not apply: %s", cl_event_name(ev->type),
                       ledger_strerror(rc));
-            s->poisoned = true;
+            w->poisoned = true;
             return rc;
         }
-        if (!s_grow(&s->ev_bytes, &s->ev_bytes_cap, s->ev_bytes_len + CODEC_EVENT_MAX_BYTES)) {
+        if (!s_grow(&w->ev_bytes, &w->ev_bytes_cap, w->ev_bytes_len + CODEC_EVENT_MAX_BYTES)) {
             log_error("out of memory for the events of a commit");
-            s->poisoned = true;
+            w->poisoned = true;
             return SERVER_ENOMEM;
         }
         size_t len = 0;
-        rc = codec_event_encode(ev, s->ev_bytes + s->ev_bytes_len, CODEC_EVENT_MAX_BYTES, &len);
+        rc = codec_event_encode(ev, w->ev_bytes + w->ev_bytes_len, CODEC_EVENT_MAX_BYTES, &len);
         if (rc != 0) {
             log_error("a decided %s event does not encode: %s", cl_event_name(ev->type),
                       codec_strerror(rc));
-            s->poisoned = true;
+            w->poisoned = true;
             return rc;
         }
-        s_event_t *e = &s->evs[s->evs_count++];
+        s_event_t *e = &w->evs[w->evs_count++];
         e->seq = ev->seq;
         e->at_us = ev->at_us;
-        e->off = s->ev_bytes_len;
+        e->off = w->ev_bytes_len;
         e->len = (uint32_t)len;
         e->type = ev->type;
         s_event_merchant(s->ledger, ev, e->merchant);
-        s->ev_bytes_len += len;
+        w->ev_bytes_len += len;
     }
     return 0;
 }
 
-/* ---- The commit ---------------------------------------------------------------------------- */
+/* ---- Windows --------------------------------------------------------------------------------- */
 
-/* Forgets the window's idempotency records (committed or failed). */
-static void
-s_recs_clear(server_t *s)
+static bool
+s_window_init(s_window_t *w, const idem_dbs_t *idem)
 {
-    for (size_t i = 0; i < s->recs_count; i++) {
-        free(s->recs[i].stored);
-        free(s->recs[i].sealed);
-        s->recs[i].stored = NULL;
-        s->recs[i].stored_len = 0;
-        s->recs[i].sealed = NULL;
-        s->recs[i].sealed_len = 0;
-    }
-    s->recs_count = 0;
+    w->idem = idem;
+    w->evs = calloc(DAEMON_COMMIT_EVENTS_MAX + DECIDE_EVENTS_MAX, sizeof(*w->evs));
+    w->recs = calloc(S_RECS_MAX, sizeof(*w->recs));
+    w->map = calloc(S_MAP_SLOTS, sizeof(*w->map));
+    w->msgs = calloc(DAEMON_COMMIT_MESSAGES_MAX, sizeof(*w->msgs));
+    w->replies = calloc(S_REPLIES_MAX, sizeof(*w->replies));
+    return w->evs != NULL && w->recs != NULL && w->map != NULL && w->msgs != NULL &&
+           w->replies != NULL && s_grow(&w->ev_bytes, &w->ev_bytes_cap, 4u * 1024 * 1024) &&
+           s_grow(&w->rep_bytes, &w->rep_cap, 4u * 1024 * 1024);
 }
 
+/* Forgets what the window's commit would write: its events and idempotency records. */
+static void
+s_window_drop_writes(s_window_t *w)
+{
+    for (size_t i = 0; i < w->recs_count; i++) {
+        free(w->recs[i].stored);
+        free(w->recs[i].sealed);
+        w->recs[i].stored = NULL;
+        w->recs[i].stored_len = 0;
+        w->recs[i].sealed = NULL;
+        w->recs[i].sealed_len = 0;
+    }
+    if (w->recs_count > 0)
+        memset(w->map, 0, S_MAP_SLOTS * sizeof(*w->map));
+    w->recs_count = 0;
+    w->evs_count = 0;
+    w->ev_bytes_len = 0;
+    w->poisoned = false;
+}
+
+/* Empties a landed window for its next turn. */
+static void
+s_window_reset(s_window_t *w)
+{
+    s_window_drop_writes(w);
+    for (size_t i = 0; i < w->msgs_count; i++) {
+        for (size_t k = 0; k < w->msgs[i].env_count; k++)
+            zmq_msg_close(&w->msgs[i].env[k]);
+        w->msgs[i].env_count = 0;
+    }
+    w->msgs_count = 0;
+    w->requests = 0;
+    w->replies_count = 0;
+    w->rep_len = 0;
+    w->rc = 0;
+    w->purged = 0;
+    w->took_ms = 0;
+}
+
+static void
+s_window_free(s_window_t *w)
+{
+    if (w->recs != NULL && w->map != NULL)
+        s_window_drop_writes(w);
+    for (size_t i = 0; w->msgs != NULL && i < w->msgs_count; i++) {
+        for (size_t k = 0; k < w->msgs[i].env_count; k++)
+            zmq_msg_close(&w->msgs[i].env[k]);
+    }
+    free(w->evs);
+    free(w->recs);
+    free(w->map);
+    free(w->msgs);
+    free(w->replies);
+    free(w->ev_bytes);
+    free(w->rep_bytes);
+}
+
+/* Every request of the window is answered with st instead of its reply. */
+static void
+s_window_fail(s_window_t *w, cl_status_t st)
+{
+    for (size_t i = 0; i < w->replies_count; i++)
+        w->replies[i].failed = st;
+}
+
+/* Does the window hold anything to commit or to answer? */
+static bool
+s_window_busy(const s_window_t *w)
+{
+    return w->msgs_count > 0 || w->evs_count > 0 || w->recs_count > 0 || w->poisoned;
+}
+
+/*
+ * Moves the message being decided (the last of `from`, not complete) on to the empty window
+ * `to`, with copies of its replies so far: it is answered when `to` lands. The replies stay in
+ * `from` too, for the idempotency records there that point at them. Returns the moved message.
+ */
+static s_msg_t *
+s_window_carry(s_window_t *from, s_window_t *to)
+{
+    s_msg_t *m = &from->msgs[from->msgs_count - 1];
+    s_msg_t *n = &to->msgs[0];
+    CL_CHECK(to->msgs_count == 0 && to->replies_count == 0 && !m->complete);
+    for (size_t k = 0; k < m->env_count; k++) {
+        zmq_msg_init(&n->env[k]);
+        zmq_msg_move(&n->env[k], &m->env[k]);
+        zmq_msg_close(&m->env[k]);
+    }
+    n->env_count = m->env_count;
+    n->first_reply = 0;
+    n->reply_count = m->reply_count;
+    n->complete = false;
+    n->sent = false;
+    m->env_count = 0;
+    m->sent = true;
+    for (size_t i = 0; i < m->reply_count; i++) {
+        const s_reply_t *e = &from->replies[m->first_reply + i];
+        CL_CHECK(s_grow(&to->rep_bytes, &to->rep_cap, to->rep_len + e->len));
+        s_reply_t *c = &to->replies[to->replies_count++];
+        *c = *e;
+        c->off = to->rep_len;
+        memcpy(to->rep_bytes + c->off, from->rep_bytes + e->off, e->len);
+        to->rep_len += e->len;
+    }
+    to->msgs_count = 1;
+    return n;
+}
+
+/* ---- The commit ---------------------------------------------------------------------------- */
+
+/* journal_write()'s fill: the window's events, then its idempotency records, then a purge. Runs
+ * in the commit thread. */
 static int
 s_fill(journal_txn_t *txn, void *ctx)
 {
-    server_t *s = ctx;
-    for (size_t i = 0; i < s->evs_count; i++) {
-        s_event_t *e = &s->evs[i];
+    s_window_t *w = ctx;
+    for (size_t i = 0; i < w->evs_count; i++) {
+        s_event_t *e = &w->evs[i];
         uint64_t seq = 0;
         journal_head_t head;
-        int rc = journal_txn_append(txn, e->at_us, s->ev_bytes + e->off, e->len, &seq);
+        int rc = journal_txn_append(txn, e->at_us, w->ev_bytes + e->off, e->len, &seq);
         if (rc != 0)
             return rc;
         /* The events were decided for this very sequence (gift offer ids are sequences). */
@@ -482,20 +657,80 @@ s_fill(journal_txn_t *txn, void *ctx)
         memcpy(e->hash, head.hash, sizeof(e->hash));
     }
     MDB_txn *mt = journal_txn_mdb(txn);
-    for (size_t i = 0; i < s->recs_count; i++) {
-        const s_rec_t *r = &s->recs[i];
-        const s_reply_t *rep = &s->replies[r->reply];
-        const uint8_t *bytes = r->stored != NULL ? r->stored : s->rep_bytes + rep->off;
+    for (size_t i = 0; i < w->recs_count; i++) {
+        const s_rec_t *r = &w->recs[i];
+        const s_reply_t *rep = &w->replies[r->reply];
+        const uint8_t *bytes = r->stored != NULL ? r->stored : w->rep_bytes + rep->off;
         size_t len = r->stored != NULL ? r->stored_len : rep->len;
-        int rc = idem_put(mt, &s->idem, r->request_id, r->content_hash, r->at_us, bytes, len,
+        int rc = idem_put(mt, w->idem, r->request_id, r->content_hash, r->at_us, bytes, len,
                           r->sealed, r->sealed_len);
         if (rc != 0)
             return rc;
     }
-    int64_t now = s_now(s);
-    int64_t cutoff = now - (int64_t)s->cfg->idempotency_retention_hours * 3600 * 1000000;
-    s->purged = 0;
-    return idem_purge(mt, &s->idem, cutoff, DAEMON_IDEMPOTENCY_PURGE_MAX, &s->purged);
+    w->purged = 0;
+    return idem_purge(mt, w->idem, w->purge_before_us, DAEMON_IDEMPOTENCY_PURGE_MAX, &w->purged);
+}
+
+static void *
+s_committer_main(void *arg)
+{
+    s_committer_t *c = arg;
+    pthread_mutex_lock(&c->mu);
+    for (;;) {
+        while (!c->stop && (c->job == NULL || c->done))
+            pthread_cond_wait(&c->cv, &c->mu);
+        if (c->stop)
+            break;
+        s_window_t *w = c->job;
+        pthread_mutex_unlock(&c->mu);
+
+        double t0 = s_mono_ms();
+        w->rc = journal_write(c->journal, s_fill, w, &w->head);
+        w->took_ms = s_mono_ms() - t0;
+
+        pthread_mutex_lock(&c->mu);
+        c->done = true;
+        uint64_t one = 1;
+        ssize_t n = write(c->done_fd, &one, sizeof(one));
+        (void)n; /* an eventfd counter cannot overflow from this */
+        pthread_cond_broadcast(&c->cv);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return NULL;
+}
+
+static void
+s_committer_hand(s_committer_t *c, s_window_t *w)
+{
+    pthread_mutex_lock(&c->mu);
+    CL_CHECK(c->job == NULL);
+    c->job = w;
+    c->done = false;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
+static bool
+s_committer_done(s_committer_t *c)
+{
+    pthread_mutex_lock(&c->mu);
+    bool done = c->job != NULL && c->done;
+    pthread_mutex_unlock(&c->mu);
+    return done;
+}
+
+/* Waits for the job's commit and takes the job back. */
+static void
+s_committer_take(s_committer_t *c)
+{
+    pthread_mutex_lock(&c->mu);
+    while (!c->done)
+        pthread_cond_wait(&c->cv, &c->mu);
+    c->job = NULL;
+    uint64_t count;
+    ssize_t n = read(c->done_fd, &count, sizeof(count)); /* written before done was set */
+    (void)n;
+    pthread_mutex_unlock(&c->mu);
 }
 
 static void
@@ -514,6 +749,7 @@ s_rebuild(server_t *s)
      * a batch the writer failed to write included. */
     s_rtxn_end(s);
     checkpointer_discard(s->writer);
+    s->checkpoint_in_hand = false;
     s->checkpoint_failed = false;
     ledger_destroy(&s->ledger);
     int rc = ledger_new(&s->ledger);
@@ -534,15 +770,15 @@ s_rebuild(server_t *s)
 }
 
 static void
-s_send_replies(server_t *s, s_msg_t *m)
+s_send_replies(server_t *s, const s_window_t *w, s_msg_t *m)
 {
     size_t need = 0;
     for (size_t i = 0; i < m->reply_count; i++)
-        need += s->replies[m->first_reply + i].len + 16 + S_SMALL_REPLY_MAX;
+        need += w->replies[m->first_reply + i].len + 16 + S_SMALL_REPLY_MAX;
     size_t len = 0;
     bool ok = s_grow(&s->send_buf, &s->send_cap, need);
     for (size_t i = 0; ok && i < m->reply_count; i++) {
-        const s_reply_t *e = &s->replies[m->first_reply + i];
+        const s_reply_t *e = &w->replies[m->first_reply + i];
         int rc;
         if (e->failed != 0) {
             uint8_t small[S_SMALL_REPLY_MAX];
@@ -559,7 +795,7 @@ s_send_replies(server_t *s, s_msg_t *m)
             if (rc == 0)
                 rc = codec_reply_batch_append(s->send_buf, s->send_cap, &len, small, slen, false);
         } else {
-            rc = codec_reply_batch_append(s->send_buf, s->send_cap, &len, s->rep_bytes + e->off,
+            rc = codec_reply_batch_append(s->send_buf, s->send_cap, &len, w->rep_bytes + e->off,
                                           e->len, e->replayed);
         }
         if (rc != 0) {
@@ -582,7 +818,7 @@ s_send_replies(server_t *s, s_msg_t *m)
 
 /* Writes the 40-byte journal entry header (docs/journal-format.md) in front of the payload. */
 static size_t
-s_entry_frame(server_t *s, const s_event_t *e)
+s_entry_frame(server_t *s, const s_window_t *w, const s_event_t *e)
 {
     uint8_t *p = s->entry_buf;
     cl_put_le64(p + 0, e->seq);
@@ -591,19 +827,19 @@ s_entry_frame(server_t *s, const s_event_t *e)
     cl_put_le16(p + 20, JOURNAL_ENTRY_VERSION);
     cl_put_le16(p + 22, 0);
     memcpy(p + 24, e->hash, JOURNAL_HASH_SIZE);
-    memcpy(p + JOURNAL_HEADER_SIZE, s->ev_bytes + e->off, e->len);
+    memcpy(p + JOURNAL_HEADER_SIZE, w->ev_bytes + e->off, e->len);
     return JOURNAL_HEADER_SIZE + e->len;
 }
 
 static void
-s_publish(server_t *s)
+s_publish(server_t *s, const s_window_t *w)
 {
     char topic[DAEMON_TOPIC_MAX];
-    for (size_t i = 0; i < s->evs_count; i++) {
-        const s_event_t *e = &s->evs[i];
+    for (size_t i = 0; i < w->evs_count; i++) {
+        const s_event_t *e = &w->evs[i];
         int n = snprintf(topic, sizeof(topic), "%s/%s", e->merchant[0] != '\0' ? e->merchant : "-",
                          cl_event_name(e->type));
-        size_t len = s_entry_frame(s, e);
+        size_t len = s_entry_frame(s, w, e);
         if (n < 0 || zmq_send(s->pub, topic, (size_t)n, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
             zmq_send(s->pub, s->entry_buf, len, ZMQ_DONTWAIT) < 0)
             log_debug("event %llu was not published: %s", (unsigned long long)e->seq,
@@ -612,70 +848,112 @@ s_publish(server_t *s)
 }
 
 /*
- * Commits the window, then answers every message whose requests are all decided, then publishes
- * the window's events. Returns 0, or a negative code when the daemon cannot go on (the state
- * could not be rebuilt after a failed commit).
+ * Lands a window whose commit is done (w->rc) and which is no longer the current one: answers
+ * every message whose requests are all in it, then publishes its events. After a failed commit
+ * the ledger is rebuilt from disk, and the current window, decided on top of w, is failed too.
+ * Returns 0, or a negative code when the daemon cannot go on (the state could not be rebuilt).
  */
 static int
-s_flush(server_t *s)
+s_land(server_t *s, s_window_t *w)
 {
-    int rc = 0;
     int fatal = 0;
-    double t0 = s_mono_ms();
+    /* The next idempotency lookup must see w's records, which leave the window's map now. */
     s_rtxn_end(s);
-    if (s->poisoned) {
-        rc = SERVER_ENOMEM;
-    } else if (s->evs_count > 0 || s->recs_count > 0) {
-        journal_head_t head;
-        rc = journal_write(s->journal, s_fill, s, &head);
-        if (rc == 0)
-            CL_CHECK(head.seq == ledger_meta(s->ledger)->last_seq);
-    }
-    if (rc != 0) {
+    if (w->rc != 0) {
+        int rc = w->rc;
         cl_status_t st =
             rc == JOURNAL_EFULL || rc == -ENOSPC || rc == -EDQUOT ? CL_STORAGE_FULL : CL_INTERNAL;
-        log_error("COMMIT FAILED: %zu events and %zu requests were not applied: %s", s->evs_count,
-                  s->recs_count,
-                  s->poisoned ? "a decided event did not apply" : journal_strerror(rc));
-        for (size_t i = 0; i < s->replies_count; i++) {
-            if (s->replies[i].window == s->window)
-                s->replies[i].failed = st;
-        }
+        log_error("COMMIT FAILED: %zu events and %zu requests were not applied, nor the %zu "
+                  "requests decided after them: %s",
+                  w->evs_count, w->recs_count, s->cur->recs_count,
+                  w->poisoned ? "a decided event did not apply" : journal_strerror(rc));
+        s_window_fail(w, st);
+        s_window_fail(s->cur, st);
+        s_window_drop_writes(s->cur);
         fatal = s_rebuild(s);
         if (fatal != 0)
             s->broken = true;
-        s->evs_count = 0;
     } else {
-        s->events_since_checkpoint += s->evs_count;
-        if (s->evs_count > 0 || s->recs_count > 0)
+        CL_CHECK(w->evs_count == 0 || w->head.seq == w->evs[w->evs_count - 1].seq);
+        s->events_since_checkpoint += w->evs_count;
+        if (w->evs_count > 0 || w->recs_count > 0)
             log_debug("commit: %zu requests, %zu events, head %llu, %zu records purged, %.2f ms",
-                      s->recs_count, s->evs_count,
-                      (unsigned long long)ledger_meta(s->ledger)->last_seq, s->purged,
-                      s_mono_ms() - t0);
+                      w->recs_count, w->evs_count, (unsigned long long)w->head.seq, w->purged,
+                      w->took_ms);
     }
-    for (size_t i = 0; i < s->msgs_count; i++) {
-        if (s->msgs[i].complete && !s->msgs[i].sent)
-            s_send_replies(s, &s->msgs[i]);
+    for (size_t i = 0; i < w->msgs_count; i++) {
+        if (w->msgs[i].complete && !w->msgs[i].sent)
+            s_send_replies(s, w, &w->msgs[i]);
     }
-    s_publish(s);
-
-    s->window++;
-    s->poisoned = false;
-    s->evs_count = 0;
-    s->ev_bytes_len = 0;
-    s_recs_clear(s);
-    memset(s->map, 0, S_MAP_SLOTS * sizeof(*s->map));
+    if (w->rc == 0)
+        s_publish(s, w);
+    s_window_reset(w);
     return fatal;
 }
 
-/* Flushes first when the window has no room for one more command's worth. */
+/* Waits for the window in flight, if any, and lands it. Returns 0 or a fatal code. */
 static int
-s_ensure_room(server_t *s)
+s_land_flying(server_t *s)
 {
-    if (s->evs_count + DECIDE_EVENTS_MAX > DAEMON_COMMIT_EVENTS_MAX ||
-        s->ev_bytes_len > DAEMON_COMMIT_EVENT_BYTES_MAX || s->recs_count >= S_RECS_MAX)
-        return s_flush(s);
+    if (s->flying == NULL)
+        return 0;
+    /* Read transactions first: the commit may need to grow the map, which waits for them. */
+    s_rtxn_end(s);
+    s_committer_take(&s->committer);
+    s_window_t *w = s->flying;
+    s->flying = NULL;
+    return s_land(s, w);
+}
+
+/*
+ * Ends the current window: lands the one in flight (waiting for it), then hands this one to the
+ * commit thread, or lands it at once when it has nothing to write; the other window becomes the
+ * current one, with the message being decided, if any. Returns 0 or a fatal code.
+ */
+static int
+s_submit(server_t *s)
+{
+    int rc = s_land_flying(s);
+    if (rc != 0)
+        return rc;
+    s_window_t *w = s->cur;
+    s_window_t *next = w == &s->win[0] ? &s->win[1] : &s->win[0];
+    if (w->msgs_count > 0 && !w->msgs[w->msgs_count - 1].complete)
+        s_window_carry(w, next);
+    s->cur = next;
+    if (w->poisoned || (w->evs_count == 0 && w->recs_count == 0)) {
+        w->rc = w->poisoned ? SERVER_ENOMEM : 0;
+        return s_land(s, w);
+    }
+    w->purge_before_us = s_now(s) - (int64_t)s->cfg->idempotency_retention_hours * 3600 * 1000000;
+    s->flying = w;
+    s_committer_hand(&s->committer, w);
     return 0;
+}
+
+/* Submits and lands everything decided: afterwards the ledger holds only committed events. */
+static int
+s_drain(server_t *s)
+{
+    int rc = s_window_busy(s->cur) ? s_submit(s) : 0;
+    if (rc == 0)
+        rc = s_land_flying(s);
+    return rc;
+}
+
+/* Submits first when the current window has no room for one more command's worth; *m, the
+ * message being decided (or NULL), may move on to the next window. */
+static int
+s_ensure_room(server_t *s, s_msg_t **m)
+{
+    const s_window_t *w = s->cur;
+    if (w->evs_count + DECIDE_EVENTS_MAX <= DAEMON_COMMIT_EVENTS_MAX &&
+        w->ev_bytes_len <= DAEMON_COMMIT_EVENT_BYTES_MAX && w->recs_count < S_RECS_MAX)
+        return 0;
+    int rc = s_submit(s);
+    if (m != NULL && s->cur->msgs_count > 0)
+        *m = &s->cur->msgs[0];
+    return rc;
 }
 
 /* ---- Requests ------------------------------------------------------------------------------ */
@@ -726,21 +1004,25 @@ s_get_request(server_t *s, s_msg_t *m, const cl_command_t *cmd)
     r->result = CL_RES_REQUEST;
     r->as_of_seq = ledger_meta(s->ledger)->last_seq;
 
-    const s_rec_t *rec = s_map_find(s, id);
+    const s_window_t *in = NULL;
+    const s_rec_t *rec = s_map_find(s, id, &in);
     idem_record_t stored;
     size_t arena_off = 0;
     bool in_arena = false;
     if (rec != NULL && rec->stored != NULL) {
-        /* Decided in this window and shows PINs: answer with the form that will be stored. */
+        /* Decided but not landed, and shows PINs: answer with the form that will be stored. */
         r->found = true;
         r->stored_reply = rec->stored;
         r->stored_reply_len = rec->stored_len;
     } else if (rec != NULL) {
-        const s_reply_t *e = &s->replies[rec->reply];
+        const s_reply_t *e = &in->replies[rec->reply];
         r->found = true;
-        arena_off = e->off;
         r->stored_reply_len = e->len;
-        in_arena = true;
+        /* The window in flight does not change; the current one's arena may move. */
+        in_arena = in == s->cur;
+        arena_off = e->off;
+        if (!in_arena)
+            r->stored_reply = in->rep_bytes + e->off;
     } else {
         int rc = s_rtxn(s);
         if (rc == 0)
@@ -759,13 +1041,13 @@ s_get_request(server_t *s, s_msg_t *m, const cl_command_t *cmd)
      * room for itself: size it with a stand-in, reserve, then point at the real bytes. */
     size_t len = 0;
     if (in_arena)
-        r->stored_reply = s->rep_bytes + arena_off;
+        r->stored_reply = s->cur->rep_bytes + arena_off;
     int rc = codec_reply_encoded_size(r, &len);
     s_reply_t *e = rc == 0 ? s_reply_reserve(s, cmd->request_id, len) : NULL;
     if (e != NULL) {
         if (in_arena)
-            r->stored_reply = s->rep_bytes + arena_off;
-        rc = codec_reply_encode(r, s->rep_bytes + e->off, len, &len);
+            r->stored_reply = s->cur->rep_bytes + arena_off;
+        rc = codec_reply_encode(r, s->cur->rep_bytes + e->off, len, &len);
     }
     if (e == NULL || rc != 0) {
         log_error("a GetRequest reply does not encode: %s",
@@ -839,7 +1121,7 @@ s_reply_replay_sealed(server_t *s, s_msg_t *m, const char *request_id, const ide
         s_reply_simple(s, m, request_id, CL_INTERNAL, "the stored reply cannot be read");
         return;
     }
-    s->replies[idx].replayed = true;
+    s->cur->replies[idx].replayed = true;
 }
 
 static void
@@ -855,14 +1137,15 @@ s_command(server_t *s, s_msg_t *m, const codec_request_t *rq)
 {
     const cl_command_t *cmd = &rq->cmd;
 
-    const s_rec_t *prior = s_map_find(s, cmd->request_id);
+    const s_window_t *in = NULL;
+    const s_rec_t *prior = s_map_find(s, cmd->request_id, &in);
     if (prior != NULL) {
         if (memcmp(prior->content_hash, rq->content_hash, IDEM_HASH_LEN) != 0) {
             s_reused(s, m, cmd->request_id);
             return;
         }
-        const s_reply_t *e = &s->replies[prior->reply];
-        s_reply_replay(s, m, cmd->request_id, s->rep_bytes + e->off, e->len, true);
+        const s_reply_t *e = &in->replies[prior->reply];
+        s_reply_replay(s, m, cmd->request_id, in->rep_bytes + e->off, e->len, in == s->cur);
         return;
     }
     idem_record_t stored;
@@ -897,14 +1180,15 @@ s_command(server_t *s, s_msg_t *m, const codec_request_t *rq)
     }
     decide_finish(s->ledger, cmd, &s->out);
     long idx = s_reply_add(s, m, &s->reply);
+    s_window_t *w = s->cur;
     if (idx < 0) {
         /* The events are in the ledger but their reply cannot be stored: do not commit them. */
-        s->poisoned = true;
+        w->poisoned = true;
         s_reply_simple(s, m, cmd->request_id, CL_INTERNAL, NULL);
         return;
     }
-    CL_CHECK(s->recs_count < S_RECS_MAX);
-    s_rec_t *rec = &s->recs[s->recs_count];
+    CL_CHECK(w->recs_count < S_RECS_MAX);
+    s_rec_t *rec = &w->recs[w->recs_count];
     s_copy(rec->request_id, sizeof(rec->request_id), cmd->request_id);
     memcpy(rec->content_hash, rq->content_hash, IDEM_HASH_LEN);
     rec->at_us = s->ctx.now_us;
@@ -915,11 +1199,11 @@ s_command(server_t *s, s_msg_t *m, const codec_request_t *rq)
     rec->sealed_len = 0;
     if (idem_reply_has_pins(&s->reply) && s_seal_reply(s, rec) != 0) {
         /* The events are in the ledger but their record cannot be made: do not commit them. */
-        s->poisoned = true;
+        w->poisoned = true;
         return;
     }
-    s_map_insert(s, s->recs_count);
-    s->recs_count++;
+    s_map_insert(w, w->recs_count);
+    w->recs_count++;
 }
 
 static void
@@ -965,7 +1249,7 @@ s_run_timers(server_t *s)
             s->timers_pending = true;
             return 0;
         }
-        int rc = s_ensure_room(s);
+        int rc = s_ensure_room(s, NULL);
         if (rc != 0)
             return rc;
         ledger_timer_pop(s->ledger);
@@ -1034,7 +1318,7 @@ s_handle(server_t *s, s_msg_t *m, zmq_msg_t *body)
 {
     int rc = codec_batch_decode(s->batch, zmq_msg_data(body), zmq_msg_size(body));
     zmq_msg_close(body);
-    m->first_reply = s->replies_count;
+    m->first_reply = s->cur->replies_count;
     m->reply_count = 0;
     m->complete = false;
     m->sent = false;
@@ -1046,18 +1330,18 @@ s_handle(server_t *s, s_msg_t *m, zmq_msg_t *body)
         snprintf(sentence, sizeof(sentence), "the message is not a valid RequestBatch: %s",
                  codec_strerror(rc));
         s_reply_simple(s, m, "", st, sentence);
-        s->requests++;
+        s->cur->requests++;
         m->complete = true;
         return 0;
     }
     size_t n = codec_batch_count(s->batch);
     for (size_t i = 0; i < n; i++) {
-        rc = s_ensure_room(s);
+        rc = s_ensure_room(s, &m); /* m may move on to the next window */
         if (rc != 0)
             return rc;
         s_request(s, m, codec_batch_request(s->batch, i));
+        s->cur->requests++;
     }
-    s->requests += n;
     m->complete = true;
     return 0;
 }
@@ -1071,6 +1355,7 @@ s_checkpoint_collect(server_t *s)
     checkpoint_result_t res;
     if (!checkpointer_collect(s->writer, &res))
         return;
+    s->checkpoint_in_hand = false;
     s->checkpoint_failed = res.rc != 0;
     if (res.rc != 0) {
         log_error("checkpoint failed (%s); nothing is lost: the journal has every event, and the "
@@ -1103,11 +1388,13 @@ s_checkpoint_settle(server_t *s)
 /*
  * Writes a checkpoint: a full one in this thread (every record; after the state was rebuilt
  * from the whole journal), else the dirty records through the background writer, waited for
- * when wait is set (at the stop). Returns 0 or a code (logged).
+ * when wait is set (at the stop). Everything decided must have landed (s_drain()): a checkpoint
+ * is the state as of a committed sequence. Returns 0 or a code (logged).
  */
 static int
 s_checkpoint(server_t *s, const char *why, bool wait)
 {
+    CL_CHECK(s->flying == NULL && !s_window_busy(s->cur));
     double t0 = s_mono_ms();
     size_t records = 0;
     int rc;
@@ -1115,6 +1402,7 @@ s_checkpoint(server_t *s, const char *why, bool wait)
     if (s->full_checkpoint) {
         s_rtxn_end(s);
         checkpointer_discard(s->writer); /* a full checkpoint rewrites everything */
+        s->checkpoint_in_hand = false;
         s->checkpoint_failed = false;
         rc = checkpoint_write(s->state, s->ledger, true, &records);
         if (rc == 0) {
@@ -1125,13 +1413,11 @@ s_checkpoint(server_t *s, const char *why, bool wait)
                      (unsigned long long)s->checkpoint_seq, s_mono_ms() - t0);
         }
     } else {
-        rc = checkpointer_start(s->writer, s->ledger);
-        if (rc == CHECKPOINT_EBUSY && !wait)
-            return rc; /* the last one is still being written: next cycle */
-        if (rc == CHECKPOINT_EBUSY) {
+        if (s->checkpoint_in_hand)
             s_checkpoint_settle(s);
-            rc = checkpointer_start(s->writer, s->ledger);
-        }
+        rc = checkpointer_start(s->writer, s->ledger);
+        if (rc == 0)
+            s->checkpoint_in_hand = true;
         if (rc == 0 && wait) {
             s_checkpoint_settle(s);
             rc = s->checkpoint_failed ? -1 : 0; /* logged by s_checkpoint_collect() */
@@ -1152,16 +1438,26 @@ s_checkpoint(server_t *s, const char *why, bool wait)
     return 0;
 }
 
-static void
+/* Writes a checkpoint when one is due and the writer is free. Returns 0 or a fatal code. */
+static int
 s_maybe_checkpoint(server_t *s)
 {
     s_checkpoint_collect(s);
+    if (s->checkpoint_in_hand)
+        return 0; /* the last one is still being written: a later cycle */
     if (s->events_since_checkpoint == 0 && !s->full_checkpoint && !s->checkpoint_failed)
-        return;
+        return 0;
+    const char *why = NULL;
     if (s->events_since_checkpoint >= s->cfg->checkpoint_events)
-        s_checkpoint(s, "events", false);
+        why = "events";
     else if (s_mono_ms() - s->last_checkpoint_ms >= (double)s->cfg->checkpoint_interval_ms)
-        s_checkpoint(s, "interval", false);
+        why = "interval";
+    if (why == NULL)
+        return 0;
+    int rc = s_drain(s);
+    if (rc == 0)
+        s_checkpoint(s, why, false);
+    return rc;
 }
 
 static long
@@ -1169,7 +1465,7 @@ s_poll_timeout_ms(server_t *s)
 {
     long timeout = DAEMON_POLL_MAX_MS;
     ledger_timer_t t;
-    if (s->timers_pending)
+    if (s->timers_pending || (s->flying == NULL && s_window_busy(s->cur)))
         return 0;
     if (!s->cfg->test_clock && ledger_timer_peek(s->ledger, &t)) {
         int64_t wait_us = t.due_us - s_now(s);
@@ -1184,7 +1480,9 @@ s_poll_timeout_ms(server_t *s)
         if (ms < timeout)
             timeout = ms;
     }
-    checkpoint_source_release(s->source); /* no snapshot held while waiting */
+    /* No snapshot held while waiting: a commit that grows the map waits for every read
+     * transaction, and old pages are reused only once no reader holds them. */
+    s_rtxn_end(s);
     return timeout;
 }
 
@@ -1192,10 +1490,19 @@ s_poll_timeout_ms(server_t *s)
 static int
 s_cycle(server_t *s)
 {
-    int rc = s_run_timers(s);
-    while (rc == 0 && s->requests < DAEMON_COMMIT_REQUESTS_MAX &&
-           s->msgs_count < DAEMON_COMMIT_MESSAGES_MAX) {
-        s_msg_t *m = &s->msgs[s->msgs_count];
+    int rc = 0;
+    if (s->flying != NULL && s_committer_done(&s->committer))
+        rc = s_land_flying(s);
+    if (rc == 0)
+        rc = s_run_timers(s);
+    while (rc == 0) {
+        s_window_t *w = s->cur;
+        if (w->requests >= DAEMON_COMMIT_REQUESTS_MAX ||
+            w->msgs_count >= DAEMON_COMMIT_MESSAGES_MAX) {
+            rc = s_submit(s); /* full: waits for the window in flight */
+            break;
+        }
+        s_msg_t *m = &w->msgs[w->msgs_count];
         zmq_msg_t body;
         zmq_msg_init(&body);
         int got = s_recv(s, m, &body);
@@ -1211,30 +1518,20 @@ s_cycle(server_t *s)
             zmq_msg_close(&body);
             continue;
         }
-        s->msgs_count++;
+        w->msgs_count++;
         rc = s_handle(s, m, &body);
+        if (rc == 0 && s->flying != NULL && s_committer_done(&s->committer)) {
+            /* The commit thread is free again: give it what is decided so far. */
+            rc = s_submit(s);
+            break;
+        }
     }
     if (rc == 0)
         rc = s_run_timers(s);
-    /* The batch in hand is committed and answered, unless the state itself is lost. */
-    if (!s->broken) {
-        int frc = s_flush(s);
-        if (rc == 0)
-            rc = frc;
-    }
-    for (size_t i = 0; i < s->msgs_count; i++) {
-        s_msg_t *m = &s->msgs[i];
-        CL_CHECK(m->sent || s->broken);
-        for (size_t k = 0; k < m->env_count; k++)
-            zmq_msg_close(&m->env[k]);
-        m->env_count = 0;
-    }
-    s->msgs_count = 0;
-    s->requests = 0;
-    s->replies_count = 0;
-    s->rep_len = 0;
+    if (rc == 0 && s->flying == NULL && s_window_busy(s->cur))
+        rc = s_submit(s);
     if (rc == 0)
-        s_maybe_checkpoint(s);
+        rc = s_maybe_checkpoint(s);
     return rc;
 }
 
@@ -1243,9 +1540,12 @@ server_run(server_t *s, volatile sig_atomic_t *stop, int wake_fd_read)
 {
     int rc = 0;
     while (*stop == 0) {
-        zmq_pollitem_t items[2] = { { .socket = s->router, .events = ZMQ_POLLIN },
-                                    { .socket = NULL, .fd = wake_fd_read, .events = ZMQ_POLLIN } };
-        int n = zmq_poll(items, wake_fd_read >= 0 ? 2 : 1, s_poll_timeout_ms(s));
+        zmq_pollitem_t items[3] = {
+            { .socket = s->router, .events = ZMQ_POLLIN },
+            { .socket = NULL, .fd = s->committer.done_fd, .events = ZMQ_POLLIN },
+            { .socket = NULL, .fd = wake_fd_read, .events = ZMQ_POLLIN },
+        };
+        int n = zmq_poll(items, wake_fd_read >= 0 ? 3 : 2, s_poll_timeout_ms(s));
         if (n < 0) {
             if (zmq_errno() == EINTR)
                 continue;
@@ -1256,6 +1556,12 @@ server_run(server_t *s, volatile sig_atomic_t *stop, int wake_fd_read)
         rc = s_cycle(s);
         if (rc != 0)
             break;
+    }
+    /* What is decided is committed and answered, unless the state itself is lost. */
+    if (!s->broken) {
+        int drc = s_drain(s);
+        if (rc == 0)
+            rc = drc;
     }
     if (rc != 0)
         return rc;
@@ -1289,17 +1595,22 @@ server_new(const server_opts_t *o, server_t **out)
     s->events = calloc(DECIDE_EVENTS_MAX, sizeof(*s->events));
     s->rows = calloc(CL_ISSUE_BATCH_MAX, sizeof(*s->rows));
     s->rows_scratch = calloc(CL_ISSUE_BATCH_MAX, sizeof(*s->rows_scratch));
-    s->evs = calloc(DAEMON_COMMIT_EVENTS_MAX + DECIDE_EVENTS_MAX, sizeof(*s->evs));
-    s->recs = calloc(S_RECS_MAX, sizeof(*s->recs));
-    s->map = calloc(S_MAP_SLOTS, sizeof(*s->map));
-    s->msgs = calloc(DAEMON_COMMIT_MESSAGES_MAX, sizeof(*s->msgs));
-    s->replies = calloc(S_REPLIES_MAX, sizeof(*s->replies));
     s->entry_buf = malloc(S_ENTRY_MAX);
-    bool ok = s->events != NULL && s->rows != NULL && s->rows_scratch != NULL && s->evs != NULL &&
-              s->recs != NULL && s->map != NULL && s->msgs != NULL && s->replies != NULL &&
-              s->entry_buf != NULL && s_grow(&s->ev_bytes, &s->ev_bytes_cap, 4u * 1024 * 1024) &&
-              s_grow(&s->rep_bytes, &s->rep_cap, 4u * 1024 * 1024) &&
+    s->committer.done_fd = -1;
+    bool ok = s->events != NULL && s->rows != NULL && s->rows_scratch != NULL &&
+              s->entry_buf != NULL && s_window_init(&s->win[0], &s->idem) &&
+              s_window_init(&s->win[1], &s->idem) &&
               s_grow(&s->send_buf, &s->send_cap, 1024u * 1024) && codec_batch_new(&s->batch) == 0;
+    s->cur = &s->win[0];
+    if (ok) {
+        s_committer_t *c = &s->committer;
+        c->journal = s->journal;
+        c->done_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        pthread_mutex_init(&c->mu, NULL);
+        pthread_cond_init(&c->cv, NULL);
+        c->running = c->done_fd >= 0 && pthread_create(&c->thread, NULL, s_committer_main, c) == 0;
+        ok = c->running;
+    }
     if (!ok) {
         server_destroy(&s);
         return SERVER_ENOMEM;
@@ -1334,25 +1645,29 @@ server_destroy(server_t **sp)
         return;
     server_t *s = *sp;
     s_rtxn_end(s);
-    for (size_t i = 0; s->msgs != NULL && i < DAEMON_COMMIT_MESSAGES_MAX; i++) {
-        for (size_t k = 0; k < s->msgs[i].env_count; k++)
-            zmq_msg_close(&s->msgs[i].env[k]);
+    s_committer_t *c = &s->committer;
+    if (c->running) {
+        if (s->flying != NULL)
+            s_committer_take(c); /* its replies are never sent: the loop failed */
+        pthread_mutex_lock(&c->mu);
+        c->stop = true;
+        pthread_cond_broadcast(&c->cv);
+        pthread_mutex_unlock(&c->mu);
+        pthread_join(c->thread, NULL);
+    }
+    if (c->done_fd >= 0) {
+        pthread_cond_destroy(&c->cv);
+        pthread_mutex_destroy(&c->mu);
+        close(c->done_fd);
     }
     codec_batch_destroy(&s->batch);
     ledger_destroy(&s->ledger);
     free(s->events);
     free(s->rows);
     free(s->rows_scratch);
-    free(s->evs);
-    if (s->recs != NULL)
-        s_recs_clear(s);
-    free(s->recs);
-    free(s->map);
-    free(s->msgs);
-    free(s->replies);
+    s_window_free(&s->win[0]);
+    s_window_free(&s->win[1]);
     free(s->entry_buf);
-    free(s->ev_bytes);
-    free(s->rep_bytes);
     free(s->send_buf);
     sodium_memzero(&s->random, sizeof(s->random));
     free(s);

@@ -1,13 +1,14 @@
 /*
- * server: cardledgerd's single-threaded command loop with group commit.
+ * server: cardledgerd's command loop with group commit, and its commit thread.
  *
- * One thread owns the ledger, the journal writer and both sockets. It sleeps in zmq_poll()
- * until a message arrives, a ledger timer is due or a checkpoint is due, then takes every
+ * One thread owns the ledger and both sockets. It sleeps in zmq_poll() until a message
+ * arrives, a commit is done, a ledger timer is due or a checkpoint is due, then takes every
  * message already waiting (up to DAEMON_COMMIT_REQUESTS_MAX requests), decides each request in
- * order against the ledger as it evolves, folds the events in at once, and commits all events
- * and idempotency records of the group in ONE durable journal_write(). Only then are the
- * replies sent (one ReplyBatch per incoming message, envelope preserved) and the events
- * published on the PUB socket. docs/daemon.md describes the write path in full.
+ * order against the ledger as it evolves, and folds the events in at once. The group's events
+ * and idempotency records are committed in ONE durable journal_write() by a second thread,
+ * while the loop decides the next group. Only when a group's commit is done are its replies
+ * sent (one ReplyBatch per incoming message, envelope preserved) and its events published on
+ * the PUB socket. docs/daemon.md describes the write path in full.
  */
 #ifndef CARDLEDGER_SERVER_H
 #define CARDLEDGER_SERVER_H

@@ -935,32 +935,28 @@ s_redeemer(const char *endpoint, int child, uint64_t card, int count, int per_ms
     _exit(0);
 }
 
-static void
-concurrent_redeems_on_one_card_never_double_spend(void)
+/* Runs `children` s_redeemer() processes on one card and adds up their results. */
+static redeem_result_t
+s_redeem_from_children(uint64_t card, int children, int each, int per_msg, int window,
+                       int64_t amount)
 {
-    enum { CHILDREN = 4, EACH = 4000, PER_MSG = 25, WINDOW = 8 };
-    const int64_t balance = 100000, amount = 7;
-    s_up(NULL);
-    s_world();
-    uint64_t card = s_issue("m1", "gift", balance);
-    uint64_t head = s_head();
-
-    int fds[CHILDREN][2];
-    pid_t pids[CHILDREN];
-    double t0 = s_now_s();
-    for (int i = 0; i < CHILDREN; i++) {
+    enum { CHILDREN_MAX = 8 };
+    int fds[CHILDREN_MAX][2];
+    pid_t pids[CHILDREN_MAX];
+    redeem_result_t total = { 0, 0, 0, 0 };
+    REQUIRE(children <= CHILDREN_MAX);
+    for (int i = 0; i < children; i++) {
         REQUIRE(pipe(fds[i]) == 0);
         fflush(NULL);
         pids[i] = fork();
         REQUIRE(pids[i] >= 0);
         if (pids[i] == 0) {
             close(fds[i][0]);
-            s_redeemer(harness_cmd_endpoint(H), i, card, EACH, PER_MSG, WINDOW, amount, fds[i][1]);
+            s_redeemer(harness_cmd_endpoint(H), i, card, each, per_msg, window, amount, fds[i][1]);
         }
         close(fds[i][1]);
     }
-    redeem_result_t total = { 0, 0, 0, 0 };
-    for (int i = 0; i < CHILDREN; i++) {
+    for (int i = 0; i < children; i++) {
         redeem_result_t r;
         int st = 0;
         ssize_t n = read(fds[i][0], &r, sizeof(r));
@@ -975,6 +971,21 @@ concurrent_redeems_on_one_card_never_double_spend(void)
             total.replies += r.replies;
         }
     }
+    return total;
+}
+
+static void
+concurrent_redeems_on_one_card_never_double_spend(void)
+{
+    enum { CHILDREN = 4, EACH = 4000, PER_MSG = 25, WINDOW = 8 };
+    const int64_t balance = 100000, amount = 7;
+    s_up(NULL);
+    s_world();
+    uint64_t card = s_issue("m1", "gift", balance);
+    uint64_t head = s_head();
+
+    double t0 = s_now_s();
+    redeem_result_t total = s_redeem_from_children(card, CHILDREN, EACH, PER_MSG, WINDOW, amount);
     double took = s_now_s() - t0;
     const uint32_t want_ok = (uint32_t)(balance / amount);
     CHECK_EQ_INT(total.replies, CHILDREN * EACH);
@@ -987,6 +998,36 @@ concurrent_redeems_on_one_card_never_double_spend(void)
             CHILDREN, took, (double)(CHILDREN * EACH) / took);
     CHECK_EQ_INT(harness_stop(H), 0);
     s_check_digests_equal();
+    s_down();
+}
+
+/*
+ * The journal fills up while commits follow each other (a window in flight and the next one
+ * decided on top of it): every request is answered, exactly the acknowledged redeems are
+ * applied, and the journal, the state and a full replay agree.
+ */
+static void
+full_journal_under_load_applies_exactly_the_acknowledged_redeems(void)
+{
+    enum { CHILDREN = 4, EACH = 6000, PER_MSG = 25, WINDOW = 8 };
+    const int64_t balance = 1000000, amount = 1;
+    s_up("--journal-map-max-mb 2");
+    s_world();
+    uint64_t card = s_issue("m1", "gift", balance);
+    uint64_t head = s_head();
+
+    redeem_result_t total = s_redeem_from_children(card, CHILDREN, EACH, PER_MSG, WINDOW, amount);
+    CHECK_EQ_INT(total.replies, CHILDREN * EACH);
+    CHECK_EQ_INT(total.insufficient, 0);
+    REQUIRE(total.ok > 0);    /* some fit before the journal was full */
+    REQUIRE(total.other > 0); /* and the rest were refused (storage_full) */
+    CHECK_EQ_INT(s_balance(card), balance - (int64_t)total.ok * amount);
+    CHECK_EQ_U64(s_head(), head + total.ok);
+    fprintf(stdout, "  %u redeems acknowledged, %u refused when the journal was full\n", total.ok,
+            total.other);
+    CHECK_EQ_INT(harness_stop(H), 0);
+    s_check_digests_equal();
+    CHECK_EQ_INT(s_journal_verify(NULL), 0);
     s_down();
 }
 
@@ -1533,6 +1574,7 @@ main(int argc, char **argv)
         CHECK_CASE(idempotency_records_are_purged_after_their_retention),
         CHECK_CASE(full_journal_refuses_the_batch_and_keeps_the_state_consistent),
         CHECK_CASE(concurrent_redeems_on_one_card_never_double_spend),
+        CHECK_CASE(full_journal_under_load_applies_exactly_the_acknowledged_redeems),
         CHECK_CASE(kill_9_under_load_loses_no_acknowledged_command),
         CHECK_CASE(events_are_published_after_commit_with_merchant_topics_and_no_gaps),
         CHECK_CASE(expiry_reminder_and_gift_return_fire_when_the_clock_moves),
