@@ -27,6 +27,7 @@ enum {
     S_OPT_CHECKPOINT_EVENTS,
     S_OPT_CHECKPOINT_INTERVAL_MS,
     S_OPT_CACHE_RECORDS,
+    S_OPT_COMMIT_EVENTS,
     S_OPT_RETENTION_HOURS,
     S_OPT_JOURNAL_MAP_MAX_MB,
     S_OPT_CONFIG,
@@ -45,6 +46,7 @@ static const struct option s_options[] = {
     { "checkpoint-events", required_argument, NULL, S_OPT_CHECKPOINT_EVENTS },
     { "checkpoint-interval-ms", required_argument, NULL, S_OPT_CHECKPOINT_INTERVAL_MS },
     { "cache-records", required_argument, NULL, S_OPT_CACHE_RECORDS },
+    { "commit-events", required_argument, NULL, S_OPT_COMMIT_EVENTS },
     { "idempotency-retention-hours", required_argument, NULL, S_OPT_RETENTION_HOURS },
     { "journal-map-max-mb", required_argument, NULL, S_OPT_JOURNAL_MAP_MAX_MB },
     { "config", required_argument, NULL, S_OPT_CONFIG },
@@ -75,6 +77,9 @@ config_usage(void)
            "  --cache-records N                records of one state table kept in memory before\n"
            "                                   the clean ones are dropped after a checkpoint\n"
            "                                   (default 2000000)\n"
+           "  --commit-events N                a commit group ends early when one more command\n"
+           "                                   could take it past N events (default and most\n"
+           "                                   32768)\n"
            "  --idempotency-retention-hours N  keep request ids this long (default 168)\n"
            "  --journal-map-max-mb N           never grow the journal's map beyond N MiB\n"
            "                                   (default 1048576, i.e. 1 TiB)\n"
@@ -171,6 +176,8 @@ s_apply(daemon_config_t *c, int opt, const char *name, const char *value, char *
                            cap);
     case S_OPT_CACHE_RECORDS:
         return s_parse_u64(name, value, 1, UINT64_C(1) << 40, &c->cache_records, err, cap);
+    case S_OPT_COMMIT_EVENTS:
+        return s_parse_u64(name, value, 1, CONFIG_COMMIT_EVENTS_MAX, &c->commit_events, err, cap);
     case S_OPT_JOURNAL_MAP_MAX_MB:
         return s_parse_u64(name, value, 1, UINT64_C(1) << 30, &c->journal_map_max_mb, err, cap);
     case S_OPT_RETENTION_HOURS:
@@ -270,6 +277,7 @@ config_parse(int argc, char **argv, daemon_config_t *out, char *err, size_t err_
     c.checkpoint_events = CONFIG_CHECKPOINT_EVENTS_DEFAULT;
     c.checkpoint_interval_ms = CONFIG_CHECKPOINT_INTERVAL_MS_DEFAULT;
     c.cache_records = CONFIG_CACHE_RECORDS_DEFAULT;
+    c.commit_events = CONFIG_COMMIT_EVENTS_MAX;
     c.idempotency_retention_hours = CONFIG_IDEMPOTENCY_RETENTION_H_DEFAULT;
 
     /* Pass 1: --help, --version and the config file; anything unknown is an error. */

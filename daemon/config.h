@@ -27,6 +27,7 @@
 #define CONFIG_CHECKPOINT_EVENTS_DEFAULT       100000u
 #define CONFIG_CHECKPOINT_INTERVAL_MS_DEFAULT  10000u
 #define CONFIG_CACHE_RECORDS_DEFAULT           2000000u
+#define CONFIG_COMMIT_EVENTS_MAX               32768u        /* = DAEMON_COMMIT_EVENTS_MAX */
 #define CONFIG_IDEMPOTENCY_RETENTION_H_DEFAULT 168u          /* 7 days */
 #define CONFIG_IDEMPOTENCY_RETENTION_H_MAX     (24u * 3660u) /* about 10 years */
 
@@ -45,6 +46,7 @@ typedef struct daemon_config {
     uint64_t checkpoint_events;           /* --checkpoint-events: events between checkpoints */
     uint64_t checkpoint_interval_ms;      /* --checkpoint-interval-ms */
     uint64_t cache_records;               /* --cache-records: a state table's records in memory */
+    uint64_t commit_events;               /* --commit-events: events of a group before it ends */
     uint32_t idempotency_retention_hours; /* --idempotency-retention-hours */
     uint64_t journal_map_max_mb;          /* --journal-map-max-mb: 0 = the journal's 1 TiB */
     bool print_digest;                    /* --print-digest: load, print, exit (hidden) */

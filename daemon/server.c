@@ -67,6 +67,8 @@
 #define S_REPLY_ROOM 4096
 
 _Static_assert(S_MAP_SLOTS >= 2 * S_RECS_MAX, "the request id map must stay half empty");
+_Static_assert(CONFIG_COMMIT_EVENTS_MAX == DAEMON_COMMIT_EVENTS_MAX,
+               "--commit-events is capped at the window's room");
 _Static_assert(DAEMON_COMMIT_EVENTS_MAX + DECIDE_EVENTS_MAX <= JOURNAL_TXN_ENTRIES_MAX,
                "a commit must fit one journal transaction");
 
@@ -941,13 +943,14 @@ s_drain(server_t *s)
     return rc;
 }
 
-/* Submits first when the current window has no room for one more command's worth; *m, the
- * message being decided (or NULL), may move on to the next window. */
+/* Submits first when one more command could take the current window past --commit-events
+ * events (DAEMON_COMMIT_EVENTS_MAX at most), or past its other limits; *m, the message being
+ * decided (or NULL), may move on to the next window. */
 static int
 s_ensure_room(server_t *s, s_msg_t **m)
 {
     const s_window_t *w = s->cur;
-    if (w->evs_count + DECIDE_EVENTS_MAX <= DAEMON_COMMIT_EVENTS_MAX &&
+    if ((w->evs_count == 0 || w->evs_count + DECIDE_EVENTS_MAX <= s->cfg->commit_events) &&
         w->ev_bytes_len <= DAEMON_COMMIT_EVENT_BYTES_MAX && w->recs_count < S_RECS_MAX)
         return 0;
     int rc = s_submit(s);

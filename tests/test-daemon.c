@@ -464,6 +464,10 @@ bad_flags_and_config_lines_are_refused(void)
     REQUIRE(harness_exec(a1, 10000, out, sizeof(out), &status) == 0);
     CHECK_EQ_INT(status, 64);
     CHECK(strstr(out, "--checkpoint-events") != NULL);
+    const char *a1b[] = { "--data", "/tmp/x", "--commit-events", "32769", NULL };
+    REQUIRE(harness_exec(a1b, 10000, out, sizeof(out), &status) == 0);
+    CHECK_EQ_INT(status, 64);
+    CHECK(strstr(out, "--commit-events") != NULL);
     const char *a2[] = { "--no-such-flag", NULL };
     REQUIRE(harness_exec(a2, 10000, out, sizeof(out), &status) == 0);
     CHECK_EQ_INT(status, 64);
@@ -996,6 +1000,59 @@ concurrent_redeems_on_one_card_never_double_spend(void)
     CHECK_EQ_U64(s_head(), head + want_ok);
     fprintf(stdout, "  %d redeems from %d processes in %.2f s: %.0f redeems/s\n", CHILDREN * EACH,
             CHILDREN, took, (double)(CHILDREN * EACH) / took);
+    CHECK_EQ_INT(harness_stop(H), 0);
+    s_check_digests_equal();
+    s_down();
+}
+
+/*
+ * With --commit-events 1 every command is a commit group of its own, so a message is cut into
+ * groups that are decided while the one before syncs: it is still answered once, in order, when
+ * its last request is committed. A repeat of a request finds it in the group in flight or on
+ * disk, and pipelined redeems from several processes still never double spend.
+ */
+static void
+groups_cut_inside_messages_answer_each_message_once_and_in_order(void)
+{
+    s_up("--commit-events 1");
+    s_world();
+    uint64_t card = s_issue("m1", "gift", 1000);
+    uint64_t head = s_head();
+    cl_command_t cmds[6];
+    cmds[0] = s_redeem_cmd(card, "s1", 100);
+    cmds[1] = cmds[0];
+    cmds[2] = s_redeem_cmd(card, "s1", 200);
+    cmds[3] = s_cmd(CL_CMD_GET_REQUEST);
+    snprintf(cmds[3].u.get_request_id, sizeof(cmds[3].u.get_request_id), "%s", cmds[0].request_id);
+    cmds[4] = cmds[0];
+    cmds[4].u.redeem.amount_minor = 101;
+    cmds[5] = s_redeem_cmd(card, "s1", 800); /* more than is left */
+    REQUIRE(harness_client_call(C, cmds, 6, R, TIMEOUT_MS) == 0);
+    CHECK_STATUS(&R[0], CL_OK);
+    CHECK(!R[0].replayed);
+    CHECK_EQ_INT(R[0].card.balance_minor, 900);
+    CHECK_STATUS(&R[1], CL_OK);
+    CHECK(R[1].replayed);
+    CHECK_EQ_U64(R[1].last_seq, R[0].last_seq);
+    CHECK_STATUS(&R[2], CL_OK);
+    CHECK_EQ_INT(R[2].card.balance_minor, 700);
+    CHECK_EQ_U64(R[2].last_seq, R[0].last_seq + 1);
+    CHECK_STATUS(&R[3], CL_OK);
+    CHECK(R[3].found);
+    CHECK_STATUS(&R[4], CL_REQUEST_ID_REUSED);
+    CHECK_STATUS(&R[5], CL_INSUFFICIENT_BALANCE);
+    CHECK_EQ_U64(s_head(), head + 2);
+
+    enum { CHILDREN = 3, EACH = 300, PER_MSG = 10, WINDOW = 4 };
+    card = s_issue("m1", "gift", 1000);
+    head = s_head();
+    redeem_result_t total = s_redeem_from_children(card, CHILDREN, EACH, PER_MSG, WINDOW, 7);
+    CHECK_EQ_INT(total.replies, CHILDREN * EACH);
+    CHECK_EQ_INT(total.ok, 1000 / 7);
+    CHECK_EQ_INT(total.insufficient, CHILDREN * EACH - 1000 / 7);
+    CHECK_EQ_INT(total.other, 0);
+    CHECK_EQ_INT(s_balance(card), 1000 - (1000 / 7) * 7);
+    CHECK_EQ_U64(s_head(), head + 1000 / 7);
     CHECK_EQ_INT(harness_stop(H), 0);
     s_check_digests_equal();
     s_down();
@@ -1574,6 +1631,7 @@ main(int argc, char **argv)
         CHECK_CASE(idempotency_records_are_purged_after_their_retention),
         CHECK_CASE(full_journal_refuses_the_batch_and_keeps_the_state_consistent),
         CHECK_CASE(concurrent_redeems_on_one_card_never_double_spend),
+        CHECK_CASE(groups_cut_inside_messages_answer_each_message_once_and_in_order),
         CHECK_CASE(full_journal_under_load_applies_exactly_the_acknowledged_redeems),
         CHECK_CASE(kill_9_under_load_loses_no_acknowledged_command),
         CHECK_CASE(events_are_published_after_commit_with_merchant_topics_and_no_gaps),
