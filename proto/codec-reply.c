@@ -23,7 +23,6 @@
 
 /* Reply fields written by hand. */
 #define S_REPLY_REPLAYED 4u
-#define S_REPLY_BATCH    12u
 #define S_REPLY_REQUEST  16u
 
 static size_t
@@ -43,129 +42,224 @@ s_varint_field_put(uint8_t *p, uint32_t field, uint64_t v)
     return n + codec_varint_put(p + n, v);
 }
 
+/*
+ * Replies are written by hand. A reply is what the daemon makes for every command, and
+ * protobuf_c_message_pack() reads the descriptors field by field and sizes each nested message
+ * again at every level above it (a redeem's CardView three times). Here each message is written
+ * field by field in number order with proto3's rules, which is what protobuf-c writes: a zero
+ * number, false and an empty string are left out; a message that is present is written even
+ * when it is empty. tests/test-codec.c unpacks every result with protobuf-c, packs it again and
+ * compares the bytes. Only DaemonStatus (a query of operators) still goes through protobuf-c.
+ *
+ * A writer either writes at p + n or, with p NULL, only counts.
+ */
+typedef struct s_out {
+    uint8_t *p;
+    size_t n;
+    int err; /* CODEC_ELIMIT: a string filled its whole array (no NUL) */
+} s_out_t;
+
 static void
-s_card_view_out(int *err, const cl_card_view_t *v, Cardledger__V1__CardView *m)
+s_out_varint(s_out_t *o, uint32_t field, uint64_t v)
 {
-    cardledger__v1__card_view__init(m);
-    m->card_id = v->card_id;
-    m->code_masked = CODEC_OUT_STR(err, v->code_masked);
-    m->merchant_id = CODEC_OUT_STR(err, v->merchant_id);
-    m->program_id = CODEC_OUT_STR(err, v->program_id);
-    m->kind = (Cardledger__V1__CardKind)v->kind;
-    m->currency = CODEC_OUT_STR(err, v->currency);
-    m->state = (Cardledger__V1__CardState)v->state;
-    m->frozen = v->frozen;
-    m->locked = v->locked;
-    m->balance_minor = v->balance_minor;
-    m->uses_left = v->uses_left;
-    m->face_value_minor = v->face_value_minor;
-    m->issued_at_us = v->issued_at_us;
-    m->valid_from_us = v->valid_from_us;
-    m->expires_at_us = v->expires_at_us;
-    m->holder = CODEC_OUT_STR(err, v->holder);
-    m->pin_failures = v->pin_failures;
-    m->open_offer_id = v->open_offer_id;
-    m->transfers_done = v->transfers_done;
-    m->redeemed_minor = v->redeemed_minor;
+    o->n +=
+        o->p != NULL ? s_varint_field_put(o->p + o->n, field, v) : s_varint_field_size(field, v);
+}
+
+/* int32 and enum values: a negative one is sign-extended to ten bytes, as protobuf does. */
+static void
+s_out_int32(s_out_t *o, uint32_t field, int32_t v)
+{
+    s_out_varint(o, field, (uint64_t)(int64_t)v);
+}
+
+/* The tag and length of a length-delimited field whose len bytes follow. */
+static void
+s_out_head(s_out_t *o, uint32_t field, size_t len)
+{
+    o->n += o->p != NULL ? codec_len_field_head(o->p + o->n, field, len)
+                         : codec_len_field_size(field, len) - len;
 }
 
 static void
-s_row_out(int *err, const cl_issued_row_t *s, Cardledger__V1__IssuedRow *m)
+s_out_bytes(s_out_t *o, uint32_t field, const void *data, size_t len)
 {
-    cardledger__v1__issued_row__init(m);
-    m->row_key = CODEC_OUT_STR(err, s->row_key);
-    m->status = (Cardledger__V1__Status)s->status;
-    m->message = CODEC_OUT_STR(err, s->message);
-    m->already_issued = s->already_issued;
-    m->card_id = s->card_id;
-    m->code = CODEC_OUT_STR(err, s->code);
-    m->pin = CODEC_OUT_STR(err, s->pin);
+    if (len == 0) {
+        return;
+    }
+    s_out_head(o, field, len);
+    if (o->p != NULL) {
+        memcpy(o->p + o->n, data, len);
+    }
+    o->n += len;
 }
 
-/* The IssueBatchResult's bytes: batch_id (1), rows (2), issued (3), already_issued (4). */
-static size_t
-s_batch_write(int *err, const cl_reply_t *r, uint8_t *p)
+/* A string from a char array of cap bytes, which must hold its NUL (as codec_out_str()). */
+static void
+s_out_str(s_out_t *o, uint32_t field, const char *s, size_t cap)
 {
-    size_t o = 0;
-    o +=
-        p != NULL ? s_varint_field_put(p + o, 1, r->batch_id) : s_varint_field_size(1, r->batch_id);
+    const char *end = memchr(s, '\0', cap);
+    if (end == NULL) {
+        o->err = CODEC_ELIMIT;
+        return;
+    }
+    s_out_bytes(o, field, s, (size_t)(end - s));
+}
+
+#define S_OUT_STR(o, field, array) s_out_str((o), (field), (array), sizeof(array))
+
+static void
+s_out_card_view(s_out_t *o, const cl_card_view_t *v)
+{
+    s_out_varint(o, 1, v->card_id);
+    S_OUT_STR(o, 2, v->code_masked);
+    S_OUT_STR(o, 3, v->merchant_id);
+    S_OUT_STR(o, 4, v->program_id);
+    s_out_int32(o, 5, (int32_t)v->kind);
+    S_OUT_STR(o, 6, v->currency);
+    s_out_int32(o, 7, (int32_t)v->state);
+    s_out_varint(o, 8, v->frozen);
+    s_out_varint(o, 9, v->locked);
+    s_out_varint(o, 10, (uint64_t)v->balance_minor);
+    s_out_varint(o, 11, v->uses_left);
+    s_out_varint(o, 12, (uint64_t)v->face_value_minor);
+    s_out_varint(o, 13, (uint64_t)v->issued_at_us);
+    s_out_varint(o, 14, (uint64_t)v->valid_from_us);
+    s_out_varint(o, 15, (uint64_t)v->expires_at_us);
+    S_OUT_STR(o, 16, v->holder);
+    s_out_varint(o, 17, v->pin_failures);
+    s_out_varint(o, 18, v->open_offer_id);
+    s_out_varint(o, 19, v->transfers_done);
+    s_out_varint(o, 20, (uint64_t)v->redeemed_minor);
+}
+
+/* A CardView field whose body is len bytes long. */
+static void
+s_out_card_view_field(s_out_t *o, uint32_t field, const cl_card_view_t *v, size_t len)
+{
+    s_out_head(o, field, len);
+    s_out_card_view(o, v);
+}
+
+static void
+s_out_row(s_out_t *o, const cl_issued_row_t *row)
+{
+    S_OUT_STR(o, 1, row->row_key);
+    s_out_int32(o, 2, (int32_t)row->status);
+    S_OUT_STR(o, 3, row->message);
+    s_out_varint(o, 4, row->already_issued);
+    s_out_varint(o, 5, row->card_id);
+    S_OUT_STR(o, 6, row->code);
+    S_OUT_STR(o, 7, row->pin);
+}
+
+/* IssueBatchResult: batch_id (1), rows (2), issued (3), already_issued (4). */
+static void
+s_out_batch(s_out_t *o, const cl_reply_t *r)
+{
+    s_out_varint(o, 1, r->batch_id);
     for (uint32_t i = 0; i < r->rows_count; i++) {
-        Cardledger__V1__IssuedRow row;
-        s_row_out(err, &r->rows[i], &row);
-        size_t size = protobuf_c_message_get_packed_size(&row.base);
-        if (p != NULL) {
-            o += codec_len_field_head(p + o, 2, size);
-            o += protobuf_c_message_pack(&row.base, p + o);
-        } else {
-            o += codec_len_field_size(2, size);
-        }
+        s_out_t c = { NULL, 0, 0 };
+        s_out_row(&c, &r->rows[i]);
+        s_out_head(o, 2, c.n);
+        s_out_row(o, &r->rows[i]);
     }
-    o += p != NULL ? s_varint_field_put(p + o, 3, r->batch_issued)
-                   : s_varint_field_size(3, r->batch_issued);
-    o += p != NULL ? s_varint_field_put(p + o, 4, r->batch_already_issued)
-                   : s_varint_field_size(4, r->batch_already_issued);
-    return o;
+    s_out_varint(o, 3, r->batch_issued);
+    s_out_varint(o, 4, r->batch_already_issued);
 }
 
-/* The RequestRecord's bytes: found (1), then the stored Reply as it is (2). */
-static size_t
-s_request_write(const cl_reply_t *r, uint8_t *p)
+/* RequestRecord: found (1), then the stored Reply as it is (2). */
+static void
+s_out_request(s_out_t *o, const cl_reply_t *r)
 {
-    size_t o = 0;
-    o += p != NULL ? s_varint_field_put(p + o, 1, r->found) : s_varint_field_size(1, r->found);
+    s_out_varint(o, 1, r->found);
     if (r->stored_reply != NULL) {
-        if (p != NULL) {
-            o += codec_len_field_head(p + o, 2, r->stored_reply_len);
-            memcpy(p + o, r->stored_reply, r->stored_reply_len);
-            o += r->stored_reply_len;
-        } else {
-            o += codec_len_field_size(2, r->stored_reply_len);
+        s_out_head(o, 2, r->stored_reply_len);
+        if (o->p != NULL) {
+            memcpy(o->p + o->n, r->stored_reply, r->stored_reply_len);
         }
+        o->n += r->stored_reply_len;
     }
-    return o;
 }
 
-/* Encodes r into buf, or only measures it when buf is NULL. */
+/* The result message's body; cv[] are the bodies' lengths of its card views, status a packed
+ * DaemonStatus's length. */
+static void
+s_out_result(s_out_t *o, const cl_reply_t *r, const size_t cv[2],
+             const Cardledger__V1__DaemonStatus *status, size_t status_len)
+{
+    switch (r->result) {
+    case CL_RES_CARD:
+        s_out_card_view(o, &r->card);
+        break;
+    case CL_RES_ISSUED:
+        s_out_card_view_field(o, 1, &r->card, cv[0]);
+        S_OUT_STR(o, 2, r->code);
+        S_OUT_STR(o, 3, r->pin);
+        break;
+    case CL_RES_BATCH:
+        s_out_batch(o, r);
+        break;
+    case CL_RES_REDEEMED:
+        s_out_card_view_field(o, 1, &r->card, cv[0]);
+        s_out_varint(o, 2, r->redemption_seq);
+        s_out_varint(o, 3, (uint64_t)r->amount_minor);
+        s_out_varint(o, 4, r->uses);
+        s_out_varint(o, 5, (uint64_t)r->discount_minor);
+        S_OUT_STR(o, 6, r->sku);
+        break;
+    case CL_RES_GIFT:
+        s_out_card_view_field(o, 1, &r->card, cv[0]);
+        s_out_varint(o, 2, r->offer_id);
+        S_OUT_STR(o, 3, r->claim_secret);
+        s_out_varint(o, 4, (uint64_t)r->offer_expires_at_us);
+        break;
+    case CL_RES_TRANSFER:
+        s_out_card_view_field(o, 1, &r->card, cv[0]);
+        s_out_card_view_field(o, 2, &r->card2, cv[1]);
+        s_out_varint(o, 3, (uint64_t)r->amount_minor);
+        break;
+    case CL_RES_REQUEST:
+        s_out_request(o, r);
+        break;
+    case CL_RES_STATUS:
+        if (o->p != NULL) {
+            protobuf_c_message_pack(&status->base, o->p + o->n);
+        }
+        o->n += status_len;
+        break;
+    default:
+        break;
+    }
+}
+
+/* Encodes r into buf[cap], or only measures it when buf is NULL. */
 static int
 s_reply_write(const cl_reply_t *r, uint8_t *buf, size_t cap, size_t *out_len)
 {
     int err = 0;
-    Cardledger__V1__Reply m;
-    Cardledger__V1__CardView view1;
-    Cardledger__V1__CardView view2;
-    union {
-        Cardledger__V1__IssueResult issued;
-        Cardledger__V1__RedeemResult redeemed;
-        Cardledger__V1__GiftResult gift;
-        Cardledger__V1__TransferResult transfer;
-        Cardledger__V1__DaemonStatus status;
-    } res;
-    uint32_t tail_field = 0; /* a result written by hand after the rest, or 0 */
-    size_t tail_body = 0;
-
-    cardledger__v1__reply__init(&m);
-    m.request_id = CODEC_OUT_STR(&err, r->request_id);
-    m.status = (Cardledger__V1__Status)r->status;
-    m.message = CODEC_OUT_STR(&err, r->message);
-    m.replayed = r->replayed;
-    m.last_seq = r->last_seq;
-    m.as_of_seq = r->as_of_seq;
+    Cardledger__V1__DaemonStatus status;
+    size_t status_len = 0;
+    size_t cv[2] = { 0, 0 };
 
     switch (r->result) {
     case CL_RES_NONE:
         break;
     case CL_RES_CARD:
-        s_card_view_out(&err, &r->card, &view1);
-        m.card = &view1;
-        break;
     case CL_RES_ISSUED:
-        cardledger__v1__issue_result__init(&res.issued);
-        s_card_view_out(&err, &r->card, &view1);
-        res.issued.card = &view1;
-        res.issued.code = CODEC_OUT_STR(&err, r->code);
-        res.issued.pin = CODEC_OUT_STR(&err, r->pin);
-        m.issued = &res.issued;
+    case CL_RES_REDEEMED:
+    case CL_RES_GIFT:
+    case CL_RES_TRANSFER: {
+        s_out_t c = { NULL, 0, 0 };
+        s_out_card_view(&c, &r->card);
+        cv[0] = c.n;
+        if (r->result == CL_RES_TRANSFER) {
+            s_out_card_view(&c, &r->card2);
+            cv[1] = c.n - cv[0];
+        }
+        err = c.err;
         break;
+    }
     case CL_RES_BATCH:
         if (r->rows_count > CL_ISSUE_BATCH_MAX) {
             return CODEC_ELIMIT;
@@ -173,37 +267,6 @@ s_reply_write(const cl_reply_t *r, uint8_t *buf, size_t cap, size_t *out_len)
         if (r->rows_count > 0 && r->rows == NULL) {
             return CODEC_EINVAL;
         }
-        tail_field = S_REPLY_BATCH;
-        tail_body = s_batch_write(&err, r, NULL);
-        break;
-    case CL_RES_REDEEMED:
-        cardledger__v1__redeem_result__init(&res.redeemed);
-        s_card_view_out(&err, &r->card, &view1);
-        res.redeemed.card = &view1;
-        res.redeemed.redemption_seq = r->redemption_seq;
-        res.redeemed.amount_minor = r->amount_minor;
-        res.redeemed.uses = r->uses;
-        res.redeemed.discount_minor = r->discount_minor;
-        res.redeemed.sku = CODEC_OUT_STR(&err, r->sku);
-        m.redeemed = &res.redeemed;
-        break;
-    case CL_RES_GIFT:
-        cardledger__v1__gift_result__init(&res.gift);
-        s_card_view_out(&err, &r->card, &view1);
-        res.gift.card = &view1;
-        res.gift.offer_id = r->offer_id;
-        res.gift.claim_secret = CODEC_OUT_STR(&err, r->claim_secret);
-        res.gift.offer_expires_at_us = r->offer_expires_at_us;
-        m.gift = &res.gift;
-        break;
-    case CL_RES_TRANSFER:
-        cardledger__v1__transfer_result__init(&res.transfer);
-        s_card_view_out(&err, &r->card, &view1);
-        s_card_view_out(&err, &r->card2, &view2);
-        res.transfer.from_card = &view1;
-        res.transfer.to_card = &view2;
-        res.transfer.amount_minor = r->amount_minor;
-        m.transfer = &res.transfer;
         break;
     case CL_RES_REQUEST:
         if (r->stored_reply != NULL) {
@@ -213,31 +276,40 @@ s_reply_write(const cl_reply_t *r, uint8_t *buf, size_t cap, size_t *out_len)
                 return CODEC_EMALFORMED;
             }
         }
-        tail_field = S_REPLY_REQUEST;
-        tail_body = s_request_write(r, NULL);
         break;
     case CL_RES_STATUS:
-        cardledger__v1__daemon_status__init(&res.status);
-        res.status.version = CODEC_OUT_STR(&err, CARDLEDGER_VERSION);
-        res.status.head_seq = r->status_head_seq;
-        res.status.now_us = r->status_now_us;
-        res.status.cards = r->status_cards;
-        res.status.checkpoint_seq = r->status_checkpoint_seq;
-        m.daemon_status = &res.status;
+        cardledger__v1__daemon_status__init(&status);
+        status.version = CODEC_OUT_STR(&err, CARDLEDGER_VERSION);
+        status.head_seq = r->status_head_seq;
+        status.now_us = r->status_now_us;
+        status.cards = r->status_cards;
+        status.checkpoint_seq = r->status_checkpoint_seq;
+        status_len = protobuf_c_message_get_packed_size(&status.base);
         break;
     default:
         return CODEC_EINVAL;
     }
-    if (err != 0) {
-        return err;
-    }
-    if (tail_field == 0) {
-        /* The result oneof's case numbers are the result field numbers. */
-        m.result_case = (Cardledger__V1__Reply__ResultCase)r->result;
-    }
 
-    size_t head = protobuf_c_message_get_packed_size(&m.base);
-    size_t total = head + (tail_field != 0 ? codec_len_field_size(tail_field, tail_body) : 0);
+    /* The Reply: request_id (1), status (2), message (3), replayed (4), last_seq (5),
+     * as_of_seq (6), then the result, whose field number is its case (cardledger.proto). */
+    s_out_t o = { NULL, 0, err };
+    S_OUT_STR(&o, 1, r->request_id);
+    s_out_int32(&o, 2, (int32_t)r->status);
+    S_OUT_STR(&o, 3, r->message);
+    s_out_varint(&o, 4, r->replayed);
+    s_out_varint(&o, 5, r->last_seq);
+    s_out_varint(&o, 6, r->as_of_seq);
+    size_t top = o.n;
+    size_t body = 0;
+    if (r->result != CL_RES_NONE) {
+        s_out_result(&o, r, cv, &status, status_len);
+        body = o.n - top;
+        o.n = top + codec_len_field_size((uint32_t)r->result, body);
+    }
+    if (o.err != 0) {
+        return o.err;
+    }
+    size_t total = o.n;
     if (buf == NULL) {
         *out_len = total;
         return 0;
@@ -245,14 +317,18 @@ s_reply_write(const cl_reply_t *r, uint8_t *buf, size_t cap, size_t *out_len)
     if (total > cap) {
         return CODEC_ENOSPC;
     }
-    size_t o = head > 0 ? protobuf_c_message_pack(&m.base, buf) : 0;
-    assert(o == head);
-    if (tail_field != 0) {
-        o += codec_len_field_head(buf + o, tail_field, tail_body);
-        o += tail_field == S_REPLY_BATCH ? s_batch_write(&err, r, buf + o)
-                                         : s_request_write(r, buf + o);
+    o = (s_out_t){ buf, 0, 0 };
+    S_OUT_STR(&o, 1, r->request_id);
+    s_out_int32(&o, 2, (int32_t)r->status);
+    S_OUT_STR(&o, 3, r->message);
+    s_out_varint(&o, 4, r->replayed);
+    s_out_varint(&o, 5, r->last_seq);
+    s_out_varint(&o, 6, r->as_of_seq);
+    if (r->result != CL_RES_NONE) {
+        s_out_head(&o, (uint32_t)r->result, body);
+        s_out_result(&o, r, cv, &status, status_len);
     }
-    assert(o == total && err == 0);
+    assert(o.n == total && o.err == 0);
     *out_len = total;
     return 0;
 }
