@@ -377,7 +377,7 @@ s_command_in(codec_batch_t *b, codec_in_t *in, const Cardledger__V1__Request *m,
     }
 }
 
-/* ---- The fast way in for a batch issue ---------------------------------------------------- */
+/* ---- The fast way in for a batch issue and a redeem --------------------------------------- */
 
 /*
  * A batch issue carries a thousand rows of a dozen fields each, and the general path above
@@ -387,6 +387,8 @@ s_command_in(codec_batch_t *b, codec_in_t *in, const Cardledger__V1__Request *m,
  * fields left out, every varint and length in its shortest form, no unknown fields. For such a
  * request the received bytes are the re-packed bytes, so their XXH3-128 is the content hash the
  * general path computes, and the rows can be read straight from the wire into the row pool.
+ * A redeem is small, but it is the command sent most: the general path costs it about 10,000
+ * instructions, a third of what the daemon's loop spends on it.
  *
  * The fast path takes only such requests, and only when nothing in them is refused (every
  * string within its limit, valid UTF-8 without a NUL, every channel a known one, the rows within
@@ -547,25 +549,98 @@ s_fast_issue_batch(codec_batch_t *b, const uint8_t *p, size_t len, cl_command_t 
     return true;
 }
 
+/* A CardRef of exactly one reference: a code (1) or a card id (2), not empty or zero. */
+static bool
+s_fast_card_ref(const uint8_t *p, size_t len, cl_card_ref_t *d)
+{
+    const uint8_t *end = p + len;
+    codec_field_t f;
+    if (len == 0 || !s_fast_field(&p, end, &f) || p != end) {
+        return false;
+    }
+    if (f.number == 1) {
+        return s_fast_str(&f, d->code, sizeof d->code);
+    }
+    d->card_id = f.varint;
+    return f.number == 2 && s_fast_varint(&f);
+}
+
+/* A Redeem message into d (zeroed by the caller): the command a store's terminal sends most. */
+static bool
+s_fast_redeem(const uint8_t *p, size_t len, cl_cmd_redeem_t *d)
+{
+    const uint8_t *end = p + len;
+    uint32_t last = 0;
+    while (p < end) {
+        codec_field_t f;
+        if (!s_fast_field(&p, end, &f) || f.number <= last) {
+            return false;
+        }
+        last = f.number;
+        bool ok = false;
+        switch (f.number) {
+        case 1:
+            ok = f.wire_type == CODEC_WT_LEN && s_fast_card_ref(f.data, f.len, &d->card);
+            break;
+        case 2:
+            ok = s_fast_str(&f, d->pin, sizeof d->pin);
+            break;
+        case 3:
+            ok = s_fast_str(&f, d->store_id, sizeof d->store_id);
+            break;
+        case 4:
+            ok = s_fast_str(&f, d->order_ref, sizeof d->order_ref);
+            break;
+        case 5:
+            ok = s_fast_varint(&f);
+            d->amount_minor = (int64_t)f.varint;
+            break;
+        case 6:
+            ok = s_fast_varint(&f) && f.varint <= UINT32_MAX;
+            d->uses = (uint32_t)f.varint;
+            break;
+        case 7:
+            ok = s_fast_varint(&f);
+            d->order_amount_minor = (int64_t)f.varint;
+            break;
+        case 8:
+            ok = s_fast_str(&f, d->sku, sizeof d->sku);
+            break;
+        default:
+            break; /* unknown: the general path keeps it, and it counts for the hash */
+        }
+        if (!ok) {
+            return false;
+        }
+    }
+    return true;
+}
+
 /*
- * Decodes a request into r (zeroed, status CL_OK) when it is a batch issue the fast path takes:
- * the request id (field 1), then issue_batch (field 21), and nothing else. Returns false with
- * r and b as they were otherwise.
+ * Decodes a request into r (zeroed, status CL_OK) when it is a batch issue or a redeem the fast
+ * path takes: the request id (field 1), then issue_batch or redeem, and nothing else. Returns false
+ * with r and b as they were otherwise.
  */
 static bool
 s_fast_request(codec_batch_t *b, const uint8_t *p, size_t len, codec_request_t *r)
 {
     const uint8_t *start = p, *end = p + len;
     codec_field_t id, cmd;
-    if (len == 0 || !s_fast_field(&p, end, &id) || id.number != 1 ||
-        !s_fast_str(&id, r->cmd.request_id, sizeof r->cmd.request_id) || p == end ||
-        !s_fast_field(&p, end, &cmd) || cmd.number != CL_CMD_ISSUE_BATCH ||
-        cmd.wire_type != CODEC_WT_LEN || p != end ||
-        !s_fast_issue_batch(b, cmd.data, cmd.len, &r->cmd)) {
+    bool ok = len > 0 && s_fast_field(&p, end, &id) && id.number == 1 &&
+              s_fast_str(&id, r->cmd.request_id, sizeof r->cmd.request_id) && p != end &&
+              s_fast_field(&p, end, &cmd) && cmd.wire_type == CODEC_WT_LEN && p == end;
+    if (ok && cmd.number == CL_CMD_ISSUE_BATCH) {
+        ok = s_fast_issue_batch(b, cmd.data, cmd.len, &r->cmd);
+    } else if (ok && cmd.number == CL_CMD_REDEEM) {
+        ok = s_fast_redeem(cmd.data, cmd.len, &r->cmd.u.redeem);
+    } else {
+        ok = false;
+    }
+    if (!ok) {
         memset(&r->cmd, 0, sizeof r->cmd);
         return false;
     }
-    r->cmd.type = CL_CMD_ISSUE_BATCH;
+    r->cmd.type = (cl_command_type_t)cmd.number;
     XXH128_canonical_t canonical;
     XXH128_canonicalFromHash(&canonical, XXH3_128bits(start, len));
     memcpy(r->content_hash, canonical.digest, 16);

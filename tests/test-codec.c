@@ -2242,6 +2242,116 @@ s_batch_request(s_wire_t *req, const s_wire_t *odd_row, const char *request_id)
     w_msg(req, CL_CMD_ISSUE_BATCH, &batch);
 }
 
+/* Redeems, like batch issues, are read straight from the wire when packed as protobuf-c packs
+ * them; every other layout and every refusal takes the general path, and the decode is the same
+ * either way: the command, the refusal and its sentence, the content hash. */
+static void
+redeems_decode_the_same_by_the_fast_path_and_the_general_one(void)
+{
+    static uint8_t frame[CL_FRAME_MAX_BYTES];
+    codec_batch_t *b = s_batch();
+    size_t len = 0;
+
+    /* As libcardledger packs them: by code and by card id, every field set, a negative amount. */
+    {
+        static uint8_t bufs[4][4096];
+        const uint8_t *reqs[4];
+        size_t lens[4];
+        for (size_t i = 0; i < 4; i++) {
+            cl_command_t cmd;
+            s_make_command(CL_CMD_REDEEM, &cmd, NULL, 0);
+            if (i == 2) {
+                cmd.u.redeem.amount_minor = -1;
+                cmd.u.redeem.uses = UINT32_MAX;
+            }
+            CHECK_RC(codec_request_encode(&cmd, bufs[i], sizeof bufs[i], &lens[i]), 0);
+            reqs[i] = bufs[i];
+        }
+        CHECK_RC(codec_request_batch_frame(reqs, lens, 4, frame, sizeof frame, &len), 0);
+        CHECK(s_decode_both_ways(b, frame, len) == 4);
+    }
+
+    /* Hand-made Redeem bodies. */
+    enum { ODD_MAX = 32 };
+    s_wire_t odd[ODD_MAX], ref;
+    size_t n_odd = 0;
+#define ODD (odd[n_odd].n = 0, &odd[n_odd++])
+    s_wire_t *w;
+    w = ODD; /* by card id, plain */
+    ref.n = 0;
+    w_uint(&ref, 2, 42);
+    w_msg(w, 1, &ref);
+    w_str(w, 3, "s1");
+    w_uint(w, 5, 100);
+    w = ODD; /* by code, every field */
+    ref.n = 0;
+    w_str(&ref, 1, "ABCD2345EFGH");
+    w_msg(w, 1, &ref);
+    w_str(w, 2, "123456");
+    w_str(w, 3, "s1");
+    w_str(w, 4, "POS-1");
+    w_uint(w, 5, (uint64_t)-5);
+    w_uint(w, 6, 3);
+    w_uint(w, 7, 20000);
+    w_str(w, 8, "sku-1");
+    w = ODD; /* a card ref with both a code and an id (the last one wins) */
+    ref.n = 0;
+    w_str(&ref, 1, "ABCD2345EFGH");
+    w_uint(&ref, 2, 42);
+    w_msg(w, 1, &ref);
+    w = ODD; /* a card id of 0 written out, an empty code, an empty card ref */
+    ref.n = 0;
+    w_uint(&ref, 2, 0);
+    w_msg(w, 1, &ref);
+    w = ODD;
+    ref.n = 0;
+    w_str(&ref, 1, "");
+    w_msg(w, 1, &ref);
+    w = ODD;
+    ref.n = 0;
+    w_msg(w, 1, &ref);
+    w = ODD; /* a code over its limit */
+    ref.n = 0;
+    w_repeat(&ref, 1, 'C', CL_CODE_MAX + 1);
+    w_msg(w, 1, &ref);
+    w = ODD; /* uses over 32 bits, a zero written out */
+    w_uint(w, 6, UINT64_C(1) << 32);
+    w = ODD;
+    w_uint(w, 5, 0);
+    w = ODD; /* out of order, the same field twice, an unknown field */
+    w_str(w, 4, "o");
+    w_str(w, 3, "s");
+    w = ODD;
+    w_str(w, 3, "s");
+    w_str(w, 3, "t");
+    w = ODD;
+    w_str(w, 3, "s");
+    w_uint(w, 99, 1);
+    w = ODD; /* a store id over its limit, invalid UTF-8, a NUL */
+    w_repeat(w, 3, 's', CL_ID_MAX + 1);
+    w = ODD;
+    w_bytes(w, 4, "\xff", 1);
+    w = ODD;
+    w_bytes(w, 8, "a\0b", 3);
+    w = ODD; /* a varint longer than it needs to be */
+    w->b[w->n++] = 5 << 3;
+    w->b[w->n++] = 0x81;
+    w->b[w->n++] = 0x00;
+    w = ODD; /* an empty Redeem */
+#undef ODD
+    assert(n_odd <= ODD_MAX);
+    for (size_t i = 0; i < n_odd; i++) {
+        s_wire_t req = { .n = 0 };
+        w_str(&req, 1, "rd-odd");
+        w_msg(&req, CL_CMD_REDEEM, &odd[i]);
+        const uint8_t *reqs[1] = { req.b };
+        size_t lens[1] = { req.n };
+        CHECK_RC(codec_request_batch_frame(reqs, lens, 1, frame, sizeof frame, &len), 0);
+        CHECK(s_decode_both_ways(b, frame, len) == 1);
+    }
+    codec_batch_destroy(&b);
+}
+
 /* A batch issue packed as protobuf-c packs it is read straight from the wire; anything else is
  * left to the general path. Either way the decode must be the very same: the same rows, the same
  * refusal with the same sentence, and the same content hash, so that a retry of a request
@@ -2501,6 +2611,7 @@ main(void)
     RUN(field_paths_read_as_snprintf_would_write_them);
     RUN(content_hashes_stay_what_earlier_builds_stored);
     RUN(batch_issues_decode_the_same_by_the_fast_path_and_the_general_one);
+    RUN(redeems_decode_the_same_by_the_fast_path_and_the_general_one);
     printf("%d passed, %d failed\n", s_passed, s_failed);
     return s_failed == 0 ? 0 : 1;
 }
