@@ -398,13 +398,49 @@ s_event_out(int *err, const cl_event_t *ev, Cardledger__V1__JournalEntry *e, s_e
     return 0;
 }
 
+/* A string of a protobuf-c message (NULL reads as ""). */
+static void
+s_out_cstr(codec_out_t *o, uint32_t field, const char *str)
+{
+    if (str != NULL) {
+        codec_out_bytes(o, field, str, strlen(str));
+    }
+}
+
+/* The actor, written by hand: every event the daemon writes has one. */
+static void
+s_out_principal(codec_out_t *o, const Cardledger__V1__Principal *m)
+{
+    codec_out_int32(o, 1, (int32_t)m->role);
+    s_out_cstr(o, 2, m->merchant_id);
+    s_out_cstr(o, 3, m->store_id);
+    s_out_cstr(o, 4, m->name);
+}
+
+/* CardRedeemed, written by hand: the event written most. */
+static void
+s_out_card_redeemed(codec_out_t *o, const Cardledger__V1__CardRedeemed *m)
+{
+    codec_out_varint(o, 1, m->card_id);
+    s_out_cstr(o, 2, m->store_id);
+    s_out_cstr(o, 3, m->region);
+    s_out_cstr(o, 4, m->order_ref);
+    codec_out_varint(o, 5, (uint64_t)m->amount_minor);
+    codec_out_varint(o, 6, m->uses);
+    codec_out_varint(o, 7, (uint64_t)m->balance_after_minor);
+    codec_out_varint(o, 8, m->uses_after);
+    codec_out_varint(o, 9, (uint64_t)m->order_amount_minor);
+    s_out_cstr(o, 10, m->sku);
+}
+
 /*
  * Packs a JournalEntry exactly as protobuf_c_message_pack() would, but sizes each submessage
  * once. protobuf-c's pack sizes the whole entry first and then, while packing, sizes the actor
  * and the event again to write their lengths; here the top level (request_id = 1, actor = 2,
  * request_id_b32 = 3, the event oneof) is written by hand and each submessage is sized once and
- * packed once. The bytes are the same, field for field in number order (tests/test-codec.c checks
- * every event type against protobuf-c's own pack).
+ * packed once; the actor and a CardRedeemed are written by hand too (codec-private.h, "Writing
+ * a message by hand"). The bytes are the same, field for field in number order
+ * (tests/test-codec.c checks every event type against protobuf-c's own pack).
  */
 static int
 s_entry_pack(const Cardledger__V1__JournalEntry *e, uint8_t *buf, size_t cap, size_t *out_len)
@@ -413,10 +449,22 @@ s_entry_pack(const Cardledger__V1__JournalEntry *e, uint8_t *buf, size_t cap, si
     /* Every member of the event oneof is a pointer to a message: read it through the first. */
     const ProtobufCMessage *event = (const ProtobufCMessage *)e->merchant_registered;
     assert(event != NULL);
+    bool redeemed = e->event_case == CARDLEDGER__V1__JOURNAL_ENTRY__EVENT_CARD_REDEEMED;
+    codec_out_t count = { NULL, 0, 0 };
     size_t id_len = e->request_id != NULL ? strlen(e->request_id) : 0;
     size_t b32_len = e->request_id_b32.len;
-    size_t actor_len = e->actor != NULL ? protobuf_c_message_get_packed_size(&e->actor->base) : 0;
-    size_t event_len = protobuf_c_message_get_packed_size(event);
+    size_t actor_len = 0, event_len = 0;
+    if (e->actor != NULL) {
+        s_out_principal(&count, e->actor);
+        actor_len = count.n;
+    }
+    if (redeemed) {
+        count.n = 0;
+        s_out_card_redeemed(&count, e->card_redeemed);
+        event_len = count.n;
+    } else {
+        event_len = protobuf_c_message_get_packed_size(event);
+    }
     uint32_t event_field = (uint32_t)e->event_case;
     /* codec_len_field_size() counts the tag, the length and the payload. */
     size_t total = (id_len > 0 ? codec_len_field_size(1, id_len) : 0) +
@@ -426,24 +474,20 @@ s_entry_pack(const Cardledger__V1__JournalEntry *e, uint8_t *buf, size_t cap, si
     if (total > cap) {
         return CODEC_ENOSPC;
     }
-    size_t o = 0;
-    if (id_len > 0) {
-        o += codec_len_field_head(buf + o, 1, id_len);
-        memcpy(buf + o, e->request_id, id_len);
-        o += id_len;
-    }
+    codec_out_t o = { buf, 0, 0 };
+    codec_out_bytes(&o, 1, e->request_id, id_len);
     if (e->actor != NULL) {
-        o += codec_len_field_head(buf + o, 2, actor_len);
-        o += protobuf_c_message_pack(&e->actor->base, buf + o);
+        codec_out_head(&o, 2, actor_len);
+        s_out_principal(&o, e->actor);
     }
-    if (b32_len > 0) {
-        o += codec_len_field_head(buf + o, 3, b32_len);
-        memcpy(buf + o, e->request_id_b32.data, b32_len);
-        o += b32_len;
+    codec_out_bytes(&o, 3, e->request_id_b32.data, b32_len);
+    codec_out_head(&o, event_field, event_len);
+    if (redeemed) {
+        s_out_card_redeemed(&o, e->card_redeemed);
+    } else {
+        o.n += protobuf_c_message_pack(event, buf + o.n);
     }
-    o += codec_len_field_head(buf + o, event_field, event_len);
-    o += protobuf_c_message_pack(event, buf + o);
-    assert(o == total);
+    assert(o.n == total);
     *out_len = total;
     return 0;
 }

@@ -20,6 +20,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include <protobuf-c/protobuf-c.h>
 
@@ -36,17 +37,49 @@
 /* The longest varint (a negative int64). */
 #define CODEC_VARINT_MAX 10u
 
+/* The four writers below are inline: replies and journal entries are written with them field
+ * by field, and as calls into another file they cost as much as the rest of the writing. */
+
 /* Bytes the varint encoding of v takes (1..10). */
-size_t codec_varint_len(uint64_t v);
+static inline size_t
+codec_varint_len(uint64_t v)
+{
+    size_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
 
 /* Writes v as a varint at p, which has room for codec_varint_len(v) bytes; returns that. */
-size_t codec_varint_put(uint8_t *p, uint64_t v);
+static inline size_t
+codec_varint_put(uint8_t *p, uint64_t v)
+{
+    size_t n = 0;
+    while (v >= 0x80) {
+        p[n++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    p[n++] = (uint8_t)v;
+    return n;
+}
 
 /* Bytes a length-delimited field (tag, length, payload) of payload_len bytes takes. */
-size_t codec_len_field_size(uint32_t field, size_t payload_len);
+static inline size_t
+codec_len_field_size(uint32_t field, size_t payload_len)
+{
+    return codec_varint_len((uint64_t)field << 3 | CODEC_WT_LEN) + codec_varint_len(payload_len) +
+           payload_len;
+}
 
 /* Writes the tag and length of a length-delimited field at p; returns the bytes written. */
-size_t codec_len_field_head(uint8_t *p, uint32_t field, size_t payload_len);
+static inline size_t
+codec_len_field_head(uint8_t *p, uint32_t field, size_t payload_len)
+{
+    size_t n = codec_varint_put(p, (uint64_t)field << 3 | CODEC_WT_LEN);
+    return n + codec_varint_put(p + n, payload_len);
+}
 
 /* One field as read from the wire. */
 typedef struct codec_field {
@@ -56,6 +89,78 @@ typedef struct codec_field {
     const uint8_t *data; /* CODEC_WT_LEN: the payload; 64BIT/32BIT: the value's bytes */
     size_t len;          /* payload length (8 or 4 for the fixed types, 0 for a varint) */
 } codec_field_t;
+
+/* ---- Writing a message by hand ------------------------------------------------------------ */
+
+/*
+ * Field by field in number order with proto3's rules, which is what protobuf_c_message_pack()
+ * writes: a zero number, false and an empty string are left out. A writer either writes at
+ * p + n or, with p NULL, only counts.
+ */
+typedef struct codec_out {
+    uint8_t *p;
+    size_t n;
+    int err; /* CODEC_ELIMIT: a string filled its whole array (no NUL) */
+} codec_out_t;
+
+/* A varint field (uint64, uint32, bool, int64 as its two's complement), left out when 0. */
+static inline void
+codec_out_varint(codec_out_t *o, uint32_t field, uint64_t v)
+{
+    if (v == 0) {
+        return;
+    }
+    uint64_t tag = (uint64_t)field << 3 | CODEC_WT_VARINT;
+    if (o->p != NULL) {
+        size_t k = codec_varint_put(o->p + o->n, tag);
+        o->n += k + codec_varint_put(o->p + o->n + k, v);
+    } else {
+        o->n += codec_varint_len(tag) + codec_varint_len(v);
+    }
+}
+
+/* int32 and enum values: a negative one is sign-extended to ten bytes, as protobuf does. */
+static inline void
+codec_out_int32(codec_out_t *o, uint32_t field, int32_t v)
+{
+    codec_out_varint(o, field, (uint64_t)(int64_t)v);
+}
+
+/* The tag and length of a length-delimited field whose len bytes follow. */
+static inline void
+codec_out_head(codec_out_t *o, uint32_t field, size_t len)
+{
+    o->n += o->p != NULL ? codec_len_field_head(o->p + o->n, field, len)
+                         : codec_len_field_size(field, len) - len;
+}
+
+/* A bytes or string field, left out when empty. */
+static inline void
+codec_out_bytes(codec_out_t *o, uint32_t field, const void *data, size_t len)
+{
+    if (len == 0) {
+        return;
+    }
+    codec_out_head(o, field, len);
+    if (o->p != NULL) {
+        memcpy(o->p + o->n, data, len);
+    }
+    o->n += len;
+}
+
+/* A string from a char array of cap bytes, which must hold its NUL (as codec_out_str() checks). */
+static inline void
+codec_out_chars(codec_out_t *o, uint32_t field, const char *s, size_t cap)
+{
+    const char *end = memchr(s, '\0', cap);
+    if (end == NULL) {
+        o->err = CODEC_ELIMIT;
+        return;
+    }
+    codec_out_bytes(o, field, s, (size_t)(end - s));
+}
+
+#define CODEC_OUT_ARRAY(o, field, array) codec_out_chars((o), (field), (array), sizeof(array))
 
 /* Reads the field at *p (p < end) and advances *p past it. Returns 0 or CODEC_EMALFORMED
  * (truncated, bad varint, field number 0, groups, unknown wire type). */

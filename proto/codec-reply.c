@@ -25,23 +25,6 @@
 #define S_REPLY_REPLAYED 4u
 #define S_REPLY_REQUEST  16u
 
-static size_t
-s_varint_field_size(uint32_t field, uint64_t v)
-{
-    return v == 0 ? 0 : codec_varint_len((uint64_t)field << 3) + codec_varint_len(v);
-}
-
-/* Writes a varint field unless v is 0 (proto3 leaves zero out); returns the bytes written. */
-static size_t
-s_varint_field_put(uint8_t *p, uint32_t field, uint64_t v)
-{
-    if (v == 0) {
-        return 0;
-    }
-    size_t n = codec_varint_put(p, (uint64_t)field << 3 | CODEC_WT_VARINT);
-    return n + codec_varint_put(p + n, v);
-}
-
 /*
  * Replies are written by hand. A reply is what the daemon makes for every command, and
  * protobuf_c_message_pack() reads the descriptors field by field and sizes each nested message
@@ -50,131 +33,78 @@ s_varint_field_put(uint8_t *p, uint32_t field, uint64_t v)
  * number, false and an empty string are left out; a message that is present is written even
  * when it is empty. tests/test-codec.c unpacks every result with protobuf-c, packs it again and
  * compares the bytes. Only DaemonStatus (a query of operators) still goes through protobuf-c.
- *
- * A writer either writes at p + n or, with p NULL, only counts.
  */
-typedef struct s_out {
-    uint8_t *p;
-    size_t n;
-    int err; /* CODEC_ELIMIT: a string filled its whole array (no NUL) */
-} s_out_t;
-
 static void
-s_out_varint(s_out_t *o, uint32_t field, uint64_t v)
+s_out_card_view(codec_out_t *o, const cl_card_view_t *v)
 {
-    o->n +=
-        o->p != NULL ? s_varint_field_put(o->p + o->n, field, v) : s_varint_field_size(field, v);
+    codec_out_varint(o, 1, v->card_id);
+    CODEC_OUT_ARRAY(o, 2, v->code_masked);
+    CODEC_OUT_ARRAY(o, 3, v->merchant_id);
+    CODEC_OUT_ARRAY(o, 4, v->program_id);
+    codec_out_int32(o, 5, (int32_t)v->kind);
+    CODEC_OUT_ARRAY(o, 6, v->currency);
+    codec_out_int32(o, 7, (int32_t)v->state);
+    codec_out_varint(o, 8, v->frozen);
+    codec_out_varint(o, 9, v->locked);
+    codec_out_varint(o, 10, (uint64_t)v->balance_minor);
+    codec_out_varint(o, 11, v->uses_left);
+    codec_out_varint(o, 12, (uint64_t)v->face_value_minor);
+    codec_out_varint(o, 13, (uint64_t)v->issued_at_us);
+    codec_out_varint(o, 14, (uint64_t)v->valid_from_us);
+    codec_out_varint(o, 15, (uint64_t)v->expires_at_us);
+    CODEC_OUT_ARRAY(o, 16, v->holder);
+    codec_out_varint(o, 17, v->pin_failures);
+    codec_out_varint(o, 18, v->open_offer_id);
+    codec_out_varint(o, 19, v->transfers_done);
+    codec_out_varint(o, 20, (uint64_t)v->redeemed_minor);
 }
 
-/* int32 and enum values: a negative one is sign-extended to ten bytes, as protobuf does. */
+/* A CardView field whose body is len bytes long (counted once, not again). */
 static void
-s_out_int32(s_out_t *o, uint32_t field, int32_t v)
+s_out_card_view_field(codec_out_t *o, uint32_t field, const cl_card_view_t *v, size_t len)
 {
-    s_out_varint(o, field, (uint64_t)(int64_t)v);
-}
-
-/* The tag and length of a length-delimited field whose len bytes follow. */
-static void
-s_out_head(s_out_t *o, uint32_t field, size_t len)
-{
-    o->n += o->p != NULL ? codec_len_field_head(o->p + o->n, field, len)
-                         : codec_len_field_size(field, len) - len;
-}
-
-static void
-s_out_bytes(s_out_t *o, uint32_t field, const void *data, size_t len)
-{
-    if (len == 0) {
-        return;
-    }
-    s_out_head(o, field, len);
+    codec_out_head(o, field, len);
     if (o->p != NULL) {
-        memcpy(o->p + o->n, data, len);
+        s_out_card_view(o, v);
+    } else {
+        o->n += len;
     }
-    o->n += len;
-}
-
-/* A string from a char array of cap bytes, which must hold its NUL (as codec_out_str()). */
-static void
-s_out_str(s_out_t *o, uint32_t field, const char *s, size_t cap)
-{
-    const char *end = memchr(s, '\0', cap);
-    if (end == NULL) {
-        o->err = CODEC_ELIMIT;
-        return;
-    }
-    s_out_bytes(o, field, s, (size_t)(end - s));
-}
-
-#define S_OUT_STR(o, field, array) s_out_str((o), (field), (array), sizeof(array))
-
-static void
-s_out_card_view(s_out_t *o, const cl_card_view_t *v)
-{
-    s_out_varint(o, 1, v->card_id);
-    S_OUT_STR(o, 2, v->code_masked);
-    S_OUT_STR(o, 3, v->merchant_id);
-    S_OUT_STR(o, 4, v->program_id);
-    s_out_int32(o, 5, (int32_t)v->kind);
-    S_OUT_STR(o, 6, v->currency);
-    s_out_int32(o, 7, (int32_t)v->state);
-    s_out_varint(o, 8, v->frozen);
-    s_out_varint(o, 9, v->locked);
-    s_out_varint(o, 10, (uint64_t)v->balance_minor);
-    s_out_varint(o, 11, v->uses_left);
-    s_out_varint(o, 12, (uint64_t)v->face_value_minor);
-    s_out_varint(o, 13, (uint64_t)v->issued_at_us);
-    s_out_varint(o, 14, (uint64_t)v->valid_from_us);
-    s_out_varint(o, 15, (uint64_t)v->expires_at_us);
-    S_OUT_STR(o, 16, v->holder);
-    s_out_varint(o, 17, v->pin_failures);
-    s_out_varint(o, 18, v->open_offer_id);
-    s_out_varint(o, 19, v->transfers_done);
-    s_out_varint(o, 20, (uint64_t)v->redeemed_minor);
-}
-
-/* A CardView field whose body is len bytes long. */
-static void
-s_out_card_view_field(s_out_t *o, uint32_t field, const cl_card_view_t *v, size_t len)
-{
-    s_out_head(o, field, len);
-    s_out_card_view(o, v);
 }
 
 static void
-s_out_row(s_out_t *o, const cl_issued_row_t *row)
+s_out_row(codec_out_t *o, const cl_issued_row_t *row)
 {
-    S_OUT_STR(o, 1, row->row_key);
-    s_out_int32(o, 2, (int32_t)row->status);
-    S_OUT_STR(o, 3, row->message);
-    s_out_varint(o, 4, row->already_issued);
-    s_out_varint(o, 5, row->card_id);
-    S_OUT_STR(o, 6, row->code);
-    S_OUT_STR(o, 7, row->pin);
+    CODEC_OUT_ARRAY(o, 1, row->row_key);
+    codec_out_int32(o, 2, (int32_t)row->status);
+    CODEC_OUT_ARRAY(o, 3, row->message);
+    codec_out_varint(o, 4, row->already_issued);
+    codec_out_varint(o, 5, row->card_id);
+    CODEC_OUT_ARRAY(o, 6, row->code);
+    CODEC_OUT_ARRAY(o, 7, row->pin);
 }
 
 /* IssueBatchResult: batch_id (1), rows (2), issued (3), already_issued (4). */
 static void
-s_out_batch(s_out_t *o, const cl_reply_t *r)
+s_out_batch(codec_out_t *o, const cl_reply_t *r)
 {
-    s_out_varint(o, 1, r->batch_id);
+    codec_out_varint(o, 1, r->batch_id);
     for (uint32_t i = 0; i < r->rows_count; i++) {
-        s_out_t c = { NULL, 0, 0 };
+        codec_out_t c = { NULL, 0, 0 };
         s_out_row(&c, &r->rows[i]);
-        s_out_head(o, 2, c.n);
+        codec_out_head(o, 2, c.n);
         s_out_row(o, &r->rows[i]);
     }
-    s_out_varint(o, 3, r->batch_issued);
-    s_out_varint(o, 4, r->batch_already_issued);
+    codec_out_varint(o, 3, r->batch_issued);
+    codec_out_varint(o, 4, r->batch_already_issued);
 }
 
 /* RequestRecord: found (1), then the stored Reply as it is (2). */
 static void
-s_out_request(s_out_t *o, const cl_reply_t *r)
+s_out_request(codec_out_t *o, const cl_reply_t *r)
 {
-    s_out_varint(o, 1, r->found);
+    codec_out_varint(o, 1, r->found);
     if (r->stored_reply != NULL) {
-        s_out_head(o, 2, r->stored_reply_len);
+        codec_out_head(o, 2, r->stored_reply_len);
         if (o->p != NULL) {
             memcpy(o->p + o->n, r->stored_reply, r->stored_reply_len);
         }
@@ -185,39 +115,43 @@ s_out_request(s_out_t *o, const cl_reply_t *r)
 /* The result message's body; cv[] are the bodies' lengths of its card views, status a packed
  * DaemonStatus's length. */
 static void
-s_out_result(s_out_t *o, const cl_reply_t *r, const size_t cv[2],
+s_out_result(codec_out_t *o, const cl_reply_t *r, const size_t cv[2],
              const Cardledger__V1__DaemonStatus *status, size_t status_len)
 {
     switch (r->result) {
     case CL_RES_CARD:
-        s_out_card_view(o, &r->card);
+        if (o->p != NULL) {
+            s_out_card_view(o, &r->card);
+        } else {
+            o->n += cv[0];
+        }
         break;
     case CL_RES_ISSUED:
         s_out_card_view_field(o, 1, &r->card, cv[0]);
-        S_OUT_STR(o, 2, r->code);
-        S_OUT_STR(o, 3, r->pin);
+        CODEC_OUT_ARRAY(o, 2, r->code);
+        CODEC_OUT_ARRAY(o, 3, r->pin);
         break;
     case CL_RES_BATCH:
         s_out_batch(o, r);
         break;
     case CL_RES_REDEEMED:
         s_out_card_view_field(o, 1, &r->card, cv[0]);
-        s_out_varint(o, 2, r->redemption_seq);
-        s_out_varint(o, 3, (uint64_t)r->amount_minor);
-        s_out_varint(o, 4, r->uses);
-        s_out_varint(o, 5, (uint64_t)r->discount_minor);
-        S_OUT_STR(o, 6, r->sku);
+        codec_out_varint(o, 2, r->redemption_seq);
+        codec_out_varint(o, 3, (uint64_t)r->amount_minor);
+        codec_out_varint(o, 4, r->uses);
+        codec_out_varint(o, 5, (uint64_t)r->discount_minor);
+        CODEC_OUT_ARRAY(o, 6, r->sku);
         break;
     case CL_RES_GIFT:
         s_out_card_view_field(o, 1, &r->card, cv[0]);
-        s_out_varint(o, 2, r->offer_id);
-        S_OUT_STR(o, 3, r->claim_secret);
-        s_out_varint(o, 4, (uint64_t)r->offer_expires_at_us);
+        codec_out_varint(o, 2, r->offer_id);
+        CODEC_OUT_ARRAY(o, 3, r->claim_secret);
+        codec_out_varint(o, 4, (uint64_t)r->offer_expires_at_us);
         break;
     case CL_RES_TRANSFER:
         s_out_card_view_field(o, 1, &r->card, cv[0]);
         s_out_card_view_field(o, 2, &r->card2, cv[1]);
-        s_out_varint(o, 3, (uint64_t)r->amount_minor);
+        codec_out_varint(o, 3, (uint64_t)r->amount_minor);
         break;
     case CL_RES_REQUEST:
         s_out_request(o, r);
@@ -250,7 +184,7 @@ s_reply_write(const cl_reply_t *r, uint8_t *buf, size_t cap, size_t *out_len)
     case CL_RES_REDEEMED:
     case CL_RES_GIFT:
     case CL_RES_TRANSFER: {
-        s_out_t c = { NULL, 0, 0 };
+        codec_out_t c = { NULL, 0, 0 };
         s_out_card_view(&c, &r->card);
         cv[0] = c.n;
         if (r->result == CL_RES_TRANSFER) {
@@ -292,13 +226,13 @@ s_reply_write(const cl_reply_t *r, uint8_t *buf, size_t cap, size_t *out_len)
 
     /* The Reply: request_id (1), status (2), message (3), replayed (4), last_seq (5),
      * as_of_seq (6), then the result, whose field number is its case (cardledger.proto). */
-    s_out_t o = { NULL, 0, err };
-    S_OUT_STR(&o, 1, r->request_id);
-    s_out_int32(&o, 2, (int32_t)r->status);
-    S_OUT_STR(&o, 3, r->message);
-    s_out_varint(&o, 4, r->replayed);
-    s_out_varint(&o, 5, r->last_seq);
-    s_out_varint(&o, 6, r->as_of_seq);
+    codec_out_t o = { NULL, 0, err };
+    CODEC_OUT_ARRAY(&o, 1, r->request_id);
+    codec_out_int32(&o, 2, (int32_t)r->status);
+    CODEC_OUT_ARRAY(&o, 3, r->message);
+    codec_out_varint(&o, 4, r->replayed);
+    codec_out_varint(&o, 5, r->last_seq);
+    codec_out_varint(&o, 6, r->as_of_seq);
     size_t top = o.n;
     size_t body = 0;
     if (r->result != CL_RES_NONE) {
@@ -317,15 +251,15 @@ s_reply_write(const cl_reply_t *r, uint8_t *buf, size_t cap, size_t *out_len)
     if (total > cap) {
         return CODEC_ENOSPC;
     }
-    o = (s_out_t){ buf, 0, 0 };
-    S_OUT_STR(&o, 1, r->request_id);
-    s_out_int32(&o, 2, (int32_t)r->status);
-    S_OUT_STR(&o, 3, r->message);
-    s_out_varint(&o, 4, r->replayed);
-    s_out_varint(&o, 5, r->last_seq);
-    s_out_varint(&o, 6, r->as_of_seq);
+    o = (codec_out_t){ buf, 0, 0 };
+    CODEC_OUT_ARRAY(&o, 1, r->request_id);
+    codec_out_int32(&o, 2, (int32_t)r->status);
+    CODEC_OUT_ARRAY(&o, 3, r->message);
+    codec_out_varint(&o, 4, r->replayed);
+    codec_out_varint(&o, 5, r->last_seq);
+    codec_out_varint(&o, 6, r->as_of_seq);
     if (r->result != CL_RES_NONE) {
-        s_out_head(&o, (uint32_t)r->result, body);
+        codec_out_head(&o, (uint32_t)r->result, body);
         s_out_result(&o, r, cv, &status, status_len);
     }
     assert(o.n == total && o.err == 0);

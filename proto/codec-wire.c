@@ -21,44 +21,6 @@
 
 /* ---- Varints and fields ------------------------------------------------------------------- */
 
-size_t
-codec_varint_len(uint64_t v)
-{
-    size_t n = 1;
-    while (v >= 0x80) {
-        v >>= 7;
-        n++;
-    }
-    return n;
-}
-
-size_t
-codec_varint_put(uint8_t *p, uint64_t v)
-{
-    size_t n = 0;
-    while (v >= 0x80) {
-        p[n++] = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    p[n++] = (uint8_t)v;
-    assert(n <= CODEC_VARINT_MAX);
-    return n;
-}
-
-size_t
-codec_len_field_size(uint32_t field, size_t payload_len)
-{
-    return codec_varint_len((uint64_t)field << 3 | CODEC_WT_LEN) + codec_varint_len(payload_len) +
-           payload_len;
-}
-
-size_t
-codec_len_field_head(uint8_t *p, uint32_t field, size_t payload_len)
-{
-    size_t n = codec_varint_put(p, (uint64_t)field << 3 | CODEC_WT_LEN);
-    return n + codec_varint_put(p + n, payload_len);
-}
-
 /* Reads a varint of at most 10 bytes; 0 or CODEC_EMALFORMED. */
 static int
 s_varint_get(const uint8_t **pp, const uint8_t *end, uint64_t *out)
