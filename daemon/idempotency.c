@@ -77,6 +77,21 @@ idem_get(MDB_txn *txn, const idem_dbs_t *dbs, const char *request_id, idem_recor
     return rc;
 }
 
+/*
+ * mdb_put(), first as an append, for the time index: the daemon's clock never goes back, so a
+ * record's time key is almost always the last one, and an append skips the search down the
+ * tree. A key that does not sort after the last one (the same microsecond as the one before,
+ * with a smaller request id) is put the usual way.
+ */
+static int
+s_put(MDB_txn *txn, MDB_dbi dbi, MDB_val *k, MDB_val *v, unsigned flags)
+{
+    int rc = mdb_put(txn, dbi, k, v, flags | MDB_APPEND);
+    if (rc == MDB_KEYEXIST)
+        rc = mdb_put(txn, dbi, k, v, flags);
+    return rc;
+}
+
 int
 idem_put(MDB_txn *txn, const idem_dbs_t *dbs, const char *request_id,
          const uint8_t content_hash[IDEM_HASH_LEN], int64_t at_us, const uint8_t *reply,
@@ -105,7 +120,7 @@ idem_put(MDB_txn *txn, const idem_dbs_t *dbs, const char *request_id,
 
     MDB_val tk = { s_make_time_key(tkey, at_us, request_id, id_len), tkey };
     MDB_val tv = { 0, NULL };
-    return mdb_put(txn, dbs->by_time, &tk, &tv, 0);
+    return s_put(txn, dbs->by_time, &tk, &tv, 0);
 }
 
 int
