@@ -167,6 +167,19 @@ s_out_result(codec_out_t *o, const cl_reply_t *r, const size_t cv[2],
     }
 }
 
+/* The Reply's own fields: request_id (1), status (2), message (3), replayed (4), last_seq (5),
+ * as_of_seq (6). */
+static void
+s_out_top(codec_out_t *o, const cl_reply_t *r)
+{
+    CODEC_OUT_ARRAY(o, 1, r->request_id);
+    codec_out_int32(o, 2, (int32_t)r->status);
+    CODEC_OUT_ARRAY(o, 3, r->message);
+    codec_out_varint(o, 4, r->replayed);
+    codec_out_varint(o, 5, r->last_seq);
+    codec_out_varint(o, 6, r->as_of_seq);
+}
+
 /* Encodes r into buf[cap], or only measures it when buf is NULL. */
 static int
 s_reply_write(const cl_reply_t *r, uint8_t *buf, size_t cap, size_t *out_len)
@@ -224,15 +237,9 @@ s_reply_write(const cl_reply_t *r, uint8_t *buf, size_t cap, size_t *out_len)
         return CODEC_EINVAL;
     }
 
-    /* The Reply: request_id (1), status (2), message (3), replayed (4), last_seq (5),
-     * as_of_seq (6), then the result, whose field number is its case (cardledger.proto). */
+    /* The Reply's own fields, then the result, whose field number is its case. */
     codec_out_t o = { NULL, 0, err };
-    CODEC_OUT_ARRAY(&o, 1, r->request_id);
-    codec_out_int32(&o, 2, (int32_t)r->status);
-    CODEC_OUT_ARRAY(&o, 3, r->message);
-    codec_out_varint(&o, 4, r->replayed);
-    codec_out_varint(&o, 5, r->last_seq);
-    codec_out_varint(&o, 6, r->as_of_seq);
+    s_out_top(&o, r);
     size_t top = o.n;
     size_t body = 0;
     if (r->result != CL_RES_NONE) {
@@ -252,12 +259,7 @@ s_reply_write(const cl_reply_t *r, uint8_t *buf, size_t cap, size_t *out_len)
         return CODEC_ENOSPC;
     }
     o = (codec_out_t){ buf, 0, 0 };
-    CODEC_OUT_ARRAY(&o, 1, r->request_id);
-    codec_out_int32(&o, 2, (int32_t)r->status);
-    CODEC_OUT_ARRAY(&o, 3, r->message);
-    codec_out_varint(&o, 4, r->replayed);
-    codec_out_varint(&o, 5, r->last_seq);
-    codec_out_varint(&o, 6, r->as_of_seq);
+    s_out_top(&o, r);
     if (r->result != CL_RES_NONE) {
         codec_out_head(&o, (uint32_t)r->result, body);
         s_out_result(&o, r, cv, &status, status_len);
