@@ -408,6 +408,22 @@ s_mark(ctable_t *t, slot_t *s)
     return 0;
 }
 
+void *
+pcache_get_mut(pcache_t *c, size_t ti, const void *key, size_t klen, size_t *out_len)
+{
+    slot_t *s = s_lookup(c, ti, key, klen, false);
+    if (s == NULL || s->state != S_LIVE)
+        return NULL;
+    ctable_t *t = &c->t[ti];
+    if (s_mark(t, s) != 0) {
+        s_fail(c, PROJ_ENOMEM);
+        return NULL;
+    }
+    if (out_len != NULL)
+        *out_len = s->val_len;
+    return s_val(t, s);
+}
+
 static void *
 s_put(pcache_t *c, size_t ti, const void *key, size_t klen, size_t vlen, bool fresh,
       bool *out_created)
