@@ -18,6 +18,8 @@
 
 #include <xxhash.h>
 
+#include "bytes.h"
+
 #define S_INDEX_MIN 1024u
 /* Chunks of slots and indexes are sized and aligned to the transparent huge page size, and
  * marked for huge pages: a rebuild fills hundreds of megabytes, and on the VMs this runs on a
@@ -487,6 +489,14 @@ s_slot_cmp(const void *a, const void *b)
     const slot_t *x = *(slot_t *const *)a;
     const slot_t *y = *(slot_t *const *)b;
     size_t n = x->key_len < y->key_len ? x->key_len : y->key_len;
+    if (n >= 8) {
+        /* Most keys start with a big-endian id: their first 8 bytes, compared as one number,
+         * decide nearly every comparison without a call to memcmp(). */
+        uint64_t xa = cl_get_be64((const uint8_t *)(x + 1));
+        uint64_t ya = cl_get_be64((const uint8_t *)(y + 1));
+        if (xa != ya)
+            return (xa > ya) - (xa < ya);
+    }
     int r = memcmp(x + 1, y + 1, n);
     if (r != 0)
         return r;
