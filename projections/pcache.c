@@ -516,6 +516,57 @@ s_key_cmp(slot_t *s, const uint8_t *key, size_t klen)
     return (s->key_len > klen) - (s->key_len < klen);
 }
 
+/* A key of 8 bytes as a number, with its slot, for s_sort_keys8(). */
+typedef struct s_key8 {
+    uint64_t key;
+    slot_t *slot;
+} s_key8_t;
+
+/*
+ * Sorts n slots whose keys are all 8 bytes (card ids, sequences: the big tables) into
+ * s_slot_cmp() order with a least-significant-digit radix sort of their big-endian values,
+ * skipping the bytes all keys share: a few passes over an array instead of n log n calls of a
+ * comparison (the sort was about 13 % of the balances worker). False, with order untouched,
+ * when the scratch memory cannot be had (the caller then uses qsort()).
+ */
+static bool
+s_sort_keys8(slot_t **order, size_t n)
+{
+    s_key8_t *mem = malloc(2 * n * sizeof(*mem));
+    if (mem == NULL)
+        return false;
+    s_key8_t *a = mem, *b = mem + n;
+    for (size_t i = 0; i < n; i++) {
+        assert(order[i]->key_len == 8);
+        a[i].key = cl_get_be64(s_key(order[i]));
+        a[i].slot = order[i];
+    }
+    for (unsigned shift = 0; shift < 64; shift += 8) {
+        size_t count[256] = { 0 };
+        for (size_t i = 0; i < n; i++)
+            count[(a[i].key >> shift) & 0xffu]++;
+        if (count[(a[0].key >> shift) & 0xffu] == n)
+            continue; /* every key has this byte: the pass would change nothing */
+        size_t pos = 0;
+        for (size_t d = 0; d < 256; d++) {
+            size_t here = count[d];
+            count[d] = pos;
+            pos += here;
+        }
+        for (size_t i = 0; i < n; i++)
+            b[count[(a[i].key >> shift) & 0xffu]++] = a[i];
+        s_key8_t *tmp = a;
+        a = b;
+        b = tmp;
+    }
+    for (size_t i = 0; i < n; i++) {
+        order[i] = a[i].slot;
+        assert(i == 0 || a[i - 1].key < a[i].key); /* the keys of a table are distinct */
+    }
+    free(mem);
+    return true;
+}
+
 int
 pcache_write(pcache_t *c, MDB_txn *txn, const MDB_dbi *dbis)
 {
@@ -558,9 +609,10 @@ pcache_write(pcache_t *c, MDB_txn *txn, const MDB_dbi *dbis)
             memcpy(last, lk.mv_data, lk.mv_size);
             last_len = lk.mv_size;
         }
-        bool sorted = true;
+        bool sorted = true, keys8 = true;
         for (size_t i = 0; i < t->dirty_count; i++) {
             order[i] = s_slot(t, t->dirty[i]);
+            keys8 = keys8 && order[i]->key_len == 8;
             if (i > 0 && sorted && s_slot_cmp(&order[i - 1], &order[i]) > 0)
                 sorted = false;
         }
@@ -569,7 +621,8 @@ pcache_write(pcache_t *c, MDB_txn *txn, const MDB_dbi *dbis)
          * where order buys less than the sort costs, except into an empty table (the first
          * batch of a rebuild), where sorted it is all appends. */
         if (!sorted && (!t->write_once || empty)) {
-            qsort(order, t->dirty_count, sizeof(*order), s_slot_cmp);
+            if (!keys8 || !s_sort_keys8(order, t->dirty_count))
+                qsort(order, t->dirty_count, sizeof(*order), s_slot_cmp);
             sorted = true;
         }
         bool append = sorted && empty;

@@ -1909,7 +1909,8 @@ valuation_rounds_down_and_keys_sort_numerically(void)
 
 /* pcache_get_mut() changes a live record in place and marks it; a missing key gets nothing
  * (no record is made, nothing is marked). The changed records are written in LMDB's key
- * order, whatever order they were changed in and however long their keys are. */
+ * order, whatever order they were changed in and however long their keys are (keys all of 8
+ * bytes take a radix sort of their own). */
 static void
 pcache_get_mut_and_the_commit_order(void)
 {
@@ -1992,6 +1993,48 @@ pcache_get_mut_and_the_commit_order(void)
     }
     CHECK_EQ_U64(count, N);
     CHECK(changed_seen);
+    mdb_cursor_close(cur);
+    pstore_read_end(&txn);
+
+    /* Keys of exactly 8 bytes (the radix sort's case): values spread over every byte, some
+     * bytes shared by all keys, changed in a scrambled order, over two commits. */
+    for (int round = 0; round < 2; round++) {
+        for (size_t i = 0; i < 4 * N; i++) {
+            uint64_t j = (i * 7919u + (size_t)round * 13u) % (4 * N);
+            uint64_t kv =
+                0x0000abcd00000000ull | (j * 0x9e3779b97f4a7c15ull >> 40) | ((j & 3u) << 56);
+            uint8_t k8[8];
+            for (int b = 0; b < 8; b++)
+                k8[b] = (uint8_t)(kv >> (56 - 8 * b));
+            uint8_t *val = pcache_put(c, 0, k8, 8, 8, NULL);
+            REQUIRE(val != NULL);
+            val[0] = (uint8_t)round;
+        }
+        REQUIRE(pstore_write_begin(st, &txn) == 0);
+        pcache_bind(c, txn, &dbi);
+        CHECK_EQ_INT(pcache_write(c, txn, &dbi), 0);
+        CHECK_EQ_INT(pstore_write_commit(st, &txn, 3 + (uint64_t)round), 0);
+        pcache_bind(c, NULL, NULL);
+        pcache_committed(c, 0);
+    }
+    REQUIRE(pstore_read_begin(st, &txn) == 0);
+    REQUIRE(mdb_cursor_open(txn, dbi, &cur) == 0);
+    prev.mv_data = NULL;
+    count = 0;
+    for (int rc = mdb_cursor_get(cur, &k, &d, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &d, MDB_NEXT)) {
+        if (prev.mv_data != NULL) {
+            size_t n = prev.mv_size < k.mv_size ? prev.mv_size : k.mv_size;
+            int r = memcmp(prev.mv_data, k.mv_data, n);
+            CHECK(r < 0 || (r == 0 && prev.mv_size < k.mv_size));
+        }
+        const uint8_t *kb = k.mv_data;
+        if (k.mv_size == 8 && kb[2] == 0xab && kb[3] == 0xcd)
+            CHECK_EQ_INT(((const uint8_t *)d.mv_data)[0], 1); /* the second round's value */
+        prev = k;
+        count++;
+    }
+    CHECK_EQ_U64(count, 5 * N); /* the first N and the 4 N of 8 bytes */
     mdb_cursor_close(cur);
     pstore_read_end(&txn);
     pcache_destroy(&c);
