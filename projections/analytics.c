@@ -315,11 +315,20 @@ static int
 s_redeemed(pcache_t *c, const cl_event_t *ev)
 {
     const cl_ev_card_redeemed_t *e = &ev->u.card_redeemed;
-    an_card_t *card = s_card_mut(c, e->card_id);
-    if (card == NULL || card->merchant_id[0] == '\0' || e->amount_minor < 0)
-        return card == NULL ? s_missing(c) : PROJ_EMISMATCH;
-    bool first = card->redeemed == 0;
-    card->redeemed = 1;
+    /* Only a card's first redemption changes its record: later ones read it, so a batch does
+     * not rewrite every redeemed card (the bytes written are the same either way). */
+    const an_card_t *card = s_card(c, e->card_id);
+    bool first = card == NULL || card->redeemed == 0;
+    if (first) {
+        an_card_t *mut = s_card_mut(c, e->card_id);
+        if (mut == NULL || mut->merchant_id[0] == '\0' || e->amount_minor < 0)
+            return mut == NULL ? s_missing(c) : PROJ_EMISMATCH;
+        first = mut->redeemed == 0;
+        mut->redeemed = 1;
+        card = mut;
+    } else if (card->merchant_id[0] == '\0' || e->amount_minor < 0) {
+        return PROJ_EMISMATCH;
+    }
     int64_t value = proj_kind_is_value((cl_kind_t)card->kind)
                         ? e->amount_minor
                         : s_uses_value(card, e->uses_after, (int64_t)e->uses_after + e->uses);

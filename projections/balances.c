@@ -195,10 +195,11 @@ static bal_card_t *
 s_card_mut(pcache_t *c, uint64_t card_id)
 {
     proj_key_t k = proj_key_of_u64(card_id);
-    size_t len;
-    if (pcache_get(c, T_CARDS, k.b, k.n, &len) == NULL || len != sizeof(bal_card_t))
-        return NULL;
-    return pcache_put(c, T_CARDS, k.b, k.n, sizeof(bal_card_t), NULL);
+    size_t len = 0;
+    bal_card_t *card = pcache_get_mut(c, T_CARDS, k.b, k.n, &len);
+    /* A record of another size is never changed (it was marked, and is written back as it is:
+     * the batch fails with PROJ_EMISMATCH anyway). */
+    return card != NULL && len == sizeof(bal_card_t) ? card : NULL;
 }
 
 /* What a card adds to its program's liability. */

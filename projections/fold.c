@@ -52,7 +52,6 @@ typedef struct worker {
 } worker_t;
 
 struct fold {
-    cl_event_t scratch; /* the reader decodes here (stays in cache), then copies what counts */
     journal_t *j;
     journal_reader_t *reader;
     proj_t *projs[FOLD_PROJS_MAX];
@@ -80,58 +79,6 @@ fold_now_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-/* The bytes of an event that mean something: the envelope and its own union member. Copying
- * only those into the ring (a ProgramDefined is 4 KiB, a redemption a few hundred bytes) keeps
- * the ring's traffic small; the rest of a ring slot is never read. */
-static size_t
-s_event_bytes(cl_event_type_t type)
-{
-    size_t head = offsetof(cl_event_t, u);
-    switch (type) {
-    case CL_EV_MERCHANT_REGISTERED:
-        return head + sizeof(cl_ev_merchant_registered_t);
-    case CL_EV_STORE_REGISTERED:
-        return head + sizeof(cl_ev_store_registered_t);
-    case CL_EV_PROGRAM_CLOSED:
-        return head + sizeof(cl_ev_program_closed_t);
-    case CL_EV_CARD_ISSUED:
-        return head + sizeof(cl_ev_card_issued_t);
-    case CL_EV_BATCH_ISSUED:
-        return head + sizeof(cl_ev_batch_issued_t);
-    case CL_EV_GIFT_OFFERED:
-        return head + sizeof(cl_ev_gift_offered_t);
-    case CL_EV_GIFT_CLAIMED:
-    case CL_EV_GIFT_RECALLED:
-    case CL_EV_GIFT_RETURNED:
-        return head + sizeof(cl_ev_gift_closed_t);
-    case CL_EV_CARD_REDEEMED:
-        return head + sizeof(cl_ev_card_redeemed_t);
-    case CL_EV_REDEMPTION_REVERSED:
-        return head + sizeof(cl_ev_redemption_reversed_t);
-    case CL_EV_CARD_RELOADED:
-        return head + sizeof(cl_ev_card_reloaded_t);
-    case CL_EV_BALANCE_TRANSFERRED:
-        return head + sizeof(cl_ev_balance_transferred_t);
-    case CL_EV_CARD_ADJUSTED:
-        return head + sizeof(cl_ev_card_adjusted_t);
-    case CL_EV_CARD_FROZEN:
-    case CL_EV_CARD_UNFROZEN:
-    case CL_EV_CARD_UNLOCKED:
-        return head + sizeof(cl_ev_card_flag_t);
-    case CL_EV_CARD_EXPIRED:
-        return head + sizeof(cl_ev_card_expired_t);
-    case CL_EV_EXPIRY_REMINDED:
-        return head + sizeof(cl_ev_expiry_reminded_t);
-    case CL_EV_PIN_REJECTED:
-    case CL_EV_CARD_LOCKED:
-        return head + sizeof(cl_ev_pin_t);
-    case CL_EV_CLOCK_ADVANCED:
-        return head + sizeof(cl_ev_clock_advanced_t);
-    default: /* ProgramDefined, ProgramUpdated, and anything new: all of it */
-        return sizeof(cl_event_t);
-    }
 }
 
 static int s_flush(fold_t *f);
@@ -559,7 +506,9 @@ fold_step(fold_t *f, uint64_t to_seq, size_t events_max, uint64_t budget_ns, fol
     for (;;) {
         s_wait_room(f, st.events, &room);
         cl_event_t *ev = &f->ring[st.events % S_RING_EVENTS];
-        int drc = codec_event_decode_scratch(e.payload, e.payload_len, &f->scratch);
+        /* Straight into the ring slot: only the envelope and the event's own member are
+         * written, and the folds read nothing else (codec_event_decode_fold()). */
+        int drc = codec_event_decode_fold(e.payload, e.payload_len, ev);
         if (drc != 0 && drc != CODEC_EUNKNOWN) {
             /* A payload the codec refuses is a damaged journal: stop before it. */
             f->bad_seq = e.seq;
@@ -570,8 +519,6 @@ fold_step(fold_t *f, uint64_t to_seq, size_t events_max, uint64_t budget_ns, fol
         if (drc == CODEC_EUNKNOWN) {
             ev->type = CL_EV_NONE; /* folded as a no-op */
             st.skipped++;
-        } else {
-            memcpy(ev, &f->scratch, s_event_bytes(f->scratch.type));
         }
         ev->seq = e.seq;
         ev->at_us = e.timestamp_us;

@@ -52,6 +52,14 @@ void pcache_set_complete(pcache_t *c, bool complete);
 const void *pcache_get(pcache_t *c, size_t t, const void *key, size_t klen, size_t *out_len);
 
 /*
+ * The record under key, marked changed, for the caller to change in place; NULL when there is
+ * none (nothing is made or marked then) or a read failed (see pcache_error()). *out_len (may be
+ * NULL) receives its length, which stays as it is. One lookup where pcache_get() followed by
+ * pcache_put() of the same length takes two.
+ */
+void *pcache_get_mut(pcache_t *c, size_t t, const void *key, size_t klen, size_t *out_len);
+
+/*
  * The record under key, made (zero-filled) when missing, marked changed, with its length set
  * to vlen (a longer record is zero-extended, a shorter one cut). *out_created (may be NULL)
  * says whether it is new. NULL when memory runs out, vlen or klen is over the table's limit,

@@ -10,6 +10,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -256,6 +257,14 @@ pstore_write_commit(pstore_t *s, MDB_txn **txn, uint64_t checkpoint)
     }
     rc = mdb_txn_commit(*txn); /* frees the transaction whatever happens */
     *txn = NULL;
+    if (rc == 0 && s->no_sync) {
+        /* Nothing waits for these pages until pstore_close() syncs them: start writing them to
+         * the disk now, while the fold goes on, so that the final sync finds little left to do
+         * (a replay's three syncs took 0.2 s at its end). A hint: its failure changes nothing. */
+        int fd;
+        if (mdb_env_get_fd(s->env, &fd) == 0)
+            (void)sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+    }
     return rc;
 }
 

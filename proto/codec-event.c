@@ -12,6 +12,8 @@
  */
 #include <assert.h>
 #include <stdalign.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "codec-private.h"
@@ -766,9 +768,10 @@ s_event_in(codec_in_t *in, const Cardledger__V1__JournalEntry *e, cl_event_t *ev
     return 0;
 }
 
-/* The decode itself, into *ev (zeroed first; garbage on failure). */
+/* The full decode (walker, protobuf-c, mapping), into *ev (zeroed first; garbage on
+ * failure). */
 static int
-s_decode(const void *buf, size_t len, cl_event_t *ev)
+s_decode_full(const void *buf, size_t len, cl_event_t *ev)
 {
     const uint8_t *p = buf;
     codec_walk_t walk;
@@ -818,6 +821,426 @@ s_decode(const void *buf, size_t len, cl_event_t *ev)
         return rc;
     }
     assert(ev->type != CL_EV_NONE && ev->seq == 0 && ev->at_us == 0);
+    return 0;
+}
+
+/* ---- Decoding straight from the wire (the fold's hot path) -------------------------------- */
+
+/*
+ * s_decode_fast() reads the commonest entries (card events with flat fields) straight from the
+ * wire into cl_event_t, without the walker, protobuf-c's unpack and free, and the mapping above:
+ * on a replay those were most of the reader thread's time. It is a strict subset: it takes only
+ * entries in the plain form the encoder writes (each field once, with its declared wire type,
+ * canonical varints that fit the field without truncation, strings of ASCII without NUL under
+ * their limit, no unknown fields, one event). Anything else, valid or not, goes to the full
+ * path, which then decides. Within that subset both paths give the same bytes, which
+ * test-codec checks over encoded events and their mutations.
+ */
+
+enum {
+    S_F_U64 = 1, /* uint64 */
+    S_F_I64,     /* int64 */
+    S_F_U32,     /* uint32 */
+    S_F_I32,     /* int32 or an enum: non-negative values only (others take the full path) */
+    S_F_BOOL,    /* bool: 0 or 1 */
+    S_F_STR,     /* string into char[cap] */
+    S_F_HASH,    /* bytes: empty, or CL_HASH_LEN bytes (cap is the offset of a bool to set) */
+};
+
+/* One field of an event message: where it goes in the union member. */
+typedef struct s_fast_field {
+    uint8_t number; /* 0 ends the list */
+    uint8_t kind;   /* S_F_* */
+    uint16_t off;   /* offset in cl_event_t */
+    uint16_t cap;   /* S_F_STR: the array's size; S_F_HASH: offset of its "has" bool, or 0 */
+} s_fast_field_t;
+
+#define S_U(member) ((uint16_t)offsetof(cl_event_t, u.member))
+#define S_STR(n, member)                                                       \
+    {                                                                          \
+        n, S_F_STR, S_U(member), (uint16_t)sizeof(((cl_event_t *)0)->u.member) \
+    }
+
+_Static_assert(sizeof(cl_event_t) < 65536, "offsets fit 16 bits");
+_Static_assert(sizeof(cl_channel_t) == sizeof(int32_t), "an enum is stored as int32");
+_Static_assert(sizeof(cl_role_t) == sizeof(int32_t), "an enum is stored as int32");
+
+/* The event messages taken, by JournalEntry field number (= cl_event_type_t), exactly as
+ * s_event_in() maps them. */
+static const s_fast_field_t s_fast_issued[] = {
+    { 1, S_F_U64, S_U(card_issued.card_id), 0 },
+    S_STR(2, card_issued.merchant_id),
+    S_STR(3, card_issued.program_id),
+    S_STR(4, card_issued.code),
+    { 5, S_F_HASH, S_U(card_issued.pin_hash), S_U(card_issued.has_pin) },
+    S_STR(6, card_issued.holder),
+    { 7, S_F_I32, S_U(card_issued.channel), 0 },
+    S_STR(8, card_issued.store_id),
+    S_STR(9, card_issued.region),
+    { 10, S_F_I64, S_U(card_issued.face_value_minor), 0 },
+    { 11, S_F_I64, S_U(card_issued.price_paid_minor), 0 },
+    { 12, S_F_U32, S_U(card_issued.uses), 0 },
+    { 13, S_F_I64, S_U(card_issued.valid_from_us), 0 },
+    { 14, S_F_I64, S_U(card_issued.expires_at_us), 0 },
+    { 15, S_F_BOOL, S_U(card_issued.imported), 0 },
+    S_STR(16, card_issued.row_key),
+    { 17, S_F_U64, S_U(card_issued.batch_id), 0 },
+    { 0, 0, 0, 0 },
+};
+static const s_fast_field_t s_fast_redeemed[] = {
+    { 1, S_F_U64, S_U(card_redeemed.card_id), 0 },
+    S_STR(2, card_redeemed.store_id),
+    S_STR(3, card_redeemed.region),
+    S_STR(4, card_redeemed.order_ref),
+    { 5, S_F_I64, S_U(card_redeemed.amount_minor), 0 },
+    { 6, S_F_U32, S_U(card_redeemed.uses), 0 },
+    { 7, S_F_I64, S_U(card_redeemed.balance_after_minor), 0 },
+    { 8, S_F_U32, S_U(card_redeemed.uses_after), 0 },
+    { 9, S_F_I64, S_U(card_redeemed.order_amount_minor), 0 },
+    S_STR(10, card_redeemed.sku),
+    { 0, 0, 0, 0 },
+};
+static const s_fast_field_t s_fast_reversed[] = {
+    { 1, S_F_U64, S_U(redemption_reversed.card_id), 0 },
+    { 2, S_F_U64, S_U(redemption_reversed.redemption_seq), 0 },
+    S_STR(3, redemption_reversed.store_id),
+    { 4, S_F_I64, S_U(redemption_reversed.amount_minor), 0 },
+    { 5, S_F_U32, S_U(redemption_reversed.uses), 0 },
+    { 6, S_F_I64, S_U(redemption_reversed.balance_after_minor), 0 },
+    { 7, S_F_U32, S_U(redemption_reversed.uses_after), 0 },
+    S_STR(8, redemption_reversed.reason),
+    { 0, 0, 0, 0 },
+};
+static const s_fast_field_t s_fast_reloaded[] = {
+    { 1, S_F_U64, S_U(card_reloaded.card_id), 0 },
+    { 2, S_F_I64, S_U(card_reloaded.amount_minor), 0 },
+    { 3, S_F_I64, S_U(card_reloaded.price_paid_minor), 0 },
+    { 4, S_F_I64, S_U(card_reloaded.balance_after_minor), 0 },
+    { 5, S_F_I32, S_U(card_reloaded.channel), 0 },
+    S_STR(6, card_reloaded.store_id),
+    { 0, 0, 0, 0 },
+};
+static const s_fast_field_t s_fast_transferred[] = {
+    { 1, S_F_U64, S_U(balance_transferred.from_card_id), 0 },
+    { 2, S_F_U64, S_U(balance_transferred.to_card_id), 0 },
+    { 3, S_F_I64, S_U(balance_transferred.amount_minor), 0 },
+    { 4, S_F_I64, S_U(balance_transferred.from_balance_after_minor), 0 },
+    { 5, S_F_I64, S_U(balance_transferred.to_balance_after_minor), 0 },
+    { 0, 0, 0, 0 },
+};
+static const s_fast_field_t s_fast_adjusted[] = {
+    { 1, S_F_U64, S_U(card_adjusted.card_id), 0 },
+    { 2, S_F_I64, S_U(card_adjusted.delta_minor), 0 },
+    { 3, S_F_I32, S_U(card_adjusted.delta_uses), 0 },
+    { 4, S_F_I64, S_U(card_adjusted.balance_after_minor), 0 },
+    { 5, S_F_U32, S_U(card_adjusted.uses_after), 0 },
+    S_STR(6, card_adjusted.reason),
+    { 0, 0, 0, 0 },
+};
+static const s_fast_field_t s_fast_flag[] = {
+    { 1, S_F_U64, S_U(card_flag.card_id), 0 },
+    S_STR(2, card_flag.reason),
+    { 0, 0, 0, 0 },
+};
+static const s_fast_field_t s_fast_expired[] = {
+    { 1, S_F_U64, S_U(card_expired.card_id), 0 },
+    { 2, S_F_I64, S_U(card_expired.breakage_minor), 0 },
+    { 3, S_F_U32, S_U(card_expired.uses_left), 0 },
+    { 0, 0, 0, 0 },
+};
+static const s_fast_field_t s_fast_reminded[] = {
+    { 1, S_F_U64, S_U(expiry_reminded.card_id), 0 },
+    { 2, S_F_I64, S_U(expiry_reminded.expires_at_us), 0 },
+    { 3, S_F_I64, S_U(expiry_reminded.balance_minor), 0 },
+    { 4, S_F_U32, S_U(expiry_reminded.uses_left), 0 },
+    { 0, 0, 0, 0 },
+};
+static const s_fast_field_t s_fast_pin[] = {
+    { 1, S_F_U64, S_U(pin.card_id), 0 },
+    { 2, S_F_U32, S_U(pin.failures_in_row), 0 },
+    { 0, 0, 0, 0 },
+};
+/* The actor (Principal), at its place in cl_event_t. */
+static const s_fast_field_t s_fast_actor[] = {
+    { 1, S_F_I32, (uint16_t)offsetof(cl_event_t, actor.role), 0 },
+    { 2, S_F_STR, (uint16_t)offsetof(cl_event_t, actor.merchant_id),
+      (uint16_t)sizeof(((cl_event_t *)0)->actor.merchant_id) },
+    { 3, S_F_STR, (uint16_t)offsetof(cl_event_t, actor.store_id),
+      (uint16_t)sizeof(((cl_event_t *)0)->actor.store_id) },
+    { 4, S_F_STR, (uint16_t)offsetof(cl_event_t, actor.name),
+      (uint16_t)sizeof(((cl_event_t *)0)->actor.name) },
+    { 0, 0, 0, 0 },
+};
+
+/* The fields of an event message the fast path takes (NULL: not taken), and in *out_size the
+ * size of its union member. */
+static const s_fast_field_t *
+s_fast_fields(uint32_t event_field, size_t *out_size)
+{
+    cl_event_t *ev = NULL; /* for sizeof only */
+    switch (event_field) {
+    case CARDLEDGER__V1__JOURNAL_ENTRY__EVENT_CARD_ISSUED:
+        *out_size = sizeof ev->u.card_issued;
+        return s_fast_issued;
+    case CARDLEDGER__V1__JOURNAL_ENTRY__EVENT_CARD_REDEEMED:
+        *out_size = sizeof ev->u.card_redeemed;
+        return s_fast_redeemed;
+    case CARDLEDGER__V1__JOURNAL_ENTRY__EVENT_REDEMPTION_REVERSED:
+        *out_size = sizeof ev->u.redemption_reversed;
+        return s_fast_reversed;
+    case CARDLEDGER__V1__JOURNAL_ENTRY__EVENT_CARD_RELOADED:
+        *out_size = sizeof ev->u.card_reloaded;
+        return s_fast_reloaded;
+    case CARDLEDGER__V1__JOURNAL_ENTRY__EVENT_BALANCE_TRANSFERRED:
+        *out_size = sizeof ev->u.balance_transferred;
+        return s_fast_transferred;
+    case CARDLEDGER__V1__JOURNAL_ENTRY__EVENT_CARD_ADJUSTED:
+        *out_size = sizeof ev->u.card_adjusted;
+        return s_fast_adjusted;
+    case CARDLEDGER__V1__JOURNAL_ENTRY__EVENT_CARD_FROZEN:
+    case CARDLEDGER__V1__JOURNAL_ENTRY__EVENT_CARD_UNFROZEN:
+    case CARDLEDGER__V1__JOURNAL_ENTRY__EVENT_CARD_UNLOCKED:
+        *out_size = sizeof ev->u.card_flag;
+        return s_fast_flag;
+    case CARDLEDGER__V1__JOURNAL_ENTRY__EVENT_CARD_EXPIRED:
+        *out_size = sizeof ev->u.card_expired;
+        return s_fast_expired;
+    case CARDLEDGER__V1__JOURNAL_ENTRY__EVENT_EXPIRY_REMINDED:
+        *out_size = sizeof ev->u.expiry_reminded;
+        return s_fast_reminded;
+    case CARDLEDGER__V1__JOURNAL_ENTRY__EVENT_PIN_REJECTED:
+    case CARDLEDGER__V1__JOURNAL_ENTRY__EVENT_CARD_LOCKED:
+        *out_size = sizeof ev->u.pin;
+        return s_fast_pin;
+    default:
+        *out_size = 0;
+        return NULL;
+    }
+}
+
+/* A canonical varint (its shortest encoding, at most 10 bytes, no bits past 64) at *p; false
+ * for anything else. */
+static inline bool
+s_fast_varint(const uint8_t **p, const uint8_t *end, uint64_t *out)
+{
+    const uint8_t *q = *p;
+    uint64_t v = 0;
+    for (unsigned shift = 0; q < end && shift < 70; shift += 7) {
+        uint8_t b = *q++;
+        if (shift == 63 && b > 1)
+            return false;
+        v |= (uint64_t)(b & 0x7f) << shift;
+        if ((b & 0x80) == 0) {
+            if (b == 0 && shift != 0)
+                return false; /* a longer encoding than needed */
+            *p = q;
+            *out = v;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* A field's tag and, for a length-delimited one, its payload. false when malformed. */
+static inline bool
+s_fast_tag(const uint8_t **p, const uint8_t *end, uint32_t *out_number, uint32_t *out_wt)
+{
+    uint64_t tag;
+    if (!s_fast_varint(p, end, &tag) || tag > UINT32_MAX || (tag >> 3) == 0)
+        return false;
+    *out_number = (uint32_t)(tag >> 3);
+    *out_wt = (uint32_t)(tag & 7u);
+    return true;
+}
+
+static inline bool
+s_fast_len(const uint8_t **p, const uint8_t *end, const uint8_t **out_data, size_t *out_len)
+{
+    uint64_t n;
+    if (!s_fast_varint(p, end, &n) || n > (uint64_t)(end - *p))
+        return false;
+    *out_data = *p;
+    *out_len = (size_t)n;
+    *p += n;
+    return true;
+}
+
+/* ASCII without NUL: valid UTF-8 that protobuf-c and the walker take as it is. */
+static inline bool
+s_fast_ascii(const uint8_t *s, size_t n)
+{
+    bool bad = false;
+    for (size_t i = 0; i < n; i++)
+        bad |= (uint8_t)(s[i] - 1u) >= 0x7fu; /* 0 wraps to 0xff; 0x80 and up stay >= 0x7f */
+    return !bad;
+}
+
+/* Reads the fields of one flat message into ev; false when anything is outside the subset. */
+static bool
+s_fast_message(const uint8_t *p, const uint8_t *end, const s_fast_field_t *fields, cl_event_t *ev)
+{
+    uint8_t *base = (uint8_t *)ev;
+    uint64_t seen = 0;
+    while (p < end) {
+        uint32_t number, wt;
+        if (!s_fast_tag(&p, end, &number, &wt) || number >= 64 || (seen >> number) & 1u)
+            return false;
+        seen |= (uint64_t)1 << number;
+        const s_fast_field_t *f = fields;
+        while (f->number != 0 && f->number != number)
+            f++;
+        if (f->number == 0)
+            return false; /* unknown here: the full path keeps or refuses it */
+        if (f->kind == S_F_STR || f->kind == S_F_HASH) {
+            const uint8_t *data;
+            size_t len;
+            if (wt != CODEC_WT_LEN || !s_fast_len(&p, end, &data, &len))
+                return false;
+            if (f->kind == S_F_STR) {
+                if (len >= f->cap || !s_fast_ascii(data, len))
+                    return false;
+                memcpy(base + f->off, data, len); /* the NUL is there: ev is zero */
+            } else if (len != 0) {
+                if (len != CL_HASH_LEN)
+                    return false;
+                memcpy(base + f->off, data, CL_HASH_LEN);
+                if (f->cap != 0)
+                    *(bool *)(void *)(base + f->cap) = true;
+            }
+            continue;
+        }
+        uint64_t v;
+        if (wt != CODEC_WT_VARINT || !s_fast_varint(&p, end, &v))
+            return false;
+        switch (f->kind) {
+        case S_F_U64:
+        case S_F_I64:
+            memcpy(base + f->off, &v, 8);
+            break;
+        case S_F_U32: {
+            if (v > UINT32_MAX)
+                return false;
+            uint32_t x = (uint32_t)v;
+            memcpy(base + f->off, &x, 4);
+            break;
+        }
+        case S_F_I32: {
+            if (v > INT32_MAX)
+                return false;
+            int32_t x = (int32_t)v;
+            memcpy(base + f->off, &x, 4);
+            break;
+        }
+        default: /* S_F_BOOL */
+            if (v > 1)
+                return false;
+            *(bool *)(void *)(base + f->off) = v != 0;
+            break;
+        }
+    }
+    return true;
+}
+
+/* 0 when the entry was decoded into *ev; 1 when it is outside the subset (ev is garbage then,
+ * and the caller decodes it the full way). With whole, all of *ev is zeroed first; without, only
+ * the envelope and the event's own union member (codec_event_decode_fold()). */
+static int
+s_decode_fast(const uint8_t *p, size_t len, cl_event_t *ev, bool whole)
+{
+    size_t member = 0;
+    const uint8_t *end = p + len;
+    const uint8_t *id = NULL, *id_b32 = NULL, *actor = NULL, *event = NULL;
+    size_t id_len = 0, id_b32_len = 0, actor_len = 0, event_len = 0;
+    uint32_t event_field = 0;
+    while (p < end) {
+        uint32_t number, wt;
+        const uint8_t *data;
+        size_t n;
+        if (!s_fast_tag(&p, end, &number, &wt) || wt != CODEC_WT_LEN ||
+            !s_fast_len(&p, end, &data, &n))
+            return 1;
+        switch (number) {
+        case 1:
+            if (id != NULL)
+                return 1;
+            id = data;
+            id_len = n;
+            break;
+        case 2:
+            if (actor != NULL)
+                return 1;
+            actor = data;
+            actor_len = n;
+            break;
+        case 3:
+            if (id_b32 != NULL)
+                return 1;
+            id_b32 = data;
+            id_b32_len = n;
+            break;
+        default:
+            if (event != NULL || s_fast_fields(number, &member) == NULL)
+                return 1;
+            event = data;
+            event_len = n;
+            event_field = number;
+            break;
+        }
+    }
+    if (event == NULL)
+        return 1;
+    memset(ev, 0, whole ? sizeof *ev : offsetof(cl_event_t, u) + member);
+    if (id_b32 != NULL && id_b32_len > 0) {
+        if ((id != NULL && id_len > 0) || id_b32_len > S_REQUEST_ID_B32_MAX ||
+            !s_b32_text(id_b32, id_b32_len, ev->request_id, sizeof ev->request_id))
+            return 1;
+    } else if (id != NULL) {
+        if (id_len >= sizeof ev->request_id || !s_fast_ascii(id, id_len))
+            return 1;
+        memcpy(ev->request_id, id, id_len);
+    }
+    if (actor != NULL && !s_fast_message(actor, actor + actor_len, s_fast_actor, ev))
+        return 1;
+    if (!s_fast_message(event, event + event_len, s_fast_fields(event_field, &member), ev))
+        return 1;
+    ev->type = (cl_event_type_t)event_field;
+    return 0;
+}
+
+/* The decode itself, into *ev (zeroed first; garbage on failure). */
+static int
+s_decode(const void *buf, size_t len, cl_event_t *ev)
+{
+    if (buf != NULL && s_decode_fast(buf, len, ev, true) == 0) {
+        return 0;
+    }
+    return s_decode_full(buf, len, ev);
+}
+
+int
+codec_event_decode_fold(const void *buf, size_t len, cl_event_t *ev)
+{
+    if (ev == NULL || (buf == NULL && len > 0)) {
+        return CODEC_EINVAL;
+    }
+    if (buf != NULL && s_decode_fast(buf, len, ev, false) == 0) {
+        return 0;
+    }
+    return s_decode_full(buf, len, ev);
+}
+
+int
+codec_event_decode_full(const void *buf, size_t len, cl_event_t *out)
+{
+    if (out == NULL || (buf == NULL && len > 0)) {
+        return CODEC_EINVAL;
+    }
+    cl_event_t ev;
+    int rc = s_decode_full(buf, len, &ev);
+    if (rc != 0) {
+        return rc;
+    }
+    memcpy(out, &ev, sizeof ev);
     return 0;
 }
 

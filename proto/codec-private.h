@@ -312,4 +312,10 @@ void codec_out_spec(int *err, const cl_program_spec_t *s, Cardledger__V1__Progra
  * size in *out_len, or CODEC_ENOSPC. */
 int codec_pack(const ProtobufCMessage *msg, uint8_t *buf, size_t cap, size_t *out_len);
 
+/* ---- Events ------------------------------------------------------------------------------- */
+
+/* codec_event_decode() without its fast path for plain card events: always the walker,
+ * protobuf-c and the mapping. For tests that hold the fast path to the same bytes. */
+int codec_event_decode_full(const void *buf, size_t len, cl_event_t *out);
+
 #endif /* CARDLEDGER_CODEC_PRIVATE_H */

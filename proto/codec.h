@@ -195,6 +195,16 @@ int codec_event_decode(const void *buf, size_t len, cl_event_t *out);
 int codec_event_decode_scratch(const void *buf, size_t len, cl_event_t *scratch);
 
 /*
+ * codec_event_decode_scratch() for a fold that reads only the member of ev->u that ev->type
+ * names: on success the envelope (type, seq and at_us zero, request_id, actor) and that member
+ * are written in full (zero-filled, then decoded), and the rest of the union may be left as it
+ * was; the commonest card events are read straight from the wire, without protobuf-c (the
+ * same bytes as the full decode, which takes everything else). On failure *ev holds garbage.
+ * Same returns as codec_event_decode().
+ */
+int codec_event_decode_fold(const void *buf, size_t len, cl_event_t *ev);
+
+/*
  * The request id that the bytes of a JournalEntry's request_id_b32 stand for: their unpadded
  * base32 in the ledger's alphabet (see codec_event_encode()), NUL-terminated in out. Also how
  * libcardledger writes the request ids it makes. For code that unpacks a JournalEntry itself

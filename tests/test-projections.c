@@ -32,6 +32,7 @@
 #include "fold.h"
 #include "journal.h"
 #include "ledger.h"
+#include "pcache.h"
 #include "plog.h"
 #include "proj.h"
 #include "pset.h"
@@ -1906,6 +1907,140 @@ valuation_rounds_down_and_keys_sort_numerically(void)
     CHECK(strcmp(proj_strerror(MDB_NOTFOUND), proj_strerror(PROJ_EINVAL)) != 0);
 }
 
+/* pcache_get_mut() changes a live record in place and marks it; a missing key gets nothing
+ * (no record is made, nothing is marked). The changed records are written in LMDB's key
+ * order, whatever order they were changed in and however long their keys are (keys all of 8
+ * bytes take a radix sort of their own). */
+static void
+pcache_get_mut_and_the_commit_order(void)
+{
+    static const proj_table_def_t defs[1] = { { "t", 24, 16, false } };
+    char dir[PATH_MAX];
+    s_fmt(dir, sizeof(dir), "%s/pcache-env", root);
+    const char *names[1] = { "t" };
+    pstore_t *st = NULL;
+    REQUIRE(pstore_open(dir, "t", 1, names, 1, true, &st, NULL) == 0);
+    pcache_t *c = NULL;
+    REQUIRE(pcache_new(defs, 1, &c) == 0);
+    pcache_set_complete(c, true);
+
+    /* Keys of 8 to 24 bytes, many sharing their first 8 bytes, put in a scrambled order. */
+    enum { N = 300 };
+    uint8_t keys[N][24];
+    size_t lens[N];
+    for (size_t i = 0; i < N; i++) {
+        size_t j = (i * 7919u) % N; /* a permutation: 7919 is prime to N */
+        memset(keys[i], 0, sizeof(keys[i]));
+        keys[i][6] = (uint8_t)(j / 40);
+        keys[i][7] = (uint8_t)(j % 5);
+        keys[i][8] = (uint8_t)(255 - j);
+        lens[i] = 8 + j % 17;
+        uint8_t *v = pcache_put(c, 0, keys[i], lens[i], 8, NULL);
+        REQUIRE(v != NULL);
+        memcpy(v, &i, sizeof(i) < 8 ? sizeof(i) : 8);
+    }
+    MDB_txn *txn = NULL;
+    MDB_dbi dbi = pstore_dbi(st, 0);
+    REQUIRE(pstore_write_begin(st, &txn) == 0);
+    pcache_bind(c, txn, &dbi);
+    CHECK_EQ_INT(pcache_write(c, txn, &dbi), 0);
+    CHECK_EQ_INT(pstore_write_commit(st, &txn, 1), 0);
+    pcache_bind(c, NULL, NULL);
+    pcache_committed(c, 0);
+    CHECK_EQ_U64(pcache_dirty_count(c), 0);
+
+    /* A missing key: NULL, nothing made, nothing marked. */
+    uint8_t absent[8] = { 9, 9, 9, 9, 9, 9, 9, 9 };
+    size_t len = 77;
+    CHECK(pcache_get_mut(c, 0, absent, sizeof(absent), &len) == NULL);
+    CHECK_EQ_U64(len, 77);
+    CHECK_EQ_U64(pcache_dirty_count(c), 0);
+    CHECK(pcache_get(c, 0, absent, sizeof(absent), NULL) == NULL);
+    CHECK_EQ_INT(pcache_error(c), 0);
+
+    /* A live one: its bytes, marked once however often it is taken. */
+    uint8_t *v = pcache_get_mut(c, 0, keys[5], lens[5], &len);
+    REQUIRE(v != NULL);
+    CHECK_EQ_U64(len, 8);
+    v[7] = 0xee;
+    CHECK(pcache_get_mut(c, 0, keys[5], lens[5], NULL) == v);
+    CHECK_EQ_U64(pcache_dirty_count(c), 1);
+    REQUIRE(pstore_write_begin(st, &txn) == 0);
+    pcache_bind(c, txn, &dbi);
+    CHECK_EQ_INT(pcache_write(c, txn, &dbi), 0);
+    CHECK_EQ_INT(pstore_write_commit(st, &txn, 2), 0);
+    pcache_bind(c, NULL, NULL);
+    pcache_committed(c, 0);
+
+    /* On disk: N records in memcmp-then-length order, the changed byte included. */
+    REQUIRE(pstore_read_begin(st, &txn) == 0);
+    MDB_cursor *cur = NULL;
+    REQUIRE(mdb_cursor_open(txn, dbi, &cur) == 0);
+    MDB_val k, d, prev = { 0, NULL };
+    size_t count = 0;
+    bool changed_seen = false;
+    for (int rc = mdb_cursor_get(cur, &k, &d, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &d, MDB_NEXT)) {
+        if (prev.mv_data != NULL) {
+            size_t n = prev.mv_size < k.mv_size ? prev.mv_size : k.mv_size;
+            int r = memcmp(prev.mv_data, k.mv_data, n);
+            CHECK(r < 0 || (r == 0 && prev.mv_size < k.mv_size));
+        }
+        if (k.mv_size == lens[5] && memcmp(k.mv_data, keys[5], lens[5]) == 0)
+            changed_seen = ((const uint8_t *)d.mv_data)[7] == 0xee;
+        prev = k;
+        count++;
+    }
+    CHECK_EQ_U64(count, N);
+    CHECK(changed_seen);
+    mdb_cursor_close(cur);
+    pstore_read_end(&txn);
+
+    /* Keys of exactly 8 bytes (the radix sort's case): values spread over every byte, some
+     * bytes shared by all keys, changed in a scrambled order, over two commits. */
+    for (int round = 0; round < 2; round++) {
+        for (size_t i = 0; i < 4 * N; i++) {
+            uint64_t j = (i * 7919u + (size_t)round * 13u) % (4 * N);
+            uint64_t kv =
+                0x0000abcd00000000ull | (j * 0x9e3779b97f4a7c15ull >> 40) | ((j & 3u) << 56);
+            uint8_t k8[8];
+            for (int b = 0; b < 8; b++)
+                k8[b] = (uint8_t)(kv >> (56 - 8 * b));
+            uint8_t *val = pcache_put(c, 0, k8, 8, 8, NULL);
+            REQUIRE(val != NULL);
+            val[0] = (uint8_t)round;
+        }
+        REQUIRE(pstore_write_begin(st, &txn) == 0);
+        pcache_bind(c, txn, &dbi);
+        CHECK_EQ_INT(pcache_write(c, txn, &dbi), 0);
+        CHECK_EQ_INT(pstore_write_commit(st, &txn, 3 + (uint64_t)round), 0);
+        pcache_bind(c, NULL, NULL);
+        pcache_committed(c, 0);
+    }
+    REQUIRE(pstore_read_begin(st, &txn) == 0);
+    REQUIRE(mdb_cursor_open(txn, dbi, &cur) == 0);
+    prev.mv_data = NULL;
+    count = 0;
+    for (int rc = mdb_cursor_get(cur, &k, &d, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &d, MDB_NEXT)) {
+        if (prev.mv_data != NULL) {
+            size_t n = prev.mv_size < k.mv_size ? prev.mv_size : k.mv_size;
+            int r = memcmp(prev.mv_data, k.mv_data, n);
+            CHECK(r < 0 || (r == 0 && prev.mv_size < k.mv_size));
+        }
+        const uint8_t *kb = k.mv_data;
+        if (k.mv_size == 8 && kb[2] == 0xab && kb[3] == 0xcd)
+            CHECK_EQ_INT(((const uint8_t *)d.mv_data)[0], 1); /* the second round's value */
+        prev = k;
+        count++;
+    }
+    CHECK_EQ_U64(count, 5 * N); /* the first N and the 4 N of 8 bytes */
+    mdb_cursor_close(cur);
+    pstore_read_end(&txn);
+    pcache_destroy(&c);
+    pstore_close(&st);
+}
+
 /* ---- Load (the slow suite) ---------------------------------------------------------------- */
 
 #ifdef TEST_PROJECTIONS_LOAD
@@ -2031,6 +2166,7 @@ main(int argc, char **argv)
         CHECK_CASE(fold_rate_of_a_large_journal),
 #endif
         CHECK_CASE(valuation_rounds_down_and_keys_sort_numerically),
+        CHECK_CASE(pcache_get_mut_and_the_commit_order),
         CHECK_CASE(scripted_history_gives_the_hand_computed_balances),
         CHECK_CASE(scripted_history_gives_the_hand_computed_store_views),
         CHECK_CASE(scripted_history_gives_every_hand_computed_analytics_figure),

@@ -36,6 +36,14 @@
 #define S_EXIT_FAILURE 1
 #define S_EXIT_USAGE   64
 
+/* Events per batch unless --batch-events says otherwise: a quarter of the projector's default.
+ * Commits are cheap here (MDB_NOSYNC), and a smaller batch keeps what each worker allocates
+ * per batch (LMDB's dirty pages, the records written once) within the heap the fold faults in
+ * at once (fold.c, 48 MiB a worker), instead of growing it 4 KiB at a time: a replay of
+ * 343,185 events took 7,300 page faults instead of 21,300, and 1,000,000 events 7,650 instead
+ * of 37,800. Not below S_BULK_EVENTS (fold.c), under which that heap is not faulted in. */
+#define S_BATCH_EVENTS_DEFAULT 65536u
+
 static void
 s_usage(FILE *to)
 {
@@ -48,7 +56,7 @@ s_usage(FILE *to)
           "                       continues from its checkpoints)\n"
           "  --to SEQ             stop at this sequence (default: the journal's head)\n"
           "  --digest             print \"NAME SEQ DIGEST\" for each projection\n"
-          "  --batch-events N     events per batch (default 262144)\n"
+          "  --batch-events N     events per batch (default 65536)\n"
           "  --log-level LEVEL    error, warn, info (default) or debug\n"
           "  --help               show this and exit\n"
           "  --version            show the version and exit\n"
@@ -95,7 +103,7 @@ main(int argc, char **argv)
         { "version", no_argument, NULL, O_VERSION },
         { NULL, 0, NULL, 0 },
     };
-    uint64_t to = 0, batch = 0;
+    uint64_t to = 0, batch = S_BATCH_EVENTS_DEFAULT;
     bool digest = false;
     plog_level_t level = PLOG_INFO;
     int c;
