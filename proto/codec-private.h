@@ -61,6 +61,12 @@ typedef struct codec_field {
  * (truncated, bad varint, field number 0, groups, unknown wire type). */
 int codec_field_next(const uint8_t **p, const uint8_t *end, codec_field_t *out);
 
+/*
+ * Whether codec_batch_decode() may take a batch issue by its fast path (see codec-request.c); on
+ * by default. For tests, which decode the same bytes both ways and compare the results.
+ */
+void codec_batch_fast_path(codec_batch_t *b, bool on);
+
 /* True when s[0..n) is well-formed UTF-8 (no overlongs, surrogates or values > U+10FFFF). */
 bool codec_utf8_valid(const uint8_t *s, size_t n);
 

@@ -116,7 +116,9 @@ void codec_batch_destroy(codec_batch_t **b);
  *
  * content_hash is over the Request as protobuf-c re-packs it (field order canonical, unknown
  * fields kept), so the same request id with the same hash is the same request. It is all
- * zero for a request refused before unpacking (a list over its limit).
+ * zero for a request refused before unpacking (a list over its limit). A batch issue whose
+ * bytes are already what protobuf-c packs is neither unpacked nor re-packed: its rows are read
+ * from the wire and its received bytes hashed, which gives the same hash.
  *
  * Nothing is allocated per decode beyond what protobuf-c's unpack takes from b's arena (it
  * falls back to malloc only for a request larger than the arena); every unpacked message is

@@ -2111,6 +2111,266 @@ content_hashes_stay_what_earlier_builds_stored(void)
     codec_batch_destroy(&b);
 }
 
+/* Decodes frame both ways (the fast path for batch issues allowed, then not) and checks that
+ * the two decodes agree on everything: count, status, sentence, command, rows and content hash.
+ * Returns how many requests the frame held. */
+static size_t
+s_decode_both_ways(codec_batch_t *b, const uint8_t *frame, size_t len)
+{
+    static codec_request_t fast[CL_BATCH_REQUESTS_MAX];
+    static cl_cmd_issue_card_t fast_rows[CODEC_BATCH_ROWS_MAX];
+    codec_batch_fast_path(b, true);
+    int rc = codec_batch_decode(b, frame, len);
+    size_t n = codec_batch_count(b);
+    size_t rows = 0;
+    for (size_t i = 0; i < n; i++) {
+        const codec_request_t *r = codec_batch_request(b, i);
+        fast[i] = *r;
+        if (r->cmd.batch_rows != NULL) {
+            memcpy(fast_rows + rows, r->cmd.batch_rows,
+                   r->cmd.u.issue_batch.rows_count * sizeof fast_rows[0]);
+            rows += r->cmd.u.issue_batch.rows_count;
+        }
+    }
+    codec_batch_fast_path(b, false);
+    CHECK_RC(codec_batch_decode(b, frame, len), rc);
+    CHECK(codec_batch_count(b) == n);
+    rows = 0;
+    for (size_t i = 0; i < n && i < codec_batch_count(b); i++) {
+        const codec_request_t *r = codec_batch_request(b, i);
+        CHECK(r->status == fast[i].status);
+        CHECK_STR(r->message, fast[i].message);
+        CHECK(memcmp(r->content_hash, fast[i].content_hash, 16) == 0);
+        CHECK(memcmp(&r->cmd, &fast[i].cmd, sizeof r->cmd) == 0);
+        if (r->cmd.batch_rows != NULL) {
+            size_t k = r->cmd.u.issue_batch.rows_count;
+            CHECK(memcmp(r->cmd.batch_rows, fast_rows + rows, k * sizeof fast_rows[0]) == 0);
+            rows += k;
+        }
+    }
+    codec_batch_fast_path(b, true);
+    return n;
+}
+
+/* One hand-made IssueBatch request: a row with the given extra bytes, between two plain ones. */
+static void
+s_batch_request(s_wire_t *req, const s_wire_t *odd_row, const char *request_id)
+{
+    s_wire_t batch = { .n = 0 };
+    w_str(&batch, 1, "bakery");
+    w_str(&batch, 2, "gift200");
+    w_str(&batch, 3, "csv:1");
+    for (int k = 0; k < 3; k++) {
+        s_wire_t row = { .n = 0 };
+        if (k == 1 && odd_row != NULL) {
+            row = *odd_row;
+        } else {
+            char key[16];
+            snprintf(key, sizeof key, "E-%03d", k);
+            w_str(&row, 3, "crm-1");
+            w_uint(&row, 4, CL_CHANNEL_ENTERPRISE);
+            w_uint(&row, 7, 10000 + (uint64_t)k);
+            w_str(&row, 12, key);
+        }
+        w_msg(&batch, 4, &row);
+    }
+    req->n = 0;
+    w_str(req, 1, request_id);
+    w_msg(req, CL_CMD_ISSUE_BATCH, &batch);
+}
+
+/* A batch issue packed as protobuf-c packs it is read straight from the wire; anything else is
+ * left to the general path. Either way the decode must be the very same: the same rows, the same
+ * refusal with the same sentence, and the same content hash, so that a retry of a request
+ * decoded one way is recognised when it is decoded the other. */
+static void
+batch_issues_decode_the_same_by_the_fast_path_and_the_general_one(void)
+{
+    static uint8_t frame[CL_FRAME_MAX_BYTES];
+    static cl_cmd_issue_card_t rows[CL_ISSUE_BATCH_MAX + 1];
+    codec_batch_t *b = s_batch();
+    size_t len = 0;
+
+    /* As libcardledger packs them: every field set, strings at their limits, negative amounts
+     * (the longest varints), and five full batches in one frame (the fifth over the pool). */
+    {
+        static uint8_t bufs[5][1 << 20];
+        const uint8_t *reqs[5];
+        size_t lens[5];
+        for (size_t i = 0; i < 5; i++) {
+            cl_command_t cmd;
+            s_make_command(CL_CMD_ISSUE_BATCH, &cmd, rows, CL_ISSUE_BATCH_MAX);
+            rows[7].paid_nothing = false;
+            rows[8].channel = CL_CHANNEL_NONE;
+            rows[9].face_value_minor = 0;
+            rows[10].holder[0] = '\0';
+            rows[11].price_paid_minor = 1;
+            CHECK_RC(codec_request_encode(&cmd, bufs[i], sizeof bufs[i], &lens[i]), 0);
+            reqs[i] = bufs[i];
+        }
+        CHECK_RC(codec_request_batch_frame(reqs, lens, 5, frame, sizeof frame, &len), 0);
+        CHECK(s_decode_both_ways(b, frame, len) == 5);
+        CHECK(codec_batch_count(b) == 5 && codec_batch_request(b, 3)->status == CL_OK &&
+              codec_batch_request(b, 4)->status == CL_TOO_LARGE);
+    }
+
+    /* Hand-made rows, each in a request of its own between two plain rows. */
+    enum { ODD_MAX = 32 };
+    s_wire_t odd[ODD_MAX];
+    size_t n_odd = 0;
+#define ODD (odd[n_odd].n = 0, &odd[n_odd++])
+    s_wire_t *w;
+    w = ODD; /* plain */
+    w_str(w, 12, "plain");
+    w = ODD; /* every field, in order */
+    w_str(w, 1, "m");
+    w_str(w, 2, "p");
+    w_str(w, 3, "h");
+    w_uint(w, 4, CL_CHANNEL_PLATFORM);
+    w_str(w, 5, "s");
+    w_str(w, 6, "310000");
+    w_uint(w, 7, (uint64_t)-5);
+    w_uint(w, 8, 7);
+    w_uint(w, 9, 1);
+    w_str(w, 10, "CODE12345678");
+    w_str(w, 11, "123456");
+    w_str(w, 12, "all");
+    w = ODD; /* out of order */
+    w_str(w, 12, "late");
+    w_str(w, 3, "h");
+    w = ODD; /* a zero written out */
+    w_uint(w, 7, 0);
+    w_str(w, 12, "zero");
+    w = ODD; /* an empty string written out */
+    w_str(w, 3, "");
+    w_str(w, 12, "empty");
+    w = ODD; /* a bool written as 2 */
+    w_uint(w, 9, 2);
+    w_str(w, 12, "bool2");
+    w = ODD; /* channel none written out, an unknown channel, a negative one */
+    w_uint(w, 4, 0);
+    w_str(w, 12, "ch0");
+    w = ODD;
+    w_uint(w, 4, 9);
+    w_str(w, 12, "ch9");
+    w = ODD;
+    w_uint(w, 4, (uint64_t)-1);
+    w_str(w, 12, "chneg");
+    w = ODD; /* a string one byte over its limit, at its limit */
+    w_repeat(w, 12, 'k', CL_ID_MAX + 1);
+    w = ODD;
+    w_repeat(w, 12, 'k', CL_ID_MAX);
+    w = ODD; /* a NUL, invalid UTF-8, valid UTF-8 */
+    w_bytes(w, 3, "a\0b", 3);
+    w_str(w, 12, "nul");
+    w = ODD;
+    w_bytes(w, 3, "\xff\xfe", 2);
+    w_str(w, 12, "utf8bad");
+    w = ODD;
+    w_str(w, 3, "\xe6\x98\xa5");
+    w_str(w, 12, "utf8");
+    w = ODD; /* an unknown field */
+    w_str(w, 12, "unknown");
+    w_uint(w, 99, 1);
+    w = ODD; /* the same field twice */
+    w_str(w, 12, "twice-a");
+    w_str(w, 12, "twice-b");
+    w = ODD; /* a varint longer than it needs to be */
+    w_str(w, 12, "longvarint");
+    w->b[w->n++] = 7 << 3;
+    w->b[w->n++] = 0x85;
+    w->b[w->n++] = 0x00;
+    w = ODD; /* a fixed-width value where a varint belongs: the whole frame is malformed */
+    w_str(w, 12, "fixed");
+    w_varint(w, 7 << 3 | 1);
+    memset(w->b + w->n, 1, 8);
+    w->n += 8;
+#undef ODD
+    assert(n_odd <= ODD_MAX);
+    for (size_t i = 0; i < n_odd; i++) {
+        s_wire_t req;
+        s_batch_request(&req, &odd[i], "ib-odd");
+        const uint8_t *reqs[1] = { req.b };
+        size_t lens[1] = { req.n };
+        CHECK_RC(codec_request_batch_frame(reqs, lens, 1, frame, sizeof frame, &len), 0);
+        CHECK(s_decode_both_ways(b, frame, len) == (i + 1 < n_odd ? 1u : 0u));
+    }
+
+    /* The request around the batch: the id after the command, an unknown field, an empty id,
+     * an id over its limit, a batch field twice, rows split by another field, no rows. */
+    s_wire_t batch = { .n = 0 }, req = { .n = 0 }, row = { .n = 0 };
+    w_str(&row, 12, "r1");
+    w_str(&batch, 1, "bakery");
+    w_msg(&batch, 4, &row);
+    s_wire_t variants[8];
+    size_t n_var = 0;
+    w = &variants[n_var++];
+    w->n = 0;
+    w_msg(w, CL_CMD_ISSUE_BATCH, &batch);
+    w_str(w, 1, "id-after");
+    w = &variants[n_var++];
+    w->n = 0;
+    w_str(w, 1, "id");
+    w_msg(w, CL_CMD_ISSUE_BATCH, &batch);
+    w_uint(w, 7, 1);
+    w = &variants[n_var++];
+    w->n = 0;
+    w_str(w, 1, "");
+    w_msg(w, CL_CMD_ISSUE_BATCH, &batch);
+    w = &variants[n_var++];
+    w->n = 0;
+    w_repeat(w, 1, 'i', CL_REQUEST_ID_MAX + 1);
+    w_msg(w, CL_CMD_ISSUE_BATCH, &batch);
+    w = &variants[n_var++];
+    w->n = 0;
+    w_repeat(w, 1, 'i', CL_REQUEST_ID_MAX);
+    w_msg(w, CL_CMD_ISSUE_BATCH, &batch);
+    s_wire_t batch2 = batch;
+    w_str(&batch2, 1, "again");
+    w = &variants[n_var++];
+    w->n = 0;
+    w_str(w, 1, "id");
+    w_msg(w, CL_CMD_ISSUE_BATCH, &batch2);
+    s_wire_t batch3 = batch;
+    w_str(&batch3, 3, "ref");
+    w_msg(&batch3, 4, &row);
+    w = &variants[n_var++];
+    w->n = 0;
+    w_str(w, 1, "id");
+    w_msg(w, CL_CMD_ISSUE_BATCH, &batch3);
+    s_wire_t empty = { .n = 0 };
+    w_str(&empty, 1, "bakery");
+    w = &variants[n_var++];
+    w->n = 0;
+    w_str(w, 1, "id");
+    w_msg(w, CL_CMD_ISSUE_BATCH, &empty);
+    for (size_t i = 0; i < n_var; i++) {
+        const uint8_t *reqs[1] = { variants[i].b };
+        size_t lens[1] = { variants[i].n };
+        CHECK_RC(codec_request_batch_frame(reqs, lens, 1, frame, sizeof frame, &len), 0);
+        CHECK(s_decode_both_ways(b, frame, len) == 1);
+    }
+    (void)req;
+
+    /* The same rows out of order hash as the rows in order: the same request either way. */
+    s_wire_t in_order = { .n = 0 }, shuffled = { .n = 0 }, r1 = { .n = 0 }, r2 = { .n = 0 };
+    w_str(&r1, 3, "h");
+    w_str(&r1, 12, "k");
+    w_str(&r2, 12, "k");
+    w_str(&r2, 3, "h");
+    s_batch_request(&in_order, &r1, "ib-same");
+    s_batch_request(&shuffled, &r2, "ib-same");
+    uint8_t h1[16];
+    const codec_request_t *r = s_decode_one(b, &in_order);
+    CHECK(r != NULL && r->status == CL_OK);
+    if (r != NULL) {
+        memcpy(h1, r->content_hash, 16);
+        r = s_decode_one(b, &shuffled);
+        CHECK(r != NULL && r->status == CL_OK && memcmp(h1, r->content_hash, 16) == 0);
+    }
+    codec_batch_destroy(&b);
+}
+
 /* Field paths in refusal sentences are built without snprintf on the hot path: they must read
  * exactly as snprintf would have written them, also when cut at the buffer's end. */
 static void
@@ -2176,6 +2436,7 @@ main(void)
     RUN(every_status_has_a_stable_name_and_a_sentence);
     RUN(field_paths_read_as_snprintf_would_write_them);
     RUN(content_hashes_stay_what_earlier_builds_stored);
+    RUN(batch_issues_decode_the_same_by_the_fast_path_and_the_general_one);
     printf("%d passed, %d failed\n", s_passed, s_failed);
     return s_failed == 0 ? 0 : 1;
 }

@@ -765,6 +765,84 @@ issue_pin_comes_back_on_retry_but_never_rests_on_disk_in_clear(void)
     s_down();
 }
 
+/*
+ * A batch issue sent again is answered with its first reply, also after a restart and also when
+ * its bytes are laid out differently on the wire; with one row changed it is refused. The daemon
+ * reads a batch issue packed as protobuf-c packs it by a fast path and any other layout by the
+ * general one (proto/codec-request.c): both must give the request the same content hash.
+ */
+static void
+batch_issue_sent_again_replays_and_with_a_row_changed_is_refused(void)
+{
+    enum { ROWS = 50 };
+    static cl_cmd_issue_card_t rows[ROWS];
+    static uint8_t req[1 << 16], frame[1 << 16];
+    s_up(NULL);
+    s_world();
+    cl_command_t c = s_cmd(CL_CMD_ISSUE_BATCH);
+    snprintf(c.u.issue_batch.merchant_id, CL_ID_MAX + 1, "m1");
+    snprintf(c.u.issue_batch.program_id, CL_ID_MAX + 1, "gift");
+    c.u.issue_batch.rows_count = ROWS;
+    for (int i = 0; i < ROWS; i++) {
+        cl_command_t one = s_issue_cmd("m1", "gift", 10000);
+        rows[i] = one.u.issue_card;
+        snprintf(rows[i].row_key, CL_ID_MAX + 1, "again-%d", i);
+    }
+    c.batch_rows = rows;
+    const cl_reply_t *r = s_call(&c);
+    CHECK_STATUS(r, CL_OK);
+    CHECK(!r->replayed);
+    CHECK_EQ_INT(r->batch_issued, ROWS);
+    REQUIRE(r->rows_count == ROWS);
+    uint64_t batch_id = r->batch_id, first_card = r->rows[0].card_id,
+             last_card = r->rows[ROWS - 1].card_id;
+    uint64_t head = s_head();
+
+    /* Once more, then after a restart (the record and its hash come from disk). */
+    for (int round = 0; round < 2; round++) {
+        r = s_call(&c);
+        CHECK_STATUS(r, CL_OK);
+        CHECK(r->replayed);
+        CHECK_EQ_U64(r->batch_id, batch_id);
+        REQUIRE(r->rows_count == ROWS);
+        CHECK_EQ_U64(r->rows[0].card_id, first_card);
+        CHECK_EQ_U64(r->rows[ROWS - 1].card_id, last_card);
+        CHECK_EQ_U64(s_head(), head);
+        if (round == 0) {
+            CHECK_EQ_INT(harness_stop(H), 0);
+            REQUIRE(harness_restart(H) == 0);
+            s_reconnect();
+        }
+    }
+
+    /* The same request with its id written twice (protobuf keeps the last): the same content,
+     * not the bytes protobuf-c packs, so it takes the general path. */
+    size_t len = 0, frame_len = 0;
+    REQUIRE(codec_request_encode(&c, req, sizeof(req) - 2 - CL_REQUEST_ID_MAX, &len) == 0);
+    size_t id_len = strlen(c.request_id);
+    req[len++] = 1 << 3 | 2;
+    req[len++] = (uint8_t)id_len;
+    memcpy(req + len, c.request_id, id_len);
+    len += id_len;
+    const uint8_t *reqs[1] = { req };
+    REQUIRE(codec_request_batch_frame(reqs, &len, 1, frame, sizeof(frame), &frame_len) == 0);
+    REQUIRE(harness_client_send_raw(C, frame, frame_len) == 0);
+    size_t n = 0;
+    REQUIRE(harness_client_recv(C, TIMEOUT_MS, R, 1, &n) == 0 && n == 1);
+    CHECK_STATUS(&R[0], CL_OK);
+    CHECK(R[0].replayed);
+    CHECK_EQ_U64(R[0].batch_id, batch_id);
+    CHECK_EQ_U64(s_head(), head);
+
+    /* One row changed: a different request under a used id. */
+    rows[ROWS / 2].face_value_minor += 100;
+    r = s_call(&c);
+    CHECK_STATUS(r, CL_REQUEST_ID_REUSED);
+    CHECK(!r->replayed);
+    CHECK_EQ_U64(s_head(), head);
+    s_down();
+}
+
 static void
 duplicate_ids_inside_one_message_apply_once(void)
 {
@@ -1529,6 +1607,7 @@ main(int argc, char **argv)
         CHECK_CASE(malformed_and_oversized_messages_get_one_refusal),
         CHECK_CASE(same_request_id_replays_the_first_reply_and_appends_nothing),
         CHECK_CASE(issue_pin_comes_back_on_retry_but_never_rests_on_disk_in_clear),
+        CHECK_CASE(batch_issue_sent_again_replays_and_with_a_row_changed_is_refused),
         CHECK_CASE(duplicate_ids_inside_one_message_apply_once),
         CHECK_CASE(idempotency_records_are_purged_after_their_retention),
         CHECK_CASE(full_journal_refuses_the_batch_and_keeps_the_state_consistent),
