@@ -1,0 +1,157 @@
+/*
+ * projections/table.c: records under keys, with a dirty set, across many chunks.
+ *
+ * The ledger's tests drive the table through a few thousand records at most, all in its first
+ * chunk. These cases fill tables past several chunk boundaries (chunks double in size) and check
+ * that every record is found where it was put, never moves, and is walked in insertion order;
+ * that the dirty set, deletions and forgetting the clean records hold across chunks; and that
+ * a reserved table takes the same records.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "check.h"
+#include "table.h"
+
+/* Past the fifth chunk: 4096 + 8192 + 16384 + 32768 + 65536 = 126,976 slots. */
+#define S_RECORDS 150000
+
+typedef struct s_rec {
+    uint64_t n;
+    char tag[20];
+} s_rec_t;
+
+static size_t
+s_key(uint64_t n, char *key)
+{
+    /* Keys of different lengths, so slots hold short and long ones. */
+    return (size_t)snprintf(key, 40, "key-%llu-%.*s", (unsigned long long)n, (int)(n % 17),
+                            "abcdefghijklmnopq");
+}
+
+static void *s_addr[S_RECORDS];
+
+typedef struct s_walk {
+    uint64_t next;
+    bool in_order;
+} s_walk_t;
+
+static int
+s_visit(const void *key, size_t key_len, const void *rec, void *ctx)
+{
+    s_walk_t *w = ctx;
+    char want[40];
+    size_t n = s_key(w->next, want);
+    if (rec == NULL || ((const s_rec_t *)rec)->n != w->next || key_len != n ||
+        memcmp(key, want, n) != 0)
+        w->in_order = false;
+    w->next++;
+    return 0;
+}
+
+static void
+records_stay_put_and_are_found_across_many_chunks(void)
+{
+    table_t *t = NULL;
+    REQUIRE(table_new(40, sizeof(s_rec_t), &t) == 0);
+    char key[40];
+    for (uint64_t i = 0; i < S_RECORDS; i++) {
+        bool created = false;
+        s_rec_t *r = table_put(t, key, s_key(i, key), &created);
+        REQUIRE(r != NULL);
+        CHECK(created);
+        CHECK(r->n == 0 && r->tag[0] == '\0'); /* a new record is zero-filled */
+        r->n = i;
+        snprintf(r->tag, sizeof(r->tag), "t%llu", (unsigned long long)i);
+        s_addr[i] = r;
+    }
+    CHECK_EQ_U64(table_count(t), S_RECORDS);
+    CHECK_EQ_U64(table_slots(t), S_RECORDS);
+    CHECK_EQ_U64(table_dirty_count(t), S_RECORDS);
+    size_t bad = 0;
+    for (uint64_t i = 0; i < S_RECORDS; i++) {
+        s_rec_t *r = table_get(t, key, s_key(i, key));
+        char tag[20];
+        snprintf(tag, sizeof(tag), "t%llu", (unsigned long long)i);
+        bad += r != s_addr[i] || r->n != i || strcmp(r->tag, tag) != 0;
+    }
+    CHECK_EQ_U64(bad, 0);
+    CHECK(table_get(t, "key-none", 8) == NULL);
+    s_walk_t w = { 0, true };
+    CHECK(table_foreach(t, s_visit, &w) == 0);
+    CHECK(w.in_order && w.next == S_RECORDS);
+    w = (s_walk_t){ 0, true };
+    CHECK(table_foreach_dirty(t, s_visit, &w) == 0);
+    CHECK(w.in_order && w.next == S_RECORDS);
+
+    /* After a checkpoint: a put of an existing record changes nothing but its dirty mark. */
+    table_dirty_clear(t);
+    CHECK_EQ_U64(table_dirty_count(t), 0);
+    bool created = true;
+    s_rec_t *r = table_put(t, key, s_key(S_RECORDS - 1, key), &created);
+    CHECK(r == s_addr[S_RECORDS - 1] && !created && r->n == S_RECORDS - 1);
+    CHECK_EQ_U64(table_dirty_count(t), 1);
+
+    /* Deleting every third record, in every chunk. */
+    for (uint64_t i = 0; i < S_RECORDS; i += 3)
+        table_del(t, key, s_key(i, key));
+    CHECK_EQ_U64(table_count(t), S_RECORDS - (S_RECORDS + 2) / 3);
+    bad = 0;
+    for (uint64_t i = 0; i < S_RECORDS; i++) {
+        bool known = false;
+        s_rec_t *got = table_lookup(t, key, s_key(i, key), &known);
+        bad += !known || (i % 3 == 0 ? got != NULL : got != s_addr[i]);
+    }
+    CHECK_EQ_U64(bad, 0);
+
+    /* Forgetting the clean records keeps only the dirty ones (the deletions and the put). */
+    CHECK(table_forget_clean(t) == 0);
+    CHECK_EQ_U64(table_slots(t), (S_RECORDS + 2) / 3 + 1);
+    CHECK_EQ_U64(table_count(t), 1);
+    r = table_get(t, key, s_key(S_RECORDS - 1, key));
+    CHECK(r != NULL && r->n == S_RECORDS - 1);
+    bool known = true;
+    CHECK(table_lookup(t, key, s_key(1, key), &known) == NULL && !known);
+    CHECK(table_lookup(t, key, s_key(3, key), &known) == NULL && known);
+    table_destroy(&t);
+    CHECK(t == NULL);
+    table_destroy(&t);
+}
+
+static void
+reserved_and_filled_tables_hold_the_same_records(void)
+{
+    table_t *t = NULL;
+    REQUIRE(table_new(40, sizeof(s_rec_t), &t) == 0);
+    REQUIRE(table_reserve(t, S_RECORDS) == 0);
+    char key[40];
+    for (uint64_t i = 0; i < S_RECORDS; i++) {
+        s_rec_t rec = { .n = i };
+        bool failed = true;
+        s_rec_t *r = table_fill(t, key, s_key(i, key), i % 5 == 0 ? NULL : &rec, &failed);
+        REQUIRE(!failed);
+        CHECK(i % 5 == 0 ? r == NULL : r != NULL && r->n == i);
+    }
+    CHECK_EQ_U64(table_slots(t), S_RECORDS);
+    CHECK_EQ_U64(table_count(t), S_RECORDS - S_RECORDS / 5);
+    CHECK_EQ_U64(table_dirty_count(t), 0); /* filled records are clean */
+    size_t bad = 0;
+    for (uint64_t i = 0; i < S_RECORDS; i++) {
+        bool known = false;
+        s_rec_t *r = table_lookup(t, key, s_key(i, key), &known);
+        bad += !known || (i % 5 == 0 ? r != NULL : r == NULL || r->n != i);
+    }
+    CHECK_EQ_U64(bad, 0);
+    table_destroy(&t);
+}
+
+int
+main(int argc, char **argv)
+{
+    static const check_case_t cases[] = {
+        CHECK_CASE(records_stay_put_and_are_found_across_many_chunks),
+        CHECK_CASE(reserved_and_filled_tables_hold_the_same_records),
+    };
+    return check_main(argc, argv, cases, sizeof(cases) / sizeof(cases[0]));
+}
