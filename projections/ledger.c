@@ -406,7 +406,12 @@ ledger_new(ledger_t **out)
     if (l == NULL)
         return LEDGER_ENOMEM;
     for (int i = 0; i < T_COUNT; i++) {
-        if (table_new(key_max[i], rec_size[i], &l->tables[i]) != 0) {
+        /* Cards, offers and redemptions are keyed by numbers the ledger hands out in order. */
+        bool numbered = i == T_CARDS || i == T_OFFERS || i == T_REDEMPTIONS;
+        assert(!numbered || key_max[i] == 8);
+        int rc = numbered ? table_new_numbered(rec_size[i], &l->tables[i])
+                          : table_new(key_max[i], rec_size[i], &l->tables[i]);
+        if (rc != 0) {
             ledger_destroy(&l);
             return LEDGER_ENOMEM;
         }

@@ -6,8 +6,14 @@
  * few of a table is large enough for huge pages (see s_alloc()). A slot is a small header, the
  * key (key_max bytes) and the record, padded to 8 bytes. The index is an array of
  * 64-bit entries, probed linearly and kept at most half full: the slot number plus one in the
- * low half (0 = empty) and the key's hash in the high half, so a probe only reads a slot whose
- * hash matches (one cache miss per lookup instead of one per probe).
+ * low half (0 = empty) and a 32-bit hash of the key in the high half, so a probe only reads a
+ * slot whose hash matches (one cache miss per lookup instead of one per probe). The same 32 bits
+ * place the entry (their low bits are its home position), so growing the index moves entries
+ * without reading a slot or hashing a key again.
+ *
+ * A numbered table (table_new_numbered()) has 8-byte big-endian numbers for keys, handed out in
+ * order (card ids, sequence numbers); eight numbers in a row hash to eight neighbouring entries,
+ * so records made one after another share cache lines of the index instead of taking one each.
  */
 #include "table.h"
 
@@ -61,6 +67,7 @@ typedef struct slot_head {
 struct table {
     size_t key_max;
     size_t rec_size;
+    bool numbered;                     /* keys are big-endian numbers, placed by their low bits */
     size_t key_room;                   /* key_max rounded up to 8, so records are 8-aligned */
     size_t slot_size;                  /* header + key room + record, 8-aligned */
     uint8_t *chunks[TABLE_CHUNKS_MAX]; /* chunk k: TABLE_CHUNK_SLOTS << k slots */
@@ -104,6 +111,15 @@ s_rec(const table_t *t, slot_head_t *h)
 }
 
 int
+table_new_numbered(size_t rec_size, table_t **out)
+{
+    int rc = table_new(8, rec_size, out);
+    if (rc == 0)
+        (*out)->numbered = true;
+    return rc;
+}
+
+int
 table_new(size_t key_max, size_t rec_size, table_t **out)
 {
     assert(out != NULL);
@@ -140,10 +156,23 @@ table_destroy(table_t **tp)
     *tp = NULL;
 }
 
-static inline uint64_t
-s_hash(const void *key, size_t key_len)
+/* The 32 bits of a key that place its index entry and tell it from its neighbours. */
+static inline uint32_t
+s_hash(const table_t *t, const void *key, size_t key_len)
 {
-    return XXH3_64bits(key, key_len);
+    if (t->numbered && key_len == 8) {
+        /* Eight numbers in a row share a cache line of the index (eight 8-byte entries); the
+         * groups of eight are spread by the hash, so a run of numbers is no run of entries
+         * that a lookup of some other number would have to probe through. */
+        const uint8_t *k = key;
+        uint64_t n = 0;
+        for (int i = 0; i < 8; i++)
+            n = n << 8 | k[i];
+        uint64_t group = n >> 3;
+        uint32_t h = (uint32_t)(XXH3_64bits(&group, sizeof(group)) >> 32);
+        return (h & ~(uint32_t)7) | (uint32_t)(n & 7);
+    }
+    return (uint32_t)(XXH3_64bits(key, key_len) >> 32);
 }
 
 /* The slot number + 1 of an index entry (0 = empty). */
@@ -155,11 +184,11 @@ s_entry_slot(uint64_t e)
 
 /* Index position holding key (whose hash is h), or the empty position where it would go. */
 static size_t
-s_find_h(const table_t *t, const void *key, size_t key_len, uint64_t h)
+s_find_h(const table_t *t, const void *key, size_t key_len, uint32_t h)
 {
     size_t mask = t->index_cap - 1;
     size_t pos = (size_t)h & mask;
-    uint64_t tag = h >> 32;
+    uint64_t tag = h;
     for (;;) {
         uint64_t e = t->index[pos];
         if (e == 0)
@@ -176,13 +205,16 @@ s_find_h(const table_t *t, const void *key, size_t key_len, uint64_t h)
 static size_t
 s_find(const table_t *t, const void *key, size_t key_len)
 {
-    return s_find_h(t, key, key_len, s_hash(key, key_len));
+    return s_find_h(t, key, key_len, s_hash(t, key, key_len));
 }
 
 /* Re-indexes into cap entries (a power of two, more than twice the slots). */
 static int
 s_resize_index(table_t *t, size_t cap)
 {
+    /* A position comes from the entry's 32 hash bits: no index is larger than they place. */
+    if (cap > ((size_t)1 << 32))
+        return -1;
     uint64_t *index = s_alloc_zero(cap * sizeof(*index));
     if (index == NULL)
         return -1;
@@ -191,9 +223,7 @@ s_resize_index(table_t *t, size_t cap)
         uint64_t e = t->index[i];
         if (e == 0)
             continue;
-        /* The entry keeps the hash's high half only: the position needs the key again. */
-        slot_head_t *h = s_slot(t, s_entry_slot(e) - 1);
-        size_t pos = (size_t)s_hash(s_key(h), h->key_len) & mask;
+        size_t pos = (size_t)(e >> 32) & mask;
         while (index[pos] != 0)
             pos = (pos + 1) & mask;
         index[pos] = e;
@@ -263,7 +293,7 @@ table_get(const table_t *t, const void *key, size_t key_len)
  * runs out (the table is unchanged).
  */
 static slot_head_t *
-s_new_slot(table_t *t, const void *key, size_t key_len, uint64_t hash, size_t pos)
+s_new_slot(table_t *t, const void *key, size_t key_len, uint32_t hash, size_t pos)
 {
     if (t->slots == s_chunk_first(t->chunks_count)) {
         /* Slot numbers are 32-bit (the index keeps slot + 1 in 32 bits): far below the limit. */
@@ -285,7 +315,7 @@ s_new_slot(table_t *t, const void *key, size_t key_len, uint64_t hash, size_t po
     memset(h, 0, t->slot_size);
     h->key_len = (uint16_t)key_len;
     memcpy(s_key(h), key, key_len);
-    t->index[pos] = (hash >> 32 << 32) | (uint64_t)(n + 1);
+    t->index[pos] = (uint64_t)hash << 32 | (uint64_t)(n + 1);
     return h;
 }
 
@@ -295,7 +325,7 @@ table_put(table_t *t, const void *key, size_t key_len, bool *out_created)
     assert(t != NULL && key != NULL);
     if (key_len == 0 || key_len > t->key_max)
         return NULL;
-    uint64_t hash = s_hash(key, key_len);
+    uint32_t hash = s_hash(t, key, key_len);
     size_t pos = s_find_h(t, key, key_len, hash);
     uint64_t v = t->index[pos];
     if (v != 0) {
@@ -335,7 +365,7 @@ table_fill(table_t *t, const void *key, size_t key_len, const void *rec, bool *o
         *out_failed = true;
         return NULL;
     }
-    uint64_t hash = s_hash(key, key_len);
+    uint32_t hash = s_hash(t, key, key_len);
     size_t pos = s_find_h(t, key, key_len, hash);
     assert(t->index[pos] == 0); /* only keys the table does not know */
     slot_head_t *h = s_new_slot(t, key, key_len, hash, pos);
@@ -390,6 +420,7 @@ table_forget_clean(table_t *t)
     table_t *fresh = NULL;
     if (table_new(t->key_max, t->rec_size, &fresh) != 0)
         return -1;
+    fresh->numbered = t->numbered;
     if (table_reserve(fresh, t->dirty_count) != 0) {
         table_destroy(&fresh);
         return -1;

@@ -21,6 +21,13 @@ typedef struct table table_t;
 /* Creates a table for keys of at most key_max bytes and records of rec_size bytes. */
 int table_new(size_t key_max, size_t rec_size, table_t **out);
 
+/*
+ * Creates a numbered table: its keys are 8-byte big-endian numbers that the caller hands out in
+ * order (card ids, sequence numbers), and records made one after another sit next to each other
+ * in the index. Keys of any other length are still taken (hashed as by table_new()).
+ */
+int table_new_numbered(size_t rec_size, table_t **out);
+
 /* Frees the table; accepts NULL and clears the caller's pointer. */
 void table_destroy(table_t **t);
 

@@ -5,7 +5,8 @@
  * chunk. These cases fill tables past several chunk boundaries (chunks double in size) and check
  * that every record is found where it was put, never moves, and is walked in insertion order;
  * that the dirty set, deletions and forgetting the clean records hold across chunks; and that
- * a reserved table takes the same records.
+ * a reserved table takes the same records; and that a numbered table (card ids, sequence
+ * numbers) finds numbers in a long run and numbers far from it.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -146,12 +147,72 @@ reserved_and_filled_tables_hold_the_same_records(void)
     table_destroy(&t);
 }
 
+static void
+s_be64(uint64_t n, uint8_t key[8])
+{
+    for (int i = 7; i >= 0; i--, n >>= 8)
+        key[i] = (uint8_t)n;
+}
+
+static void
+numbered_tables_find_numbers_in_runs_and_far_from_them(void)
+{
+    table_t *t = NULL;
+    REQUIRE(table_new_numbered(sizeof(s_rec_t), &t) == 0);
+    uint8_t key[8];
+    for (uint64_t i = 1; i <= S_RECORDS; i++) {
+        s_be64(i, key);
+        s_rec_t *r = table_put(t, key, 8, NULL);
+        REQUIRE(r != NULL);
+        r->n = i;
+        s_addr[i - 1] = r;
+    }
+    /* Numbers whose low 32 bits are those of numbers in the table are other keys. */
+    s_be64((UINT64_C(1) << 32) + 5, key);
+    s_rec_t *far = table_put(t, key, 8, NULL);
+    REQUIRE(far != NULL);
+    far->n = 42;
+    size_t bad = 0;
+    for (uint64_t i = 1; i <= S_RECORDS; i++) {
+        s_be64(i, key);
+        s_rec_t *r = table_get(t, key, 8);
+        bad += r != s_addr[i - 1] || r->n != i;
+        /* Absent numbers: past the run, and where the index wraps around into it. */
+        s_be64(i + ((uint64_t)1 << 21), key);
+        bad += table_get(t, key, 8) != NULL;
+        s_be64(i * 977 + ((uint64_t)1 << 40), key);
+        bad += table_get(t, key, 8) != NULL;
+    }
+    CHECK_EQ_U64(bad, 0);
+    s_be64((UINT64_C(1) << 32) + 5, key);
+    CHECK(table_get(t, key, 8) == far && far->n == 42);
+    s_be64(5, key);
+    s_rec_t *five = table_get(t, key, 8);
+    CHECK(five != NULL && five->n == 5);
+    /* Keys of another length are hashed like any table's. */
+    s_rec_t *odd = table_put(t, "abc", 3, NULL);
+    REQUIRE(odd != NULL);
+    odd->n = 7;
+    CHECK(table_get(t, "abc", 3) == odd);
+    CHECK_EQ_U64(table_count(t), S_RECORDS + 2);
+    /* Forgetting the clean records keeps a numbered table numbered. */
+    table_dirty_clear(t);
+    s_be64(77, key);
+    CHECK(table_put(t, key, 8, NULL) == s_addr[76]);
+    CHECK(table_forget_clean(t) == 0);
+    CHECK_EQ_U64(table_slots(t), 1);
+    s_rec_t *r = table_get(t, key, 8);
+    CHECK(r != NULL && r->n == 77);
+    table_destroy(&t);
+}
+
 int
 main(int argc, char **argv)
 {
     static const check_case_t cases[] = {
         CHECK_CASE(records_stay_put_and_are_found_across_many_chunks),
         CHECK_CASE(reserved_and_filled_tables_hold_the_same_records),
+        CHECK_CASE(numbered_tables_find_numbers_in_runs_and_far_from_them),
     };
     return check_main(argc, argv, cases, sizeof(cases) / sizeof(cases[0]));
 }
