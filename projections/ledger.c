@@ -169,11 +169,14 @@ s_get(const ledger_t *cl, int t, const void *key, size_t key_len)
     return rec;
 }
 
-/* table_put() on a cache: the record is read in first, so a change starts from its value. */
+/* table_put() on a cache: the record is read in first, so a change starts from its value. A
+ * record that exists is marked dirty through its pointer (no second lookup). */
 static void *
 s_put(ledger_t *l, int t, const void *key, size_t key_len)
 {
-    (void)s_get(l, t, key, key_len);
+    void *rec = s_get(l, t, key, key_len);
+    if (rec != NULL)
+        return table_touch(l->tables[t], rec);
     return table_put(l->tables[t], key, key_len, NULL);
 }
 
@@ -561,8 +564,9 @@ s_card_mut(ledger_t *l, uint64_t card_id)
 {
     uint8_t key[8];
     cl_put_be64(key, card_id);
-    CL_CHECK(s_get(l, T_CARDS, key, sizeof(key)) != NULL);
-    ledger_card_t *c = table_put(l->tables[T_CARDS], key, sizeof(key), NULL);
+    const ledger_card_t *cur = s_get(l, T_CARDS, key, sizeof(key));
+    CL_CHECK(cur != NULL);
+    ledger_card_t *c = table_touch(l->tables[T_CARDS], cur);
     CL_CHECK(c != NULL);
     return c;
 }
@@ -571,10 +575,9 @@ s_card_mut(ledger_t *l, uint64_t card_id)
 static ledger_program_t *
 s_program_mut(ledger_t *l, const char *merchant_id, const char *program_id)
 {
-    uint8_t key[KEY2_MAX];
-    size_t n = s_join(key, sizeof(key), merchant_id, program_id, NULL);
-    CL_CHECK(table_get(l->tables[T_PROGRAMS], key, n) != NULL);
-    ledger_program_t *p = table_put(l->tables[T_PROGRAMS], key, n, NULL);
+    const ledger_program_t *cur = ledger_program(l, merchant_id, program_id);
+    CL_CHECK(cur != NULL);
+    ledger_program_t *p = table_touch(l->tables[T_PROGRAMS], cur);
     CL_CHECK(p != NULL);
     return p;
 }
@@ -684,8 +687,14 @@ s_apply_issued(ledger_t *l, const cl_event_t *ev)
         s_get(l, T_CODES, e->code, code_len) != NULL || e->face_value_minor < 0 ||
         e->price_paid_minor < 0)
         return LEDGER_EMISMATCH;
-    if (e->row_key[0] != '\0' && ledger_row_card(l, e->merchant_id, e->program_id, e->row_key))
-        return LEDGER_EMISMATCH;
+    uint8_t rkey[KEY3_MAX];
+    size_t rkey_len = 0;
+    if (e->row_key[0] != '\0') {
+        rkey_len = s_join(rkey, sizeof(rkey), e->merchant_id, e->program_id, e->row_key);
+        const uint64_t *row = s_get(l, T_ROWS, rkey, rkey_len);
+        if (row != NULL && *row != 0)
+            return LEDGER_EMISMATCH;
+    }
 
     uint8_t key[8];
     cl_put_be64(key, e->card_id);
@@ -716,15 +725,15 @@ s_apply_issued(ledger_t *l, const cl_event_t *ev)
         c->remind_at_us = e->expires_at_us - (int64_t)days * LEDGER_US_PER_DAY;
     c->state = CL_CARDSTATE_ACTIVE;
 
-    ledger_program_t *p = s_program_mut(l, e->merchant_id, e->program_id);
+    ledger_program_t *p = table_touch(l->tables[T_PROGRAMS], prog);
+    CL_CHECK(p != NULL);
     p->issued_count++;
     l->meta.next_card_id++;
     l->meta.cards++;
     int rc = s_holder_add(l, e->merchant_id, e->program_id, e->holder, +1);
-    if (rc == 0 && e->row_key[0] != '\0') {
-        uint8_t rkey[KEY3_MAX];
-        size_t n = s_join(rkey, sizeof(rkey), e->merchant_id, e->program_id, e->row_key);
-        uint64_t *row = s_put(l, T_ROWS, rkey, n);
+    if (rc == 0 && rkey_len > 0) {
+        /* The s_get() above read the key in: a cache knows it has no record, a plain put. */
+        uint64_t *row = table_put(l->tables[T_ROWS], rkey, rkey_len, NULL);
         if (row == NULL)
             return LEDGER_ENOMEM;
         *row = e->card_id;

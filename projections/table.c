@@ -61,7 +61,7 @@ typedef struct slot_head {
     uint16_t key_len;
     uint8_t live;  /* 0 = deleted */
     uint8_t dirty; /* on the dirty list */
-    uint32_t pad;
+    uint32_t slot; /* this slot's number, so a record's pointer leads back to it */
 } slot_head_t;
 
 struct table {
@@ -314,6 +314,7 @@ s_new_slot(table_t *t, const void *key, size_t key_len, uint32_t hash, size_t po
     slot_head_t *h = s_slot(t, n);
     memset(h, 0, t->slot_size);
     h->key_len = (uint16_t)key_len;
+    h->slot = (uint32_t)n;
     memcpy(s_key(h), key, key_len);
     t->index[pos] = (uint64_t)hash << 32 | (uint64_t)(n + 1);
     return h;
@@ -353,6 +354,17 @@ table_put(table_t *t, const void *key, size_t key_len, bool *out_created)
         return NULL;
     if (out_created != NULL)
         *out_created = true;
+    return s_rec(t, h);
+}
+
+void *
+table_touch(table_t *t, const void *rec)
+{
+    assert(t != NULL && rec != NULL);
+    slot_head_t *h = (slot_head_t *)(void *)((uint8_t *)(uintptr_t)rec - t->key_room - sizeof(*h));
+    assert(h->slot < t->slots && s_slot(t, h->slot) == h && h->live);
+    if (s_mark_dirty(t, h->slot) != 0)
+        return NULL;
     return s_rec(t, h);
 }
 

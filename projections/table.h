@@ -57,6 +57,13 @@ void *table_fill(table_t *t, const void *key, size_t key_len, const void *rec, b
 void *table_put(table_t *t, const void *key, size_t key_len, bool *out_created);
 
 /*
+ * Marks the live record rec dirty, as table_put() of its key would, without looking the key up:
+ * rec is a pointer this table gave out (table_get(), table_lookup(), table_put(), ...) and that
+ * is still valid. Returns rec, writable, or NULL when memory runs out (nothing changed).
+ */
+void *table_touch(table_t *t, const void *rec);
+
+/*
  * Makes room for at least `records` records without growing again (a load of known size).
  * Returns 0, or -1 when memory runs out (the table is unchanged).
  */

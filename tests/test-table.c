@@ -51,6 +51,20 @@ s_visit(const void *key, size_t key_len, const void *rec, void *ctx)
     return 0;
 }
 
+/* Collects the numbers of the first two records visited into ctx (uint64_t[2]). */
+static int
+s_collect(const void *key, size_t key_len, const void *rec, void *ctx)
+{
+    uint64_t *seen = ctx;
+    (void)key;
+    (void)key_len;
+    if (seen[0] == 0)
+        seen[0] = ((const s_rec_t *)rec)->n;
+    else
+        seen[1] = ((const s_rec_t *)rec)->n;
+    return 0;
+}
+
 static void
 records_stay_put_and_are_found_across_many_chunks(void)
 {
@@ -93,6 +107,18 @@ records_stay_put_and_are_found_across_many_chunks(void)
     s_rec_t *r = table_put(t, key, s_key(S_RECORDS - 1, key), &created);
     CHECK(r == s_addr[S_RECORDS - 1] && !created && r->n == S_RECORDS - 1);
     CHECK_EQ_U64(table_dirty_count(t), 1);
+
+    /* Touching a record through its pointer marks it dirty once, like a put of its key. */
+    table_dirty_clear(t);
+    CHECK(table_touch(t, s_addr[S_RECORDS / 2]) == s_addr[S_RECORDS / 2]);
+    CHECK(table_touch(t, s_addr[S_RECORDS / 2]) == s_addr[S_RECORDS / 2]);
+    CHECK(table_touch(t, s_addr[S_RECORDS - 1]) == s_addr[S_RECORDS - 1]);
+    CHECK_EQ_U64(table_dirty_count(t), 2);
+    uint64_t seen[2] = { 0, 0 };
+    CHECK(table_foreach_dirty(t, s_collect, seen) == 0);
+    CHECK(seen[0] == S_RECORDS / 2 && seen[1] == S_RECORDS - 1);
+    table_dirty_clear(t);
+    CHECK(table_put(t, key, s_key(S_RECORDS - 1, key), NULL) == s_addr[S_RECORDS - 1]);
 
     /* Deleting every third record, in every chunk. */
     for (uint64_t i = 0; i < S_RECORDS; i += 3)
