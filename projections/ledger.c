@@ -11,6 +11,7 @@
 #include <assert.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include <xxhash.h>
 
@@ -220,16 +221,44 @@ s_timer_less(const ledger_timer_t *a, const ledger_timer_t *b)
     return a->offer_id < b->offer_id;
 }
 
+/*
+ * Gives the heap room for cap timers. From 1 MiB on, the array is made of transparent huge pages
+ * where the kernel allows, like the tables' chunks (table.c): a million cards' timers take 32 MB,
+ * and first touching memory in 4 KiB pages costs about 3 ns a byte on this kind of VM.
+ */
+static int
+s_heap_reserve(timer_heap_t *h, size_t cap)
+{
+    enum { HUGE_MIN = 1 << 20, HUGE_PAGE = 2 << 20 };
+    assert(cap >= h->count);
+    size_t bytes = cap * sizeof(*h->items);
+    ledger_timer_t *items;
+    if (bytes < HUGE_MIN) {
+        items = realloc(h->items, bytes);
+        if (items == NULL)
+            return LEDGER_ENOMEM;
+    } else {
+        bytes = (bytes + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
+        items = aligned_alloc(HUGE_PAGE, bytes);
+        if (items == NULL)
+            return LEDGER_ENOMEM;
+        (void)madvise(items, bytes, MADV_HUGEPAGE); /* advice only: fine if refused */
+        if (h->count > 0)
+            memcpy(items, h->items, h->count * sizeof(*items));
+        free(h->items);
+    }
+    h->items = items;
+    h->cap = cap;
+    return 0;
+}
+
 static int
 s_heap_push(timer_heap_t *h, const ledger_timer_t *t)
 {
     if (h->count == h->cap) {
-        size_t cap = h->cap ? h->cap * 2 : 1024;
-        ledger_timer_t *items = realloc(h->items, cap * sizeof(*items));
-        if (items == NULL)
-            return LEDGER_ENOMEM;
-        h->items = items;
-        h->cap = cap;
+        int rc = s_heap_reserve(h, h->cap ? h->cap * 2 : 1024);
+        if (rc != 0)
+            return rc;
     }
     size_t i = h->count++;
     h->items[i] = *t;
@@ -1221,13 +1250,8 @@ ledger_rebuild_indexes(ledger_t *l)
 {
     l->timers.count = 0;
     size_t timers = table_count(l->tables[T_TIMERS]);
-    if (timers > l->timers.cap) {
-        ledger_timer_t *items = realloc(l->timers.items, timers * sizeof(*items));
-        if (items == NULL)
-            return LEDGER_ENOMEM;
-        l->timers.items = items;
-        l->timers.cap = timers;
-    }
+    if (timers > l->timers.cap && s_heap_reserve(&l->timers, timers) != 0)
+        return LEDGER_ENOMEM;
     int rc = table_foreach(l->tables[T_TIMERS], s_index_timer, l);
     if (rc == 0)
         ledger_dirty_clear(l);
