@@ -4,7 +4,11 @@
  * Slots live in chunks so that a record never moves; chunk k holds TABLE_CHUNK_SLOTS << k
  * slots, so a table of any size has a few dozen chunks at most, and every chunk but the first
  * few of a table is large enough for huge pages (see s_alloc()). A slot is a small header, the
- * key (key_max bytes) and the record, padded to 8 bytes. The index is an array of
+ * key and the record, padded to 8 bytes. A key of up to TABLE_KEY_INLINE bytes is kept in the
+ * slot; a longer one (a table's key_max may be 160) in the table's key arena, with a pointer to it
+ * in the slot, so that a table whose keys may be long but mostly are not (row keys: merchant,
+ * program and row, up to 131 bytes, most of them under 40) does not give every slot the room of
+ * the longest. The index is an array of
  * 64-bit entries, probed linearly and kept at most half full: the slot number plus one in the
  * low half (0 = empty) and a 32-bit hash of the key in the high half, so a probe only reads a
  * slot whose hash matches (one cache miss per lookup instead of one per probe). The same 32 bits
@@ -26,6 +30,8 @@
 
 #define TABLE_CHUNK_SLOTS 4096 /* slots of the first chunk; each next one holds twice as many */
 #define TABLE_CHUNKS_MAX  32   /* chunks a table may have: more slots than 32-bit numbers name */
+#define TABLE_KEY_INLINE  40   /* key bytes a slot holds; a longer key goes to the key arena */
+#define TABLE_ARENA_MAX   (2u << 20) /* the key arena's blocks grow from 4 KiB to this */
 #define TABLE_INDEX_MIN   1024
 /* Allocations from this size on are made of transparent huge pages where the kernel allows:
  * first touching memory costs a page fault per page, and on virtual machines a fault is dear
@@ -67,12 +73,17 @@ typedef struct slot_head {
 struct table {
     size_t key_max;
     size_t rec_size;
-    bool numbered;                     /* keys are big-endian numbers, placed by their low bits */
-    size_t key_room;                   /* key_max rounded up to 8, so records are 8-aligned */
-    size_t slot_size;                  /* header + key room + record, 8-aligned */
+    bool numbered;    /* keys are big-endian numbers, placed by their low bits */
+    size_t key_room;  /* key bytes in a slot: key_max (at most TABLE_KEY_INLINE) rounded up to 8 */
+    size_t slot_size; /* header + key room + record, 8-aligned */
     uint8_t *chunks[TABLE_CHUNKS_MAX]; /* chunk k: TABLE_CHUNK_SLOTS << k slots */
     size_t chunks_count;
-    size_t slots; /* slots in use, live or deleted */
+    uint8_t **arena;    /* blocks holding the keys longer than key_room */
+    size_t arena_count; /* blocks in use */
+    size_t arena_cap;   /* room in the blocks array */
+    size_t arena_used;  /* bytes taken in the last block */
+    size_t arena_size;  /* the last block's size */
+    size_t slots;       /* slots in use, live or deleted */
     size_t live;
     uint64_t *index;  /* hash << 32 | (slot number + 1), or 0 */
     size_t index_cap; /* a power of two */
@@ -98,10 +109,15 @@ s_slot(const table_t *t, size_t n)
     return (slot_head_t *)(void *)(t->chunks[k] + (n - s_chunk_first(k)) * t->slot_size);
 }
 
+/* The key of a slot: in the slot, or (longer than key_room) where the slot's pointer says. */
 static inline uint8_t *
-s_key(slot_head_t *h)
+s_key(const table_t *t, slot_head_t *h)
 {
-    return (uint8_t *)(h + 1);
+    if (h->key_len <= t->key_room)
+        return (uint8_t *)(h + 1);
+    uint8_t *p;
+    memcpy(&p, h + 1, sizeof(p));
+    return p;
 }
 
 static inline void *
@@ -130,7 +146,7 @@ table_new(size_t key_max, size_t rec_size, table_t **out)
         return -1;
     t->key_max = key_max;
     t->rec_size = rec_size;
-    t->key_room = (key_max + 7) & ~(size_t)7;
+    t->key_room = ((key_max < TABLE_KEY_INLINE ? key_max : TABLE_KEY_INLINE) + 7) & ~(size_t)7;
     t->slot_size = (sizeof(slot_head_t) + t->key_room + rec_size + 7) & ~(size_t)7;
     t->index_cap = TABLE_INDEX_MIN;
     t->index = calloc(t->index_cap, sizeof(*t->index));
@@ -150,6 +166,9 @@ table_destroy(table_t **tp)
     table_t *t = *tp;
     for (size_t i = 0; i < t->chunks_count; i++)
         free(t->chunks[i]);
+    for (size_t i = 0; i < t->arena_count; i++)
+        free(t->arena[i]);
+    free(t->arena);
     free(t->index);
     free(t->dirty);
     free(t);
@@ -195,7 +214,7 @@ s_find_h(const table_t *t, const void *key, size_t key_len, uint32_t h)
             return pos;
         if ((e >> 32) == tag) {
             slot_head_t *sh = s_slot(t, s_entry_slot(e) - 1);
-            if (sh->key_len == key_len && memcmp(s_key(sh), key, key_len) == 0)
+            if (sh->key_len == key_len && memcmp(s_key(t, sh), key, key_len) == 0)
                 return pos;
         }
         pos = (pos + 1) & mask;
@@ -287,14 +306,46 @@ table_get(const table_t *t, const void *key, size_t key_len)
     return table_lookup(t, key, key_len, &known);
 }
 
+/* Room for a key longer than key_room in the key arena, or NULL when memory runs out. */
+static uint8_t *
+s_arena_take(table_t *t, size_t len)
+{
+    assert(len <= TABLE_KEY_MAX && TABLE_KEY_MAX <= 4096);
+    if (t->arena_count == 0 || t->arena_used + len > t->arena_size) {
+        if (t->arena_count == t->arena_cap) {
+            size_t cap = t->arena_cap ? t->arena_cap * 2 : 16;
+            uint8_t **a = realloc(t->arena, cap * sizeof(*a));
+            if (a == NULL)
+                return NULL;
+            t->arena = a;
+            t->arena_cap = cap;
+        }
+        size_t size = t->arena_count == 0 ? 4096 : t->arena_size * 2;
+        if (size > TABLE_ARENA_MAX)
+            size = TABLE_ARENA_MAX;
+        uint8_t *block = s_alloc(size);
+        if (block == NULL)
+            return NULL;
+        t->arena[t->arena_count++] = block;
+        t->arena_size = size;
+        t->arena_used = 0;
+    }
+    uint8_t *p = t->arena[t->arena_count - 1] + t->arena_used;
+    t->arena_used += len;
+    return p;
+}
+
 /*
  * A new zero-filled slot (not live, not dirty) for key at index position pos (from s_find_h()
  * with hash): room in the chunks, then in the index (kept at most half full). NULL when memory
- * runs out (the table is unchanged).
+ * runs out (the table is unchanged, but for the bytes a long key may have taken in the arena).
  */
 static slot_head_t *
 s_new_slot(table_t *t, const void *key, size_t key_len, uint32_t hash, size_t pos)
 {
+    uint8_t *long_key = NULL;
+    if (key_len > t->key_room && (long_key = s_arena_take(t, key_len)) == NULL)
+        return NULL;
     if (t->slots == s_chunk_first(t->chunks_count)) {
         /* Slot numbers are 32-bit (the index keeps slot + 1 in 32 bits): far below the limit. */
         if (t->chunks_count == TABLE_CHUNKS_MAX || t->slots >= UINT32_MAX)
@@ -315,7 +366,12 @@ s_new_slot(table_t *t, const void *key, size_t key_len, uint32_t hash, size_t po
     memset(h, 0, t->slot_size);
     h->key_len = (uint16_t)key_len;
     h->slot = (uint32_t)n;
-    memcpy(s_key(h), key, key_len);
+    if (long_key != NULL) {
+        memcpy(long_key, key, key_len);
+        memcpy(h + 1, &long_key, sizeof(long_key));
+    } else {
+        memcpy(h + 1, key, key_len);
+    }
     t->index[pos] = (uint64_t)hash << 32 | (uint64_t)(n + 1);
     return h;
 }
@@ -439,7 +495,7 @@ table_forget_clean(table_t *t)
     }
     for (size_t i = 0; i < t->dirty_count; i++) {
         slot_head_t *h = s_slot(t, t->dirty[i]);
-        void *rec = table_put(fresh, s_key(h), h->key_len, NULL);
+        void *rec = table_put(fresh, s_key(t, h), h->key_len, NULL);
         if (rec == NULL) {
             table_destroy(&fresh);
             return -1;
@@ -447,7 +503,7 @@ table_forget_clean(table_t *t)
         if (h->live)
             memcpy(rec, s_rec(t, h), t->rec_size);
         else
-            table_del(fresh, s_key(h), h->key_len); /* stays dirty: a deletion to write */
+            table_del(fresh, s_key(t, h), h->key_len); /* stays dirty: a deletion to write */
     }
     /* The fresh table's insides replace the old ones; the old ones are freed with it. */
     table_t old = *t;
@@ -470,7 +526,7 @@ table_foreach(const table_t *t, table_visit_fn fn, void *ctx)
         slot_head_t *h = s_slot(t, n);
         if (!h->live)
             continue;
-        int rc = fn(s_key(h), h->key_len, s_rec(t, h), ctx);
+        int rc = fn(s_key(t, h), h->key_len, s_rec(t, h), ctx);
         if (rc != 0)
             return rc;
     }
@@ -483,7 +539,7 @@ table_foreach_dirty(const table_t *t, table_visit_fn fn, void *ctx)
     for (size_t i = 0; i < t->dirty_count; i++) {
         slot_head_t *h = s_slot(t, t->dirty[i]);
         assert(h->dirty);
-        int rc = fn(s_key(h), h->key_len, h->live ? s_rec(t, h) : NULL, ctx);
+        int rc = fn(s_key(t, h), h->key_len, h->live ? s_rec(t, h) : NULL, ctx);
         if (rc != 0)
             return rc;
     }

@@ -6,7 +6,8 @@
  * that every record is found where it was put, never moves, and is walked in insertion order;
  * that the dirty set, deletions and forgetting the clean records hold across chunks; and that
  * a reserved table takes the same records; and that a numbered table (card ids, sequence
- * numbers) finds numbers in a long run and numbers far from it.
+ * numbers) finds numbers in a long run and numbers far from it; and that keys of every length up
+ * to TABLE_KEY_MAX, in the slot or in the key arena, are kept whole.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -62,6 +63,21 @@ s_collect(const void *key, size_t key_len, const void *rec, void *ctx)
         seen[0] = ((const s_rec_t *)rec)->n;
     else
         seen[1] = ((const s_rec_t *)rec)->n;
+    return 0;
+}
+
+static size_t s_long_key(uint64_t n, uint8_t key[TABLE_KEY_MAX]);
+
+static int
+s_visit_long(const void *key, size_t key_len, const void *rec, void *ctx)
+{
+    s_walk_t *w = ctx;
+    uint8_t want[TABLE_KEY_MAX];
+    size_t n = s_long_key(w->next, want);
+    if (rec == NULL || ((const s_rec_t *)rec)->n != w->next || key_len != n ||
+        memcmp(key, want, n) != 0)
+        w->in_order = false;
+    w->next++;
     return 0;
 }
 
@@ -232,6 +248,58 @@ numbered_tables_find_numbers_in_runs_and_far_from_them(void)
     table_destroy(&t);
 }
 
+/* A key of 8 to TABLE_KEY_MAX bytes made from n (n's bytes first, so keys differ): short ones
+ * live in the slot, long ones in the key arena. */
+static size_t
+s_long_key(uint64_t n, uint8_t key[TABLE_KEY_MAX])
+{
+    size_t len = 8 + (size_t)(n % (TABLE_KEY_MAX - 7));
+    for (size_t i = 0; i < len; i++)
+        key[i] = i < 8 ? (uint8_t)(n >> (8 * i)) : (uint8_t)(n * 31 + i);
+    return len;
+}
+
+static void
+keys_of_every_length_are_kept_whole(void)
+{
+    table_t *t = NULL;
+    REQUIRE(table_new(TABLE_KEY_MAX, sizeof(s_rec_t), &t) == 0);
+    uint8_t key[TABLE_KEY_MAX];
+    for (uint64_t i = 0; i < S_RECORDS; i++) {
+        s_rec_t *r = table_put(t, key, s_long_key(i, key), NULL);
+        REQUIRE(r != NULL);
+        r->n = i;
+        s_addr[i] = r;
+    }
+    size_t bad = 0;
+    for (uint64_t i = 0; i < S_RECORDS; i++) {
+        size_t len = s_long_key(i, key);
+        bad += table_get(t, key, len) != s_addr[i];
+        key[len - 1] ^= 0x80; /* the same length, another last byte */
+        bad += table_get(t, key, len) != NULL;
+    }
+    CHECK_EQ_U64(bad, 0);
+    /* Visitors see every key whole, in insertion order. */
+    s_walk_t w = { 0, true };
+    CHECK(table_foreach(t, s_visit_long, &w) == 0);
+    CHECK(w.in_order && w.next == S_RECORDS);
+    /* Forgetting the clean records copies the long keys of the dirty ones. */
+    table_dirty_clear(t);
+    for (uint64_t i = 100; i < 400; i++)
+        CHECK(table_put(t, key, s_long_key(i, key), NULL) == s_addr[i]);
+    CHECK(table_forget_clean(t) == 0);
+    CHECK_EQ_U64(table_slots(t), 300);
+    w = (s_walk_t){ 100, true };
+    CHECK(table_foreach_dirty(t, s_visit_long, &w) == 0);
+    CHECK(w.in_order && w.next == 400);
+    for (uint64_t i = 100; i < 400; i++) {
+        s_rec_t *r = table_get(t, key, s_long_key(i, key));
+        bad += r == NULL || r->n != i;
+    }
+    CHECK_EQ_U64(bad, 0);
+    table_destroy(&t);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -239,6 +307,7 @@ main(int argc, char **argv)
         CHECK_CASE(records_stay_put_and_are_found_across_many_chunks),
         CHECK_CASE(reserved_and_filled_tables_hold_the_same_records),
         CHECK_CASE(numbered_tables_find_numbers_in_runs_and_far_from_them),
+        CHECK_CASE(keys_of_every_length_are_kept_whole),
     };
     return check_main(argc, argv, cases, sizeof(cases) / sizeof(cases[0]));
 }
