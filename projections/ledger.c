@@ -553,6 +553,15 @@ ledger_row_card(const ledger_t *l, const char *merchant_id, const char *program_
 }
 
 void
+ledger_row_prefetch(const ledger_t *l, const char *merchant_id, const char *program_id,
+                    const char *row_key)
+{
+    uint8_t key[KEY3_MAX];
+    size_t n = s_join(key, sizeof(key), merchant_id, program_id, row_key);
+    table_prefetch(l->tables[T_ROWS], key, n);
+}
+
+void
 ledger_card_view(const ledger_t *l, const ledger_card_t *card, cl_card_view_t *out)
 {
     assert(card != NULL && out != NULL);

@@ -450,6 +450,14 @@ table_fill(table_t *t, const void *key, size_t key_len, const void *rec, bool *o
 }
 
 void
+table_prefetch(const table_t *t, const void *key, size_t key_len)
+{
+    assert(t != NULL && key != NULL);
+    size_t pos = (size_t)s_hash(t, key, key_len) & (t->index_cap - 1);
+    __builtin_prefetch(&t->index[pos]);
+}
+
+void
 table_del(table_t *t, const void *key, size_t key_len)
 {
     assert(t != NULL && key != NULL);

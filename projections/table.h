@@ -69,6 +69,12 @@ void *table_touch(table_t *t, const void *rec);
  */
 int table_reserve(table_t *t, size_t records);
 
+/*
+ * Asks the CPU to fetch the index entry where key would be (a hint: nothing changes, nothing is
+ * waited for), so that a lookup of the key a little later does not wait for memory.
+ */
+void table_prefetch(const table_t *t, const void *key, size_t key_len);
+
 /* Deletes the record under key (a no-op when missing). */
 void table_del(table_t *t, const void *key, size_t key_len);
 

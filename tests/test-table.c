@@ -109,6 +109,12 @@ records_stay_put_and_are_found_across_many_chunks(void)
     }
     CHECK_EQ_U64(bad, 0);
     CHECK(table_get(t, "key-none", 8) == NULL);
+    /* A prefetch is a hint: it changes nothing, for keys present or not. */
+    table_prefetch(t, "key-none", 8);
+    table_prefetch(t, key, s_key(7, key));
+    CHECK_EQ_U64(table_count(t), S_RECORDS);
+    CHECK_EQ_U64(table_slots(t), S_RECORDS);
+    CHECK_EQ_U64(table_dirty_count(t), S_RECORDS);
     s_walk_t w = { 0, true };
     CHECK(table_foreach(t, s_visit, &w) == 0);
     CHECK(w.in_order && w.next == S_RECORDS);
