@@ -438,10 +438,11 @@ ledger_new(ledger_t **out)
     if (l == NULL)
         return LEDGER_ENOMEM;
     for (int i = 0; i < T_COUNT; i++) {
-        /* Cards, offers and redemptions are keyed by numbers the ledger hands out in order. */
-        bool numbered = i == T_CARDS || i == T_OFFERS || i == T_REDEMPTIONS;
-        assert(!numbered || key_max[i] == 8);
-        int rc = numbered ? table_new_numbered(rec_size[i], &l->tables[i])
+        /* Cards, offers and redemptions are keyed by numbers the ledger hands out in order;
+         * a timer's key holds its card's (the cards of a batch share a due time). */
+        bool numbered = i == T_CARDS || i == T_OFFERS || i == T_REDEMPTIONS || i == T_TIMERS;
+        size_t number_off = i == T_TIMERS ? 9 : 0;
+        int rc = numbered ? table_new_numbered(key_max[i], number_off, rec_size[i], &l->tables[i])
                           : table_new(key_max[i], rec_size[i], &l->tables[i]);
         if (rc != 0) {
             ledger_destroy(&l);

@@ -15,9 +15,10 @@
  * place the entry (their low bits are its home position), so growing the index moves entries
  * without reading a slot or hashing a key again.
  *
- * A numbered table (table_new_numbered()) has 8-byte big-endian numbers for keys, handed out in
- * order (card ids, sequence numbers); eight numbers in a row hash to eight neighbouring entries,
- * so records made one after another share cache lines of the index instead of taking one each.
+ * A numbered table (table_new_numbered()) has keys that hold an 8-byte big-endian number handed
+ * out in order (card ids, sequence numbers), alone or at a fixed place in the key; keys that
+ * differ only in the number's low three bits hash to eight neighbouring entries, so records made
+ * one after another share cache lines of the index instead of taking one each.
  */
 #include "table.h"
 
@@ -73,9 +74,10 @@ typedef struct slot_head {
 struct table {
     size_t key_max;
     size_t rec_size;
-    bool numbered;    /* keys are big-endian numbers, placed by their low bits */
-    size_t key_room;  /* key bytes in a slot: key_max (at most TABLE_KEY_INLINE) rounded up to 8 */
-    size_t slot_size; /* header + key room + record, 8-aligned */
+    bool numbered;     /* keys hold a big-endian number at number_off: see table_new_numbered() */
+    size_t number_off; /* where in the key */
+    size_t key_room;   /* key bytes in a slot: key_max (at most TABLE_KEY_INLINE) rounded up to 8 */
+    size_t slot_size;  /* header + key room + record, 8-aligned */
     uint8_t *chunks[TABLE_CHUNKS_MAX]; /* chunk k: TABLE_CHUNK_SLOTS << k slots */
     size_t chunks_count;
     uint8_t **arena;    /* blocks holding the keys longer than key_room */
@@ -127,11 +129,15 @@ s_rec(const table_t *t, slot_head_t *h)
 }
 
 int
-table_new_numbered(size_t rec_size, table_t **out)
+table_new_numbered(size_t key_max, size_t number_off, size_t rec_size, table_t **out)
 {
-    int rc = table_new(8, rec_size, out);
-    if (rc == 0)
+    if (number_off + 8 > key_max)
+        return -1;
+    int rc = table_new(key_max, rec_size, out);
+    if (rc == 0) {
         (*out)->numbered = true;
+        (*out)->number_off = number_off;
+    }
     return rc;
 }
 
@@ -179,17 +185,18 @@ table_destroy(table_t **tp)
 static inline uint32_t
 s_hash(const table_t *t, const void *key, size_t key_len)
 {
-    if (t->numbered && key_len == 8) {
-        /* Eight numbers in a row share a cache line of the index (eight 8-byte entries); the
-         * groups of eight are spread by the hash, so a run of numbers is no run of entries
-         * that a lookup of some other number would have to probe through. */
-        const uint8_t *k = key;
-        uint64_t n = 0;
-        for (int i = 0; i < 8; i++)
-            n = n << 8 | k[i];
-        uint64_t group = n >> 3;
-        uint32_t h = (uint32_t)(XXH3_64bits(&group, sizeof(group)) >> 32);
-        return (h & ~(uint32_t)7) | (uint32_t)(n & 7);
+    if (t->numbered && key_len >= t->number_off + 8) {
+        /* Eight numbers in a row share a cache line of the index (eight 8-byte entries): the
+         * key is hashed without the number's low three bits, which then place the entry in
+         * its group. The groups are spread by the hash, so a run of numbers is no run of
+         * entries that a lookup of some other key would have to probe through. */
+        uint8_t k[TABLE_KEY_MAX];
+        assert(key_len <= sizeof(k));
+        memcpy(k, key, key_len);
+        uint32_t low = k[t->number_off + 7] & 7u;
+        k[t->number_off + 7] &= (uint8_t)~7u;
+        uint32_t h = (uint32_t)(XXH3_64bits(k, key_len) >> 32);
+        return (h & ~(uint32_t)7) | low;
     }
     return (uint32_t)(XXH3_64bits(key, key_len) >> 32);
 }
@@ -497,6 +504,7 @@ table_forget_clean(table_t *t)
     if (table_new(t->key_max, t->rec_size, &fresh) != 0)
         return -1;
     fresh->numbered = t->numbered;
+    fresh->number_off = t->number_off;
     if (table_reserve(fresh, t->dirty_count) != 0) {
         table_destroy(&fresh);
         return -1;

@@ -22,11 +22,12 @@ typedef struct table table_t;
 int table_new(size_t key_max, size_t rec_size, table_t **out);
 
 /*
- * Creates a numbered table: its keys are 8-byte big-endian numbers that the caller hands out in
- * order (card ids, sequence numbers), and records made one after another sit next to each other
- * in the index. Keys of any other length are still taken (hashed as by table_new()).
+ * Creates a numbered table: its keys hold, at byte number_off, an 8-byte big-endian number that
+ * the caller hands out in order (card ids, sequence numbers), and records whose keys differ only
+ * in that number sit next to each other in the index. A key too short to hold the number is
+ * still taken (hashed as by table_new()). Returns -1 also when number_off + 8 > key_max.
  */
-int table_new_numbered(size_t rec_size, table_t **out);
+int table_new_numbered(size_t key_max, size_t number_off, size_t rec_size, table_t **out);
 
 /* Frees the table; accepts NULL and clears the caller's pointer. */
 void table_destroy(table_t **t);

@@ -206,7 +206,7 @@ static void
 numbered_tables_find_numbers_in_runs_and_far_from_them(void)
 {
     table_t *t = NULL;
-    REQUIRE(table_new_numbered(sizeof(s_rec_t), &t) == 0);
+    REQUIRE(table_new_numbered(8, 0, sizeof(s_rec_t), &t) == 0);
     uint8_t key[8];
     for (uint64_t i = 1; i <= S_RECORDS; i++) {
         s_be64(i, key);
@@ -251,6 +251,44 @@ numbered_tables_find_numbers_in_runs_and_far_from_them(void)
     CHECK_EQ_U64(table_slots(t), 1);
     s_rec_t *r = table_get(t, key, 8);
     CHECK(r != NULL && r->n == 77);
+    table_destroy(&t);
+}
+
+/* A timer's key: a due time, a kind, then the number (at byte 9), then another number. */
+static void
+s_timer_like_key(uint64_t n, uint8_t key[25])
+{
+    memset(key, 0, 25);
+    s_be64(UINT64_C(1700000000000000) + (n / 1000) * 1000000, key);
+    key[8] = (uint8_t)(1 + n % 2);
+    s_be64(n, key + 9);
+}
+
+static void
+numbered_tables_take_the_number_anywhere_in_the_key(void)
+{
+    table_t *t = NULL;
+    CHECK(table_new_numbered(16, 9, sizeof(s_rec_t), &t) == -1 && t == NULL);
+    REQUIRE(table_new_numbered(25, 9, sizeof(s_rec_t), &t) == 0);
+    uint8_t key[25];
+    for (uint64_t i = 0; i < S_RECORDS; i++) {
+        s_timer_like_key(i, key);
+        s_rec_t *r = table_put(t, key, sizeof(key), NULL);
+        REQUIRE(r != NULL);
+        r->n = i;
+        s_addr[i] = r;
+    }
+    size_t bad = 0;
+    for (uint64_t i = 0; i < S_RECORDS; i++) {
+        s_timer_like_key(i, key);
+        bad += table_get(t, key, sizeof(key)) != s_addr[i];
+        key[8] ^= 3; /* another kind: another key */
+        bad += table_get(t, key, sizeof(key)) != NULL;
+    }
+    CHECK_EQ_U64(bad, 0);
+    /* A key too short to hold the number is hashed whole. */
+    s_rec_t *short_key = table_put(t, "abc", 3, NULL);
+    CHECK(short_key != NULL && table_get(t, "abc", 3) == short_key);
     table_destroy(&t);
 }
 
@@ -313,6 +351,7 @@ main(int argc, char **argv)
         CHECK_CASE(records_stay_put_and_are_found_across_many_chunks),
         CHECK_CASE(reserved_and_filled_tables_hold_the_same_records),
         CHECK_CASE(numbered_tables_find_numbers_in_runs_and_far_from_them),
+        CHECK_CASE(numbered_tables_take_the_number_anywhere_in_the_key),
         CHECK_CASE(keys_of_every_length_are_kept_whole),
     };
     return check_main(argc, argv, cases, sizeof(cases) / sizeof(cases[0]));
