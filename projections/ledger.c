@@ -86,6 +86,10 @@ struct ledger {
     bool cursor_started; /* cursor_key holds a key */
     bool cursor_done;    /* the source has no persisted timer after cursor_key */
     lazy_rec_t scratch;
+    /* The program ledger_program() found last. Commands and events come in runs on one
+     * program (a batch issue's rows), and a program's record never moves nor goes away (its
+     * table is no cache), so the pointer stays good for the ledger's life. */
+    const ledger_program_t *last_program;
 };
 
 const char *
@@ -494,9 +498,16 @@ ledger_store(const ledger_t *l, const char *merchant_id, const char *store_id)
 const ledger_program_t *
 ledger_program(const ledger_t *l, const char *merchant_id, const char *program_id)
 {
+    const ledger_program_t *last = l->last_program;
+    if (last != NULL && strcmp(last->spec.program_id, program_id) == 0 &&
+        strcmp(last->spec.merchant_id, merchant_id) == 0)
+        return last;
     uint8_t key[KEY2_MAX];
     size_t n = s_join(key, sizeof(key), merchant_id, program_id, NULL);
-    return table_get(l->tables[T_PROGRAMS], key, n);
+    const ledger_program_t *p = table_get(l->tables[T_PROGRAMS], key, n);
+    if (p != NULL)
+        ((ledger_t *)(uintptr_t)l)->last_program = p; /* a lookup aid, not the state */
+    return p;
 }
 
 const ledger_card_t *
