@@ -1018,7 +1018,15 @@ s_issue_rows(dec_t *d, const ledger_program_t *prog, const cl_cmd_issue_batch_t 
 {
     cl_reply_t *r = d->r;
     uint32_t issued = 0, already = 0;
+    /* The row keys' index entries are fetched a few rows ahead: each lookup of a new key would
+     * otherwise wait for memory (a random place in an index of millions). */
+    enum { PREFETCH_ROWS = 8 };
+    for (uint32_t i = 0; i < b->rows_count && i < PREFETCH_ROWS; i++)
+        ledger_row_prefetch(d->l, b->merchant_id, b->program_id, d->cmd->batch_rows[i].row_key);
     for (uint32_t i = 0; i < b->rows_count; i++) {
+        if (i + PREFETCH_ROWS < b->rows_count)
+            ledger_row_prefetch(d->l, b->merchant_id, b->program_id,
+                                d->cmd->batch_rows[i + PREFETCH_ROWS].row_key);
         cl_cmd_issue_card_t row = d->cmd->batch_rows[i];
         cl_issued_row_t *out = &d->out->rows[i];
         memset(out, 0, sizeof(*out));

@@ -172,6 +172,10 @@ uint32_t ledger_holder_count(const ledger_t *l, const char *merchant_id, const c
 uint64_t ledger_row_card(const ledger_t *l, const char *merchant_id, const char *program_id,
                          const char *row_key);
 
+/* A hint that ledger_row_card() of this row key comes soon: its index entry is fetched. */
+void ledger_row_prefetch(const ledger_t *l, const char *merchant_id, const char *program_id,
+                         const char *row_key);
+
 /* Fills a reply's view of a card (code masked). */
 void ledger_card_view(const ledger_t *l, const ledger_card_t *card, cl_card_view_t *out);
 

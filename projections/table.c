@@ -1,11 +1,24 @@
 /*
  * table.c: fixed-size records under short keys, with a dirty set (see table.h).
  *
- * Slots live in chunks of TABLE_CHUNK_SLOTS so that a record never moves. A slot is a small
- * header, the key (key_max bytes) and the record, padded to 8 bytes. The index is an array of
+ * Slots live in chunks so that a record never moves; chunk k holds TABLE_CHUNK_SLOTS << k
+ * slots, so a table of any size has a few dozen chunks at most, and every chunk but the first
+ * few of a table is large enough for huge pages (see s_alloc()). A slot is a small header, the
+ * key and the record, padded to 8 bytes. A key of up to TABLE_KEY_INLINE bytes is kept in the
+ * slot; a longer one (a table's key_max may be 160) in the table's key arena, with a pointer to it
+ * in the slot, so that a table whose keys may be long but mostly are not (row keys: merchant,
+ * program and row, up to 131 bytes, most of them under 40) does not give every slot the room of
+ * the longest. The index is an array of
  * 64-bit entries, probed linearly and kept at most half full: the slot number plus one in the
- * low half (0 = empty) and the key's hash in the high half, so a probe only reads a slot whose
- * hash matches (one cache miss per lookup instead of one per probe).
+ * low half (0 = empty) and a 32-bit hash of the key in the high half, so a probe only reads a
+ * slot whose hash matches (one cache miss per lookup instead of one per probe). The same 32 bits
+ * place the entry (their low bits are its home position), so growing the index moves entries
+ * without reading a slot or hashing a key again.
+ *
+ * A numbered table (table_new_numbered()) has keys that hold an 8-byte big-endian number handed
+ * out in order (card ids, sequence numbers), alone or at a fixed place in the key; keys that
+ * differ only in the number's low three bits hash to eight neighbouring entries, so records made
+ * one after another share cache lines of the index instead of taking one each.
  */
 #include "table.h"
 
@@ -16,11 +29,16 @@
 
 #include <xxhash.h>
 
-#define TABLE_CHUNK_SLOTS 4096
+#define TABLE_CHUNK_SLOTS 4096 /* slots of the first chunk; each next one holds twice as many */
+#define TABLE_CHUNKS_MAX  32   /* chunks a table may have: more slots than 32-bit numbers name */
+#define TABLE_KEY_INLINE  40   /* key bytes a slot holds; a longer key goes to the key arena */
+#define TABLE_ARENA_MAX   (2u << 20) /* the key arena's blocks grow from 4 KiB to this */
 #define TABLE_INDEX_MIN   1024
 /* Allocations from this size on are made of transparent huge pages where the kernel allows:
  * first touching memory costs a page fault per page, and on virtual machines a fault is dear
- * (about 10 us per 4 KiB page measured here, so a million cards took seconds to load). */
+ * (about 10 us per 4 KiB page measured here, so a million cards took seconds to load; first
+ * touching 1 GiB took 2.9 to 3.2 s in 4 KiB pages and 0.5 to 1.4 s in huge pages). Chunks
+ * double in size, so a growing table's slots soon all come in huge pages. */
 #define TABLE_HUGE_MIN  (1u << 20)
 #define TABLE_HUGE_PAGE (2u << 20)
 
@@ -50,18 +68,24 @@ typedef struct slot_head {
     uint16_t key_len;
     uint8_t live;  /* 0 = deleted */
     uint8_t dirty; /* on the dirty list */
-    uint32_t pad;
+    uint32_t slot; /* this slot's number, so a record's pointer leads back to it */
 } slot_head_t;
 
 struct table {
     size_t key_max;
     size_t rec_size;
-    size_t key_room;  /* key_max rounded up to 8, so records are 8-aligned */
-    size_t slot_size; /* header + key room + record, 8-aligned */
-    uint8_t **chunks;
+    bool numbered;     /* keys hold a big-endian number at number_off: see table_new_numbered() */
+    size_t number_off; /* where in the key */
+    size_t key_room;   /* key bytes in a slot: key_max (at most TABLE_KEY_INLINE) rounded up to 8 */
+    size_t slot_size;  /* header + key room + record, 8-aligned */
+    uint8_t *chunks[TABLE_CHUNKS_MAX]; /* chunk k: TABLE_CHUNK_SLOTS << k slots */
     size_t chunks_count;
-    size_t chunks_cap;
-    size_t slots; /* slots in use, live or deleted */
+    uint8_t **arena;    /* blocks holding the keys longer than key_room */
+    size_t arena_count; /* blocks in use */
+    size_t arena_cap;   /* room in the blocks array */
+    size_t arena_used;  /* bytes taken in the last block */
+    size_t arena_size;  /* the last block's size */
+    size_t slots;       /* slots in use, live or deleted */
     size_t live;
     uint64_t *index;  /* hash << 32 | (slot number + 1), or 0 */
     size_t index_cap; /* a power of two */
@@ -70,24 +94,51 @@ struct table {
     size_t dirty_cap;
 };
 
+/* The number of the first slot of chunk k. */
+static inline size_t
+s_chunk_first(size_t k)
+{
+    return ((size_t)TABLE_CHUNK_SLOTS << k) - TABLE_CHUNK_SLOTS;
+}
+
 static inline slot_head_t *
 s_slot(const table_t *t, size_t n)
 {
     assert(n < t->slots);
-    return (slot_head_t *)(void *)(t->chunks[n / TABLE_CHUNK_SLOTS] +
-                                   (n % TABLE_CHUNK_SLOTS) * t->slot_size);
+    /* Chunk k holds slots [4096 (2^k - 1), 4096 (2^(k+1) - 1)): k is the top bit of n/4096 + 1. */
+    size_t k = (size_t)(63 - __builtin_clzll((unsigned long long)(n / TABLE_CHUNK_SLOTS + 1)));
+    assert(k < t->chunks_count);
+    return (slot_head_t *)(void *)(t->chunks[k] + (n - s_chunk_first(k)) * t->slot_size);
 }
 
+/* The key of a slot: in the slot, or (longer than key_room) where the slot's pointer says. */
 static inline uint8_t *
-s_key(slot_head_t *h)
+s_key(const table_t *t, slot_head_t *h)
 {
-    return (uint8_t *)(h + 1);
+    if (h->key_len <= t->key_room)
+        return (uint8_t *)(h + 1);
+    uint8_t *p;
+    memcpy(&p, h + 1, sizeof(p));
+    return p;
 }
 
 static inline void *
 s_rec(const table_t *t, slot_head_t *h)
 {
     return (uint8_t *)(h + 1) + t->key_room;
+}
+
+int
+table_new_numbered(size_t key_max, size_t number_off, size_t rec_size, table_t **out)
+{
+    if (number_off + 8 > key_max)
+        return -1;
+    int rc = table_new(key_max, rec_size, out);
+    if (rc == 0) {
+        (*out)->numbered = true;
+        (*out)->number_off = number_off;
+    }
+    return rc;
 }
 
 int
@@ -101,7 +152,7 @@ table_new(size_t key_max, size_t rec_size, table_t **out)
         return -1;
     t->key_max = key_max;
     t->rec_size = rec_size;
-    t->key_room = (key_max + 7) & ~(size_t)7;
+    t->key_room = ((key_max < TABLE_KEY_INLINE ? key_max : TABLE_KEY_INLINE) + 7) & ~(size_t)7;
     t->slot_size = (sizeof(slot_head_t) + t->key_room + rec_size + 7) & ~(size_t)7;
     t->index_cap = TABLE_INDEX_MIN;
     t->index = calloc(t->index_cap, sizeof(*t->index));
@@ -121,17 +172,33 @@ table_destroy(table_t **tp)
     table_t *t = *tp;
     for (size_t i = 0; i < t->chunks_count; i++)
         free(t->chunks[i]);
-    free(t->chunks);
+    for (size_t i = 0; i < t->arena_count; i++)
+        free(t->arena[i]);
+    free(t->arena);
     free(t->index);
     free(t->dirty);
     free(t);
     *tp = NULL;
 }
 
-static inline uint64_t
-s_hash(const void *key, size_t key_len)
+/* The 32 bits of a key that place its index entry and tell it from its neighbours. */
+static inline uint32_t
+s_hash(const table_t *t, const void *key, size_t key_len)
 {
-    return XXH3_64bits(key, key_len);
+    if (t->numbered && key_len >= t->number_off + 8) {
+        /* Eight numbers in a row share a cache line of the index (eight 8-byte entries): the
+         * key is hashed without the number's low three bits, which then place the entry in
+         * its group. The groups are spread by the hash, so a run of numbers is no run of
+         * entries that a lookup of some other key would have to probe through. */
+        uint8_t k[TABLE_KEY_MAX];
+        assert(key_len <= sizeof(k));
+        memcpy(k, key, key_len);
+        uint32_t low = k[t->number_off + 7] & 7u;
+        k[t->number_off + 7] &= (uint8_t)~7u;
+        uint32_t h = (uint32_t)(XXH3_64bits(k, key_len) >> 32);
+        return (h & ~(uint32_t)7) | low;
+    }
+    return (uint32_t)(XXH3_64bits(key, key_len) >> 32);
 }
 
 /* The slot number + 1 of an index entry (0 = empty). */
@@ -143,18 +210,18 @@ s_entry_slot(uint64_t e)
 
 /* Index position holding key (whose hash is h), or the empty position where it would go. */
 static size_t
-s_find_h(const table_t *t, const void *key, size_t key_len, uint64_t h)
+s_find_h(const table_t *t, const void *key, size_t key_len, uint32_t h)
 {
     size_t mask = t->index_cap - 1;
     size_t pos = (size_t)h & mask;
-    uint64_t tag = h >> 32;
+    uint64_t tag = h;
     for (;;) {
         uint64_t e = t->index[pos];
         if (e == 0)
             return pos;
         if ((e >> 32) == tag) {
             slot_head_t *sh = s_slot(t, s_entry_slot(e) - 1);
-            if (sh->key_len == key_len && memcmp(s_key(sh), key, key_len) == 0)
+            if (sh->key_len == key_len && memcmp(s_key(t, sh), key, key_len) == 0)
                 return pos;
         }
         pos = (pos + 1) & mask;
@@ -164,13 +231,16 @@ s_find_h(const table_t *t, const void *key, size_t key_len, uint64_t h)
 static size_t
 s_find(const table_t *t, const void *key, size_t key_len)
 {
-    return s_find_h(t, key, key_len, s_hash(key, key_len));
+    return s_find_h(t, key, key_len, s_hash(t, key, key_len));
 }
 
 /* Re-indexes into cap entries (a power of two, more than twice the slots). */
 static int
 s_resize_index(table_t *t, size_t cap)
 {
+    /* A position comes from the entry's 32 hash bits: no index is larger than they place. */
+    if (cap > ((size_t)1 << 32))
+        return -1;
     uint64_t *index = s_alloc_zero(cap * sizeof(*index));
     if (index == NULL)
         return -1;
@@ -179,9 +249,7 @@ s_resize_index(table_t *t, size_t cap)
         uint64_t e = t->index[i];
         if (e == 0)
             continue;
-        /* The entry keeps the hash's high half only: the position needs the key again. */
-        slot_head_t *h = s_slot(t, s_entry_slot(e) - 1);
-        size_t pos = (size_t)s_hash(s_key(h), h->key_len) & mask;
+        size_t pos = (size_t)(e >> 32) & mask;
         while (index[pos] != 0)
             pos = (pos + 1) & mask;
         index[pos] = e;
@@ -201,14 +269,6 @@ table_reserve(table_t *t, size_t records)
         cap *= 2;
     if (cap != t->index_cap && s_resize_index(t, cap) != 0)
         return -1;
-    size_t chunks = (records + TABLE_CHUNK_SLOTS - 1) / TABLE_CHUNK_SLOTS;
-    if (chunks > t->chunks_cap) {
-        uint8_t **c = realloc(t->chunks, chunks * sizeof(*c));
-        if (c == NULL)
-            return -1;
-        t->chunks = c;
-        t->chunks_cap = chunks;
-    }
     return 0;
 }
 
@@ -253,25 +313,52 @@ table_get(const table_t *t, const void *key, size_t key_len)
     return table_lookup(t, key, key_len, &known);
 }
 
+/* Room for a key longer than key_room in the key arena, or NULL when memory runs out. */
+static uint8_t *
+s_arena_take(table_t *t, size_t len)
+{
+    assert(len <= TABLE_KEY_MAX && TABLE_KEY_MAX <= 4096);
+    if (t->arena_count == 0 || t->arena_used + len > t->arena_size) {
+        if (t->arena_count == t->arena_cap) {
+            size_t cap = t->arena_cap ? t->arena_cap * 2 : 16;
+            uint8_t **a = realloc(t->arena, cap * sizeof(*a));
+            if (a == NULL)
+                return NULL;
+            t->arena = a;
+            t->arena_cap = cap;
+        }
+        size_t size = t->arena_count == 0 ? 4096 : t->arena_size * 2;
+        if (size > TABLE_ARENA_MAX)
+            size = TABLE_ARENA_MAX;
+        uint8_t *block = s_alloc(size);
+        if (block == NULL)
+            return NULL;
+        t->arena[t->arena_count++] = block;
+        t->arena_size = size;
+        t->arena_used = 0;
+    }
+    uint8_t *p = t->arena[t->arena_count - 1] + t->arena_used;
+    t->arena_used += len;
+    return p;
+}
+
 /*
  * A new zero-filled slot (not live, not dirty) for key at index position pos (from s_find_h()
  * with hash): room in the chunks, then in the index (kept at most half full). NULL when memory
- * runs out (the table is unchanged).
+ * runs out (the table is unchanged, but for the bytes a long key may have taken in the arena).
  */
 static slot_head_t *
-s_new_slot(table_t *t, const void *key, size_t key_len, uint64_t hash, size_t pos)
+s_new_slot(table_t *t, const void *key, size_t key_len, uint32_t hash, size_t pos)
 {
-    if (t->slots % TABLE_CHUNK_SLOTS == 0 && t->slots / TABLE_CHUNK_SLOTS == t->chunks_count) {
-        if (t->chunks_count == t->chunks_cap) {
-            size_t cap = t->chunks_cap ? t->chunks_cap * 2 : 16;
-            uint8_t **c = realloc(t->chunks, cap * sizeof(*c));
-            if (c == NULL)
-                return NULL;
-            t->chunks = c;
-            t->chunks_cap = cap;
-        }
+    uint8_t *long_key = NULL;
+    if (key_len > t->key_room && (long_key = s_arena_take(t, key_len)) == NULL)
+        return NULL;
+    if (t->slots == s_chunk_first(t->chunks_count)) {
+        /* Slot numbers are 32-bit (the index keeps slot + 1 in 32 bits): far below the limit. */
+        if (t->chunks_count == TABLE_CHUNKS_MAX || t->slots >= UINT32_MAX)
+            return NULL;
         /* Not zeroed here: each slot is cleared when it is first used. */
-        uint8_t *chunk = s_alloc(TABLE_CHUNK_SLOTS * t->slot_size);
+        uint8_t *chunk = s_alloc(((size_t)TABLE_CHUNK_SLOTS << t->chunks_count) * t->slot_size);
         if (chunk == NULL)
             return NULL;
         t->chunks[t->chunks_count++] = chunk;
@@ -285,8 +372,14 @@ s_new_slot(table_t *t, const void *key, size_t key_len, uint64_t hash, size_t po
     slot_head_t *h = s_slot(t, n);
     memset(h, 0, t->slot_size);
     h->key_len = (uint16_t)key_len;
-    memcpy(s_key(h), key, key_len);
-    t->index[pos] = (hash >> 32 << 32) | (uint64_t)(n + 1);
+    h->slot = (uint32_t)n;
+    if (long_key != NULL) {
+        memcpy(long_key, key, key_len);
+        memcpy(h + 1, &long_key, sizeof(long_key));
+    } else {
+        memcpy(h + 1, key, key_len);
+    }
+    t->index[pos] = (uint64_t)hash << 32 | (uint64_t)(n + 1);
     return h;
 }
 
@@ -296,7 +389,7 @@ table_put(table_t *t, const void *key, size_t key_len, bool *out_created)
     assert(t != NULL && key != NULL);
     if (key_len == 0 || key_len > t->key_max)
         return NULL;
-    uint64_t hash = s_hash(key, key_len);
+    uint32_t hash = s_hash(t, key, key_len);
     size_t pos = s_find_h(t, key, key_len, hash);
     uint64_t v = t->index[pos];
     if (v != 0) {
@@ -328,6 +421,17 @@ table_put(table_t *t, const void *key, size_t key_len, bool *out_created)
 }
 
 void *
+table_touch(table_t *t, const void *rec)
+{
+    assert(t != NULL && rec != NULL);
+    slot_head_t *h = (slot_head_t *)(void *)((uint8_t *)(uintptr_t)rec - t->key_room - sizeof(*h));
+    assert(h->slot < t->slots && s_slot(t, h->slot) == h && h->live);
+    if (s_mark_dirty(t, h->slot) != 0)
+        return NULL;
+    return s_rec(t, h);
+}
+
+void *
 table_fill(table_t *t, const void *key, size_t key_len, const void *rec, bool *out_failed)
 {
     assert(t != NULL && key != NULL && out_failed != NULL);
@@ -336,7 +440,7 @@ table_fill(table_t *t, const void *key, size_t key_len, const void *rec, bool *o
         *out_failed = true;
         return NULL;
     }
-    uint64_t hash = s_hash(key, key_len);
+    uint32_t hash = s_hash(t, key, key_len);
     size_t pos = s_find_h(t, key, key_len, hash);
     assert(t->index[pos] == 0); /* only keys the table does not know */
     slot_head_t *h = s_new_slot(t, key, key_len, hash, pos);
@@ -350,6 +454,14 @@ table_fill(table_t *t, const void *key, size_t key_len, const void *rec, bool *o
     t->live++;
     memcpy(s_rec(t, h), rec, t->rec_size);
     return s_rec(t, h);
+}
+
+void
+table_prefetch(const table_t *t, const void *key, size_t key_len)
+{
+    assert(t != NULL && key != NULL);
+    size_t pos = (size_t)s_hash(t, key, key_len) & (t->index_cap - 1);
+    __builtin_prefetch(&t->index[pos]);
 }
 
 void
@@ -391,13 +503,15 @@ table_forget_clean(table_t *t)
     table_t *fresh = NULL;
     if (table_new(t->key_max, t->rec_size, &fresh) != 0)
         return -1;
+    fresh->numbered = t->numbered;
+    fresh->number_off = t->number_off;
     if (table_reserve(fresh, t->dirty_count) != 0) {
         table_destroy(&fresh);
         return -1;
     }
     for (size_t i = 0; i < t->dirty_count; i++) {
         slot_head_t *h = s_slot(t, t->dirty[i]);
-        void *rec = table_put(fresh, s_key(h), h->key_len, NULL);
+        void *rec = table_put(fresh, s_key(t, h), h->key_len, NULL);
         if (rec == NULL) {
             table_destroy(&fresh);
             return -1;
@@ -405,7 +519,7 @@ table_forget_clean(table_t *t)
         if (h->live)
             memcpy(rec, s_rec(t, h), t->rec_size);
         else
-            table_del(fresh, s_key(h), h->key_len); /* stays dirty: a deletion to write */
+            table_del(fresh, s_key(t, h), h->key_len); /* stays dirty: a deletion to write */
     }
     /* The fresh table's insides replace the old ones; the old ones are freed with it. */
     table_t old = *t;
@@ -428,7 +542,7 @@ table_foreach(const table_t *t, table_visit_fn fn, void *ctx)
         slot_head_t *h = s_slot(t, n);
         if (!h->live)
             continue;
-        int rc = fn(s_key(h), h->key_len, s_rec(t, h), ctx);
+        int rc = fn(s_key(t, h), h->key_len, s_rec(t, h), ctx);
         if (rc != 0)
             return rc;
     }
@@ -441,7 +555,7 @@ table_foreach_dirty(const table_t *t, table_visit_fn fn, void *ctx)
     for (size_t i = 0; i < t->dirty_count; i++) {
         slot_head_t *h = s_slot(t, t->dirty[i]);
         assert(h->dirty);
-        int rc = fn(s_key(h), h->key_len, h->live ? s_rec(t, h) : NULL, ctx);
+        int rc = fn(s_key(t, h), h->key_len, h->live ? s_rec(t, h) : NULL, ctx);
         if (rc != 0)
             return rc;
     }

@@ -21,6 +21,14 @@ typedef struct table table_t;
 /* Creates a table for keys of at most key_max bytes and records of rec_size bytes. */
 int table_new(size_t key_max, size_t rec_size, table_t **out);
 
+/*
+ * Creates a numbered table: its keys hold, at byte number_off, an 8-byte big-endian number that
+ * the caller hands out in order (card ids, sequence numbers), and records whose keys differ only
+ * in that number sit next to each other in the index. A key too short to hold the number is
+ * still taken (hashed as by table_new()). Returns -1 also when number_off + 8 > key_max.
+ */
+int table_new_numbered(size_t key_max, size_t number_off, size_t rec_size, table_t **out);
+
 /* Frees the table; accepts NULL and clears the caller's pointer. */
 void table_destroy(table_t **t);
 
@@ -50,10 +58,23 @@ void *table_fill(table_t *t, const void *key, size_t key_len, const void *rec, b
 void *table_put(table_t *t, const void *key, size_t key_len, bool *out_created);
 
 /*
+ * Marks the live record rec dirty, as table_put() of its key would, without looking the key up:
+ * rec is a pointer this table gave out (table_get(), table_lookup(), table_put(), ...) and that
+ * is still valid. Returns rec, writable, or NULL when memory runs out (nothing changed).
+ */
+void *table_touch(table_t *t, const void *rec);
+
+/*
  * Makes room for at least `records` records without growing again (a load of known size).
  * Returns 0, or -1 when memory runs out (the table is unchanged).
  */
 int table_reserve(table_t *t, size_t records);
+
+/*
+ * Asks the CPU to fetch the index entry where key would be (a hint: nothing changes, nothing is
+ * waited for), so that a lookup of the key a little later does not wait for memory.
+ */
+void table_prefetch(const table_t *t, const void *key, size_t key_len);
 
 /* Deletes the record under key (a no-op when missing). */
 void table_del(table_t *t, const void *key, size_t key_len);

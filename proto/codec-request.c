@@ -397,31 +397,74 @@ s_command_in(codec_batch_t *b, codec_in_t *in, const Cardledger__V1__Request *m,
  * either way (tests/test-codec.c decodes the same bytes both ways and compares).
  */
 
+/* Reads a varint in its shortest form (protobuf-c writes no other), of at most 64 bits. */
+static inline bool
+s_fast_varint_get(const uint8_t **pp, const uint8_t *end, uint64_t *out)
+{
+    const uint8_t *p = *pp;
+    uint64_t v = 0;
+    for (unsigned shift = 0; shift < 64 && p < end; shift += 7) {
+        uint8_t byte = *p++;
+        v |= (uint64_t)(byte & 0x7fu) << shift;
+        if (byte < 0x80u) {
+            /* A last byte of 0 makes a longer form than needed; the tenth holds one bit. */
+            if ((byte == 0 && shift > 0) || (shift == 63 && byte > 1)) {
+                return false;
+            }
+            *out = v;
+            *pp = p;
+            return true;
+        }
+    }
+    return false;
+}
+
 /* Reads the field at *p, and says whether it was read and is written as protobuf-c writes it. */
 static bool
-s_fast_field(const uint8_t **p, const uint8_t *end, codec_field_t *f)
+s_fast_field(const uint8_t **pp, const uint8_t *end, codec_field_t *f)
 {
-    const uint8_t *start = *p;
-    if (codec_field_next(p, end, f) != 0) {
+    const uint8_t *p = *pp;
+    uint64_t tag, v;
+    if (!s_fast_varint_get(&p, end, &tag) || tag > UINT32_MAX || (tag >> 3) == 0) {
         return false;
     }
-    size_t want = codec_varint_len(((uint64_t)f->number << 3) | f->wire_type);
+    f->number = (uint32_t)(tag >> 3);
+    f->wire_type = (uint32_t)(tag & 7);
+    if (!s_fast_varint_get(&p, end, &v)) {
+        return false;
+    }
     if (f->wire_type == CODEC_WT_VARINT) {
-        want += codec_varint_len(f->varint);
-    } else if (f->wire_type == CODEC_WT_LEN) {
-        want += codec_varint_len(f->len) + f->len;
+        f->varint = v;
+        f->data = NULL;
+        f->len = 0;
+    } else if (f->wire_type == CODEC_WT_LEN && v <= (uint64_t)(end - p)) {
+        f->varint = 0;
+        f->data = p;
+        f->len = (size_t)v;
+        p += v;
     } else {
         return false; /* no fixed-width field in the messages read here */
     }
-    return (size_t)(*p - start) == want;
+    *pp = p;
+    return true;
 }
 
 /* A string field protobuf-c would pack (not empty) that the general path takes as it is. */
 static bool
 s_fast_str(const codec_field_t *f, char *dst, size_t cap)
 {
-    if (f->wire_type != CODEC_WT_LEN || f->len == 0 || f->len >= cap ||
-        memchr(f->data, '\0', f->len) != NULL || !codec_utf8_valid(f->data, f->len)) {
+    if (f->wire_type != CODEC_WT_LEN || f->len == 0 || f->len >= cap) {
+        return false;
+    }
+    /* No NUL byte, and UTF-8: plain ASCII is both; anything else is checked in full. */
+    bool ascii = true;
+    for (size_t i = 0; i < f->len; i++) {
+        if (f->data[i] == 0) {
+            return false;
+        }
+        ascii &= f->data[i] < 0x80u;
+    }
+    if (!ascii && !codec_utf8_valid(f->data, f->len)) {
         return false;
     }
     memcpy(dst, f->data, f->len);
@@ -618,8 +661,8 @@ s_fast_redeem(const uint8_t *p, size_t len, cl_cmd_redeem_t *d)
 
 /*
  * Decodes a request into r (zeroed, status CL_OK) when it is a batch issue or a redeem the fast
- * path takes: the request id (field 1), then issue_batch or redeem, and nothing else. Returns false
- * with r and b as they were otherwise.
+ * path takes: the request id (field 1), then issue_batch or redeem, and nothing else. Returns
+ * false with r and b as they were otherwise.
  */
 static bool
 s_fast_request(codec_batch_t *b, const uint8_t *p, size_t len, codec_request_t *r)

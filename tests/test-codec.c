@@ -2548,6 +2548,15 @@ batch_issues_decode_the_same_by_the_fast_path_and_the_general_one(void)
     w->b[w->n++] = 7 << 3;
     w->b[w->n++] = 0x85;
     w->b[w->n++] = 0x00;
+    w = ODD; /* a tag written longer than it needs to be */
+    w->b[w->n++] = (uint8_t)(12 << 3 | 2) | 0x80;
+    w->b[w->n++] = 0x00;
+    w->b[w->n++] = 3;
+    memcpy(w->b + w->n, "tag", 3);
+    w->n += 3;
+    w = ODD; /* a negative amount (ten bytes) */
+    w_uint(w, 8, (uint64_t)INT64_MIN);
+    w_str(w, 12, "neg");
     w = ODD; /* a fixed-width value where a varint belongs: the whole frame is malformed */
     w_str(w, 12, "fixed");
     w_varint(w, 7 << 3 | 1);
@@ -2562,6 +2571,21 @@ batch_issues_decode_the_same_by_the_fast_path_and_the_general_one(void)
         size_t lens[1] = { req.n };
         CHECK_RC(codec_request_batch_frame(reqs, lens, 1, frame, sizeof frame, &len), 0);
         CHECK(s_decode_both_ways(b, frame, len) == (i + 1 < n_odd ? 1u : 0u));
+    }
+
+    /* A varint over 64 bits: the frame is malformed, whichever path reads it. */
+    {
+        s_wire_t bad = { .n = 0 }, req = { .n = 0 };
+        w_str(&bad, 12, "over64");
+        bad.b[bad.n++] = 7 << 3;
+        for (int k = 0; k < 10; k++)
+            bad.b[bad.n++] = 0xff;
+        bad.b[bad.n++] = 0x01;
+        s_batch_request(&req, &bad, "ib-bad");
+        const uint8_t *reqs[1] = { req.b };
+        size_t lens[1] = { req.n };
+        CHECK_RC(codec_request_batch_frame(reqs, lens, 1, frame, sizeof frame, &len), 0);
+        CHECK(s_decode_both_ways(b, frame, len) == 0);
     }
 
     /* The request around the batch: the id after the command, an unknown field, an empty id,

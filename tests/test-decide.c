@@ -273,6 +273,39 @@ s_world(void)
 
 /* ---- Cases -------------------------------------------------------------------------------- */
 
+/* Lookups of programs that differ in one id only, one after the other, each find their own
+ * (ledger_program() checks the program it found last first). */
+static void
+programs_are_found_by_both_ids_one_after_the_other(void)
+{
+    s_world();
+    s_merchant("m2");
+    cl_program_spec_t spec = s_spec("m1", "gift2", CL_KIND_STORED_VALUE);
+    s_program(&spec);
+    spec = s_spec("m2", "gift", CL_KIND_PUNCH);
+    s_program(&spec);
+    for (int round = 0; round < 3; round++) {
+        const ledger_program_t *a = ledger_program(L, "m1", "gift");
+        const ledger_program_t *b = ledger_program(L, "m1", "gift2");
+        const ledger_program_t *c = ledger_program(L, "m2", "gift");
+        REQUIRE(a != NULL && b != NULL && c != NULL);
+        CHECK(a != b && b != c && a != c);
+        CHECK(strcmp(a->spec.program_id, "gift") == 0 && strcmp(a->spec.merchant_id, "m1") == 0);
+        CHECK(strcmp(b->spec.program_id, "gift2") == 0 && b->spec.kind == CL_KIND_STORED_VALUE);
+        CHECK(strcmp(c->spec.merchant_id, "m2") == 0 && c->spec.kind == CL_KIND_PUNCH);
+        CHECK(ledger_program(L, "m1", "gift") == a);
+        CHECK(ledger_program(L, "m2", "gift2") == NULL);
+        CHECK(ledger_program(L, "m1", "gif") == NULL);
+        CHECK(ledger_program(L, "m", "gift") == NULL);
+    }
+    /* An update changes the record the lookup gives. */
+    cl_command_t *u = s_cmd(CL_CMD_UPDATE_PROGRAM);
+    u->u.program = s_spec("m1", "gift", CL_KIND_STORED_VALUE);
+    snprintf(u->u.program.name, sizeof(u->u.program.name), "Renamed");
+    CHECK_OK(s_run(u));
+    CHECK(strcmp(ledger_program(L, "m1", "gift")->spec.name, "Renamed") == 0);
+}
+
 static void
 issued_card_has_a_luhn_checked_code_and_full_balance(void)
 {
@@ -1198,6 +1231,7 @@ int
 main(int argc, char **argv)
 {
     static const check_case_t cases[] = {
+        CHECK_CASE(programs_are_found_by_both_ids_one_after_the_other),
         CHECK_CASE(issued_card_has_a_luhn_checked_code_and_full_balance),
         CHECK_CASE(partial_redemption_reduces_the_balance),
         CHECK_CASE(redeem_more_than_balance_is_refused),

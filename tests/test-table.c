@@ -1,0 +1,358 @@
+/*
+ * projections/table.c: records under keys, with a dirty set, across many chunks.
+ *
+ * The ledger's tests drive the table through a few thousand records at most, all in its first
+ * chunk. These cases fill tables past several chunk boundaries (chunks double in size) and check
+ * that every record is found where it was put, never moves, and is walked in insertion order;
+ * that the dirty set, deletions and forgetting the clean records hold across chunks; and that
+ * a reserved table takes the same records; and that a numbered table (card ids, sequence
+ * numbers) finds numbers in a long run and numbers far from it; and that keys of every length up
+ * to TABLE_KEY_MAX, in the slot or in the key arena, are kept whole.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "check.h"
+#include "table.h"
+
+/* Past the fifth chunk: 4096 + 8192 + 16384 + 32768 + 65536 = 126,976 slots. */
+#define S_RECORDS 150000
+
+typedef struct s_rec {
+    uint64_t n;
+    char tag[20];
+} s_rec_t;
+
+static size_t
+s_key(uint64_t n, char *key)
+{
+    /* Keys of different lengths, so slots hold short and long ones. */
+    return (size_t)snprintf(key, 40, "key-%llu-%.*s", (unsigned long long)n, (int)(n % 17),
+                            "abcdefghijklmnopq");
+}
+
+static void *s_addr[S_RECORDS];
+
+typedef struct s_walk {
+    uint64_t next;
+    bool in_order;
+} s_walk_t;
+
+static int
+s_visit(const void *key, size_t key_len, const void *rec, void *ctx)
+{
+    s_walk_t *w = ctx;
+    char want[40];
+    size_t n = s_key(w->next, want);
+    if (rec == NULL || ((const s_rec_t *)rec)->n != w->next || key_len != n ||
+        memcmp(key, want, n) != 0)
+        w->in_order = false;
+    w->next++;
+    return 0;
+}
+
+/* Collects the numbers of the first two records visited into ctx (uint64_t[2]). */
+static int
+s_collect(const void *key, size_t key_len, const void *rec, void *ctx)
+{
+    uint64_t *seen = ctx;
+    (void)key;
+    (void)key_len;
+    if (seen[0] == 0)
+        seen[0] = ((const s_rec_t *)rec)->n;
+    else
+        seen[1] = ((const s_rec_t *)rec)->n;
+    return 0;
+}
+
+static size_t s_long_key(uint64_t n, uint8_t key[TABLE_KEY_MAX]);
+
+static int
+s_visit_long(const void *key, size_t key_len, const void *rec, void *ctx)
+{
+    s_walk_t *w = ctx;
+    uint8_t want[TABLE_KEY_MAX];
+    size_t n = s_long_key(w->next, want);
+    if (rec == NULL || ((const s_rec_t *)rec)->n != w->next || key_len != n ||
+        memcmp(key, want, n) != 0)
+        w->in_order = false;
+    w->next++;
+    return 0;
+}
+
+static void
+records_stay_put_and_are_found_across_many_chunks(void)
+{
+    table_t *t = NULL;
+    REQUIRE(table_new(40, sizeof(s_rec_t), &t) == 0);
+    char key[40];
+    for (uint64_t i = 0; i < S_RECORDS; i++) {
+        bool created = false;
+        s_rec_t *r = table_put(t, key, s_key(i, key), &created);
+        REQUIRE(r != NULL);
+        CHECK(created);
+        CHECK(r->n == 0 && r->tag[0] == '\0'); /* a new record is zero-filled */
+        r->n = i;
+        snprintf(r->tag, sizeof(r->tag), "t%llu", (unsigned long long)i);
+        s_addr[i] = r;
+    }
+    CHECK_EQ_U64(table_count(t), S_RECORDS);
+    CHECK_EQ_U64(table_slots(t), S_RECORDS);
+    CHECK_EQ_U64(table_dirty_count(t), S_RECORDS);
+    size_t bad = 0;
+    for (uint64_t i = 0; i < S_RECORDS; i++) {
+        s_rec_t *r = table_get(t, key, s_key(i, key));
+        char tag[20];
+        snprintf(tag, sizeof(tag), "t%llu", (unsigned long long)i);
+        bad += r != s_addr[i] || r->n != i || strcmp(r->tag, tag) != 0;
+    }
+    CHECK_EQ_U64(bad, 0);
+    CHECK(table_get(t, "key-none", 8) == NULL);
+    /* A prefetch is a hint: it changes nothing, for keys present or not. */
+    table_prefetch(t, "key-none", 8);
+    table_prefetch(t, key, s_key(7, key));
+    CHECK_EQ_U64(table_count(t), S_RECORDS);
+    CHECK_EQ_U64(table_slots(t), S_RECORDS);
+    CHECK_EQ_U64(table_dirty_count(t), S_RECORDS);
+    s_walk_t w = { 0, true };
+    CHECK(table_foreach(t, s_visit, &w) == 0);
+    CHECK(w.in_order && w.next == S_RECORDS);
+    w = (s_walk_t){ 0, true };
+    CHECK(table_foreach_dirty(t, s_visit, &w) == 0);
+    CHECK(w.in_order && w.next == S_RECORDS);
+
+    /* After a checkpoint: a put of an existing record changes nothing but its dirty mark. */
+    table_dirty_clear(t);
+    CHECK_EQ_U64(table_dirty_count(t), 0);
+    bool created = true;
+    s_rec_t *r = table_put(t, key, s_key(S_RECORDS - 1, key), &created);
+    CHECK(r == s_addr[S_RECORDS - 1] && !created && r->n == S_RECORDS - 1);
+    CHECK_EQ_U64(table_dirty_count(t), 1);
+
+    /* Touching a record through its pointer marks it dirty once, like a put of its key. */
+    table_dirty_clear(t);
+    CHECK(table_touch(t, s_addr[S_RECORDS / 2]) == s_addr[S_RECORDS / 2]);
+    CHECK(table_touch(t, s_addr[S_RECORDS / 2]) == s_addr[S_RECORDS / 2]);
+    CHECK(table_touch(t, s_addr[S_RECORDS - 1]) == s_addr[S_RECORDS - 1]);
+    CHECK_EQ_U64(table_dirty_count(t), 2);
+    uint64_t seen[2] = { 0, 0 };
+    CHECK(table_foreach_dirty(t, s_collect, seen) == 0);
+    CHECK(seen[0] == S_RECORDS / 2 && seen[1] == S_RECORDS - 1);
+    table_dirty_clear(t);
+    CHECK(table_put(t, key, s_key(S_RECORDS - 1, key), NULL) == s_addr[S_RECORDS - 1]);
+
+    /* Deleting every third record, in every chunk. */
+    for (uint64_t i = 0; i < S_RECORDS; i += 3)
+        table_del(t, key, s_key(i, key));
+    CHECK_EQ_U64(table_count(t), S_RECORDS - (S_RECORDS + 2) / 3);
+    bad = 0;
+    for (uint64_t i = 0; i < S_RECORDS; i++) {
+        bool known = false;
+        s_rec_t *got = table_lookup(t, key, s_key(i, key), &known);
+        bad += !known || (i % 3 == 0 ? got != NULL : got != s_addr[i]);
+    }
+    CHECK_EQ_U64(bad, 0);
+
+    /* Forgetting the clean records keeps only the dirty ones (the deletions and the put). */
+    CHECK(table_forget_clean(t) == 0);
+    CHECK_EQ_U64(table_slots(t), (S_RECORDS + 2) / 3 + 1);
+    CHECK_EQ_U64(table_count(t), 1);
+    r = table_get(t, key, s_key(S_RECORDS - 1, key));
+    CHECK(r != NULL && r->n == S_RECORDS - 1);
+    bool known = true;
+    CHECK(table_lookup(t, key, s_key(1, key), &known) == NULL && !known);
+    CHECK(table_lookup(t, key, s_key(3, key), &known) == NULL && known);
+    table_destroy(&t);
+    CHECK(t == NULL);
+    table_destroy(&t);
+}
+
+static void
+reserved_and_filled_tables_hold_the_same_records(void)
+{
+    table_t *t = NULL;
+    REQUIRE(table_new(40, sizeof(s_rec_t), &t) == 0);
+    REQUIRE(table_reserve(t, S_RECORDS) == 0);
+    char key[40];
+    for (uint64_t i = 0; i < S_RECORDS; i++) {
+        s_rec_t rec = { .n = i };
+        bool failed = true;
+        s_rec_t *r = table_fill(t, key, s_key(i, key), i % 5 == 0 ? NULL : &rec, &failed);
+        REQUIRE(!failed);
+        CHECK(i % 5 == 0 ? r == NULL : r != NULL && r->n == i);
+    }
+    CHECK_EQ_U64(table_slots(t), S_RECORDS);
+    CHECK_EQ_U64(table_count(t), S_RECORDS - S_RECORDS / 5);
+    CHECK_EQ_U64(table_dirty_count(t), 0); /* filled records are clean */
+    size_t bad = 0;
+    for (uint64_t i = 0; i < S_RECORDS; i++) {
+        bool known = false;
+        s_rec_t *r = table_lookup(t, key, s_key(i, key), &known);
+        bad += !known || (i % 5 == 0 ? r != NULL : r == NULL || r->n != i);
+    }
+    CHECK_EQ_U64(bad, 0);
+    table_destroy(&t);
+}
+
+static void
+s_be64(uint64_t n, uint8_t key[8])
+{
+    for (int i = 7; i >= 0; i--, n >>= 8)
+        key[i] = (uint8_t)n;
+}
+
+static void
+numbered_tables_find_numbers_in_runs_and_far_from_them(void)
+{
+    table_t *t = NULL;
+    REQUIRE(table_new_numbered(8, 0, sizeof(s_rec_t), &t) == 0);
+    uint8_t key[8];
+    for (uint64_t i = 1; i <= S_RECORDS; i++) {
+        s_be64(i, key);
+        s_rec_t *r = table_put(t, key, 8, NULL);
+        REQUIRE(r != NULL);
+        r->n = i;
+        s_addr[i - 1] = r;
+    }
+    /* Numbers whose low 32 bits are those of numbers in the table are other keys. */
+    s_be64((UINT64_C(1) << 32) + 5, key);
+    s_rec_t *far = table_put(t, key, 8, NULL);
+    REQUIRE(far != NULL);
+    far->n = 42;
+    size_t bad = 0;
+    for (uint64_t i = 1; i <= S_RECORDS; i++) {
+        s_be64(i, key);
+        s_rec_t *r = table_get(t, key, 8);
+        bad += r != s_addr[i - 1] || r->n != i;
+        /* Absent numbers: past the run, and where the index wraps around into it. */
+        s_be64(i + ((uint64_t)1 << 21), key);
+        bad += table_get(t, key, 8) != NULL;
+        s_be64(i * 977 + ((uint64_t)1 << 40), key);
+        bad += table_get(t, key, 8) != NULL;
+    }
+    CHECK_EQ_U64(bad, 0);
+    s_be64((UINT64_C(1) << 32) + 5, key);
+    CHECK(table_get(t, key, 8) == far && far->n == 42);
+    s_be64(5, key);
+    s_rec_t *five = table_get(t, key, 8);
+    CHECK(five != NULL && five->n == 5);
+    /* Keys of another length are hashed like any table's. */
+    s_rec_t *odd = table_put(t, "abc", 3, NULL);
+    REQUIRE(odd != NULL);
+    odd->n = 7;
+    CHECK(table_get(t, "abc", 3) == odd);
+    CHECK_EQ_U64(table_count(t), S_RECORDS + 2);
+    /* Forgetting the clean records keeps a numbered table numbered. */
+    table_dirty_clear(t);
+    s_be64(77, key);
+    CHECK(table_put(t, key, 8, NULL) == s_addr[76]);
+    CHECK(table_forget_clean(t) == 0);
+    CHECK_EQ_U64(table_slots(t), 1);
+    s_rec_t *r = table_get(t, key, 8);
+    CHECK(r != NULL && r->n == 77);
+    table_destroy(&t);
+}
+
+/* A timer's key: a due time, a kind, then the number (at byte 9), then another number. */
+static void
+s_timer_like_key(uint64_t n, uint8_t key[25])
+{
+    memset(key, 0, 25);
+    s_be64(UINT64_C(1700000000000000) + (n / 1000) * 1000000, key);
+    key[8] = (uint8_t)(1 + n % 2);
+    s_be64(n, key + 9);
+}
+
+static void
+numbered_tables_take_the_number_anywhere_in_the_key(void)
+{
+    table_t *t = NULL;
+    CHECK(table_new_numbered(16, 9, sizeof(s_rec_t), &t) == -1 && t == NULL);
+    REQUIRE(table_new_numbered(25, 9, sizeof(s_rec_t), &t) == 0);
+    uint8_t key[25];
+    for (uint64_t i = 0; i < S_RECORDS; i++) {
+        s_timer_like_key(i, key);
+        s_rec_t *r = table_put(t, key, sizeof(key), NULL);
+        REQUIRE(r != NULL);
+        r->n = i;
+        s_addr[i] = r;
+    }
+    size_t bad = 0;
+    for (uint64_t i = 0; i < S_RECORDS; i++) {
+        s_timer_like_key(i, key);
+        bad += table_get(t, key, sizeof(key)) != s_addr[i];
+        key[8] ^= 3; /* another kind: another key */
+        bad += table_get(t, key, sizeof(key)) != NULL;
+    }
+    CHECK_EQ_U64(bad, 0);
+    /* A key too short to hold the number is hashed whole. */
+    s_rec_t *short_key = table_put(t, "abc", 3, NULL);
+    CHECK(short_key != NULL && table_get(t, "abc", 3) == short_key);
+    table_destroy(&t);
+}
+
+/* A key of 8 to TABLE_KEY_MAX bytes made from n (n's bytes first, so keys differ): short ones
+ * live in the slot, long ones in the key arena. */
+static size_t
+s_long_key(uint64_t n, uint8_t key[TABLE_KEY_MAX])
+{
+    size_t len = 8 + (size_t)(n % (TABLE_KEY_MAX - 7));
+    for (size_t i = 0; i < len; i++)
+        key[i] = i < 8 ? (uint8_t)(n >> (8 * i)) : (uint8_t)(n * 31 + i);
+    return len;
+}
+
+static void
+keys_of_every_length_are_kept_whole(void)
+{
+    table_t *t = NULL;
+    REQUIRE(table_new(TABLE_KEY_MAX, sizeof(s_rec_t), &t) == 0);
+    uint8_t key[TABLE_KEY_MAX];
+    for (uint64_t i = 0; i < S_RECORDS; i++) {
+        s_rec_t *r = table_put(t, key, s_long_key(i, key), NULL);
+        REQUIRE(r != NULL);
+        r->n = i;
+        s_addr[i] = r;
+    }
+    size_t bad = 0;
+    for (uint64_t i = 0; i < S_RECORDS; i++) {
+        size_t len = s_long_key(i, key);
+        bad += table_get(t, key, len) != s_addr[i];
+        key[len - 1] ^= 0x80; /* the same length, another last byte */
+        bad += table_get(t, key, len) != NULL;
+    }
+    CHECK_EQ_U64(bad, 0);
+    /* Visitors see every key whole, in insertion order. */
+    s_walk_t w = { 0, true };
+    CHECK(table_foreach(t, s_visit_long, &w) == 0);
+    CHECK(w.in_order && w.next == S_RECORDS);
+    /* Forgetting the clean records copies the long keys of the dirty ones. */
+    table_dirty_clear(t);
+    for (uint64_t i = 100; i < 400; i++)
+        CHECK(table_put(t, key, s_long_key(i, key), NULL) == s_addr[i]);
+    CHECK(table_forget_clean(t) == 0);
+    CHECK_EQ_U64(table_slots(t), 300);
+    w = (s_walk_t){ 100, true };
+    CHECK(table_foreach_dirty(t, s_visit_long, &w) == 0);
+    CHECK(w.in_order && w.next == 400);
+    for (uint64_t i = 100; i < 400; i++) {
+        s_rec_t *r = table_get(t, key, s_long_key(i, key));
+        bad += r == NULL || r->n != i;
+    }
+    CHECK_EQ_U64(bad, 0);
+    table_destroy(&t);
+}
+
+int
+main(int argc, char **argv)
+{
+    static const check_case_t cases[] = {
+        CHECK_CASE(records_stay_put_and_are_found_across_many_chunks),
+        CHECK_CASE(reserved_and_filled_tables_hold_the_same_records),
+        CHECK_CASE(numbered_tables_find_numbers_in_runs_and_far_from_them),
+        CHECK_CASE(numbered_tables_take_the_number_anywhere_in_the_key),
+        CHECK_CASE(keys_of_every_length_are_kept_whole),
+    };
+    return check_main(argc, argv, cases, sizeof(cases) / sizeof(cases[0]));
+}
