@@ -72,7 +72,7 @@ config_usage(void)
            "                                   (default " CONFIG_PUBLISH_DEFAULT ")\n"
            "  --log-level LEVEL                error, warn, info (default) or debug\n"
            "  --checkpoint-events N            checkpoint the state every N events (default "
-           "100000)\n"
+           "150000)\n"
            "  --checkpoint-interval-ms N       ... or every N ms when events came (default 10000)\n"
            "  --cache-records N                records of one state table kept in memory before\n"
            "                                   the clean ones are dropped after a checkpoint\n"
