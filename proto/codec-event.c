@@ -435,13 +435,53 @@ s_out_card_redeemed(codec_out_t *o, const Cardledger__V1__CardRedeemed *m)
     s_out_cstr(o, 10, m->sku);
 }
 
+/* CardIssued, written by hand: a batch issue writes a thousand. */
+static void
+s_out_card_issued(codec_out_t *o, const Cardledger__V1__CardIssued *m)
+{
+    codec_out_varint(o, 1, m->card_id);
+    s_out_cstr(o, 2, m->merchant_id);
+    s_out_cstr(o, 3, m->program_id);
+    s_out_cstr(o, 4, m->code);
+    codec_out_bytes(o, 5, m->pin_hash.data, m->pin_hash.len);
+    s_out_cstr(o, 6, m->holder);
+    codec_out_int32(o, 7, (int32_t)m->channel);
+    s_out_cstr(o, 8, m->store_id);
+    s_out_cstr(o, 9, m->region);
+    codec_out_varint(o, 10, (uint64_t)m->face_value_minor);
+    codec_out_varint(o, 11, (uint64_t)m->price_paid_minor);
+    codec_out_varint(o, 12, m->uses);
+    codec_out_varint(o, 13, (uint64_t)m->valid_from_us);
+    codec_out_varint(o, 14, (uint64_t)m->expires_at_us);
+    codec_out_varint(o, 15, m->imported);
+    s_out_cstr(o, 16, m->row_key);
+    codec_out_varint(o, 17, m->batch_id);
+}
+
+/* Writes (or counts) the event by hand when it is one of the kinds written by hand; false
+ * otherwise, for protobuf-c to pack. */
+static bool
+s_out_event(codec_out_t *o, const Cardledger__V1__JournalEntry *e)
+{
+    switch (e->event_case) {
+    case CARDLEDGER__V1__JOURNAL_ENTRY__EVENT_CARD_REDEEMED:
+        s_out_card_redeemed(o, e->card_redeemed);
+        return true;
+    case CARDLEDGER__V1__JOURNAL_ENTRY__EVENT_CARD_ISSUED:
+        s_out_card_issued(o, e->card_issued);
+        return true;
+    default:
+        return false;
+    }
+}
+
 /*
  * Packs a JournalEntry exactly as protobuf_c_message_pack() would, but sizes each submessage
  * once. protobuf-c's pack sizes the whole entry first and then, while packing, sizes the actor
  * and the event again to write their lengths; here the top level (request_id = 1, actor = 2,
  * request_id_b32 = 3, the event oneof) is written by hand and each submessage is sized once and
- * packed once; the actor and a CardRedeemed are written by hand too (codec-private.h, "Writing
- * a message by hand"). The bytes are the same, field for field in number order
+ * packed once; the actor, CardRedeemed and CardIssued are written by hand too (codec-private.h,
+ * "Writing a message by hand"). The bytes are the same, field for field in number order
  * (tests/test-codec.c checks every event type against protobuf-c's own pack).
  */
 static int
@@ -451,7 +491,6 @@ s_entry_pack(const Cardledger__V1__JournalEntry *e, uint8_t *buf, size_t cap, si
     /* Every member of the event oneof is a pointer to a message: read it through the first. */
     const ProtobufCMessage *event = (const ProtobufCMessage *)e->merchant_registered;
     assert(event != NULL);
-    bool redeemed = e->event_case == CARDLEDGER__V1__JOURNAL_ENTRY__EVENT_CARD_REDEEMED;
     codec_out_t count = { NULL, 0, 0 };
     size_t id_len = e->request_id != NULL ? strlen(e->request_id) : 0;
     size_t b32_len = e->request_id_b32.len;
@@ -460,13 +499,9 @@ s_entry_pack(const Cardledger__V1__JournalEntry *e, uint8_t *buf, size_t cap, si
         s_out_principal(&count, e->actor);
         actor_len = count.n;
     }
-    if (redeemed) {
-        count.n = 0;
-        s_out_card_redeemed(&count, e->card_redeemed);
-        event_len = count.n;
-    } else {
-        event_len = protobuf_c_message_get_packed_size(event);
-    }
+    count.n = 0;
+    bool by_hand = s_out_event(&count, e);
+    event_len = by_hand ? count.n : protobuf_c_message_get_packed_size(event);
     uint32_t event_field = (uint32_t)e->event_case;
     /* codec_len_field_size() counts the tag, the length and the payload. */
     size_t total = (id_len > 0 ? codec_len_field_size(1, id_len) : 0) +
@@ -484,8 +519,8 @@ s_entry_pack(const Cardledger__V1__JournalEntry *e, uint8_t *buf, size_t cap, si
     }
     codec_out_bytes(&o, 3, e->request_id_b32.data, b32_len);
     codec_out_head(&o, event_field, event_len);
-    if (redeemed) {
-        s_out_card_redeemed(&o, e->card_redeemed);
+    if (by_hand) {
+        s_out_event(&o, e);
     } else {
         o.n += protobuf_c_message_pack(event, buf + o.n);
     }
