@@ -374,6 +374,9 @@ s_batch_foreach(const s_batch_t *b, ledger_record_fn fn, void *ctx)
     return 0;
 }
 
+/* LMDB's longest key (its default build) */
+#define S_TAIL_KEY_MAX 511
+
 typedef struct s_write {
     uint8_t *packed; /* room for a packed record */
     size_t packed_cap;
@@ -388,6 +391,14 @@ typedef struct s_write {
     MDB_dbi dbis[CHECKPOINT_TABLES_MAX];
     size_t count;
     size_t last; /* the index s_dbi() found last */
+    /* Appends: a sorted batch puts each table's keys in order, so the ones past the table's
+     * last key go in with MDB_APPEND, which skips the search down the tree. */
+    bool sorted;      /* records come in key order within each table */
+    bool tail_known;  /* tail describes tail_dbi */
+    bool tail_usable; /* the table was empty, or its last key fit tail[] */
+    MDB_dbi tail_dbi;
+    uint8_t tail[S_TAIL_KEY_MAX]; /* the table's last key, when tail_len > 0 */
+    size_t tail_len;              /* 0: the table is empty */
 } s_write_t;
 
 static int
@@ -418,6 +429,33 @@ s_dbi(s_write_t *w, const char *table, MDB_dbi *out)
     return 0;
 }
 
+/* Whether key sorts after the last key of the table (read once per table and run). */
+static bool
+s_past_tail(s_write_t *w, MDB_dbi dbi, const void *key, size_t key_len)
+{
+    if (!w->tail_known || w->tail_dbi != dbi) {
+        MDB_cursor *cur = NULL;
+        MDB_val k, v;
+        w->tail_known = true;
+        w->tail_dbi = dbi;
+        w->tail_usable = false;
+        w->tail_len = 0;
+        if (mdb_cursor_open(w->txn, dbi, &cur) != 0)
+            return false;
+        int rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+        mdb_cursor_close(cur);
+        if (rc == 0 && k.mv_size > 0 && k.mv_size <= sizeof(w->tail)) {
+            memcpy(w->tail, k.mv_data, k.mv_size);
+            w->tail_len = k.mv_size;
+            w->tail_usable = true;
+        } else if (rc == MDB_NOTFOUND) {
+            w->tail_usable = true;
+        }
+    }
+    return w->tail_usable &&
+           (w->tail_len == 0 || s_bytes_cmp(key, key_len, w->tail, w->tail_len) > 0);
+}
+
 static int
 s_write_record(const char *table, const void *key, size_t key_len, const void *rec, size_t rec_len,
                void *ctx)
@@ -441,7 +479,14 @@ s_write_record(const char *table, const void *key, size_t key_len, const void *r
             w->packed_cap = s_pack_bound(rec_len);
         }
         MDB_val v = { s_pack(rec, rec_len, w->packed), w->packed };
-        rc = mdb_put(w->txn, dbi, &k, &v, 0);
+        bool append = w->sorted && key_len <= sizeof(w->tail) && s_past_tail(w, dbi, key, key_len);
+        rc = mdb_put(w->txn, dbi, &k, &v, append ? MDB_APPEND : 0);
+        if (rc == MDB_KEYEXIST && append)
+            rc = mdb_put(w->txn, dbi, &k, &v, 0); /* not past the last key after all */
+        else if (rc == 0 && append) {
+            memcpy(w->tail, key, key_len);
+            w->tail_len = key_len;
+        }
     }
     if (rc == 0)
         w->records++;
@@ -456,6 +501,8 @@ s_write_fill(journal_txn_t *jt, void *ctx)
     w->txn = journal_txn_mdb(jt);
     w->records = 0;
     w->count = 0;
+    w->sorted = w->batch != NULL;
+    w->tail_known = false;
 
     int rc = mdb_dbi_open(w->txn, CHECKPOINT_DB, MDB_CREATE, &cp_dbi);
     if (rc != 0)
