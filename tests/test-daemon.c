@@ -188,6 +188,23 @@ s_issue_cmd(const char *m, const char *program, int64_t face)
     return c;
 }
 
+/* An IssueBatch of n m1/gift rows of 10,000 each, keyed "<key_prefix><i>", into rows[n]. */
+static cl_command_t
+s_batch_cmd(cl_cmd_issue_card_t *rows, int n, const char *key_prefix)
+{
+    cl_command_t c = s_cmd(CL_CMD_ISSUE_BATCH);
+    snprintf(c.u.issue_batch.merchant_id, CL_ID_MAX + 1, "m1");
+    snprintf(c.u.issue_batch.program_id, CL_ID_MAX + 1, "gift");
+    c.u.issue_batch.rows_count = (uint32_t)n;
+    for (int i = 0; i < n; i++) {
+        cl_command_t one = s_issue_cmd("m1", "gift", 10000);
+        rows[i] = one.u.issue_card;
+        snprintf(rows[i].row_key, CL_ID_MAX + 1, "%s%d", key_prefix, i);
+    }
+    c.batch_rows = rows;
+    return c;
+}
+
 static uint64_t
 s_issue(const char *m, const char *program, int64_t face)
 {
@@ -783,16 +800,7 @@ batch_issue_sent_again_replays_and_with_a_row_changed_is_refused(void)
     static uint8_t req[1 << 16], frame[1 << 16];
     s_up(NULL);
     s_world();
-    cl_command_t c = s_cmd(CL_CMD_ISSUE_BATCH);
-    snprintf(c.u.issue_batch.merchant_id, CL_ID_MAX + 1, "m1");
-    snprintf(c.u.issue_batch.program_id, CL_ID_MAX + 1, "gift");
-    c.u.issue_batch.rows_count = ROWS;
-    for (int i = 0; i < ROWS; i++) {
-        cl_command_t one = s_issue_cmd("m1", "gift", 10000);
-        rows[i] = one.u.issue_card;
-        snprintf(rows[i].row_key, CL_ID_MAX + 1, "again-%d", i);
-    }
-    c.batch_rows = rows;
+    cl_command_t c = s_batch_cmd(rows, ROWS, "again-");
     const cl_reply_t *r = s_call(&c);
     CHECK_STATUS(r, CL_OK);
     CHECK(!r->replayed);
@@ -914,16 +922,9 @@ full_journal_refuses_the_batch_and_keeps_the_state_consistent(void)
     bool full = false;
     for (int batch = 0; batch < 200 && !full; batch++) {
         head = s_head();
-        cl_command_t c = s_cmd(CL_CMD_ISSUE_BATCH);
-        snprintf(c.u.issue_batch.merchant_id, CL_ID_MAX + 1, "m1");
-        snprintf(c.u.issue_batch.program_id, CL_ID_MAX + 1, "gift");
-        c.u.issue_batch.rows_count = ROWS;
-        for (int i = 0; i < ROWS; i++) {
-            cl_command_t one = s_issue_cmd("m1", "gift", 10000);
-            rows[i] = one.u.issue_card;
-            snprintf(rows[i].row_key, CL_ID_MAX + 1, "b%d-r%d", batch, i);
-        }
-        c.batch_rows = rows;
+        char prefix[32];
+        snprintf(prefix, sizeof(prefix), "b%d-r", batch);
+        cl_command_t c = s_batch_cmd(rows, ROWS, prefix);
         const cl_reply_t *r = s_call(&c);
         if (r->status == CL_STORAGE_FULL) {
             full = true;
