@@ -42,6 +42,15 @@ static const char *const s_table_names[T_COUNT] = {
 };
 
 /*
+ * A card is persisted as two records under its key: "cards" holds it with its value and status
+ * (LEDGER_CARD_VALUE_OFF to the end) zeroed, "card_values" holds those bytes alone. A change to
+ * only the value and status (s_card_value_mut(): every redeem) then rewrites the small record
+ * and leaves the large one, and its page, as they are.
+ */
+#define CARD_VALUES    "card_values"
+#define CARD_VALUE_LEN (sizeof(ledger_card_t) - LEDGER_CARD_VALUE_OFF)
+
+/*
  * Tables read lazily when the ledger has a source: only their records that commands touch are
  * ever in memory. Merchants, stores and programs are few and always loaded whole.
  */
@@ -168,6 +177,11 @@ s_get(const ledger_t *cl, int t, const void *key, size_t key_len)
     size_t rec_size = table_rec_size(l->tables[t]);
     int rc = l->source.get(l->source.ctx, s_table_names[t], key, key_len, &l->scratch, rec_size);
     CL_CHECK(rc == 0 || rc == 1);
+    if (t == T_CARDS && rc == 1) {
+        uint8_t *value = (uint8_t *)&l->scratch.card + LEDGER_CARD_VALUE_OFF;
+        CL_CHECK(l->source.get(l->source.ctx, CARD_VALUES, key, key_len, value, CARD_VALUE_LEN) ==
+                 1);
+    }
     bool failed;
     rec = table_fill(l->tables[t], key, key_len, rc == 1 ? &l->scratch : NULL, &failed);
     CL_CHECK(!failed);
@@ -608,17 +622,32 @@ ledger_card_view(const ledger_t *l, const ledger_card_t *card, cl_card_view_t *o
 /*
  * A card the caller has checked exists, for changing (marked dirty). Running out of memory
  * half way through folding an event would leave a state no journal describes: that aborts.
+ * With value_only, the caller changes only the card's value and status (the fields from
+ * balance_minor on), and the checkpoint writes only those (see CARD_VALUES).
  */
 static ledger_card_t *
-s_card_mut(ledger_t *l, uint64_t card_id)
+s_card_touch(ledger_t *l, uint64_t card_id, bool value_only)
 {
     uint8_t key[8];
     cl_put_be64(key, card_id);
     const ledger_card_t *cur = s_get(l, T_CARDS, key, sizeof(key));
     CL_CHECK(cur != NULL);
-    ledger_card_t *c = table_touch(l->tables[T_CARDS], cur);
+    table_t *t = l->tables[T_CARDS];
+    ledger_card_t *c = value_only ? table_touch_part(t, cur) : table_touch(t, cur);
     CL_CHECK(c != NULL);
     return c;
+}
+
+static ledger_card_t *
+s_card_mut(ledger_t *l, uint64_t card_id)
+{
+    return s_card_touch(l, card_id, false);
+}
+
+static ledger_card_t *
+s_card_value_mut(ledger_t *l, uint64_t card_id)
+{
+    return s_card_touch(l, card_id, true);
 }
 
 /* A program the caller has checked exists, for changing. */
@@ -919,7 +948,7 @@ s_apply_redeemed(ledger_t *l, const cl_event_t *ev)
     r->amount_minor = e->amount_minor;
     r->uses = e->uses;
 
-    ledger_card_t *c = s_card_mut(l, e->card_id);
+    ledger_card_t *c = s_card_value_mut(l, e->card_id);
     c->balance_minor = balance;
     c->uses_left = uses;
     c->redeemed_minor = redeemed;
@@ -957,7 +986,7 @@ s_apply_reversed(ledger_t *l, const cl_event_t *ev)
     CL_CHECK(r != NULL);
     r->reversed_minor += e->amount_minor;
     r->reversed_uses += e->uses;
-    ledger_card_t *c = s_card_mut(l, e->card_id);
+    ledger_card_t *c = s_card_value_mut(l, e->card_id);
     c->balance_minor = balance;
     c->uses_left = uses;
     c->redeemed_minor -= e->amount_minor;
@@ -979,7 +1008,7 @@ s_apply_reloaded(ledger_t *l, const cl_event_t *ev)
         s_after(cur, e->amount_minor, 0, e->balance_after_minor, cur->uses_left, &balance, &uses);
     if (rc != 0)
         return rc;
-    s_card_mut(l, e->card_id)->balance_minor = balance;
+    s_card_value_mut(l, e->card_id)->balance_minor = balance;
     return 0;
 }
 
@@ -1000,11 +1029,11 @@ s_apply_transferred(ledger_t *l, const cl_event_t *ev)
                      &uses);
     if (rc != 0)
         return rc;
-    ledger_card_t *f = s_card_mut(l, e->from_card_id);
+    ledger_card_t *f = s_card_value_mut(l, e->from_card_id);
     f->balance_minor = from_balance;
     if (f->has_pin)
         f->pin_failures = 0;
-    s_card_mut(l, e->to_card_id)->balance_minor = to_balance;
+    s_card_value_mut(l, e->to_card_id)->balance_minor = to_balance;
     return 0;
 }
 
@@ -1021,7 +1050,7 @@ s_apply_adjusted(ledger_t *l, const cl_event_t *ev)
                      &balance, &uses);
     if (rc != 0)
         return rc;
-    ledger_card_t *c = s_card_mut(l, e->card_id);
+    ledger_card_t *c = s_card_value_mut(l, e->card_id);
     c->balance_minor = balance;
     c->uses_left = uses;
     return 0;
@@ -1045,7 +1074,7 @@ s_apply_card_flag(ledger_t *l, const cl_event_t *ev)
     uint64_t card_id = cl_event_card_id(ev);
     if (ledger_card(l, card_id) == NULL)
         return LEDGER_EMISMATCH;
-    ledger_card_t *c = s_card_mut(l, card_id);
+    ledger_card_t *c = s_card_value_mut(l, card_id);
     switch (ev->type) {
     case CL_EV_CARD_FROZEN:
         c->frozen = true;
@@ -1179,6 +1208,32 @@ s_visit(const void *key, size_t key_len, const void *rec, void *ctx)
     return v->fn(v->table, key, key_len, rec, rec != NULL ? v->rec_size : 0, v->ctx);
 }
 
+typedef struct card_visit_ctx {
+    const table_t *cards; /* NULL: every record counts as changed whole */
+    ledger_record_fn fn;
+    void *ctx;
+} card_visit_ctx_t;
+
+/* A card as its two persisted records (see CARD_VALUES); only the second when only it changed. */
+static int
+s_visit_card(const void *key, size_t key_len, const void *rec, void *ctx)
+{
+    card_visit_ctx_t *v = ctx;
+    const uint8_t *value = rec != NULL ? (const uint8_t *)rec + LEDGER_CARD_VALUE_OFF : NULL;
+    if (rec == NULL || v->cards == NULL || !table_dirty_in_part(v->cards, rec)) {
+        ledger_card_t card;
+        if (rec != NULL) {
+            memcpy(&card, rec, LEDGER_CARD_VALUE_OFF);
+            memset((uint8_t *)&card + LEDGER_CARD_VALUE_OFF, 0, CARD_VALUE_LEN);
+        }
+        int rc = v->fn(s_table_names[T_CARDS], key, key_len, rec != NULL ? &card : NULL,
+                       rec != NULL ? sizeof(card) : 0, v->ctx);
+        if (rc != 0)
+            return rc;
+    }
+    return v->fn(CARD_VALUES, key, key_len, value, value != NULL ? CARD_VALUE_LEN : 0, v->ctx);
+}
+
 static int
 s_walk(const ledger_t *l, bool dirty_only, ledger_record_fn fn, void *ctx)
 {
@@ -1189,8 +1244,11 @@ s_walk(const ledger_t *l, bool dirty_only, ledger_record_fn fn, void *ctx)
     }
     for (int i = 0; i < T_COUNT; i++) {
         visit_ctx_t v = { s_table_names[i], table_rec_size(l->tables[i]), fn, ctx };
-        int rc = dirty_only ? table_foreach_dirty(l->tables[i], s_visit, &v)
-                            : table_foreach(l->tables[i], s_visit, &v);
+        card_visit_ctx_t cv = { dirty_only ? l->tables[i] : NULL, fn, ctx };
+        table_visit_fn visit = i == T_CARDS ? s_visit_card : s_visit;
+        void *visit_ctx = i == T_CARDS ? (void *)&cv : (void *)&v;
+        int rc = dirty_only ? table_foreach_dirty(l->tables[i], visit, visit_ctx)
+                            : table_foreach(l->tables[i], visit, visit_ctx);
         if (rc != 0)
             return rc;
     }
@@ -1230,6 +1288,16 @@ ledger_load_record(ledger_t *l, const char *table, const void *key, size_t key_l
         memcpy(&l->meta, rec, sizeof(l->meta));
         return 0;
     }
+    /* A card's two records may come in either order: each fills only its own bytes. */
+    if (strcmp(table, CARD_VALUES) == 0) {
+        if (rec_len != CARD_VALUE_LEN)
+            return LEDGER_EINVAL;
+        uint8_t *dst = table_put(l->tables[T_CARDS], key, key_len, NULL);
+        if (dst == NULL)
+            return key_len == 0 ? LEDGER_EINVAL : LEDGER_ENOMEM;
+        memcpy(dst + LEDGER_CARD_VALUE_OFF, rec, CARD_VALUE_LEN);
+        return 0;
+    }
     for (int i = 0; i < T_COUNT; i++) {
         if (strcmp(table, s_table_names[i]) != 0)
             continue;
@@ -1238,7 +1306,7 @@ ledger_load_record(ledger_t *l, const char *table, const void *key, size_t key_l
         void *dst = table_put(l->tables[i], key, key_len, NULL);
         if (dst == NULL)
             return key_len == 0 ? LEDGER_EINVAL : LEDGER_ENOMEM;
-        memcpy(dst, rec, rec_len);
+        memcpy(dst, rec, i == T_CARDS ? LEDGER_CARD_VALUE_OFF : rec_len);
         return 0;
     }
     return LEDGER_EINVAL;
@@ -1251,7 +1319,7 @@ ledger_load_reserve(ledger_t *l, const char *table, size_t records)
         if (strcmp(table, s_table_names[i]) == 0)
             return table_reserve(l->tables[i], records) == 0 ? 0 : LEDGER_ENOMEM;
     }
-    return strcmp(table, "meta") == 0 ? 0 : LEDGER_EINVAL;
+    return strcmp(table, "meta") == 0 || strcmp(table, CARD_VALUES) == 0 ? 0 : LEDGER_EINVAL;
 }
 
 static int
@@ -1282,6 +1350,8 @@ ledger_rebuild_indexes(ledger_t *l)
 bool
 ledger_table_is_lazy(const char *table)
 {
+    if (strcmp(table, CARD_VALUES) == 0)
+        return s_table_lazy[T_CARDS];
     for (int i = 0; i < T_COUNT; i++) {
         if (strcmp(table, s_table_names[i]) == 0)
             return s_table_lazy[i];
@@ -1309,6 +1379,8 @@ ledger_forget_clean(ledger_t *l, size_t keep_max)
 const char *
 ledger_table_name(size_t i)
 {
+    if (i == T_COUNT)
+        return CARD_VALUES;
     return i < T_COUNT ? s_table_names[i] : NULL;
 }
 

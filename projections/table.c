@@ -67,7 +67,7 @@ s_alloc_zero(size_t size)
 typedef struct slot_head {
     uint16_t key_len;
     uint8_t live;  /* 0 = deleted */
-    uint8_t dirty; /* on the dirty list */
+    uint8_t dirty; /* 0, or on the dirty list: S_DIRTY_WHOLE or S_DIRTY_PART */
     uint32_t slot; /* this slot's number, so a record's pointer leads back to it */
 } slot_head_t;
 
@@ -272,12 +272,20 @@ table_reserve(table_t *t, size_t records)
     return 0;
 }
 
+/* How much of a dirty record changed: all of it, or only its owner's part (table_touch_part()). */
+#define S_DIRTY_WHOLE 1
+#define S_DIRTY_PART  2
+
+/* Puts slot n on the dirty list; `how` whole also widens a record dirty only in part. */
 static int
-s_mark_dirty(table_t *t, size_t n)
+s_mark_dirty_as(table_t *t, size_t n, uint8_t how)
 {
     slot_head_t *h = s_slot(t, n);
-    if (h->dirty)
+    if (h->dirty) {
+        if (how == S_DIRTY_WHOLE)
+            h->dirty = S_DIRTY_WHOLE;
         return 0;
+    }
     if (t->dirty_count == t->dirty_cap) {
         size_t cap = t->dirty_cap ? t->dirty_cap * 2 : 256;
         uint32_t *d = realloc(t->dirty, cap * sizeof(*d));
@@ -287,8 +295,14 @@ s_mark_dirty(table_t *t, size_t n)
         t->dirty_cap = cap;
     }
     t->dirty[t->dirty_count++] = (uint32_t)n;
-    h->dirty = 1;
+    h->dirty = how;
     return 0;
+}
+
+static int
+s_mark_dirty(table_t *t, size_t n)
+{
+    return s_mark_dirty_as(t, n, S_DIRTY_WHOLE);
 }
 
 void *
@@ -420,15 +434,42 @@ table_put(table_t *t, const void *key, size_t key_len, bool *out_created)
     return s_rec(t, h);
 }
 
+/* The slot of a record pointer this table gave out. */
+static slot_head_t *
+s_head_of(const table_t *t, const void *rec)
+{
+    slot_head_t *h = (slot_head_t *)(void *)((uint8_t *)(uintptr_t)rec - t->key_room - sizeof(*h));
+    assert(h->slot < t->slots && s_slot(t, h->slot) == h);
+    return h;
+}
+
+static void *
+s_touch(table_t *t, const void *rec, uint8_t how)
+{
+    assert(t != NULL && rec != NULL);
+    slot_head_t *h = s_head_of(t, rec);
+    assert(h->live);
+    if (s_mark_dirty_as(t, h->slot, how) != 0)
+        return NULL;
+    return s_rec(t, h);
+}
+
 void *
 table_touch(table_t *t, const void *rec)
 {
-    assert(t != NULL && rec != NULL);
-    slot_head_t *h = (slot_head_t *)(void *)((uint8_t *)(uintptr_t)rec - t->key_room - sizeof(*h));
-    assert(h->slot < t->slots && s_slot(t, h->slot) == h && h->live);
-    if (s_mark_dirty(t, h->slot) != 0)
-        return NULL;
-    return s_rec(t, h);
+    return s_touch(t, rec, S_DIRTY_WHOLE);
+}
+
+void *
+table_touch_part(table_t *t, const void *rec)
+{
+    return s_touch(t, rec, S_DIRTY_PART);
+}
+
+bool
+table_dirty_in_part(const table_t *t, const void *rec)
+{
+    return s_head_of(t, rec)->dirty == S_DIRTY_PART;
 }
 
 void *
@@ -516,9 +557,10 @@ table_forget_clean(table_t *t)
             table_destroy(&fresh);
             return -1;
         }
-        if (h->live)
+        if (h->live) {
             memcpy(rec, s_rec(t, h), t->rec_size);
-        else
+            s_head_of(fresh, rec)->dirty = h->dirty; /* whole or in part, as it was */
+        } else
             table_del(fresh, s_key(t, h), h->key_len); /* stays dirty: a deletion to write */
     }
     /* The fresh table's insides replace the old ones; the old ones are freed with it. */

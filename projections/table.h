@@ -65,6 +65,17 @@ void *table_put(table_t *t, const void *key, size_t key_len, bool *out_created);
 void *table_touch(table_t *t, const void *rec);
 
 /*
+ * Like table_touch(), for a change to only part of the record: which part is the owner's to
+ * define (the ledger's cards: their value and status), and table_dirty_in_part() tells it apart
+ * when the dirty records are written. Any whole-record mark (table_put(), table_touch(),
+ * table_del()) before the next table_dirty_clear() makes the record dirty as a whole again.
+ */
+void *table_touch_part(table_t *t, const void *rec);
+
+/* Whether the live dirty record rec was marked only by table_touch_part() since the last clear. */
+bool table_dirty_in_part(const table_t *t, const void *rec);
+
+/*
  * Makes room for at least `records` records without growing again (a load of known size).
  * Returns 0, or -1 when memory runs out (the table is unchanged).
  */

@@ -7,7 +7,8 @@
  * that the dirty set, deletions and forgetting the clean records hold across chunks; and that
  * a reserved table takes the same records; and that a numbered table (card ids, sequence
  * numbers) finds numbers in a long run and numbers far from it; and that keys of every length up
- * to TABLE_KEY_MAX, in the slot or in the key arena, are kept whole.
+ * to TABLE_KEY_MAX, in the slot or in the key arena, are kept whole; and that a record touched
+ * in part stays so until it is touched whole.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -344,6 +345,78 @@ keys_of_every_length_are_kept_whole(void)
     table_destroy(&t);
 }
 
+typedef struct s_part_count {
+    const table_t *t;
+    size_t dirty, in_part;
+} s_part_count_t;
+
+static int
+s_count_parts(const void *key, size_t key_len, const void *rec, void *ctx)
+{
+    s_part_count_t *c = ctx;
+    (void)key;
+    (void)key_len;
+    c->dirty++;
+    c->in_part += rec != NULL && table_dirty_in_part(c->t, rec);
+    return 0;
+}
+
+static s_part_count_t
+s_parts(const table_t *t)
+{
+    s_part_count_t c = { t, 0, 0 };
+    CHECK(table_foreach_dirty(t, s_count_parts, &c) == 0);
+    return c;
+}
+
+/* A record touched in part stays so until a whole-record mark; forgetting keeps the marks. */
+static void
+records_touched_in_part_stay_so_until_touched_whole(void)
+{
+    table_t *t = NULL;
+    REQUIRE(table_new(40, sizeof(s_rec_t), &t) == 0);
+    char key[40];
+    for (uint64_t i = 0; i < S_RECORDS; i++) {
+        s_addr[i] = table_put(t, key, s_key(i, key), NULL);
+        REQUIRE(s_addr[i] != NULL);
+    }
+    s_part_count_t c = s_parts(t);
+    CHECK(c.dirty == S_RECORDS && c.in_part == 0); /* new records are dirty whole */
+    table_dirty_clear(t);
+    /* Every third record in part, every fifth whole (some of them both, in either order). */
+    for (uint64_t i = 0; i < S_RECORDS; i += 3)
+        CHECK(table_touch_part(t, s_addr[i]) == s_addr[i]);
+    for (uint64_t i = 0; i < S_RECORDS; i += 5) {
+        if (i % 2 == 0)
+            CHECK(table_touch(t, s_addr[i]) == s_addr[i]);
+        else
+            CHECK(table_put(t, key, s_key(i, key), NULL) == s_addr[i]);
+    }
+    for (uint64_t i = 0; i < S_RECORDS; i += 15)
+        CHECK(table_touch_part(t, s_addr[i]) == s_addr[i]); /* stays whole */
+    size_t thirds = (S_RECORDS + 2) / 3, fifths = (S_RECORDS + 4) / 5, both = (S_RECORDS + 14) / 15;
+    c = s_parts(t);
+    CHECK_EQ_U64(c.dirty, thirds + fifths - both);
+    CHECK_EQ_U64(c.in_part, thirds - both);
+    size_t bad = 0;
+    for (uint64_t i = 0; i < S_RECORDS; i += 3)
+        bad += table_dirty_in_part(t, s_addr[i]) != (i % 5 != 0);
+    CHECK_EQ_U64(bad, 0);
+    /* Forgetting the clean ones keeps each dirty record's mark. */
+    CHECK(table_forget_clean(t) == 0);
+    c = s_parts(t);
+    CHECK_EQ_U64(c.dirty, thirds + fifths - both);
+    CHECK_EQ_U64(c.in_part, thirds - both);
+    /* A clear makes them clean; the next touch in part is in part again. */
+    table_dirty_clear(t);
+    s_rec_t *r = table_get(t, key, s_key(15, key));
+    REQUIRE(r != NULL);
+    CHECK(table_touch_part(t, r) == r);
+    c = s_parts(t);
+    CHECK(c.dirty == 1 && c.in_part == 1);
+    table_destroy(&t);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -353,6 +426,7 @@ main(int argc, char **argv)
         CHECK_CASE(numbered_tables_find_numbers_in_runs_and_far_from_them),
         CHECK_CASE(numbered_tables_take_the_number_anywhere_in_the_key),
         CHECK_CASE(keys_of_every_length_are_kept_whole),
+        CHECK_CASE(records_touched_in_part_stay_so_until_touched_whole),
     };
     return check_main(argc, argv, cases, sizeof(cases) / sizeof(cases[0]));
 }
