@@ -196,9 +196,10 @@ s_unpack(const uint8_t *in, size_t in_len, uint8_t *rec, size_t cap)
 typedef struct s_batch {
     uint8_t *buf;
     size_t len, cap;
-    uint64_t seq;          /* the ledger's last_seq when the latest records were copied */
-    struct s_order *order; /* s_batch_sort(): the records in (table, key, copy) order */
-    size_t count;          /* records in order */
+    uint64_t seq;            /* the ledger's last_seq when the latest records were copied */
+    struct s_order *order;   /* s_batch_sort(): the records in (table, key, copy) order */
+    size_t count;            /* records in order */
+    struct s_order *grouped; /* room for as many: s_sort_by_table()'s second copy */
     size_t order_cap;
 } s_batch_t;
 
@@ -310,6 +311,39 @@ s_order_cmp(const void *x, const void *y, void *ctx)
 }
 
 /*
+ * The second half of s_batch_sort(): groups the records by table (a counting sort, which keeps
+ * their copy order), then sorts each table's run by key, unless it is in key order already, as
+ * the cards and card values of a batch issue or the redemptions of any checkpoint are.
+ */
+static int
+s_sort_by_table(s_batch_t *b, const size_t *per_table, uint32_t tables)
+{
+    size_t start[CHECKPOINT_TABLES_MAX + 2];
+    start[0] = 0;
+    for (uint32_t t = 0; t < tables; t++)
+        start[t + 1] = start[t] + per_table[t];
+    if (tables > 1) {
+        size_t at[CHECKPOINT_TABLES_MAX + 1];
+        memcpy(at, start, tables * sizeof(at[0]));
+        for (size_t i = 0; i < b->count; i++)
+            b->grouped[at[b->order[i].table]++] = b->order[i];
+        struct s_order *swap = b->order;
+        b->order = b->grouped;
+        b->grouped = swap;
+    }
+    for (uint32_t t = 0; t < tables; t++) {
+        struct s_order *run = b->order + start[t];
+        size_t n = per_table[t];
+        size_t i = 1;
+        while (i < n && s_order_cmp(&run[i - 1], &run[i], b) < 0)
+            i++;
+        if (i < n)
+            qsort_r(run, n, sizeof(*run), s_order_cmp, b);
+    }
+    return 0;
+}
+
+/*
  * Orders the records by table and key: LMDB then meets each page of a table once, in order,
  * instead of jumping across the tree record by record (cards are changed in random order).
  */
@@ -327,10 +361,15 @@ s_batch_sort(s_batch_t *b)
         if (order == NULL)
             return LEDGER_ENOMEM;
         b->order = order;
+        struct s_order *grouped = realloc(b->grouped, n * sizeof(*grouped));
+        if (grouped == NULL)
+            return LEDGER_ENOMEM; /* order's larger room is kept: the cap stays the smaller */
+        b->grouped = grouped;
         b->order_cap = n;
     }
     /* The tables met so far; records come table by table, so the last one usually matches. */
     s_entry_t seen[CHECKPOINT_TABLES_MAX + 1];
+    size_t per_table[CHECKPOINT_TABLES_MAX + 1] = { 0 };
     uint32_t tables = 0, last = 0;
     b->count = 0;
     for (size_t off = 0; off < b->len;) {
@@ -351,10 +390,10 @@ s_batch_sort(s_batch_t *b)
         uint8_t head[8] = { 0 };
         memcpy(head, e.key, e.key_len < 8 ? e.key_len : 8);
         b->order[b->count++] = (struct s_order){ last, cl_get_be64(head), off };
+        per_table[last]++;
         off = e.next;
     }
-    qsort_r(b->order, b->count, sizeof(*b->order), s_order_cmp, b);
-    return 0;
+    return s_sort_by_table(b, per_table, tables);
 }
 
 /* Calls fn for every record of a sorted batch, in order. */
@@ -701,6 +740,7 @@ checkpointer_destroy(checkpointer_t **cp)
     pthread_mutex_destroy(&c->mu);
     free(c->batch.buf);
     free(c->batch.order);
+    free(c->batch.grouped);
     free(c);
     *cp = NULL;
 }
