@@ -1464,9 +1464,13 @@ s_maybe_checkpoint(server_t *s)
         why = "interval";
     if (why == NULL)
         return 0;
+    double t0 = s_mono_ms();
     int rc = s_drain(s);
-    if (rc == 0)
-        s_checkpoint(s, why, false);
+    double t1 = s_mono_ms();
+    if (rc == 0 && s_checkpoint(s, why, false) == 0)
+        log_debug("checkpoint (%s): the loop waited %.1f ms for the commits in flight, then "
+                  "copied the changed records in %.1f ms",
+                  why, t1 - t0, s_mono_ms() - t1);
     return rc;
 }
 
