@@ -196,6 +196,30 @@ int cl_client_resend(cl_client_t *c);
 size_t cl_client_outstanding(const cl_client_t *c);
 
 /*
+ * Pipelining in an event loop: sets *out_fd to a file descriptor that poll(), ppoll() or epoll
+ * can wait on for POLLIN, so a caller can wait for a reply and for something else at once (a
+ * timer of nanosecond precision, other descriptors) instead of in cl_client_recv(), whose
+ * timeouts are whole milliseconds. It is the ZeroMQ socket's ZMQ_FD, with ZeroMQ's rules:
+ *
+ *  - It is edge-triggered: it becomes readable when something arrives after the client last
+ *    looked, not while a reply is waiting. So before each wait, call cl_client_recv(c, 0, ...)
+ *    until it returns CLIENT_ETIMEOUT (nothing there) or CLIENT_EEMPTY (nothing outstanding);
+ *    any other call on `c` in between (a send, say) may take the signal and must be followed by
+ *    that again. Waiting on it without that may sleep while a reply is there.
+ *  - Readable does not mean a reply is there (ZeroMQ signals its own traffic on it too): after a
+ *    wake, call cl_client_recv(c, 0, ...) again, and wait again when it says CLIENT_ETIMEOUT.
+ *  - With nothing outstanding, cl_client_recv() does not look at the socket, so the fd may stay
+ *    readable: wait on it only while cl_client_outstanding(c) > 0.
+ *  - Only wait on it: never read, write or close it; it belongs to ZeroMQ.
+ *
+ * Lifetime: valid until the next cl_client_resend(), cl_client_call(), cl_client_call_batch(),
+ * cl_client_call_raw() or cl_client_close() on `c` (a resend or a retry opens a new socket);
+ * ask again after those. Asking is cheap (no system call). Returns 0, CLIENT_EINVAL (c or out_fd
+ * NULL) or CLIENT_EZMQ (the client has no socket: opening the new one failed).
+ */
+int cl_client_fd(const cl_client_t *c, int *out_fd);
+
+/*
  * Decodes the stored reply a GetRequest query returned (r->result == CL_RES_REQUEST and
  * r->found) into *out: what the ledger answered the first time that request id was used.
  * Returns 0, CLIENT_EINVAL (r holds no stored reply), CLIENT_EPROTO or CLIENT_ENOMEM.

@@ -10,6 +10,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -421,12 +422,15 @@ get_request_returns_the_stored_reply(void)
 /* ---- retries -------------------------------------------------------------------------------- */
 
 /* The lossy proxy: forwards every message to the daemon and back, except that it drops the
- * reply to the first message (and with kill9_between, kills and restarts the daemon before
- * forwarding the retry). It records the frames it forwarded. */
+ * replies to the first drop_replies messages (and with kill9_between, kills and restarts the
+ * daemon before forwarding the retry). It records the frames it forwarded. With hold_ms, it
+ * holds each message that long before forwarding it, so a test knows no reply can come sooner. */
 typedef struct s_proxy {
     harness_t *h;
     char front[256];    /* the endpoint the client connects to */
     bool kill9_between; /* crash the daemon between the lost reply and the retry */
+    int drop_replies;   /* replies to lose on the way back, the first ones */
+    int hold_ms;        /* how long each message waits in the proxy before it goes on */
     volatile bool stop; /* set by the test to end the thread */
     int forwarded;      /* messages sent to the daemon */
     int dropped;        /* replies dropped */
@@ -477,14 +481,20 @@ s_proxy_main(void *arg)
                     p->restarted++;
             }
             p->forwarded++;
+            if (p->hold_ms > 0) {
+                struct timespec hold = { .tv_sec = p->hold_ms / 1000,
+                                         .tv_nsec = (long)(p->hold_ms % 1000) * 1000000L };
+                while (nanosleep(&hold, &hold) != 0 && errno == EINTR) {
+                }
+            }
             zmq_send(back, buf, (size_t)len, 0);
         }
         if (items[1].revents & ZMQ_POLLIN) {
             int len = zmq_recv(back, buf, sizeof(buf), 0);
             if (len < 0)
                 continue;
-            if (p->dropped == 0) {
-                p->dropped++; /* the first reply is lost on the way back */
+            if (p->dropped < p->drop_replies) {
+                p->dropped++; /* the first replies are lost on the way back */
                 continue;
             }
             zmq_send(front, ident, ident_len, ZMQ_SNDMORE);
@@ -510,6 +520,7 @@ s_retry_case(bool kill9_between)
     memset(&p, 0, sizeof(p));
     p.h = s_h;
     p.kill9_between = kill9_between;
+    p.drop_replies = 1;
     snprintf(p.front, sizeof(p.front), "ipc://%s/proxy.sock", harness_dir(s_h));
     p.ctx = zmq_ctx_new();
     REQUIRE(p.ctx != NULL);
@@ -599,6 +610,136 @@ pipelined_resend_after_timeout_applies_once(void)
     CHECK_EQ_INT(s_balance(c, code), S_FACE - 300);
 
     s_close(&c);
+    CHECK_EQ_INT(harness_stop(s_h), 0);
+    harness_destroy(&s_h);
+}
+
+static uint64_t
+s_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Waits for one reply the way an event loop does with cl_client_fd() (docs/client.md): takes
+ * what has arrived with cl_client_recv(c, 0), then ppoll()s the descriptor for the rest of
+ * timeout_ns, and again after every wake. Returns 1 with the reply in r (room for cap) and its
+ * count in *out_n, 0 at the timeout, or a CLIENT_E* code. *out_wakes counts the wakes that
+ * found no reply (ZeroMQ's own traffic); a busy loop would make thousands. */
+static int
+s_fd_wait(cl_client_t *c, uint64_t timeout_ns, cl_reply_t *r, size_t cap, size_t *out_n,
+          unsigned *out_wakes)
+{
+    uint64_t deadline = s_now_ns() + timeout_ns;
+    *out_wakes = 0;
+    for (bool woke = false;; woke = true) {
+        uint64_t tag = 0;
+        int rc = cl_client_recv(c, 0, r, cap, out_n, &tag);
+        if (rc == 0)
+            return 1;
+        if (rc != CLIENT_ETIMEOUT)
+            return rc;
+        if (woke)
+            (*out_wakes)++;
+        uint64_t now = s_now_ns();
+        if (now >= deadline)
+            return 0;
+        struct pollfd pfd = { .fd = -1, .events = POLLIN };
+        rc = cl_client_fd(c, &pfd.fd);
+        if (rc < 0)
+            return rc;
+        struct timespec left = { .tv_sec = (time_t)((deadline - now) / 1000000000u),
+                                 .tv_nsec = (long)((deadline - now) % 1000000000u) };
+        if (ppoll(&pfd, 1, &left, NULL) < 0 && errno != EINTR)
+            return CLIENT_EZMQ;
+    }
+}
+
+static void
+a_wait_on_the_fd_ends_at_a_reply_or_at_its_timeout(void)
+{
+    s_h = s_start();
+    cl_client_t *direct = s_open(harness_cmd_endpoint(s_h), 5000, 3, 0);
+    REQUIRE(direct != NULL);
+    char code[CL_CODE_MAX + 1];
+    s_setup(direct, code);
+    s_close(&direct);
+
+    /* Every message waits HOLD_MS in the proxy, so no reply can come sooner. */
+    enum { HOLD_MS = 300, SHORT_MS = 50, LONG_MS = 5000 };
+    static s_proxy_t p;
+    memset(&p, 0, sizeof(p));
+    p.h = s_h;
+    p.hold_ms = HOLD_MS;
+    snprintf(p.front, sizeof(p.front), "ipc://%s/proxy.sock", harness_dir(s_h));
+    p.ctx = zmq_ctx_new();
+    REQUIRE(p.ctx != NULL);
+    pthread_t thread;
+    REQUIRE(pthread_create(&thread, NULL, s_proxy_main, &p) == 0);
+
+    cl_client_t *c = s_open(p.front, 5000, 0, 4);
+    CHECK(c != NULL);
+    int fd = -1;
+    if (c != NULL) {
+        CHECK_EQ_INT(cl_client_fd(c, &fd), 0);
+        CHECK(fd >= 0);
+        CHECK_EQ_INT(cl_client_fd(NULL, &fd), CLIENT_EINVAL);
+        CHECK_EQ_INT(cl_client_fd(c, NULL), CLIENT_EINVAL);
+    }
+    static cl_command_t cmd;
+    static cl_reply_t r[2];
+    size_t n = 0;
+    unsigned wakes = 0;
+    uint64_t tag = 0;
+    s_redeem_cmd(&cmd, code, 100, "fd-1");
+    if (c != NULL && cl_client_send(c, &cmd, 1, &tag) == 0) {
+        /* No reply is due yet: the wait sleeps to its timeout, not less, and not in a busy
+         * loop. */
+        uint64_t t0 = s_now_ns();
+        CHECK_EQ_INT(s_fd_wait(c, SHORT_MS * 1000000ull, r, 2, &n, &wakes), 0);
+        uint64_t took = s_now_ns() - t0;
+        CHECK(took >= SHORT_MS * 1000000ull);
+        CHECK(took < HOLD_MS * 1000000ull);
+        CHECK(wakes < 20);
+        /* The reply comes after the hold: the wait ends with it, long before its timeout. */
+        CHECK_EQ_INT(s_fd_wait(c, LONG_MS * 1000000ull, r, 2, &n, &wakes), 1);
+        took = s_now_ns() - t0;
+        CHECK(took >= HOLD_MS * 1000000ull);
+        CHECK(took < (LONG_MS - 1000) * 1000000ull);
+        CHECK(wakes < 20);
+        CHECK_EQ_INT(n, 1);
+        CHECK_EQ_STR(r[0].request_id, "fd-1");
+        CHECK_EQ_INT(r[0].status, CL_OK);
+    } else {
+        CHECK(false);
+    }
+
+    /* A resend opens a new socket: the descriptor to wait on is asked for again. */
+    s_redeem_cmd(&cmd, code, 100, "fd-2");
+    if (c != NULL && cl_client_send(c, &cmd, 1, &tag) == 0) {
+        CHECK_EQ_INT(cl_client_resend(c), 0);
+        CHECK_EQ_INT(cl_client_fd(c, &fd), 0);
+        CHECK(fd >= 0);
+        uint64_t t0 = s_now_ns();
+        CHECK_EQ_INT(s_fd_wait(c, LONG_MS * 1000000ull, r, 2, &n, &wakes), 1);
+        uint64_t took = s_now_ns() - t0;
+        CHECK(took < (LONG_MS - 1000) * 1000000ull);
+        CHECK_EQ_STR(r[0].request_id, "fd-2");
+        CHECK_EQ_INT(r[0].status, CL_OK);
+    } else {
+        CHECK(false);
+    }
+    s_close(&c);
+    p.stop = true;
+    pthread_join(thread, NULL);
+    zmq_ctx_term(p.ctx);
+
+    /* fd-2 went twice (the resend) and applied once. */
+    direct = s_open(harness_cmd_endpoint(s_h), 5000, 3, 0);
+    REQUIRE(direct != NULL);
+    CHECK_EQ_INT(s_balance(direct, code), S_FACE - 200);
+    s_close(&direct);
     CHECK_EQ_INT(harness_stop(s_h), 0);
     harness_destroy(&s_h);
 }
@@ -705,6 +846,7 @@ main(int argc, char **argv)
         CHECK_CASE(retry_after_a_lost_reply_reuses_the_request_id_and_applies_once),
         CHECK_CASE(retry_across_a_daemon_crash_applies_once),
         CHECK_CASE(pipelined_resend_after_timeout_applies_once),
+        CHECK_CASE(a_wait_on_the_fd_ends_at_a_reply_or_at_its_timeout),
         CHECK_CASE(nothing_listening_times_out_after_every_retry),
         CHECK_CASE(cli_exit_codes_tell_refused_from_unreachable),
     };

@@ -19,7 +19,10 @@
  *     requests/s across all clients): every client sends on a fixed schedule, and a latency is
  *     measured from the message's SCHEDULED send time, so a stall of the daemon (or of this
  *     process) shows in the latencies of everything that should have been sent meanwhile
- *     instead of being hidden by sending less (no coordinated omission).
+ *     instead of being hidden by sending less (no coordinated omission). Between sends a client
+ *     sleeps in ppoll() on its connection's descriptor (cl_client_fd()) until a reply arrives or
+ *     its next send is due, whichever is first, so it reads each reply when it arrives and
+ *     sends on time without spending CPU on polling.
  *  4. Reports throughput, latency percentiles from a log-linear histogram (bench-hist.c, 1/128
  *     precision), replies by status, and CPU used by the daemon and by this process; reads the
  *     journal's statistics (journal_stat, read-only) before and after the run for the bytes per
@@ -48,6 +51,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <libgen.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -90,7 +94,6 @@
 #define S_CONNECT_WAIT_MS       10000  /* --connect: the ledger must answer GetStatus by then */
 #define S_STALL_MS              10000  /* no reply for this long: resend what is outstanding */
 #define S_STOP_DRAIN_MS         60000  /* after the run, wait this long for the last replies */
-#define S_SHORT_SLEEP_NS        100000 /* open loop: poll step when the next send is < 1 ms away */
 #define S_STATUS_SLOTS          128    /* replies counted by status number, 0..127 */
 #define S_NONCE_LEN             8      /* random characters that make this run's ids unique */
 #define S_FACE_MINOR            100000 /* every benchmark card holds 1000.00 */
@@ -99,6 +102,7 @@
 #define S_TOO_MUCH_MINOR        1000000000LL /* more than any benchmark card ever holds */
 #define S_ISSUE_ONE_MINOR       20000        /* the mix's single issues */
 #define S_PROGRESS_NS           1000000000ull
+#define S_OPEN_WAIT_MAX_NS      100000000ull /* open loop: longest sleep before a stall check */
 #define S_LOG_LINE_MAX          512
 #define S_XFER_CARDS            64 /* cards each client of the mix gives away, again and again */
 #define S_REBUILD_MAX_S         60 /* a projector rebuild is timed for this long at most */
@@ -808,6 +812,25 @@ s_client_error(s_worker_t *w, int rc, const char *what)
     atomic_fetch_add_explicit(&w->progress_errors, 1, memory_order_relaxed);
 }
 
+/* After a wait without a reply: when nothing has come for S_STALL_MS, resends everything
+ * outstanding. Returns false when the worker must give up. */
+static bool
+s_stall_check(s_worker_t *w, uint64_t *stall_since)
+{
+    if (cl_client_outstanding(w->client) > 0 &&
+        bench_now_ns() - *stall_since > (uint64_t)S_STALL_MS * 1000000u) {
+        /* Lazy pirate: the same messages with the same request ids on a fresh socket. */
+        int rc = cl_client_resend(w->client);
+        w->resends++;
+        *stall_since = bench_now_ns();
+        if (rc < 0) {
+            s_client_error(w, rc, "resending");
+            return false;
+        }
+    }
+    return true;
+}
+
 /* Waits for a reply (timeout_ms), resending everything outstanding after a long stall.
  * Returns false when the worker must give up. */
 static bool
@@ -822,16 +845,68 @@ s_wait_reply(s_worker_t *w, int timeout_ms, uint64_t *stall_since)
         s_client_error(w, rc, "receiving");
         return rc != CLIENT_EZMQ;
     }
-    if (cl_client_outstanding(w->client) > 0 &&
-        bench_now_ns() - *stall_since > (uint64_t)S_STALL_MS * 1000000u) {
-        /* Lazy pirate: the same messages with the same request ids on a fresh socket. */
-        rc = cl_client_resend(w->client);
-        w->resends++;
-        *stall_since = bench_now_ns();
+    return s_stall_check(w, stall_since);
+}
+
+/* s_wait_until(): no send can go before a reply comes (the window is full). */
+#define S_DUE_NEVER UINT64_MAX
+
+/*
+ * Open loop: takes every reply that has arrived, then sleeps until the next reply arrives or
+ * until due_ns (the next scheduled send; S_DUE_NEVER when the window is full), whichever comes
+ * first, to the nanosecond: ppoll() on the client's descriptor (cl_client_fd(), edge-triggered,
+ * so only after cl_client_recv() has said nothing is there) with a timespec timeout. So a reply
+ * is read when it arrives, not at the next step of a poll, replies that arrived together are
+ * read together, and the thread costs nothing while it waits. The caller sends what is due and
+ * comes back. Returns false when the worker must give up.
+ */
+static bool
+s_wait_until(s_worker_t *w, uint64_t due_ns, uint64_t *stall_since)
+{
+    struct pollfd pfd = { .fd = -1, .events = POLLIN };
+    nfds_t nfds = 0;
+    if (cl_client_outstanding(w->client) > 0) {
+        int rc;
+        bool took = false;
+        while ((rc = s_recv_one(w, 0)) > 0)
+            took = true;
         if (rc < 0) {
-            s_client_error(w, rc, "resending");
-            return false;
+            s_client_error(w, rc, "receiving");
+            return rc != CLIENT_EZMQ;
         }
+        if (took) {
+            *stall_since = bench_now_ns();
+            /* A full window has room again: what is due goes first. */
+            if (due_ns == S_DUE_NEVER)
+                return true;
+        } else {
+            uint64_t resends = w->resends;
+            if (!s_stall_check(w, stall_since))
+                return false;
+            /* A resend sent on a new socket: take what it has before waiting on its descriptor. */
+            if (w->resends != resends)
+                return true;
+        }
+        /* With nothing outstanding any more the descriptor may stay readable: just sleep. */
+        if (cl_client_outstanding(w->client) > 0) {
+            rc = cl_client_fd(w->client, &pfd.fd);
+            if (rc < 0) {
+                s_client_error(w, rc, "waiting");
+                return false;
+            }
+            nfds = 1;
+        }
+    }
+    uint64_t now = bench_now_ns();
+    if (due_ns <= now)
+        return true;
+    /* Not longer than S_OPEN_WAIT_MAX_NS, so a stall is noticed. */
+    uint64_t wait_ns = due_ns - now < S_OPEN_WAIT_MAX_NS ? due_ns - now : S_OPEN_WAIT_MAX_NS;
+    struct timespec ts = { .tv_sec = (time_t)(wait_ns / 1000000000u),
+                           .tv_nsec = (long)(wait_ns % 1000000000u) };
+    if (ppoll(nfds > 0 ? &pfd : NULL, nfds, &ts, NULL) < 0 && errno != EINTR) {
+        s_client_error(w, CLIENT_EZMQ, "waiting");
+        return false;
     }
     return true;
 }
@@ -949,38 +1024,15 @@ s_worker_main(void *arg)
         }
         if (!ok)
             break;
-        size_t out = cl_client_outstanding(w->client);
-        if (!open_loop || out >= cfg->window) {
-            /* Closed loop, or the window is full: a reply is the next thing that can happen. */
+        if (!open_loop) {
+            /* Closed loop: a reply is the next thing that can happen. */
             ok = s_wait_reply(w, 100, &stall_since);
             continue;
         }
-        /* Open loop with room in the window: wait for a reply or for the next send time. */
-        now = bench_now_ns();
-        uint64_t due = (uint64_t)next_sched;
-        if (due <= now)
-            continue;
-        uint64_t wait_ns = due - now;
-        if (wait_ns >= 1000000u) {
-            if (out > 0)
-                ok = s_wait_reply(w, (int)(wait_ns / 1000000u), &stall_since);
-            else
-                s_sleep_ns(wait_ns);
-        } else {
-            /* Below the millisecond resolution of the client's timeouts: take what has arrived
-             * and sleep in short steps. */
-            if (out > 0) {
-                int rc = s_recv_one(w, 0);
-                if (rc < 0) {
-                    s_client_error(w, rc, "receiving");
-                    ok = rc != CLIENT_EZMQ;
-                } else if (rc > 0) {
-                    stall_since = bench_now_ns();
-                    continue;
-                }
-            }
-            s_sleep_ns(wait_ns < S_SHORT_SLEEP_NS ? wait_ns : S_SHORT_SLEEP_NS);
-        }
+        /* Open loop: wait for a reply or for the next send time; with the window full, only a
+         * reply lets the next send go. */
+        bool full = cl_client_outstanding(w->client) >= cfg->window;
+        ok = s_wait_until(w, full ? S_DUE_NEVER : (uint64_t)next_sched, &stall_since);
     }
 
     /* Open loop behind its schedule at the end (the ledger could not keep up, or the window was
@@ -2007,8 +2059,8 @@ main(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
-    /* Open loop sleeps in steps of tens of microseconds: ask the kernel not to round them up to
-     * its default 50 us slack. */
+    /* The open loop wakes for its next send with ppoll(): ask the kernel not to defer that by
+     * its default 50 us of timer slack (the worker threads inherit this). */
     (void)prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
 
     s_results_t *res = calloc(1, sizeof(*res));
