@@ -591,10 +591,26 @@ table_foreach(const table_t *t, table_visit_fn fn, void *ctx)
     return 0;
 }
 
+/* How far ahead the walks of the dirty list ask for slots: changed records lie anywhere (cards
+ * redeemed at random), and a checkpoint's copy would otherwise wait for memory at each one. */
+#define S_DIRTY_PREFETCH 8
+
+/* Asks the CPU for the i-th dirty slot's head and its record's last bytes (a hint). */
+static inline void
+s_prefetch_dirty(const table_t *t, size_t i)
+{
+    if (i >= t->dirty_count)
+        return;
+    const uint8_t *h = (const uint8_t *)s_slot(t, t->dirty[i]);
+    __builtin_prefetch(h);
+    __builtin_prefetch(h + t->slot_size - 1);
+}
+
 int
 table_foreach_dirty(const table_t *t, table_visit_fn fn, void *ctx)
 {
     for (size_t i = 0; i < t->dirty_count; i++) {
+        s_prefetch_dirty(t, i + S_DIRTY_PREFETCH);
         slot_head_t *h = s_slot(t, t->dirty[i]);
         assert(h->dirty);
         int rc = fn(s_key(t, h), h->key_len, h->live ? s_rec(t, h) : NULL, ctx);
@@ -607,8 +623,11 @@ table_foreach_dirty(const table_t *t, table_visit_fn fn, void *ctx)
 void
 table_dirty_clear(table_t *t)
 {
-    for (size_t i = 0; i < t->dirty_count; i++)
+    for (size_t i = 0; i < t->dirty_count; i++) {
+        if (i + S_DIRTY_PREFETCH < t->dirty_count)
+            __builtin_prefetch(s_slot(t, t->dirty[i + S_DIRTY_PREFETCH]), 1);
         s_slot(t, t->dirty[i])->dirty = 0;
+    }
     t->dirty_count = 0;
 }
 
