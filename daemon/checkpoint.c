@@ -362,9 +362,10 @@ s_batch_sort(s_batch_t *b)
         if (order == NULL)
             return LEDGER_ENOMEM;
         b->order = order;
+        /* Both arrays hold at least order_cap entries; the cap grows once both have grown. */
         struct s_order *grouped = realloc(b->grouped, n * sizeof(*grouped));
         if (grouped == NULL)
-            return LEDGER_ENOMEM; /* order's larger room is kept: the cap stays the smaller */
+            return LEDGER_ENOMEM;
         b->grouped = grouped;
         b->order_cap = n;
     }

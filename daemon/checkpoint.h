@@ -15,9 +15,11 @@
  * journal's commits, and they can run in a thread of their own (checkpointer_* below). It is
  * opened through journal/ for the map handling (growth, remapping under readers); its journal
  * stays empty. Databases:
- *   "state.<table>"      one per ledger table (state.cards, state.programs, ...): key -> the
- *                        ledger's fixed-size record, as ledger_dirty_foreach() hands it out,
- *                        with its runs of zero bytes packed (checkpoint.c, s_pack())
+ *   "state.<table>"      one per table ledger_dirty_foreach() names (state.cards,
+ *                        state.card_values, state.programs, ...): key -> the record as it
+ *                        hands it out (a ledger record; for state.card_values the last 32
+ *                        bytes of a card), with its runs of zero bytes packed (checkpoint.c,
+ *                        s_pack())
  *   "daemon.checkpoint"  key "state": format (u32 LE, 2), LEDGER_STATE_VERSION (u32 LE),
  *                        sequence (u64 LE)
  * A checkpoint written by a build with another LEDGER_STATE_VERSION is ignored: the state is

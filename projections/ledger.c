@@ -49,6 +49,9 @@ static const char *const s_table_names[T_COUNT] = {
  */
 #define CARD_VALUES    "card_values"
 #define CARD_VALUE_LEN (sizeof(ledger_card_t) - LEDGER_CARD_VALUE_OFF)
+/* The value is the struct's tail, from balance_minor: a field added after it (or before it)
+ * changes this, and must be one that only value changes touch (or never touch). */
+_Static_assert(CARD_VALUE_LEN == 32, "ledger_card_t's value region moved: see CARD_VALUES");
 
 /*
  * Tables read lazily when the ledger has a source: only their records that commands touch are
@@ -178,6 +181,7 @@ s_get(const ledger_t *cl, int t, const void *key, size_t key_len)
     int rc = l->source.get(l->source.ctx, s_table_names[t], key, key_len, &l->scratch, rec_size);
     CL_CHECK(rc == 0 || rc == 1);
     if (t == T_CARDS && rc == 1) {
+        /* Both records are written in one transaction: one without the other is damage. */
         uint8_t *value = (uint8_t *)&l->scratch.card + LEDGER_CARD_VALUE_OFF;
         CL_CHECK(l->source.get(l->source.ctx, CARD_VALUES, key, key_len, value, CARD_VALUE_LEN) ==
                  1);
@@ -1319,7 +1323,9 @@ ledger_load_reserve(ledger_t *l, const char *table, size_t records)
         if (strcmp(table, s_table_names[i]) == 0)
             return table_reserve(l->tables[i], records) == 0 ? 0 : LEDGER_ENOMEM;
     }
-    return strcmp(table, "meta") == 0 || strcmp(table, CARD_VALUES) == 0 ? 0 : LEDGER_EINVAL;
+    if (strcmp(table, CARD_VALUES) == 0) /* one per card, and it may come first */
+        return table_reserve(l->tables[T_CARDS], records) == 0 ? 0 : LEDGER_ENOMEM;
+    return strcmp(table, "meta") == 0 ? 0 : LEDGER_EINVAL;
 }
 
 static int

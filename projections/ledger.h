@@ -86,8 +86,8 @@ typedef struct ledger_card {
     uint64_t open_offer_id; /* 0 = none */
     /*
      * The card's value and status, from balance_minor to the end: all that redeems, reversals,
-     * reloads, transfers, adjustments, flags and expiry change. A checkpoint keeps it apart from
-     * the rest of the card ("card_values"), so that a redeem rewrites 32 bytes, not 344.
+     * reloads, balance transfers, adjustments, flags and expiry change. A checkpoint keeps it apart
+     * from the rest of the card ("card_values"), so that a redeem rewrites 32 bytes, not 344.
      */
     int64_t balance_minor;  /* stored value */
     int64_t redeemed_minor; /* lifetime, net of reversals */
