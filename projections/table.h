@@ -81,6 +81,9 @@ bool table_dirty_in_part(const table_t *t, const void *rec);
  */
 int table_reserve(table_t *t, size_t records);
 
+/* Is the index still being copied into a larger one (a few entries per insert)? For tests. */
+bool table_index_growing(const table_t *t);
+
 /*
  * Asks the CPU to fetch the index entry where key would be (a hint: nothing changes, nothing is
  * waited for), so that a lookup of the key a little later does not wait for memory.

@@ -7,8 +7,9 @@
  * that the dirty set, deletions and forgetting the clean records hold across chunks; and that
  * a reserved table takes the same records; and that a numbered table (card ids, sequence
  * numbers) finds numbers in a long run and numbers far from it; and that keys of every length up
- * to TABLE_KEY_MAX, in the slot or in the key arena, are kept whole; and that a record touched
- * in part stays so until it is touched whole.
+ * to TABLE_KEY_MAX, in the slot or in the key arena, are kept whole; that a record touched
+ * in part stays so until it is touched whole; and that while the index grows (a few entries
+ * copied per insert) every record is found, and deletions, reserves and forgetting hold.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -417,6 +418,103 @@ records_touched_in_part_stay_so_until_touched_whole(void)
     table_destroy(&t);
 }
 
+/* Checks that records 0..n-1 (those not deleted) are where they were put; returns the misses. */
+static size_t
+s_misses(const table_t *t, uint64_t n, uint64_t deleted)
+{
+    char key[40];
+    size_t bad = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        bool known = false;
+        s_rec_t *r = table_lookup(t, key, s_key(i, key), &known);
+        bad += !known || (i == deleted ? r != NULL : r != s_addr[i] || r->n != i);
+    }
+    return bad;
+}
+
+static void
+the_index_grows_a_little_at_a_time(void)
+{
+    table_t *t = NULL;
+    REQUIRE(table_new(40, sizeof(s_rec_t), &t) == 0);
+    char key[40];
+    size_t growths = 0;
+    size_t growing_puts = 0; /* puts made while the last growth was under way */
+    size_t bad = 0;
+    uint64_t deleted = UINT64_MAX;
+    for (uint64_t i = 0; i < S_RECORDS; i++) {
+        bool was_growing = table_index_growing(t);
+        s_rec_t *r = table_put(t, key, s_key(i, key), NULL);
+        REQUIRE(r != NULL);
+        r->n = i;
+        s_addr[i] = r;
+        if (!table_index_growing(t))
+            continue;
+        if (!was_growing) {
+            growths++;
+            growing_puts = 0;
+        }
+        growing_puts++;
+        /* Meanwhile every record is found: the newest, ones put long before (their entries
+         * copied or not yet), and absent keys are absent. */
+        uint64_t probes[4] = { i, i / 2, i - i / 7, (i * 2654435761u) % (i + 1) };
+        for (size_t k = 0; k < 4; k++) {
+            if (probes[k] == deleted)
+                continue;
+            bad += table_get(t, key, s_key(probes[k], key)) != s_addr[probes[k]];
+        }
+        bad += table_get(t, "key-none", 8) != NULL;
+        if (growths == 4 && growing_puts == 10) {
+            /* A deletion in the middle of a growth: the key stays known, without a record;
+             * putting it again brings back the same slot. */
+            deleted = i / 3;
+            table_del(t, key, s_key(deleted, key));
+            bool known = false;
+            bad += table_lookup(t, key, s_key(deleted, key), &known) != NULL || !known;
+            CHECK(table_put(t, key, s_key(deleted, key), NULL) == s_addr[deleted]);
+            table_del(t, key, s_key(deleted, key));
+        }
+    }
+    CHECK_EQ_U64(bad, 0);
+    /* From 1024 entries to 2^19: one growth per doubling, each spread over many puts. */
+    CHECK_EQ_U64(growths, 9);
+    CHECK(growing_puts > 1000);
+    CHECK_EQ_U64(s_misses(t, S_RECORDS, deleted), 0);
+
+    /* Reserving ends a growth under way, and finds every record after. */
+    for (uint64_t i = S_RECORDS; !table_index_growing(t); i++) {
+        REQUIRE(i < 2 * S_RECORDS);
+        REQUIRE(table_put(t, key, s_key(i, key), NULL) != NULL);
+    }
+    REQUIRE(table_reserve(t, 4 * S_RECORDS) == 0);
+    CHECK(!table_index_growing(t));
+    CHECK_EQ_U64(s_misses(t, S_RECORDS, deleted), 0);
+    table_destroy(&t);
+
+    /* Forgetting the clean records in the middle of a growth keeps the dirty ones. */
+    REQUIRE(table_new(40, sizeof(s_rec_t), &t) == 0);
+    uint64_t i = 0;
+    for (; i < 3000; i++)
+        REQUIRE(table_put(t, key, s_key(i, key), NULL) != NULL);
+    table_dirty_clear(t);
+    for (; !table_index_growing(t); i++) {
+        REQUIRE(i < 10000);
+        s_rec_t *r = table_put(t, key, s_key(i, key), NULL);
+        REQUIRE(r != NULL);
+        r->n = i;
+    }
+    CHECK(table_forget_clean(t) == 0);
+    CHECK(!table_index_growing(t));
+    CHECK_EQ_U64(table_count(t), i - 3000);
+    bad = 0;
+    for (uint64_t j = 0; j < i; j++) {
+        s_rec_t *r = table_get(t, key, s_key(j, key));
+        bad += j < 3000 ? r != NULL : r == NULL || r->n != j;
+    }
+    CHECK_EQ_U64(bad, 0);
+    table_destroy(&t);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -427,6 +525,7 @@ main(int argc, char **argv)
         CHECK_CASE(numbered_tables_take_the_number_anywhere_in_the_key),
         CHECK_CASE(keys_of_every_length_are_kept_whole),
         CHECK_CASE(records_touched_in_part_stay_so_until_touched_whole),
+        CHECK_CASE(the_index_grows_a_little_at_a_time),
     };
     return check_main(argc, argv, cases, sizeof(cases) / sizeof(cases[0]));
 }
