@@ -30,6 +30,7 @@ enum {
     S_OPT_COMMIT_EVENTS,
     S_OPT_RETENTION_HOURS,
     S_OPT_JOURNAL_MAP_MAX_MB,
+    S_OPT_PREFAULT,
     S_OPT_CONFIG,
     S_OPT_HELP,
     S_OPT_VERSION,
@@ -49,6 +50,7 @@ static const struct option s_options[] = {
     { "commit-events", required_argument, NULL, S_OPT_COMMIT_EVENTS },
     { "idempotency-retention-hours", required_argument, NULL, S_OPT_RETENTION_HOURS },
     { "journal-map-max-mb", required_argument, NULL, S_OPT_JOURNAL_MAP_MAX_MB },
+    { "prefault", required_argument, NULL, S_OPT_PREFAULT },
     { "config", required_argument, NULL, S_OPT_CONFIG },
     { "help", no_argument, NULL, S_OPT_HELP },
     { "version", no_argument, NULL, S_OPT_VERSION },
@@ -83,6 +85,8 @@ config_usage(void)
            "  --idempotency-retention-hours N  keep request ids this long (default 168)\n"
            "  --journal-map-max-mb N           never grow the journal's map beyond N MiB\n"
            "                                   (default 1048576, i.e. 1 TiB)\n"
+           "  --prefault on|off                a thread faults the state's memory in before\n"
+           "                                   the loop writes it (default on)\n"
            "  --test-clock START_US            a clock that only AdvanceClock moves (tests, "
            "drills)\n"
            "  --config FILE                    read `key = value` lines named like the flags\n"
@@ -180,6 +184,13 @@ s_apply(daemon_config_t *c, int opt, const char *name, const char *value, char *
         return s_parse_u64(name, value, 1, CONFIG_COMMIT_EVENTS_MAX, &c->commit_events, err, cap);
     case S_OPT_JOURNAL_MAP_MAX_MB:
         return s_parse_u64(name, value, 1, UINT64_C(1) << 30, &c->journal_map_max_mb, err, cap);
+    case S_OPT_PREFAULT:
+        if (strcmp(value, "on") != 0 && strcmp(value, "off") != 0) {
+            s_err(err, cap, "--prefault is on or off, not \"%s\"", value);
+            return CONFIG_EUSAGE;
+        }
+        c->prefault = strcmp(value, "on") == 0;
+        return 0;
     case S_OPT_RETENTION_HOURS:
         rc = s_parse_u64(name, value, 1, CONFIG_IDEMPOTENCY_RETENTION_H_MAX, &v, err, cap);
         if (rc == 0)
@@ -277,6 +288,7 @@ config_parse(int argc, char **argv, daemon_config_t *out, char *err, size_t err_
     c.checkpoint_events = CONFIG_CHECKPOINT_EVENTS_DEFAULT;
     c.checkpoint_interval_ms = CONFIG_CHECKPOINT_INTERVAL_MS_DEFAULT;
     c.cache_records = CONFIG_CACHE_RECORDS_DEFAULT;
+    c.prefault = true;
     c.commit_events = CONFIG_COMMIT_EVENTS_MAX;
     c.idempotency_retention_hours = CONFIG_IDEMPOTENCY_RETENTION_H_DEFAULT;
 

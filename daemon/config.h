@@ -49,6 +49,7 @@ typedef struct daemon_config {
     uint64_t commit_events;               /* --commit-events: events of a group before it ends */
     uint32_t idempotency_retention_hours; /* --idempotency-retention-hours */
     uint64_t journal_map_max_mb;          /* --journal-map-max-mb: 0 = the journal's 1 TiB */
+    bool prefault;                        /* --prefault on|off: daemon/prefault.h */
     bool print_digest;                    /* --print-digest: load, print, exit (hidden) */
     bool full_replay;                     /* --full-replay: ignore the checkpoint (hidden) */
 } daemon_config_t;

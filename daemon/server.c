@@ -51,6 +51,7 @@
 #include "codec.h"
 #include "decide.h"
 #include "log.h"
+#include "prefault.h"
 
 /* Idempotency records of one window: one per decided command. */
 #define S_RECS_MAX (DAEMON_COMMIT_REQUESTS_MAX + CL_BATCH_REQUESTS_MAX)
@@ -175,6 +176,7 @@ struct server {
     journal_t *state;            /* the checkpoint's environment */
     checkpoint_source_t *source; /* where the ledger reads what it does not hold */
     checkpointer_t *writer;      /* writes checkpoints in a thread of its own */
+    prefault_t *prefault;        /* faults the ledger's next memory in (or NULL: --prefault off) */
     idem_dbs_t idem;
     void *router;
     void *pub;
@@ -761,6 +763,8 @@ s_rebuild(server_t *s)
         log_error("the state cannot be rebuilt from disk: %s", checkpoint_strerror(rc));
         return rc;
     }
+    if (s->prefault != NULL)
+        ledger_set_ahead(s->ledger, prefault_ask, s->prefault);
     s->events_since_checkpoint = info.replayed;
     if (info.full_needed)
         s->full_checkpoint = true;
@@ -1639,6 +1643,11 @@ server_new(const server_opts_t *o, server_t **out)
     s->out.rows = s->rows;
     s->out.rows_cap = CL_ISSUE_BATCH_MAX;
 
+    if (o->cfg->prefault && prefault_start(&s->prefault) != 0)
+        log_warn("prefault: no thread to fault memory in ahead; the loop will do it itself");
+    if (s->prefault != NULL)
+        ledger_set_ahead(o->ledger, prefault_ask, s->prefault);
+
     /* Taken over last, so a failure above leaves the caller's ledger alone. */
     s->ledger = o->ledger;
     s->state = o->state;
@@ -1675,6 +1684,7 @@ server_destroy(server_t **sp)
         close(c->done_fd);
     }
     codec_batch_destroy(&s->batch);
+    prefault_stop(&s->prefault);
     ledger_destroy(&s->ledger);
     free(s->events);
     free(s->rows);

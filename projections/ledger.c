@@ -1401,6 +1401,14 @@ ledger_set_source(ledger_t *l, const ledger_source_t *source)
     l->cursor_done = false;
 }
 
+void
+ledger_set_ahead(ledger_t *l, void (*fn)(void *ctx, void *addr, size_t len), void *ctx)
+{
+    assert(l != NULL);
+    for (int i = 0; i < T_COUNT; i++)
+        table_set_ahead(l->tables[i], fn, ctx);
+}
+
 /* ---- Digest ------------------------------------------------------------------------------- */
 
 typedef struct digest_item {

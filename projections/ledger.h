@@ -244,6 +244,12 @@ typedef struct ledger_source {
 void ledger_set_source(ledger_t *l, const ledger_source_t *source);
 
 /*
+ * Lets every table ask for memory before it first writes it (table_set_ahead() in table.h: fn
+ * gets ctx, an address and a length, and must not block); NULL asks for nothing.
+ */
+void ledger_set_ahead(ledger_t *l, void (*fn)(void *ctx, void *addr, size_t len), void *ctx);
+
+/*
  * Bounds a cache's memory: in every lazy table holding more than keep_max records (live, deleted
  * or known absent), forgets the clean ones, which the source then gives back when asked. Only
  * when the source holds every clean record as it is: right after a checkpoint was written, with

@@ -48,6 +48,10 @@
  * double in size, so a growing table's slots soon all come in huge pages. */
 #define TABLE_HUGE_MIN  (1u << 20)
 #define TABLE_HUGE_PAGE (2u << 20)
+/* With table_set_ahead(): how far past the newest slot the memory of the slots is asked for. A
+ * huge page is faulted in in 5 to 13 ms on these VMs (tools/bench-table): a few of them ahead
+ * give the asked thread that long to keep up. */
+#define TABLE_AHEAD (8u << 20)
 
 /* Memory for chunks and key blocks: huge pages for large blocks. Freed with free(). */
 static void *
@@ -124,6 +128,13 @@ struct table {
     uint32_t *dirty; /* slot numbers */
     size_t dirty_count;
     size_t dirty_cap;
+    /* Asking ahead (table_set_ahead()): the function and its context; how far the slots' memory
+     * was asked for, in bytes over all chunks end to end (chunk k starts at byte
+     * s_chunk_first(k) * slot_size); the next index, allocated and asked for before a growth. */
+    table_ahead_fn ahead;
+    void *ahead_ctx;
+    size_t asked;
+    uint64_t *next_index; /* 2 * index_cap entries, or NULL */
 };
 
 /* The number of the first slot of chunk k. */
@@ -209,6 +220,7 @@ table_destroy(table_t **tp)
     free(t->arena);
     s_index_free(t->index, t->index_cap);
     s_index_free(t->old_index, t->old_cap);
+    s_index_free(t->next_index, 2 * t->index_cap);
     free(t->dirty);
     free(t);
     *tp = NULL;
@@ -335,9 +347,16 @@ s_grow_index(table_t *t, size_t cap)
     /* A position comes from the entry's 32 hash bits: no index is larger than they place. */
     if (cap > ((size_t)1 << 32))
         return -1;
-    uint64_t *index = s_index_alloc(cap);
-    if (index == NULL)
-        return -1;
+    uint64_t *index = NULL;
+    if (t->next_index != NULL && cap == 2 * t->index_cap) {
+        index = t->next_index; /* made and asked for ahead: see s_ask_ahead() */
+    } else {
+        index = s_index_alloc(cap);
+        if (index == NULL)
+            return -1;
+        s_index_free(t->next_index, 2 * t->index_cap);
+    }
+    t->next_index = NULL;
     (void)s_move(t, SIZE_MAX);
     t->old_index = t->index;
     t->old_cap = t->index_cap;
@@ -453,6 +472,79 @@ s_arena_take(table_t *t, size_t len)
     return p;
 }
 
+/* Bytes of chunk k. */
+static size_t
+s_chunk_bytes(const table_t *t, size_t k)
+{
+    return ((size_t)TABLE_CHUNK_SLOTS << k) * t->slot_size;
+}
+
+/* Allocates the next chunk. Returns 0, or -1 when memory runs out or no chunk is left. */
+static int
+s_add_chunk(table_t *t)
+{
+    /* Slot numbers are 32-bit (the index keeps slot + 1 in 32 bits): far below the limit. */
+    if (t->chunks_count == TABLE_CHUNKS_MAX || s_chunk_first(t->chunks_count) >= UINT32_MAX)
+        return -1;
+    /* Not zeroed here: each slot is cleared when it is first used. */
+    uint8_t *chunk = s_alloc(s_chunk_bytes(t, t->chunks_count));
+    if (chunk == NULL)
+        return -1;
+    t->chunks[t->chunks_count++] = chunk;
+    return 0;
+}
+
+/*
+ * With an ahead function, after slot n was taken: asks for the slots' memory up to TABLE_AHEAD
+ * past it, a huge page at most per call (the next chunk is allocated early for that), and for
+ * the next index once the index is 7/16 full, so that it is faulted in when the growth comes
+ * (at 1/2: 1/16 of the index's size in new records later, time enough for a thread that faults
+ * a huge page in in 5 to 13 ms). A table that stops growing in between keeps that index unused:
+ * twice the memory of its index, for a table that stopped just short of a growth.
+ * Chunks and indexes too small for huge pages are not asked for. Allocation failures here
+ * change nothing: the memory is then allocated when needed, as without asking.
+ */
+static void
+s_ask_ahead(table_t *t, size_t n)
+{
+    size_t want = (n + 1) * t->slot_size + TABLE_AHEAD;
+    while (t->asked < want) {
+        size_t slot = t->asked / t->slot_size;
+        size_t k =
+            (size_t)(63 - __builtin_clzll((unsigned long long)(slot / TABLE_CHUNK_SLOTS + 1)));
+        if (k >= TABLE_CHUNKS_MAX || (k == t->chunks_count && s_add_chunk(t) != 0))
+            break;
+        size_t start = s_chunk_first(k) * t->slot_size;
+        size_t len = s_chunk_bytes(t, k);
+        size_t off = t->asked - start;
+        if (len < TABLE_HUGE_MIN) { /* from malloc: not asked for */
+            t->asked = start + len;
+            continue;
+        }
+        size_t piece = TABLE_HUGE_PAGE - off % TABLE_HUGE_PAGE;
+        if (piece > len - off)
+            piece = len - off;
+        t->ahead(t->ahead_ctx, t->chunks[k] + off, piece);
+        t->asked += piece;
+    }
+    size_t next_bytes = 2 * t->index_cap * sizeof(uint64_t);
+    if (t->next_index == NULL && next_bytes >= TABLE_HUGE_MIN &&
+        16 * t->slots >= 7 * t->index_cap && 2 * t->index_cap <= ((size_t)1 << 32)) {
+        t->next_index = s_index_alloc(2 * t->index_cap);
+        if (t->next_index != NULL)
+            t->ahead(t->ahead_ctx, t->next_index, next_bytes);
+    }
+}
+
+void
+table_set_ahead(table_t *t, table_ahead_fn fn, void *ctx)
+{
+    assert(t != NULL);
+    t->ahead = fn;
+    t->ahead_ctx = ctx;
+    t->asked = t->slots * t->slot_size; /* what is in use was touched already */
+}
+
 /*
  * A new zero-filled slot (not live, not dirty) for key at index position pos (from s_find_h()
  * with hash): room in the chunks, then in the index (kept at most half full, counting the
@@ -465,16 +557,9 @@ s_new_slot(table_t *t, const void *key, size_t key_len, uint32_t hash, size_t po
     uint8_t *long_key = NULL;
     if (key_len > t->key_room && (long_key = s_arena_take(t, key_len)) == NULL)
         return NULL;
-    if (t->slots == s_chunk_first(t->chunks_count)) {
-        /* Slot numbers are 32-bit (the index keeps slot + 1 in 32 bits): far below the limit. */
-        if (t->chunks_count == TABLE_CHUNKS_MAX || t->slots >= UINT32_MAX)
-            return NULL;
-        /* Not zeroed here: each slot is cleared when it is first used. */
-        uint8_t *chunk = s_alloc(((size_t)TABLE_CHUNK_SLOTS << t->chunks_count) * t->slot_size);
-        if (chunk == NULL)
-            return NULL;
-        t->chunks[t->chunks_count++] = chunk;
-    }
+    /* The chunk of the new slot may have been allocated ahead (s_ask_ahead()). */
+    if (t->slots == s_chunk_first(t->chunks_count) && s_add_chunk(t) != 0)
+        return NULL;
     bool moved = false;
     if ((t->slots + 1) * 2 > t->index_cap) {
         if (s_grow_index(t, t->index_cap * 2) != 0)
@@ -499,6 +584,8 @@ s_new_slot(table_t *t, const void *key, size_t key_len, uint32_t hash, size_t po
         memcpy(h + 1, key, key_len);
     }
     t->index[pos] = (uint64_t)hash << 32 | (uint64_t)(n + 1);
+    if (t->ahead != NULL)
+        s_ask_ahead(t, n);
     return h;
 }
 
@@ -672,6 +759,7 @@ table_forget_clean(table_t *t)
         } else
             table_del(fresh, s_key(t, h), h->key_len); /* stays dirty: a deletion to write */
     }
+    table_set_ahead(fresh, t->ahead, t->ahead_ctx);
     /* The fresh table's insides replace the old ones; the old ones are freed with it. */
     table_t old = *t;
     *t = *fresh;

@@ -154,6 +154,19 @@ def usage_errors_exit_1_and_send_nothing(env):
     check("request-id" in err, "an over-long request id is named")
 
 
+def daemon_flags_are_checked(env):
+    # A bad daemon setting is refused with exit 64 before anything is opened or made.
+    data = os.path.join(env.tmp, "never-made")
+    for flags, said in ((["--prefault", "maybe"], "--prefault is on or off"),
+                        (["--checkpoint-events", "0"], "--checkpoint-events must be between")):
+        p = subprocess.run([DAEMON, "--data", data, "--listen", "ipc://" + data + ".sock",
+                            "--publish", "ipc://" + data + ".pub"] + flags,
+                           capture_output=True, text=True, timeout=30)
+        check(p.returncode == 64, "%s: exit 64, got %d" % (flags, p.returncode))
+        check(said in p.stderr, "%s: stderr says %r (got %r)" % (flags, said, p.stderr))
+        check(not os.path.exists(data), "%s: no data directory made" % flags)
+
+
 def unreachable_ledger_exits_2(env):
     p = subprocess.run([CLI, "--connect", "ipc://" + os.path.join(env.tmp, "nobody.sock"),
                         "--timeout-ms", "100", "--retries", "1", "status"],
@@ -607,6 +620,7 @@ def the_projector_answers_every_query(env):
 CASES = [
     help_and_version_work_on_every_level,
     usage_errors_exit_1_and_send_nothing,
+    daemon_flags_are_checked,
     unreachable_ledger_exits_2,
     status_answers,
     merchants_stores_and_programs_are_set_up,

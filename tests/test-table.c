@@ -9,11 +9,14 @@
  * numbers) finds numbers in a long run and numbers far from it; and that keys of every length up
  * to TABLE_KEY_MAX, in the slot or in the key arena, are kept whole; that a record touched
  * in part stays so until it is touched whole; and that while the index grows (a few entries
- * copied per insert) every record is found, and deletions, reserves and forgetting hold.
+ * copied per insert) every record is found, and deletions, reserves and forgetting hold; and
+ * that a table with an ahead function asks for its slots' memory before it uses it, once.
  */
+#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "check.h"
 #include "table.h"
@@ -515,6 +518,105 @@ the_index_grows_a_little_at_a_time(void)
     table_destroy(&t);
 }
 
+/* What a table asked for ahead: ranges, and how many puts had been made when each came. */
+#define S_ASKS_MAX 4096
+typedef struct s_asks {
+    uintptr_t addr[S_ASKS_MAX];
+    size_t len[S_ASKS_MAX];
+    uint64_t at[S_ASKS_MAX];
+    size_t count;
+    uint64_t puts;
+    size_t unmapped; /* ranges madvise() did not find mapped */
+} s_asks_t;
+
+static s_asks_t s_asks;
+
+static void
+s_ask(void *ctx, void *addr, size_t len)
+{
+    s_asks_t *a = ctx;
+    /* Fault it in, as the daemon's thread does: this fails for memory that is not mapped. */
+    if (madvise(addr, len, MADV_POPULATE_WRITE) != 0 && errno != EINVAL)
+        a->unmapped++;
+    if (a->count < S_ASKS_MAX) {
+        a->addr[a->count] = (uintptr_t)addr;
+        a->len[a->count] = len;
+        a->at[a->count] = a->puts;
+        a->count++;
+    }
+}
+
+/* The ask that holds p, or SIZE_MAX. */
+static size_t
+s_asked(const s_asks_t *a, const void *p)
+{
+    for (size_t i = 0; i < a->count; i++) {
+        if ((uintptr_t)p >= a->addr[i] && (uintptr_t)p < a->addr[i] + a->len[i])
+            return i;
+    }
+    return SIZE_MAX;
+}
+
+static void
+tables_ask_for_their_memory_ahead(void)
+{
+    table_t *t = NULL;
+    REQUIRE(table_new(40, sizeof(s_rec_t), &t) == 0);
+    memset(&s_asks, 0, sizeof(s_asks));
+    table_set_ahead(t, s_ask, &s_asks);
+    char key[40];
+    for (uint64_t i = 0; i < S_RECORDS; i++) {
+        s_rec_t *r = table_put(t, key, s_key(i, key), NULL);
+        REQUIRE(r != NULL);
+        r->n = i;
+        s_addr[i] = r;
+        s_asks.puts++;
+    }
+    CHECK_EQ_U64(s_asks.unmapped, 0);
+    CHECK(s_asks.count > 10 && s_asks.count < S_ASKS_MAX);
+    /* Asked ranges never overlap: nothing is asked for twice. */
+    size_t overlaps = 0;
+    for (size_t i = 0; i < s_asks.count; i++)
+        for (size_t j = i + 1; j < s_asks.count; j++)
+            overlaps += s_asks.addr[i] < s_asks.addr[j] + s_asks.len[j] &&
+                        s_asks.addr[j] < s_asks.addr[i] + s_asks.len[i];
+    CHECK_EQ_U64(overlaps, 0);
+    /* Past the small first chunks (from malloc, never asked for), every record lies in memory
+     * asked for before the put that made it; and the index it grew into was asked for whole. */
+    size_t first = SIZE_MAX, late = 0;
+    for (uint64_t i = 0; i < S_RECORDS; i++) {
+        size_t k = s_asked(&s_asks, s_addr[i]);
+        if (k == SIZE_MAX)
+            continue;
+        if (first == SIZE_MAX)
+            first = i;
+        late += s_asks.at[k] >= i;
+    }
+    CHECK(first < 30000);
+    size_t outside = 0;
+    for (uint64_t i = first; i < S_RECORDS; i++)
+        outside += s_asked(&s_asks, s_addr[i]) == SIZE_MAX;
+    CHECK_EQ_U64(outside, 0);
+    CHECK_EQ_U64(late, 0);
+    size_t index_asks = 0;
+    for (size_t i = 0; i < s_asks.count; i++)
+        index_asks += s_asks.len[i] > (2u << 20); /* slots are asked a huge page at a time */
+    CHECK(index_asks >= 1);
+    CHECK_EQ_U64(s_misses(t, S_RECORDS, UINT64_MAX), 0);
+
+    /* A table that forgot its clean records keeps asking, from where it is. */
+    table_dirty_clear(t);
+    for (uint64_t i = 0; i < 20000; i++)
+        REQUIRE(table_put(t, key, s_key(i, key), NULL) != NULL);
+    CHECK(table_forget_clean(t) == 0);
+    size_t before = s_asks.count;
+    for (uint64_t i = S_RECORDS; i < S_RECORDS + 60000; i++)
+        REQUIRE(table_put(t, key, s_key(i, key), NULL) != NULL);
+    CHECK(s_asks.count > before);
+    CHECK_EQ_U64(s_asks.unmapped, 0);
+    table_destroy(&t);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -526,6 +628,7 @@ main(int argc, char **argv)
         CHECK_CASE(keys_of_every_length_are_kept_whole),
         CHECK_CASE(records_touched_in_part_stay_so_until_touched_whole),
         CHECK_CASE(the_index_grows_a_little_at_a_time),
+        CHECK_CASE(tables_ask_for_their_memory_ahead),
     };
     return check_main(argc, argv, cases, sizeof(cases) / sizeof(cases[0]));
 }
