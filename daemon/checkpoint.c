@@ -696,6 +696,36 @@ checkpointer_start(checkpointer_t *c, ledger_t *l)
     return 0;
 }
 
+int
+checkpointer_begin(checkpointer_t *c, ledger_t *l)
+{
+    pthread_mutex_lock(&c->mu);
+    bool busy = c->busy;
+    pthread_mutex_unlock(&c->mu);
+    if (busy)
+        return CHECKPOINT_EBUSY;
+    /* The batch is the loop's until it is handed over. Records go after what a failed write
+     * left, so the newer ones win. */
+    c->batch.seq = ledger_meta(l)->last_seq;
+    return ledger_freeze_dirty(l, s_batch_add, &c->batch);
+}
+
+int
+checkpointer_copy(checkpointer_t *c, ledger_t *l, size_t max, size_t *out_left)
+{
+    (void)c; /* the batch was given to the ledger's freeze */
+    return ledger_copy_frozen(l, max, out_left);
+}
+
+void
+checkpointer_hand(checkpointer_t *c)
+{
+    pthread_mutex_lock(&c->mu);
+    c->busy = true;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
 bool
 checkpointer_collect(checkpointer_t *c, checkpoint_result_t *out)
 {

@@ -215,7 +215,17 @@ struct server {
     bool full_checkpoint;
     bool checkpoint_in_hand; /* the writer has a batch whose result is not collected */
     bool checkpoint_failed;  /* the writer holds a batch it could not write */
+    /* A checkpoint being copied a little each cycle (checkpointer_begin()): as of copy_seq,
+     * begun at copy_t0. It goes to the writer once copied and landed_seq has reached it. */
+    bool copying;
+    size_t copy_left; /* records still to copy (0: waiting for copy_seq to land) */
+    uint64_t copy_seq;
+    double copy_t0;
+    uint64_t landed_seq; /* the journal's head after the last window that landed */
 };
+
+/* Changed records a checkpoint copies per cycle of the loop: about 1 to 2 ms of copying. */
+#define S_COPY_STEP 4096
 
 /* ---- Small helpers ------------------------------------------------------------------------- */
 
@@ -755,6 +765,7 @@ s_rebuild(server_t *s)
     checkpointer_discard(s->writer);
     s->checkpoint_in_hand = false;
     s->checkpoint_failed = false;
+    s->copying = false; /* its freeze goes with the ledger */
     ledger_destroy(&s->ledger);
     int rc = ledger_new(&s->ledger);
     if (rc == 0)
@@ -766,6 +777,7 @@ s_rebuild(server_t *s)
     if (s->prefault != NULL)
         ledger_set_ahead(s->ledger, prefault_ask, s->prefault);
     s->events_since_checkpoint = info.replayed;
+    s->landed_seq = info.head_seq;
     if (info.full_needed)
         s->full_checkpoint = true;
     log_warn("the state was rebuilt from disk: checkpoint at %llu, %llu events replayed, head "
@@ -889,6 +901,8 @@ s_land(server_t *s, s_window_t *w)
     } else {
         CL_CHECK(w->evs_count == 0 || w->head.seq == w->evs[w->evs_count - 1].seq);
         s->events_since_checkpoint += w->evs_count;
+        if (w->evs_count > 0)
+            s->landed_seq = w->head.seq;
         if (w->evs_count > 0 || w->recs_count > 0)
             log_debug("commit: %zu requests, %zu events, head %llu, %zu records purged, %.2f ms",
                       w->recs_count, w->evs_count, (unsigned long long)w->head.seq, w->purged,
@@ -1381,6 +1395,7 @@ s_checkpoint_collect(server_t *s)
     log_debug("checkpoint: %zu records at sequence %llu in %.1f ms (in the background)",
               res.records, (unsigned long long)res.seq, res.took_ms);
     /* Every clean record is now on disk as it is, and no batch is in hand: memory can shrink. */
+    CL_CHECK(!s->copying); /* a copy begins only once the last result is collected */
     long forgotten = ledger_forget_clean(s->ledger, (size_t)s->cfg->cache_records);
     if (forgotten > 0)
         log_info("cache: %ld records forgotten after the checkpoint at sequence %llu", forgotten,
@@ -1400,6 +1415,55 @@ s_checkpoint_settle(server_t *s)
 }
 
 /*
+ * A copy that failed (out of memory) left the ledger's freeze half done: everything decided is
+ * landed, then the ledger is rebuilt from disk, whose dirty records then cover every change
+ * since the last checkpoint written. Returns 0 or a fatal code.
+ */
+static int
+s_copy_failed(server_t *s, int rc)
+{
+    log_error("checkpoint: copying the changed records failed (%s); the state is rebuilt from "
+              "disk, nothing is lost",
+              checkpoint_strerror(rc));
+    int drc = s_drain(s);
+    if (drc != 0)
+        return drc;
+    return s_rebuild(s);
+}
+
+/* Copies about max more records of the checkpoint being copied, and hands it to the writer
+ * once all are copied and the journal holds its sequence. Returns 0 or a fatal code. */
+static int
+s_copy_step(server_t *s, size_t max)
+{
+    size_t left = 0;
+    int rc = checkpointer_copy(s->writer, s->ledger, max, &left);
+    if (rc != 0)
+        return s_copy_failed(s, rc);
+    s->copy_left = left;
+    if (left > 0 || s->landed_seq < s->copy_seq)
+        return 0; /* the next cycle goes on; a landing wakes the loop */
+    checkpointer_hand(s->writer);
+    s->copying = false;
+    s->checkpoint_in_hand = true;
+    log_debug("checkpoint: the records changed up to sequence %llu copied in %.1f ms, handed to "
+              "the writer",
+              (unsigned long long)s->copy_seq, s_mono_ms() - s->copy_t0);
+    return 0;
+}
+
+/* Copies the rest of the checkpoint being copied and hands it over; everything decided must
+ * have landed. Returns 0 or a fatal code. */
+static int
+s_copy_finish(server_t *s)
+{
+    CL_CHECK(s->landed_seq >= s->copy_seq);
+    int rc = s_copy_step(s, SIZE_MAX);
+    CL_CHECK(rc != 0 || !s->copying);
+    return rc;
+}
+
+/*
  * Writes a checkpoint: a full one in this thread (every record; after the state was rebuilt
  * from the whole journal), else the dirty records through the background writer, waited for
  * when wait is set (at the stop). Everything decided must have landed (s_drain()): a checkpoint
@@ -1415,7 +1479,11 @@ s_checkpoint(server_t *s, const char *why, bool wait)
     s->last_checkpoint_ms = t0;
     if (s->full_checkpoint) {
         s_rtxn_end(s);
-        checkpointer_discard(s->writer); /* a full checkpoint rewrites everything */
+        if (s->copying) { /* a full checkpoint rewrites everything */
+            ledger_frozen_drop(s->ledger);
+            s->copying = false;
+        }
+        checkpointer_discard(s->writer);
         s->checkpoint_in_hand = false;
         s->checkpoint_failed = false;
         rc = checkpoint_write(s->state, s->ledger, true, &records);
@@ -1427,6 +1495,8 @@ s_checkpoint(server_t *s, const char *why, bool wait)
                      (unsigned long long)s->checkpoint_seq, s_mono_ms() - t0);
         }
     } else {
+        if (s->copying && (rc = s_copy_finish(s)) != 0)
+            return rc;
         if (s->checkpoint_in_hand)
             s_checkpoint_settle(s);
         rc = checkpointer_start(s->writer, s->ledger);
@@ -1452,10 +1522,13 @@ s_checkpoint(server_t *s, const char *why, bool wait)
     return 0;
 }
 
-/* Writes a checkpoint when one is due and the writer is free. Returns 0 or a fatal code. */
+/* Writes a checkpoint when one is due and the writer is free: a full one at once, else one
+ * copied a little each cycle (s_copy_step()). Returns 0 or a fatal code. */
 static int
 s_maybe_checkpoint(server_t *s)
 {
+    if (s->copying)
+        return s_copy_step(s, S_COPY_STEP);
     s_checkpoint_collect(s);
     if (s->checkpoint_in_hand)
         return 0; /* the last one is still being written: a later cycle */
@@ -1468,14 +1541,26 @@ s_maybe_checkpoint(server_t *s)
         why = "interval";
     if (why == NULL)
         return 0;
-    double t0 = s_mono_ms();
-    int rc = s_drain(s);
-    double t1 = s_mono_ms();
-    if (rc == 0 && s_checkpoint(s, why, false) == 0)
-        log_debug("checkpoint (%s): the loop waited %.1f ms for the commits in flight, then "
-                  "copied the changed records in %.1f ms",
-                  why, t1 - t0, s_mono_ms() - t1);
-    return rc;
+    if (s->full_checkpoint) { /* written by the loop, as of a committed sequence */
+        int rc = s_drain(s);
+        if (rc == 0)
+            (void)s_checkpoint(s, why, false);
+        return rc;
+    }
+    /* No drain: the copy is as of the last decided sequence, and goes to the writer only once
+     * the journal holds it. */
+    int rc = checkpointer_begin(s->writer, s->ledger);
+    if (rc != 0)
+        return s_copy_failed(s, rc);
+    s->copying = true;
+    s->copy_left = SIZE_MAX;
+    s->copy_seq = ledger_meta(s->ledger)->last_seq;
+    s->copy_t0 = s_mono_ms();
+    s->last_checkpoint_ms = s->copy_t0;
+    s->events_since_checkpoint = 0;
+    log_debug("checkpoint (%s): copying the records changed up to sequence %llu", why,
+              (unsigned long long)s->copy_seq);
+    return s_copy_step(s, S_COPY_STEP);
 }
 
 static long
@@ -1483,7 +1568,8 @@ s_poll_timeout_ms(server_t *s)
 {
     long timeout = DAEMON_POLL_MAX_MS;
     ledger_timer_t t;
-    if (s->timers_pending || (s->flying == NULL && s_window_busy(s->cur)))
+    if (s->timers_pending || (s->copying && s->copy_left > 0) ||
+        (s->flying == NULL && s_window_busy(s->cur)))
         return 0;
     if (!s->cfg->test_clock && ledger_timer_peek(s->ledger, &t)) {
         int64_t wait_us = t.due_us - s_now(s);
@@ -1585,7 +1671,7 @@ server_run(server_t *s, volatile sig_atomic_t *stop, int wake_fd_read)
         return rc;
     /* A failed final checkpoint loses nothing (the journal has every event; the next start
      * replays a longer tail), so it is logged by s_checkpoint() but does not fail the stop. */
-    if (s->events_since_checkpoint > 0 || s->full_checkpoint || s->checkpoint_failed)
+    if (s->events_since_checkpoint > 0 || s->full_checkpoint || s->checkpoint_failed || s->copying)
         s_checkpoint(s, "shutdown", true);
     else
         s_checkpoint_settle(s); /* the last routine one is on disk before the exit */
@@ -1655,6 +1741,7 @@ server_new(const server_opts_t *o, server_t **out)
     s->writer = o->writer;
     s->checkpoint_seq = o->loaded->checkpoint_seq;
     s->events_since_checkpoint = o->loaded->replayed;
+    s->landed_seq = o->loaded->head_seq;
     s->full_checkpoint = o->loaded->full_needed;
     s->last_checkpoint_ms = s_mono_ms();
     *out = s;

@@ -102,6 +102,9 @@ struct ledger {
      * program (a batch issue's rows), and a program's record never moves nor goes away (its
      * table is no cache), so the pointer stays good for the ledger's life. */
     const ledger_program_t *last_program;
+    /* What each table hands its frozen records to (ledger_freeze_dirty()). */
+    struct visit_ctx *frozen_v; /* T_COUNT of them, or NULL when none was ever made */
+    struct card_visit_ctx *frozen_cards;
 };
 
 const char *
@@ -487,6 +490,8 @@ ledger_destroy(ledger_t **lp)
     for (int i = 0; i < T_COUNT; i++)
         table_destroy(&l->tables[i]);
     free(l->timers.items);
+    free(l->frozen_v);
+    free(l->frozen_cards);
     free(l);
     *lp = NULL;
 }
@@ -1272,6 +1277,56 @@ ledger_foreach_record(const ledger_t *l, ledger_record_fn fn, void *ctx)
     if (l->source.get != NULL)
         return LEDGER_EINVAL;
     return s_walk(l, false, fn, ctx);
+}
+
+int
+ledger_freeze_dirty(ledger_t *l, ledger_record_fn fn, void *ctx)
+{
+    assert(l != NULL && fn != NULL);
+    if (l->frozen_v == NULL) {
+        l->frozen_v = calloc(T_COUNT, sizeof(*l->frozen_v));
+        l->frozen_cards = calloc(1, sizeof(*l->frozen_cards));
+        if (l->frozen_v == NULL || l->frozen_cards == NULL)
+            return LEDGER_ENOMEM;
+    }
+    if (l->meta_dirty) {
+        int rc = fn("meta", "meta", 4, &l->meta, sizeof(l->meta), ctx);
+        if (rc != 0)
+            return rc;
+        l->meta_dirty = false;
+    }
+    *l->frozen_cards = (card_visit_ctx_t){ l->tables[T_CARDS], fn, ctx };
+    for (int i = 0; i < T_COUNT; i++) {
+        l->frozen_v[i] = (visit_ctx_t){ s_table_names[i], table_rec_size(l->tables[i]), fn, ctx };
+        if (i == T_CARDS)
+            (void)table_freeze_dirty(l->tables[i], s_visit_card, l->frozen_cards);
+        else
+            (void)table_freeze_dirty(l->tables[i], s_visit, &l->frozen_v[i]);
+    }
+    return 0;
+}
+
+int
+ledger_copy_frozen(ledger_t *l, size_t max, size_t *out_left)
+{
+    assert(l != NULL && out_left != NULL);
+    size_t left_all = 0;
+    for (int i = 0; i < T_COUNT; i++) {
+        size_t left = 0;
+        int rc = table_copy_frozen(l->tables[i], &max, &left);
+        if (rc != 0)
+            return rc;
+        left_all += left;
+    }
+    *out_left = left_all;
+    return 0;
+}
+
+void
+ledger_frozen_drop(ledger_t *l)
+{
+    for (int i = 0; i < T_COUNT; i++)
+        table_frozen_drop(l->tables[i]);
 }
 
 void

@@ -217,6 +217,19 @@ void ledger_dirty_clear(ledger_t *l);
 int ledger_foreach_record(const ledger_t *l, ledger_record_fn fn, void *ctx);
 int ledger_load_record(ledger_t *l, const char *table, const void *key, size_t key_len,
                        const void *rec, size_t rec_len);
+
+/*
+ * The same records as ledger_dirty_foreach() gives, copied a little at a time while the ledger
+ * goes on changing (table_freeze_dirty() in table.h): ledger_freeze_dirty() hands the meta record
+ * to fn at once and freezes every table's dirty records as they are now; each is then handed to
+ * fn exactly once, as it is now: by ledger_copy_frozen() (about max records a call; *out_left
+ * says how many are left, 0 when the freeze is over), or just before a change to it (a failing
+ * fn then fails that change, as out of memory would). ledger_frozen_drop() ends a freeze without
+ * the rest. fn and ctx must stay valid until the freeze is over. Returns 0 or fn's code.
+ */
+int ledger_freeze_dirty(ledger_t *l, ledger_record_fn fn, void *ctx);
+int ledger_copy_frozen(ledger_t *l, size_t max, size_t *out_left);
+void ledger_frozen_drop(ledger_t *l);
 /* Before a load: room for `records` records of a table, so it does not grow record by record. */
 int ledger_load_reserve(ledger_t *l, const char *table, size_t records);
 int ledger_rebuild_indexes(ledger_t *l);

@@ -98,7 +98,7 @@ s_index_free(uint64_t *index, size_t cap)
 typedef struct slot_head {
     uint16_t key_len;
     uint8_t live;  /* 0 = deleted */
-    uint8_t dirty; /* 0, or on the dirty list: S_DIRTY_WHOLE or S_DIRTY_PART */
+    uint8_t dirty; /* 0, or a mark: S_DIRTY_WHOLE or S_DIRTY_PART, with S_MARK_ROUND */
     uint32_t slot; /* this slot's number, so a record's pointer leads back to it */
 } slot_head_t;
 
@@ -135,6 +135,17 @@ struct table {
     void *ahead_ctx;
     size_t asked;
     uint64_t *next_index; /* 2 * index_cap entries, or NULL */
+    /* Marks carry the round they were made in (one bit, `round`). table_freeze_dirty() starts a
+     * new round: the dirty list becomes the frozen list, whose records (marked in the last
+     * round, not yet handed to frozen_visit) are handed over either by table_copy_frozen() or
+     * just before they change. */
+    uint8_t round;
+    uint32_t *frozen; /* slot numbers */
+    size_t frozen_count;
+    size_t frozen_cap;
+    size_t frozen_pos;           /* handed over (or skipped) up to here */
+    table_visit_fn frozen_visit; /* NULL: nothing frozen */
+    void *frozen_ctx;
 };
 
 /* The number of the first slot of chunk k. */
@@ -222,6 +233,7 @@ table_destroy(table_t **tp)
     s_index_free(t->old_index, t->old_cap);
     s_index_free(t->next_index, 2 * t->index_cap);
     free(t->dirty);
+    free(t->frozen);
     free(t);
     *tp = NULL;
 }
@@ -391,17 +403,46 @@ table_index_growing(const table_t *t)
 /* How much of a dirty record changed: all of it, or only its owner's part (table_touch_part()). */
 #define S_DIRTY_WHOLE 1
 #define S_DIRTY_PART  2
+#define S_DIRTY_KIND  3
+/* The bit of a mark that says its round: a mark of the other round is a frozen record's. */
+#define S_MARK_ROUND 4
 
-/* Puts slot n on the dirty list; `how` whole also widens a record dirty only in part. */
+static inline bool
+s_marked_now(const table_t *t, uint8_t mark)
+{
+    return (mark & S_DIRTY_KIND) != 0 && ((mark & S_MARK_ROUND) != 0) == (t->round != 0);
+}
+
+static inline bool
+s_marked_frozen(const table_t *t, uint8_t mark)
+{
+    return (mark & S_DIRTY_KIND) != 0 && ((mark & S_MARK_ROUND) != 0) != (t->round != 0);
+}
+
+/* Hands a frozen record to frozen_visit as it is (its frozen mark still on, so that
+ * table_dirty_in_part() answers for it), then clears the mark. */
+static int
+s_hand_frozen(table_t *t, slot_head_t *h)
+{
+    int rc = t->frozen_visit(s_key(t, h), h->key_len, h->live ? s_rec(t, h) : NULL, t->frozen_ctx);
+    if (rc == 0)
+        h->dirty = 0;
+    return rc;
+}
+
+/* Puts slot n on the dirty list; `how` whole also widens a record dirty only in part. A frozen
+ * record is handed over first, as it was before this change. */
 static int
 s_mark_dirty_as(table_t *t, size_t n, uint8_t how)
 {
     slot_head_t *h = s_slot(t, n);
-    if (h->dirty) {
+    if (s_marked_now(t, h->dirty)) {
         if (how == S_DIRTY_WHOLE)
-            h->dirty = S_DIRTY_WHOLE;
+            h->dirty = (uint8_t)((h->dirty & S_MARK_ROUND) | S_DIRTY_WHOLE);
         return 0;
     }
+    if (h->dirty != 0 && s_hand_frozen(t, h) != 0)
+        return -1;
     if (t->dirty_count == t->dirty_cap) {
         size_t cap = t->dirty_cap ? t->dirty_cap * 2 : 256;
         uint32_t *d = realloc(t->dirty, cap * sizeof(*d));
@@ -411,7 +452,7 @@ s_mark_dirty_as(table_t *t, size_t n, uint8_t how)
         t->dirty_cap = cap;
     }
     t->dirty[t->dirty_count++] = (uint32_t)n;
-    h->dirty = how;
+    h->dirty = (uint8_t)(how | (t->round ? S_MARK_ROUND : 0));
     return 0;
 }
 
@@ -661,7 +702,7 @@ table_touch_part(table_t *t, const void *rec)
 bool
 table_dirty_in_part(const table_t *t, const void *rec)
 {
-    return s_head_of(t, rec)->dirty == S_DIRTY_PART;
+    return (s_head_of(t, rec)->dirty & S_DIRTY_KIND) == S_DIRTY_PART;
 }
 
 void *
@@ -737,11 +778,13 @@ table_slots(const table_t *t)
 int
 table_forget_clean(table_t *t)
 {
+    assert(t->frozen_visit == NULL); /* the frozen records are not on disk yet */
     table_t *fresh = NULL;
     if (table_new(t->key_max, t->rec_size, &fresh) != 0)
         return -1;
     fresh->numbered = t->numbered;
     fresh->number_off = t->number_off;
+    fresh->round = t->round; /* the marks copied below carry it */
     if (table_reserve(fresh, t->dirty_count) != 0) {
         table_destroy(&fresh);
         return -1;
@@ -815,6 +858,71 @@ table_foreach_dirty(const table_t *t, table_visit_fn fn, void *ctx)
             return rc;
     }
     return 0;
+}
+
+int
+table_freeze_dirty(table_t *t, table_visit_fn visit, void *ctx)
+{
+    assert(t != NULL && visit != NULL && t->frozen_visit == NULL);
+    uint32_t *list = t->frozen;
+    size_t cap = t->frozen_cap;
+    t->frozen = t->dirty;
+    t->frozen_cap = t->dirty_cap;
+    t->frozen_count = t->dirty_count;
+    t->frozen_pos = 0;
+    t->dirty = list;
+    t->dirty_cap = cap;
+    t->dirty_count = 0;
+    t->round ^= 1;
+    t->frozen_visit = visit;
+    t->frozen_ctx = ctx;
+    return 0;
+}
+
+int
+table_copy_frozen(table_t *t, size_t *budget, size_t *out_left)
+{
+    assert(t != NULL && budget != NULL && out_left != NULL);
+    while (t->frozen_visit != NULL && t->frozen_pos<t->frozen_count && * budget> 0) {
+        if (t->frozen_pos + S_DIRTY_PREFETCH < t->frozen_count) {
+            const uint8_t *p =
+                (const uint8_t *)s_slot(t, t->frozen[t->frozen_pos + S_DIRTY_PREFETCH]);
+            __builtin_prefetch(p);
+            __builtin_prefetch(p + t->slot_size - 1);
+        }
+        slot_head_t *h = s_slot(t, t->frozen[t->frozen_pos]);
+        if (s_marked_frozen(t, h->dirty)) { /* else handed over already, before a change */
+            int rc = s_hand_frozen(t, h);
+            if (rc != 0) {
+                *out_left = t->frozen_count - t->frozen_pos;
+                return rc;
+            }
+        }
+        t->frozen_pos++;
+        (*budget)--;
+    }
+    if (t->frozen_visit != NULL && t->frozen_pos == t->frozen_count) {
+        t->frozen_visit = NULL;
+        t->frozen_ctx = NULL;
+        t->frozen_count = 0;
+        t->frozen_pos = 0;
+    }
+    *out_left = t->frozen_count - t->frozen_pos;
+    return 0;
+}
+
+void
+table_frozen_drop(table_t *t)
+{
+    for (size_t i = t->frozen_pos; t->frozen_visit != NULL && i < t->frozen_count; i++) {
+        slot_head_t *h = s_slot(t, t->frozen[i]);
+        if (s_marked_frozen(t, h->dirty))
+            h->dirty = 0;
+    }
+    t->frozen_visit = NULL;
+    t->frozen_ctx = NULL;
+    t->frozen_count = 0;
+    t->frozen_pos = 0;
 }
 
 void

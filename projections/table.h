@@ -121,6 +121,23 @@ void table_dirty_clear(table_t *t);
 size_t table_dirty_count(const table_t *t);
 
 /*
+ * A copy of the dirty records made a little at a time (a checkpoint's, while commands go on):
+ * table_freeze_dirty() makes the dirty records frozen and the dirty list empty (in O(1)); from
+ * then on, each frozen record is handed to visit exactly once, as it was at the freeze: by
+ * table_copy_frozen(), up to max at a time, or, when the table is about to change it (put,
+ * touch, delete), just before, by that call (which fails, returning NULL, if visit fails).
+ * table_dirty_in_part() answers for a record handed to visit. Changes after the freeze mark
+ * records dirty as usual. table_copy_frozen() walks at most *budget frozen records (and takes
+ * what it walked off *budget), returns 0 (or visit's code) and the frozen records left in
+ * *out_left; at 0 the freeze is over. table_frozen_drop() ends it without handing the
+ * rest over (their marks are dropped: the caller writes them some other way). One freeze at a
+ * time; table_forget_clean() only without one.
+ */
+int table_freeze_dirty(table_t *t, table_visit_fn visit, void *ctx);
+int table_copy_frozen(table_t *t, size_t *budget, size_t *out_left);
+void table_frozen_drop(table_t *t);
+
+/*
  * Forgets every clean record (live ones and keys known to have none): only the dirty ones stay,
  * in memory freshly allocated. For a table that is a cache over a copy holding every clean
  * record as it is. Returns 0, or -1 when memory runs out (the table is unchanged). Pointers to

@@ -1365,6 +1365,79 @@ checkpoints_after_every_change_load_back_the_same_state(void)
     free(sn.recs);
 }
 
+/*
+ * A checkpoint copied a little at a time (ledger_freeze_dirty()) while commands go on: what it
+ * copies is the state as of the freeze, every record once, whatever changes meanwhile (a redeem
+ * of a frozen card, a gift of one, a deletion, new cards), and the changes after the freeze are
+ * the next checkpoint's. Stored one after the other, both load back into the live state.
+ */
+static void
+a_frozen_copy_holds_the_state_of_its_freeze(void)
+{
+    s_world();
+    snap_t sn = { calloc(256, sizeof(snap_rec_t)), 0, 0 };
+    REQUIRE(sn.recs != NULL);
+    uint64_t a = s_issue("m1", "gift", "alice", 20000, NULL, NULL);
+    uint64_t b = s_issue("m1", "gift", "bob", 10000, NULL, NULL);
+    uint64_t c = s_issue("m1", "gift", "carol", 10000, NULL, NULL);
+    s_checkpoint(&sn);
+    /* Changed before the freeze: a's value, b whole (a gift), a pending offer of c. */
+    CHECK_OK(s_run(s_redeem_cmd(a, "s1", 700)));
+    CHECK_OK(s_run(s_gift_cmd(CL_CMD_TRANSFER_CARD, b, "bob", "dave")));
+    const cl_reply_t *r = s_run(s_gift_cmd(CL_CMD_OFFER_GIFT, c, "carol", ""));
+    CHECK_OK(r);
+    uint64_t offer_id = r->offer_id;
+    uint8_t at_freeze[16];
+    s_digest(at_freeze);
+
+    snap_t frozen = { calloc(256, sizeof(snap_rec_t)), sn.count, 0 };
+    REQUIRE(frozen.recs != NULL);
+    memcpy(frozen.recs, sn.recs, sn.count * sizeof(snap_rec_t));
+    REQUIRE(ledger_freeze_dirty(L, s_store_record, &frozen) == 0);
+    size_t left = 0;
+    REQUIRE(ledger_copy_frozen(L, 1, &left) == 0); /* one record copied, the rest still frozen */
+    CHECK(left > 0);
+    /* Meanwhile: a frozen card's value changes again, b gets a new holder again (whole), the
+     * offer goes away (recalled), a new card comes. Each frozen record is copied before. */
+    CHECK_OK(s_run(s_redeem_cmd(a, "s1", 300)));
+    CHECK_OK(s_run(s_gift_cmd(CL_CMD_TRANSFER_CARD, b, "dave", "erin")));
+    cl_command_t *recall = s_cmd(CL_CMD_RECALL_GIFT);
+    recall->u.gift_close.offer_id = offer_id;
+    recall->u.gift_close.card.card_id = c;
+    CHECK_OK(s_run(recall));
+    uint64_t d = s_issue("m1", "gift", "frank", 10000, NULL, NULL);
+    while (left > 0) {
+        REQUIRE(ledger_copy_frozen(L, 2, &left) == 0);
+        CHECK_OK(s_run(s_redeem_cmd(d, "s1", 10)));
+    }
+    uint8_t got[16];
+    s_load_store(&frozen, false, got);
+    CHECK(memcmp(got, at_freeze, 16) == 0);
+    s_load_store(&frozen, true, got);
+    CHECK(memcmp(got, at_freeze, 16) == 0);
+
+    /* The changes since the freeze, stored on top, give the live state. */
+    s_checkpoint(&frozen);
+    uint8_t live[16];
+    s_digest(live);
+    CHECK(memcmp(live, at_freeze, 16) != 0);
+    s_load_store(&frozen, false, got);
+    CHECK(memcmp(got, live, 16) == 0);
+    CHECK_EQ_INT(s_card(a)->balance_minor, 20000 - 700 - 300);
+    CHECK(strcmp(s_card(b)->holder, "erin") == 0);
+
+    /* A freeze dropped halfway leaves no frozen record behind: the next freeze starts clean. */
+    CHECK_OK(s_run(s_redeem_cmd(a, "s1", 1)));
+    REQUIRE(ledger_freeze_dirty(L, s_store_record, &frozen) == 0);
+    ledger_frozen_drop(L);
+    CHECK_OK(s_run(s_redeem_cmd(a, "s1", 1)));
+    size_t dirty = 0;
+    ledger_dirty_foreach(L, s_count_dirty, &dirty);
+    CHECK(dirty > 0);
+    free(sn.recs);
+    free(frozen.recs);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -1405,6 +1478,7 @@ main(int argc, char **argv)
         CHECK_CASE(records_loaded_into_a_new_ledger_give_the_same_state_and_indexes),
         CHECK_CASE(only_changed_records_are_dirty_after_a_checkpoint),
         CHECK_CASE(checkpoints_after_every_change_load_back_the_same_state),
+        CHECK_CASE(a_frozen_copy_holds_the_state_of_its_freeze),
         CHECK_CASE(a_ledger_over_a_checkpoint_folds_and_answers_like_the_whole_one),
     };
     int rc = check_main(argc, argv, cases, sizeof(cases) / sizeof(cases[0]));
