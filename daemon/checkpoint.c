@@ -697,6 +697,19 @@ checkpointer_start(checkpointer_t *c, ledger_t *l)
 }
 
 int
+checkpointer_reserve(checkpointer_t *c, size_t bytes, void **out_addr, size_t *out_len)
+{
+    pthread_mutex_lock(&c->mu);
+    int rc = c->busy ? CHECKPOINT_EBUSY : s_batch_room(&c->batch, bytes);
+    if (rc == 0) {
+        *out_addr = c->batch.buf;
+        *out_len = c->batch.cap;
+    }
+    pthread_mutex_unlock(&c->mu);
+    return rc;
+}
+
+int
 checkpointer_begin(checkpointer_t *c, ledger_t *l)
 {
     pthread_mutex_lock(&c->mu);

@@ -226,6 +226,11 @@ struct server {
 
 /* Changed records a checkpoint copies per cycle of the loop: about 1 to 2 ms of copying. */
 #define S_COPY_STEP 4096
+/* With --prefault on, the checkpoint's batch is made this large at start (two records of up to
+ * 128 bytes per event between checkpoints, at most 64 MiB) and faulted in by the prefault
+ * thread, so that the first checkpoints do not grow it on the loop. */
+#define S_BATCH_RESERVE_PER_EVENT 256u
+#define S_BATCH_RESERVE_MAX       (64u << 20)
 
 /* ---- Small helpers ------------------------------------------------------------------------- */
 
@@ -1731,8 +1736,15 @@ server_new(const server_opts_t *o, server_t **out)
 
     if (o->cfg->prefault && prefault_start(&s->prefault) != 0)
         log_warn("prefault: no thread to fault memory in ahead; the loop will do it itself");
-    if (s->prefault != NULL)
+    if (s->prefault != NULL) {
         ledger_set_ahead(o->ledger, prefault_ask, s->prefault);
+        uint64_t want = o->cfg->checkpoint_events * S_BATCH_RESERVE_PER_EVENT;
+        void *addr = NULL;
+        size_t len = 0;
+        if (checkpointer_reserve(o->writer, want < S_BATCH_RESERVE_MAX ? want : S_BATCH_RESERVE_MAX,
+                                 &addr, &len) == 0)
+            prefault_ask(s->prefault, addr, len);
+    }
 
     /* Taken over last, so a failure above leaves the caller's ledger alone. */
     s->ledger = o->ledger;
