@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 
 #include "log.h"
@@ -32,7 +33,7 @@ struct prefault {
     s_req_t ring[PREFAULT_QUEUE];
     size_t head; /* next request to serve */
     size_t count;
-    bool stop; /* also when the kernel does not know MADV_POPULATE_WRITE: requests dropped */
+    bool stop;
 };
 
 static void *
@@ -51,16 +52,10 @@ s_main(void *arg)
         pthread_mutex_unlock(&p->lock);
         for (size_t off = 0; off < r.len;) {
             size_t n = r.len - off < S_PIECE ? r.len - off : S_PIECE;
-            if (madvise(r.addr + off, n, MADV_POPULATE_WRITE) != 0 && errno == EINVAL) {
-                log_info("prefault: the kernel cannot fault memory in ahead (MADV_POPULATE_WRITE); "
-                         "the loop will fault its memory in itself");
-                pthread_mutex_lock(&p->lock);
-                p->stop = true;
-                pthread_mutex_unlock(&p->lock);
-                return NULL;
-            }
+            /* A failure means the memory was freed or remapped since it was asked for (or, a
+             * bug, a range not starting at a page): nothing to do either way. */
+            (void)madvise(r.addr + off, n, MADV_POPULATE_WRITE);
             off += n;
-            /* ENOMEM, EFAULT: freed or remapped since it was asked for; nothing to do. */
             pthread_mutex_lock(&p->lock);
             bool stop = p->stop;
             pthread_mutex_unlock(&p->lock);
@@ -76,6 +71,19 @@ s_main(void *arg)
 int
 prefault_start(prefault_t **out)
 {
+    /* Does the kernel know MADV_POPULATE_WRITE (Linux 5.14)? Asked once, of a page of ours. */
+    void *page = aligned_alloc(4096, 4096);
+    if (page == NULL)
+        return -1;
+    int known = madvise(page, 4096, MADV_POPULATE_WRITE);
+    int err = errno;
+    free(page);
+    if (known != 0) {
+        log_info("prefault: the kernel cannot fault memory in ahead (MADV_POPULATE_WRITE: %s); "
+                 "the loop faults its memory in itself",
+                 strerror(err));
+        return -1;
+    }
     prefault_t *p = calloc(1, sizeof(*p));
     if (p == NULL)
         return -1;

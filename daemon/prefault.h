@@ -21,7 +21,8 @@
 
 typedef struct prefault prefault_t;
 
-/* Starts the thread. Returns 0, or -1 (out of memory, no thread). */
+/* Starts the thread. Returns 0, or -1 (out of memory, no thread, or a kernel without
+ * MADV_POPULATE_WRITE: logged). */
 int prefault_start(prefault_t **out);
 
 /* Asks for [addr, addr + len) to be faulted in; never blocks (a table_ahead_fn, ctx = the

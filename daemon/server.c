@@ -1399,8 +1399,11 @@ s_checkpoint_collect(server_t *s)
     s->checkpoint_seq = res.seq;
     log_debug("checkpoint: %zu records at sequence %llu in %.1f ms (in the background)",
               res.records, (unsigned long long)res.seq, res.took_ms);
-    /* Every clean record is now on disk as it is, and no batch is in hand: memory can shrink. */
+    /* Every clean record is now on disk as it is, and no batch is in hand: memory can shrink.
+     * A record forgotten now must be read back from this checkpoint, not from a snapshot taken
+     * before it was written: the read transaction goes first. */
     CL_CHECK(!s->copying); /* a copy begins only once the last result is collected */
+    s_rtxn_end(s);
     long forgotten = ledger_forget_clean(s->ledger, (size_t)s->cfg->cache_records);
     if (forgotten > 0)
         log_info("cache: %ld records forgotten after the checkpoint at sequence %llu", forgotten,
@@ -1482,6 +1485,10 @@ s_checkpoint(server_t *s, const char *why, bool wait)
     size_t records = 0;
     int rc;
     s->last_checkpoint_ms = t0;
+    /* A copy under way ends first: a failure of it rebuilds the ledger, which may then need a
+     * full checkpoint. */
+    if (s->copying && !s->full_checkpoint && (rc = s_copy_finish(s)) != 0)
+        return rc;
     if (s->full_checkpoint) {
         s_rtxn_end(s);
         if (s->copying) { /* a full checkpoint rewrites everything */
@@ -1500,8 +1507,6 @@ s_checkpoint(server_t *s, const char *why, bool wait)
                      (unsigned long long)s->checkpoint_seq, s_mono_ms() - t0);
         }
     } else {
-        if (s->copying && (rc = s_copy_finish(s)) != 0)
-            return rc;
         if (s->checkpoint_in_hand)
             s_checkpoint_settle(s);
         rc = checkpointer_start(s->writer, s->ledger);
@@ -1573,8 +1578,13 @@ s_poll_timeout_ms(server_t *s)
 {
     long timeout = DAEMON_POLL_MAX_MS;
     ledger_timer_t t;
-    if (s->timers_pending || (s->copying && s->copy_left > 0) ||
-        (s->flying == NULL && s_window_busy(s->cur)))
+    if (s->copying && s->copy_left > 0) {
+        /* Cycles go on back to back until the copy is done: no snapshot is kept across them
+         * (a commit that grows the map waits for every read transaction). */
+        s_rtxn_end(s);
+        return 0;
+    }
+    if (s->timers_pending || (s->flying == NULL && s_window_busy(s->cur)))
         return 0;
     if (!s->cfg->test_clock && ledger_timer_peek(s->ledger, &t)) {
         int64_t wait_us = t.due_us - s_now(s);
@@ -1735,7 +1745,7 @@ server_new(const server_opts_t *o, server_t **out)
     s->out.rows_cap = CL_ISSUE_BATCH_MAX;
 
     if (o->cfg->prefault && prefault_start(&s->prefault) != 0)
-        log_warn("prefault: no thread to fault memory in ahead; the loop will do it itself");
+        log_warn("prefault: no thread to fault memory in ahead; the loop does it itself");
     if (s->prefault != NULL) {
         ledger_set_ahead(o->ledger, prefault_ask, s->prefault);
         uint64_t want = o->cfg->checkpoint_events * S_BATCH_RESERVE_PER_EVENT;

@@ -210,8 +210,10 @@ s_put(ledger_t *l, int t, const void *key, size_t key_len)
 static void
 s_del(ledger_t *l, int t, const void *key, size_t key_len)
 {
+    /* Out of memory here would leave the state unlike the journal: stop, as a failed touch does
+     * (the command is not committed; a restart replays the journal). */
     if (s_get(l, t, key, key_len) != NULL)
-        table_del(l->tables[t], key, key_len);
+        CL_CHECK(table_del(l->tables[t], key, key_len) == 0);
 }
 
 /* ---- Timers: a set in firing order ------------------------------------------------------- */
@@ -686,7 +688,7 @@ s_holder_add(ledger_t *l, const char *merchant_id, const char *program_id, const
         return LEDGER_EMISMATCH;
     *count = (uint32_t)((int64_t)*count + delta);
     if (*count == 0)
-        table_del(l->tables[T_HOLDERS], key, n);
+        CL_CHECK(table_del(l->tables[T_HOLDERS], key, n) == 0);
     return 0;
 }
 
@@ -1284,10 +1286,15 @@ ledger_freeze_dirty(ledger_t *l, ledger_record_fn fn, void *ctx)
 {
     assert(l != NULL && fn != NULL);
     if (l->frozen_v == NULL) {
-        l->frozen_v = calloc(T_COUNT, sizeof(*l->frozen_v));
-        l->frozen_cards = calloc(1, sizeof(*l->frozen_cards));
-        if (l->frozen_v == NULL || l->frozen_cards == NULL)
+        visit_ctx_t *v = calloc(T_COUNT, sizeof(*v));
+        card_visit_ctx_t *cards = calloc(1, sizeof(*cards));
+        if (v == NULL || cards == NULL) {
+            free(v);
+            free(cards);
             return LEDGER_ENOMEM;
+        }
+        l->frozen_v = v;
+        l->frozen_cards = cards;
     }
     if (l->meta_dirty) {
         int rc = fn("meta", "meta", 4, &l->meta, sizeof(l->meta), ctx);

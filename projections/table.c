@@ -48,6 +48,7 @@
  * double in size, so a growing table's slots soon all come in huge pages. */
 #define TABLE_HUGE_MIN  (1u << 20)
 #define TABLE_HUGE_PAGE (2u << 20)
+#define TABLE_PAGE      4096u /* what ranges asked for ahead start at a multiple of */
 /* With table_set_ahead(): how far past the newest slot the memory of the slots is asked for. A
  * huge page is faulted in in 5 to 13 ms on these VMs (tools/bench-table): a few of them ahead
  * give the asked thread that long to keep up. */
@@ -565,7 +566,10 @@ s_ask_ahead(table_t *t, size_t n)
         size_t piece = TABLE_HUGE_PAGE - off % TABLE_HUGE_PAGE;
         if (piece > len - off)
             piece = len - off;
-        t->ahead(t->ahead_ctx, t->chunks[k] + off, piece);
+        /* From a page boundary (madvise() wants one): the bytes before off are in use already,
+         * and asking for them again changes nothing. */
+        size_t from = off & ~(size_t)(TABLE_PAGE - 1);
+        t->ahead(t->ahead_ctx, t->chunks[k] + from, piece + (off - from));
         t->asked += piece;
     }
     size_t next_bytes = 2 * t->index_cap * sizeof(uint64_t);
@@ -742,25 +746,26 @@ table_prefetch(const table_t *t, const void *key, size_t key_len)
         __builtin_prefetch(&t->old_index[(size_t)h & (t->old_cap - 1)]);
 }
 
-void
+int
 table_del(table_t *t, const void *key, size_t key_len)
 {
     assert(t != NULL && key != NULL);
     if (key_len > t->key_max)
-        return;
+        return 0;
     uint64_t v = s_find(t, key, key_len);
     if (v == 0)
-        return;
+        return 0;
     slot_head_t *h = s_slot(t, s_entry_slot(v) - 1);
     if (!h->live)
-        return;
+        return 0;
     /* Marked dirty first: if that fails the record stays live, nothing half-done. */
     if (s_mark_dirty(t, s_entry_slot(v) - 1) != 0)
-        return;
+        return -1;
     h->live = 0;
     memset(s_rec(t, h), 0, t->rec_size);
     assert(t->live > 0);
     t->live--;
+    return 0;
 }
 
 size_t

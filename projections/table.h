@@ -103,8 +103,9 @@ bool table_index_growing(const table_t *t);
  */
 void table_prefetch(const table_t *t, const void *key, size_t key_len);
 
-/* Deletes the record under key (a no-op when missing). */
-void table_del(table_t *t, const void *key, size_t key_len);
+/* Deletes the record under key (a no-op when missing). Returns 0, or -1 when memory runs out
+ * (the record is then as it was). */
+int table_del(table_t *t, const void *key, size_t key_len);
 
 /* Live records. */
 size_t table_count(const table_t *t);

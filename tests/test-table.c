@@ -526,7 +526,9 @@ typedef struct s_asks {
     uint64_t at[S_ASKS_MAX];
     size_t count;
     uint64_t puts;
-    size_t unmapped; /* ranges madvise() did not find mapped */
+    bool populate;    /* the kernel knows MADV_POPULATE_WRITE */
+    size_t unmapped;  /* ranges madvise() refused: not mapped, or not starting at a page */
+    size_t unaligned; /* ranges not starting at a page */
 } s_asks_t;
 
 static s_asks_t s_asks;
@@ -535,9 +537,11 @@ static void
 s_ask(void *ctx, void *addr, size_t len)
 {
     s_asks_t *a = ctx;
-    /* Fault it in, as the daemon's thread does: this fails for memory that is not mapped. */
-    if (madvise(addr, len, MADV_POPULATE_WRITE) != 0 && errno != EINVAL)
+    /* Fault it in, as the daemon's thread does: this fails for memory that is not mapped, and
+     * for a range that does not start at a page. */
+    if (a->populate && madvise(addr, len, MADV_POPULATE_WRITE) != 0)
         a->unmapped++;
+    a->unaligned += (uintptr_t)addr % 4096 != 0;
     if (a->count < S_ASKS_MAX) {
         a->addr[a->count] = (uintptr_t)addr;
         a->len[a->count] = len;
@@ -557,12 +561,21 @@ s_asked(const s_asks_t *a, const void *p)
     return SIZE_MAX;
 }
 
+/* Whether this kernel knows MADV_POPULATE_WRITE (Linux 5.14): asked of a page of ours. */
+static bool
+s_populate_known(void)
+{
+    static uint8_t page[4096] __attribute__((aligned(4096)));
+    return madvise(page, sizeof(page), MADV_POPULATE_WRITE) == 0;
+}
+
 static void
 tables_ask_for_their_memory_ahead(void)
 {
     table_t *t = NULL;
     REQUIRE(table_new(40, sizeof(s_rec_t), &t) == 0);
     memset(&s_asks, 0, sizeof(s_asks));
+    s_asks.populate = s_populate_known();
     table_set_ahead(t, s_ask, &s_asks);
     char key[40];
     for (uint64_t i = 0; i < S_RECORDS; i++) {
@@ -613,6 +626,21 @@ tables_ask_for_their_memory_ahead(void)
     for (uint64_t i = S_RECORDS; i < S_RECORDS + 60000; i++)
         REQUIRE(table_put(t, key, s_key(i, key), NULL) != NULL);
     CHECK(s_asks.count > before);
+    CHECK_EQ_U64(s_asks.unmapped, 0);
+    CHECK_EQ_U64(s_asks.unaligned, 0);
+    table_destroy(&t);
+
+    /* Asking from a table already in use (as the daemon does after a load): from a page on. */
+    REQUIRE(table_new(40, 344, &t) == 0);
+    for (uint64_t i = 0; i < 31000; i++)
+        REQUIRE(table_put(t, key, s_key(i, key), NULL) != NULL);
+    memset(&s_asks, 0, sizeof(s_asks));
+    s_asks.populate = s_populate_known();
+    table_set_ahead(t, s_ask, &s_asks);
+    for (uint64_t i = 31000; i < 32000; i++)
+        REQUIRE(table_put(t, key, s_key(i, key), NULL) != NULL);
+    CHECK(s_asks.count > 0);
+    CHECK_EQ_U64(s_asks.unaligned, 0);
     CHECK_EQ_U64(s_asks.unmapped, 0);
     table_destroy(&t);
 }
