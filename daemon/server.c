@@ -15,7 +15,9 @@
  *   6. submit: when no commit is in flight, hand the current window to the commit thread,
  *      which makes ONE journal_write() of its events and idempotency records, durable; the
  *      other window becomes the current one;
- *   7. a checkpoint when enough events or time have gone by (with nothing uncommitted).
+ *   7. a checkpoint when enough events or time have gone by: the dirty records are frozen as of
+ *      the last decided sequence and copied S_COPY_STEP per cycle (a record about to change is
+ *      copied first), then handed to the writer once that sequence has landed.
  * Landing a window: its replies go out (to the messages whose requests are all in it), then its
  * events are published. Nothing is ever answered or published before the commit that makes it
  * durable, and windows land in the order they were decided.
@@ -28,7 +30,8 @@
  * ledger is rebuilt from disk (checkpoint + replay), and every request of the failed window and
  * of the current one (decided on top of it) is answered with CL_STORAGE_FULL or CL_INTERNAL;
  * their idempotency records were never written, so a retry with the same request id is decided
- * afresh. A checkpoint copies the ledger only when every window has landed.
+ * afresh. A checkpoint's batch goes to the writer only once every window up to its sequence has
+ * landed; a full checkpoint (after a rebuild from the whole journal) waits for every window.
  */
 #include "server.h"
 
@@ -1748,11 +1751,13 @@ server_new(const server_opts_t *o, server_t **out)
         log_warn("prefault: no thread to fault memory in ahead; the loop does it itself");
     if (s->prefault != NULL) {
         ledger_set_ahead(o->ledger, prefault_ask, s->prefault);
-        uint64_t want = o->cfg->checkpoint_events * S_BATCH_RESERVE_PER_EVENT;
+        uint64_t events = o->cfg->checkpoint_events;
+        size_t want = events < S_BATCH_RESERVE_MAX / S_BATCH_RESERVE_PER_EVENT
+                          ? (size_t)events * S_BATCH_RESERVE_PER_EVENT
+                          : S_BATCH_RESERVE_MAX;
         void *addr = NULL;
         size_t len = 0;
-        if (checkpointer_reserve(o->writer, want < S_BATCH_RESERVE_MAX ? want : S_BATCH_RESERVE_MAX,
-                                 &addr, &len) == 0)
+        if (checkpointer_reserve(o->writer, want, &addr, &len) == 0)
             prefault_ask(s->prefault, addr, len);
     }
 
