@@ -1306,9 +1306,9 @@ ledger_freeze_dirty(ledger_t *l, ledger_record_fn fn, void *ctx)
     for (int i = 0; i < T_COUNT; i++) {
         l->frozen_v[i] = (visit_ctx_t){ s_table_names[i], table_rec_size(l->tables[i]), fn, ctx };
         if (i == T_CARDS)
-            (void)table_freeze_dirty(l->tables[i], s_visit_card, l->frozen_cards);
+            table_freeze_dirty(l->tables[i], s_visit_card, l->frozen_cards);
         else
-            (void)table_freeze_dirty(l->tables[i], s_visit, &l->frozen_v[i]);
+            table_freeze_dirty(l->tables[i], s_visit, &l->frozen_v[i]);
     }
     return 0;
 }

@@ -865,7 +865,7 @@ table_foreach_dirty(const table_t *t, table_visit_fn fn, void *ctx)
     return 0;
 }
 
-int
+void
 table_freeze_dirty(table_t *t, table_visit_fn visit, void *ctx)
 {
     assert(t != NULL && visit != NULL && t->frozen_visit == NULL);
@@ -881,7 +881,6 @@ table_freeze_dirty(table_t *t, table_visit_fn visit, void *ctx)
     t->round ^= 1;
     t->frozen_visit = visit;
     t->frozen_ctx = ctx;
-    return 0;
 }
 
 int

@@ -125,8 +125,8 @@ size_t table_dirty_count(const table_t *t);
  * A copy of the dirty records made a little at a time (a checkpoint's, while commands go on):
  * table_freeze_dirty() makes the dirty records frozen and the dirty list empty (in O(1)); from
  * then on, each frozen record is handed to visit exactly once, as it was at the freeze: by
- * table_copy_frozen(), up to max at a time, or, when the table is about to change it (put,
- * touch, delete), just before, by that call (which fails, returning NULL, if visit fails).
+ * table_copy_frozen(), a few at a time, or, when the table is about to change it (put, touch,
+ * delete), just before, by that call (which fails, returning NULL or -1, if visit fails).
  * table_dirty_in_part() answers for a record handed to visit. Changes after the freeze mark
  * records dirty as usual. table_copy_frozen() walks at most *budget frozen records (and takes
  * what it walked off *budget), returns 0 (or visit's code) and the frozen records left in
@@ -134,7 +134,7 @@ size_t table_dirty_count(const table_t *t);
  * rest over (their marks are dropped: the caller writes them some other way). One freeze at a
  * time; table_forget_clean() only without one.
  */
-int table_freeze_dirty(table_t *t, table_visit_fn visit, void *ctx);
+void table_freeze_dirty(table_t *t, table_visit_fn visit, void *ctx);
 int table_copy_frozen(table_t *t, size_t *budget, size_t *out_left);
 void table_frozen_drop(table_t *t);
 
