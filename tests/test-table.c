@@ -645,6 +645,100 @@ tables_ask_for_their_memory_ahead(void)
     table_destroy(&t);
 }
 
+/* What a freeze handed over: per record number, how often, and the value it had. */
+#define S_FROZEN_N 20000
+typedef struct s_handed {
+    uint32_t times[S_FROZEN_N];
+    uint64_t value[S_FROZEN_N]; /* UINT64_MAX: handed as deleted */
+    size_t calls;
+} s_handed_t;
+
+static s_handed_t s_handed;
+
+static int
+s_hand(const void *key, size_t key_len, const void *rec, void *ctx)
+{
+    s_handed_t *h = ctx;
+    char buf[48];
+    REQUIRE(key_len < sizeof(buf));
+    memcpy(buf, key, key_len);
+    buf[key_len] = '\0';
+    unsigned long long n = 0;
+    REQUIRE(sscanf(buf, "key-%llu-", &n) == 1 && n < S_FROZEN_N);
+    h->times[n]++;
+    h->value[n] = rec != NULL ? ((const s_rec_t *)rec)->n : UINT64_MAX;
+    h->calls++;
+    return 0;
+}
+
+static void
+a_freeze_hands_each_frozen_record_over_once_as_it_was(void)
+{
+    table_t *t = NULL;
+    REQUIRE(table_new(40, sizeof(s_rec_t), &t) == 0);
+    char key[40];
+    for (uint64_t i = 0; i < S_FROZEN_N; i++) {
+        s_rec_t *r = table_put(t, key, s_key(i, key), NULL);
+        REQUIRE(r != NULL);
+        r->n = i;
+    }
+    table_dirty_clear(t);
+    /* Dirty at the freeze: every third record changed, every 300th deleted. */
+    for (uint64_t i = 0; i < S_FROZEN_N; i += 3)
+        ((s_rec_t *)table_put(t, key, s_key(i, key), NULL))->n = i + 1000000;
+    for (uint64_t i = 0; i < S_FROZEN_N; i += 300)
+        CHECK(table_del(t, key, s_key(i, key)) == 0);
+    memset(&s_handed, 0, sizeof(s_handed));
+    table_freeze_dirty(t, s_hand, &s_handed);
+    CHECK_EQ_U64(table_dirty_count(t), 0);
+
+    /* After it: frozen records change (put, touch, delete, a deleted one comes back), and so do
+     * records that were clean; the copy goes on 7 at a time in between. */
+    size_t left = 1, walks = 0;
+    uint64_t i = 0;
+    while (left > 0) {
+        size_t budget = 7;
+        REQUIRE(table_copy_frozen(t, &budget, &left) == 0);
+        walks += 7 - budget;
+        for (int k = 0; k < 5 && i < S_FROZEN_N; k++, i += 7) {
+            s_rec_t *r = table_put(t, key, s_key(i, key), NULL); /* revives a deleted one */
+            REQUIRE(r != NULL);
+            r->n = i + 2000000;
+        }
+    }
+    uint64_t frozen = 0;
+    size_t bad = 0;
+    for (uint64_t n = 0; n < S_FROZEN_N; n++) {
+        bool was_dirty = n % 3 == 0 || n % 300 == 0;
+        uint64_t want = n % 300 == 0 ? UINT64_MAX : n + 1000000;
+        frozen += was_dirty;
+        bad += s_handed.times[n] != (was_dirty ? 1u : 0u);
+        bad += was_dirty && s_handed.value[n] != want;
+    }
+    CHECK_EQ_U64(bad, 0);
+    CHECK_EQ_U64(s_handed.calls, frozen);
+    CHECK(walks <= frozen); /* the budget bounds the walk */
+    /* The changes after the freeze are dirty as usual, for the next one. */
+    size_t after = table_dirty_count(t);
+    CHECK(after > 0 && after <= (S_FROZEN_N + 6) / 7);
+
+    /* A freeze dropped hands nothing over, and leaves no frozen mark behind. */
+    size_t calls = s_handed.calls;
+    table_freeze_dirty(t, s_hand, &s_handed);
+    table_frozen_drop(t);
+    for (uint64_t n = 0; n < S_FROZEN_N; n += 7)
+        REQUIRE(table_put(t, key, s_key(n, key), NULL) != NULL);
+    CHECK_EQ_U64(s_handed.calls, calls);
+    /* ... and the next freeze is an ordinary one. */
+    table_freeze_dirty(t, s_hand, &s_handed);
+    size_t budget = SIZE_MAX;
+    REQUIRE(table_copy_frozen(t, &budget, &left) == 0);
+    CHECK_EQ_U64(left, 0);
+    CHECK_EQ_U64(s_handed.calls, calls + (S_FROZEN_N + 6) / 7);
+    CHECK(table_forget_clean(t) == 0); /* allowed again once the freeze is over */
+    table_destroy(&t);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -657,6 +751,7 @@ main(int argc, char **argv)
         CHECK_CASE(records_touched_in_part_stay_so_until_touched_whole),
         CHECK_CASE(the_index_grows_a_little_at_a_time),
         CHECK_CASE(tables_ask_for_their_memory_ahead),
+        CHECK_CASE(a_freeze_hands_each_frozen_record_over_once_as_it_was),
     };
     return check_main(argc, argv, cases, sizeof(cases) / sizeof(cases[0]));
 }
