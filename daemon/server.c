@@ -225,6 +225,9 @@ struct server {
     uint64_t copy_seq;
     double copy_t0;
     uint64_t landed_seq; /* the journal's head after the last window that landed */
+    /* Landed events past this sequence count towards the next checkpoint (those up to it are in
+     * the last one, or in the one being copied). */
+    uint64_t counted_from_seq;
 };
 
 /* Changed records a checkpoint copies per cycle of the loop: about 1 to 2 ms of copying. */
@@ -786,6 +789,7 @@ s_rebuild(server_t *s)
         ledger_set_ahead(s->ledger, prefault_ask, s->prefault);
     s->events_since_checkpoint = info.replayed;
     s->landed_seq = info.head_seq;
+    s->counted_from_seq = info.head_seq;
     if (info.full_needed)
         s->full_checkpoint = true;
     log_warn("the state was rebuilt from disk: checkpoint at %llu, %llu events replayed, head "
@@ -908,9 +912,14 @@ s_land(server_t *s, s_window_t *w)
             s->broken = true;
     } else {
         CL_CHECK(w->evs_count == 0 || w->head.seq == w->evs[w->evs_count - 1].seq);
-        s->events_since_checkpoint += w->evs_count;
-        if (w->evs_count > 0)
+        if (w->evs_count > 0) {
+            /* A window's events have consecutive sequence numbers. */
+            uint64_t first = w->evs[0].seq;
+            if (w->head.seq > s->counted_from_seq)
+                s->events_since_checkpoint +=
+                    w->head.seq - (first > s->counted_from_seq ? first - 1 : s->counted_from_seq);
             s->landed_seq = w->head.seq;
+        }
         if (w->evs_count > 0 || w->recs_count > 0)
             log_debug("commit: %zu requests, %zu events, head %llu, %zu records purged, %.2f ms",
                       w->recs_count, w->evs_count, (unsigned long long)w->head.seq, w->purged,
@@ -1439,7 +1448,12 @@ s_copy_failed(server_t *s, int rc)
     int drc = s_drain(s);
     if (drc != 0)
         return drc;
-    return s_rebuild(s);
+    if (!s->copying)
+        return 0; /* a commit that failed in the drain rebuilt the ledger already */
+    int rrc = s_rebuild(s);
+    if (rrc != 0)
+        s->broken = true;
+    return rrc;
 }
 
 /* Copies about max more records of the checkpoint being copied, and hands it to the writer
@@ -1531,6 +1545,7 @@ s_checkpoint(server_t *s, const char *why, bool wait)
         return rc;
     }
     s->events_since_checkpoint = 0;
+    s->counted_from_seq = ledger_meta(s->ledger)->last_seq;
     s->full_checkpoint = false;
     return 0;
 }
@@ -1563,14 +1578,20 @@ s_maybe_checkpoint(server_t *s)
     /* No drain: the copy is as of the last decided sequence, and goes to the writer only once
      * the journal holds it. */
     int rc = checkpointer_begin(s->writer, s->ledger);
-    if (rc != 0)
-        return s_copy_failed(s, rc);
+    if (rc != 0) {
+        /* Out of memory before anything was frozen: the dirty records stay as they are, and a
+         * later cycle tries again. */
+        log_error("checkpoint (%s): could not begin (%s); nothing is lost, it is tried again", why,
+                  checkpoint_strerror(rc));
+        return 0;
+    }
     s->copying = true;
     s->copy_left = SIZE_MAX;
     s->copy_seq = ledger_meta(s->ledger)->last_seq;
     s->copy_t0 = s_mono_ms();
     s->last_checkpoint_ms = s->copy_t0;
     s->events_since_checkpoint = 0;
+    s->counted_from_seq = s->copy_seq;
     log_debug("checkpoint (%s): copying the records changed up to sequence %llu", why,
               (unsigned long long)s->copy_seq);
     return s_copy_step(s, S_COPY_STEP);
@@ -1595,7 +1616,10 @@ s_poll_timeout_ms(server_t *s)
         if (ms < timeout)
             timeout = ms;
     }
-    if (s->events_since_checkpoint > 0 || s->full_checkpoint || s->checkpoint_failed) {
+    /* The interval matters only when a checkpoint could begin: not while one is copied or
+     * written (its end is noticed at the next wake-up, at most DAEMON_POLL_MAX_MS later). */
+    if ((s->events_since_checkpoint > 0 || s->full_checkpoint || s->checkpoint_failed) &&
+        !s->copying && !s->checkpoint_in_hand) {
         double left =
             (double)s->cfg->checkpoint_interval_ms - (s_mono_ms() - s->last_checkpoint_ms);
         long ms = left <= 0 ? 0 : (long)left + 1;
@@ -1690,9 +1714,11 @@ server_run(server_t *s, volatile sig_atomic_t *stop, int wake_fd_read)
     /* A failed final checkpoint loses nothing (the journal has every event; the next start
      * replays a longer tail), so it is logged by s_checkpoint() but does not fail the stop. */
     if (s->events_since_checkpoint > 0 || s->full_checkpoint || s->checkpoint_failed || s->copying)
-        s_checkpoint(s, "shutdown", true);
+        rc = s_checkpoint(s, "shutdown", true);
     else
         s_checkpoint_settle(s); /* the last routine one is on disk before the exit */
+    if (s->broken)              /* the state could not be rebuilt after a failed copy */
+        return rc != 0 ? rc : SERVER_ENOMEM;
     log_info("stopped cleanly at sequence %llu",
              (unsigned long long)ledger_meta(s->ledger)->last_seq);
     return 0;
@@ -1769,6 +1795,7 @@ server_new(const server_opts_t *o, server_t **out)
     s->checkpoint_seq = o->loaded->checkpoint_seq;
     s->events_since_checkpoint = o->loaded->replayed;
     s->landed_seq = o->loaded->head_seq;
+    s->counted_from_seq = o->loaded->head_seq;
     s->full_checkpoint = o->loaded->full_needed;
     s->last_checkpoint_ms = s_mono_ms();
     *out = s;
