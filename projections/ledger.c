@@ -83,6 +83,20 @@ typedef struct timer_heap {
     size_t cap;
 } timer_heap_t;
 
+/* How the persistence walks (s_walk(), freezes) hand a table's records to a ledger_record_fn. */
+typedef struct visit_ctx {
+    const char *table;
+    size_t rec_size;
+    ledger_record_fn fn;
+    void *ctx;
+} visit_ctx_t;
+
+typedef struct card_visit_ctx {
+    const table_t *cards; /* NULL: every record counts as changed whole */
+    ledger_record_fn fn;
+    void *ctx;
+} card_visit_ctx_t;
+
 struct ledger {
     ledger_meta_t meta;
     bool meta_dirty;
@@ -103,8 +117,8 @@ struct ledger {
      * table is no cache), so the pointer stays good for the ledger's life. */
     const ledger_program_t *last_program;
     /* What each table hands its frozen records to (ledger_freeze_dirty()). */
-    struct visit_ctx *frozen_v; /* T_COUNT of them, or NULL when none was ever made */
-    struct card_visit_ctx *frozen_cards;
+    visit_ctx_t frozen_v[T_COUNT];
+    card_visit_ctx_t frozen_cards;
 };
 
 const char *
@@ -492,8 +506,6 @@ ledger_destroy(ledger_t **lp)
     for (int i = 0; i < T_COUNT; i++)
         table_destroy(&l->tables[i]);
     free(l->timers.items);
-    free(l->frozen_v);
-    free(l->frozen_cards);
     free(l);
     *lp = NULL;
 }
@@ -1205,25 +1217,12 @@ ledger_apply(ledger_t *l, const cl_event_t *ev)
 
 /* ---- Persistence -------------------------------------------------------------------------- */
 
-typedef struct visit_ctx {
-    const char *table;
-    size_t rec_size;
-    ledger_record_fn fn;
-    void *ctx;
-} visit_ctx_t;
-
 static int
 s_visit(const void *key, size_t key_len, const void *rec, void *ctx)
 {
     visit_ctx_t *v = ctx;
     return v->fn(v->table, key, key_len, rec, rec != NULL ? v->rec_size : 0, v->ctx);
 }
-
-typedef struct card_visit_ctx {
-    const table_t *cards; /* NULL: every record counts as changed whole */
-    ledger_record_fn fn;
-    void *ctx;
-} card_visit_ctx_t;
 
 /* A card as its two persisted records (see CARD_VALUES); only the second when only it changed. */
 static int
@@ -1285,28 +1284,17 @@ int
 ledger_freeze_dirty(ledger_t *l, ledger_record_fn fn, void *ctx)
 {
     assert(l != NULL && fn != NULL);
-    if (l->frozen_v == NULL) {
-        visit_ctx_t *v = calloc(T_COUNT, sizeof(*v));
-        card_visit_ctx_t *cards = calloc(1, sizeof(*cards));
-        if (v == NULL || cards == NULL) {
-            free(v);
-            free(cards);
-            return LEDGER_ENOMEM;
-        }
-        l->frozen_v = v;
-        l->frozen_cards = cards;
-    }
     if (l->meta_dirty) {
         int rc = fn("meta", "meta", 4, &l->meta, sizeof(l->meta), ctx);
         if (rc != 0)
             return rc;
         l->meta_dirty = false;
     }
-    *l->frozen_cards = (card_visit_ctx_t){ l->tables[T_CARDS], fn, ctx };
+    l->frozen_cards = (card_visit_ctx_t){ l->tables[T_CARDS], fn, ctx };
     for (int i = 0; i < T_COUNT; i++) {
         l->frozen_v[i] = (visit_ctx_t){ s_table_names[i], table_rec_size(l->tables[i]), fn, ctx };
         if (i == T_CARDS)
-            table_freeze_dirty(l->tables[i], s_visit_card, l->frozen_cards);
+            table_freeze_dirty(l->tables[i], s_visit_card, &l->frozen_cards);
         else
             table_freeze_dirty(l->tables[i], s_visit, &l->frozen_v[i]);
     }

@@ -156,12 +156,19 @@ s_chunk_first(size_t k)
     return ((size_t)TABLE_CHUNK_SLOTS << k) - TABLE_CHUNK_SLOTS;
 }
 
+/* The chunk of slot n. Chunk k holds slots [4096 (2^k - 1), 4096 (2^(k+1) - 1)): k is the top
+ * bit of n/4096 + 1. */
+static inline size_t
+s_chunk_of(size_t n)
+{
+    return (size_t)(63 - __builtin_clzll((unsigned long long)(n / TABLE_CHUNK_SLOTS + 1)));
+}
+
 static inline slot_head_t *
 s_slot(const table_t *t, size_t n)
 {
     assert(n < t->slots);
-    /* Chunk k holds slots [4096 (2^k - 1), 4096 (2^(k+1) - 1)): k is the top bit of n/4096 + 1. */
-    size_t k = (size_t)(63 - __builtin_clzll((unsigned long long)(n / TABLE_CHUNK_SLOTS + 1)));
+    size_t k = s_chunk_of(n);
     assert(k < t->chunks_count);
     return (slot_head_t *)(void *)(t->chunks[k] + (n - s_chunk_first(k)) * t->slot_size);
 }
@@ -310,15 +317,15 @@ s_find(const table_t *t, const void *key, size_t key_len)
     return s_find_h(t, key, key_len, s_hash(t, key, key_len), &pos);
 }
 
-/* Puts entry e into the current index, at the first empty position from its home. */
-static void
-s_place(table_t *t, uint64_t e)
+/* The first empty position of the current index from the home of hash h. */
+static size_t
+s_empty_pos(const table_t *t, uint32_t h)
 {
     size_t mask = t->index_cap - 1;
-    size_t pos = (size_t)(e >> 32) & mask;
+    size_t pos = (size_t)h & mask;
     while (t->index[pos] != 0)
         pos = (pos + 1) & mask;
-    t->index[pos] = e;
+    return pos;
 }
 
 /* Positions of the old index copied per new slot while the index grows: the copy must be done
@@ -338,7 +345,7 @@ s_move(table_t *t, size_t positions)
     for (size_t i = t->moved; i < end; i++) {
         uint64_t e = t->old_index[i];
         if (e != 0) {
-            s_place(t, e);
+            t->index[s_empty_pos(t, (uint32_t)(e >> 32))] = e;
             any = true;
         }
     }
@@ -551,9 +558,7 @@ s_ask_ahead(table_t *t, size_t n)
 {
     size_t want = (n + 1) * t->slot_size + TABLE_AHEAD;
     while (t->asked < want) {
-        size_t slot = t->asked / t->slot_size;
-        size_t k =
-            (size_t)(63 - __builtin_clzll((unsigned long long)(slot / TABLE_CHUNK_SLOTS + 1)));
+        size_t k = s_chunk_of(t->asked / t->slot_size);
         if (k >= TABLE_CHUNKS_MAX || (k == t->chunks_count && s_add_chunk(t) != 0))
             break;
         size_t start = s_chunk_first(k) * t->slot_size;
@@ -612,11 +617,8 @@ s_new_slot(table_t *t, const void *key, size_t key_len, uint32_t hash, size_t po
         moved = true;
     }
     moved |= s_move(t, S_MOVE_STEP);
-    if (moved) { /* the key is in neither index: its place is the first empty one from home */
-        size_t mask = t->index_cap - 1;
-        for (pos = (size_t)hash & mask; t->index[pos] != 0; pos = (pos + 1) & mask)
-            ;
-    }
+    if (moved) /* the key is in neither index: its place is the first empty one from home */
+        pos = s_empty_pos(t, hash);
     size_t n = t->slots++;
     slot_head_t *h = s_slot(t, n);
     memset(h, 0, t->slot_size);
@@ -840,13 +842,14 @@ table_foreach(const table_t *t, table_visit_fn fn, void *ctx)
  * redeemed at random), and a checkpoint's copy would otherwise wait for memory at each one. */
 #define S_DIRTY_PREFETCH 8
 
-/* Asks the CPU for the i-th dirty slot's head and its record's last bytes (a hint). */
+/* Asks the CPU for the head and the record's last bytes of slot list[i], if i < count (a
+ * hint). */
 static inline void
-s_prefetch_dirty(const table_t *t, size_t i)
+s_prefetch_listed(const table_t *t, const uint32_t *list, size_t count, size_t i)
 {
-    if (i >= t->dirty_count)
+    if (i >= count)
         return;
-    const uint8_t *h = (const uint8_t *)s_slot(t, t->dirty[i]);
+    const uint8_t *h = (const uint8_t *)s_slot(t, list[i]);
     __builtin_prefetch(h);
     __builtin_prefetch(h + t->slot_size - 1);
 }
@@ -855,7 +858,7 @@ int
 table_foreach_dirty(const table_t *t, table_visit_fn fn, void *ctx)
 {
     for (size_t i = 0; i < t->dirty_count; i++) {
-        s_prefetch_dirty(t, i + S_DIRTY_PREFETCH);
+        s_prefetch_listed(t, t->dirty, t->dirty_count, i + S_DIRTY_PREFETCH);
         slot_head_t *h = s_slot(t, t->dirty[i]);
         assert(h->dirty);
         int rc = fn(s_key(t, h), h->key_len, h->live ? s_rec(t, h) : NULL, ctx);
@@ -883,17 +886,23 @@ table_freeze_dirty(table_t *t, table_visit_fn visit, void *ctx)
     t->frozen_ctx = ctx;
 }
 
+/* Ends a freeze: nothing frozen any more. */
+static void
+s_end_freeze(table_t *t)
+{
+    t->frozen_visit = NULL;
+    t->frozen_ctx = NULL;
+    t->frozen_count = 0;
+    t->frozen_pos = 0;
+}
+
 int
 table_copy_frozen(table_t *t, size_t *budget, size_t *out_left)
 {
     assert(t != NULL && budget != NULL && out_left != NULL);
-    while (t->frozen_visit != NULL && t->frozen_pos<t->frozen_count && * budget> 0) {
-        if (t->frozen_pos + S_DIRTY_PREFETCH < t->frozen_count) {
-            const uint8_t *p =
-                (const uint8_t *)s_slot(t, t->frozen[t->frozen_pos + S_DIRTY_PREFETCH]);
-            __builtin_prefetch(p);
-            __builtin_prefetch(p + t->slot_size - 1);
-        }
+    for (; t->frozen_visit != NULL && t->frozen_count > t->frozen_pos && *budget > 0;
+         t->frozen_pos++, (*budget)--) {
+        s_prefetch_listed(t, t->frozen, t->frozen_count, t->frozen_pos + S_DIRTY_PREFETCH);
         slot_head_t *h = s_slot(t, t->frozen[t->frozen_pos]);
         if (s_marked_frozen(t, h->dirty)) { /* else handed over already, before a change */
             int rc = s_hand_frozen(t, h);
@@ -902,15 +911,9 @@ table_copy_frozen(table_t *t, size_t *budget, size_t *out_left)
                 return rc;
             }
         }
-        t->frozen_pos++;
-        (*budget)--;
     }
-    if (t->frozen_visit != NULL && t->frozen_pos == t->frozen_count) {
-        t->frozen_visit = NULL;
-        t->frozen_ctx = NULL;
-        t->frozen_count = 0;
-        t->frozen_pos = 0;
-    }
+    if (t->frozen_visit != NULL && t->frozen_pos == t->frozen_count)
+        s_end_freeze(t);
     *out_left = t->frozen_count - t->frozen_pos;
     return 0;
 }
@@ -923,10 +926,7 @@ table_frozen_drop(table_t *t)
         if (s_marked_frozen(t, h->dirty))
             h->dirty = 0;
     }
-    t->frozen_visit = NULL;
-    t->frozen_ctx = NULL;
-    t->frozen_count = 0;
-    t->frozen_pos = 0;
+    s_end_freeze(t);
 }
 
 void
