@@ -31,6 +31,7 @@ enum {
     S_OPT_RETENTION_HOURS,
     S_OPT_JOURNAL_MAP_MAX_MB,
     S_OPT_PREFAULT,
+    S_OPT_JOURNAL_AHEAD_MB,
     S_OPT_CONFIG,
     S_OPT_HELP,
     S_OPT_VERSION,
@@ -51,6 +52,7 @@ static const struct option s_options[] = {
     { "idempotency-retention-hours", required_argument, NULL, S_OPT_RETENTION_HOURS },
     { "journal-map-max-mb", required_argument, NULL, S_OPT_JOURNAL_MAP_MAX_MB },
     { "prefault", required_argument, NULL, S_OPT_PREFAULT },
+    { "journal-ahead-mb", required_argument, NULL, S_OPT_JOURNAL_AHEAD_MB },
     { "config", required_argument, NULL, S_OPT_CONFIG },
     { "help", no_argument, NULL, S_OPT_HELP },
     { "version", no_argument, NULL, S_OPT_VERSION },
@@ -85,6 +87,9 @@ config_usage(void)
            "  --idempotency-retention-hours N  keep request ids this long (default 168)\n"
            "  --journal-map-max-mb N           never grow the journal's map beyond N MiB\n"
            "                                   (default 1048576, i.e. 1 TiB)\n"
+           "  --journal-ahead-mb N             keep the journal's file up to N MiB of synced\n"
+           "                                   zeros past its content, so that commits land in\n"
+           "                                   written blocks (default 64; 0 = off)\n"
            "  --prefault on|off                a thread faults the state's memory in before\n"
            "                                   the loop writes it (default on)\n"
            "  --test-clock START_US            a clock that only AdvanceClock moves (tests, "
@@ -184,6 +189,9 @@ s_apply(daemon_config_t *c, int opt, const char *name, const char *value, char *
         return s_parse_u64(name, value, 1, CONFIG_COMMIT_EVENTS_MAX, &c->commit_events, err, cap);
     case S_OPT_JOURNAL_MAP_MAX_MB:
         return s_parse_u64(name, value, 1, UINT64_C(1) << 30, &c->journal_map_max_mb, err, cap);
+    case S_OPT_JOURNAL_AHEAD_MB:
+        return s_parse_u64(name, value, 0, CONFIG_JOURNAL_AHEAD_MB_MAX, &c->journal_ahead_mb, err,
+                           cap);
     case S_OPT_PREFAULT:
         if (strcmp(value, "on") != 0 && strcmp(value, "off") != 0) {
             s_err(err, cap, "--prefault is on or off, not \"%s\"", value);
@@ -289,6 +297,7 @@ config_parse(int argc, char **argv, daemon_config_t *out, char *err, size_t err_
     c.checkpoint_interval_ms = CONFIG_CHECKPOINT_INTERVAL_MS_DEFAULT;
     c.cache_records = CONFIG_CACHE_RECORDS_DEFAULT;
     c.prefault = true;
+    c.journal_ahead_mb = CONFIG_JOURNAL_AHEAD_MB_DEFAULT;
     c.commit_events = CONFIG_COMMIT_EVENTS_MAX;
     c.idempotency_retention_hours = CONFIG_IDEMPOTENCY_RETENTION_H_DEFAULT;
 

@@ -30,6 +30,8 @@
 #define CONFIG_COMMIT_EVENTS_MAX               32768u        /* = DAEMON_COMMIT_EVENTS_MAX */
 #define CONFIG_IDEMPOTENCY_RETENTION_H_DEFAULT 168u          /* 7 days */
 #define CONFIG_IDEMPOTENCY_RETENTION_H_MAX     (24u * 3660u) /* about 10 years */
+#define CONFIG_JOURNAL_AHEAD_MB_DEFAULT        64u
+#define CONFIG_JOURNAL_AHEAD_MB_MAX            65536u /* 64 GiB */
 
 /* Results of config_parse() besides 0. */
 #define CONFIG_EUSAGE  (-37001) /* a bad flag, value or config file line; see the message */
@@ -50,6 +52,7 @@ typedef struct daemon_config {
     uint32_t idempotency_retention_hours; /* --idempotency-retention-hours */
     uint64_t journal_map_max_mb;          /* --journal-map-max-mb: 0 = the journal's 1 TiB */
     bool prefault;                        /* --prefault on|off: daemon/prefault.h */
+    uint64_t journal_ahead_mb;            /* --journal-ahead-mb: journal/ahead.h; 0 = off */
     bool print_digest;                    /* --print-digest: load, print, exit (hidden) */
     bool full_replay;                     /* --full-replay: ignore the checkpoint (hidden) */
 } daemon_config_t;

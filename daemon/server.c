@@ -55,6 +55,7 @@
 #include "decide.h"
 #include "log.h"
 #include "prefault.h"
+#include "ahead.h"
 
 /* Idempotency records of one window: one per decided command. */
 #define S_RECS_MAX (DAEMON_COMMIT_REQUESTS_MAX + CL_BATCH_REQUESTS_MAX)
@@ -180,6 +181,7 @@ struct server {
     checkpoint_source_t *source; /* where the ledger reads what it does not hold */
     checkpointer_t *writer;      /* writes checkpoints in a thread of its own */
     prefault_t *prefault;        /* faults the ledger's next memory in (or NULL: --prefault off) */
+    journal_ahead_t *ahead;      /* keeps the journal's file ahead (NULL: --journal-ahead-mb 0) */
     idem_dbs_t idem;
     void *router;
     void *pub;
@@ -1411,6 +1413,11 @@ s_checkpoint_collect(server_t *s)
     s->checkpoint_seq = res.seq;
     log_debug("checkpoint: %zu records at sequence %llu in %.1f ms (in the background)",
               res.records, (unsigned long long)res.seq, res.took_ms);
+    int arc = journal_ahead_error(s->ahead);
+    if (arc != 0)
+        log_warn("journal: could not grow the file ahead of its commits (%s); commits go on, "
+                 "growing it themselves",
+                 journal_strerror(arc));
     /* Every clean record is now on disk as it is, and no batch is in hand: memory can shrink.
      * A record forgotten now must be read back from this checkpoint, not from a snapshot taken
      * before it was written: the read transaction goes first. */
@@ -1773,6 +1780,12 @@ server_new(const server_opts_t *o, server_t **out)
     s->out.rows = s->rows;
     s->out.rows_cap = CL_ISSUE_BATCH_MAX;
 
+    if (o->cfg->journal_ahead_mb > 0) {
+        int arc = journal_ahead_start(o->journal, o->cfg->journal_ahead_mb << 20, &s->ahead);
+        if (arc != 0)
+            log_warn("journal: no thread to grow the file ahead (%s); commits grow it themselves",
+                     journal_strerror(arc));
+    }
     if (o->cfg->prefault && prefault_start(&s->prefault) != 0)
         log_warn("prefault: no thread to fault memory in ahead; the loop does it itself");
     if (s->prefault != NULL) {
@@ -1825,6 +1838,7 @@ server_destroy(server_t **sp)
         close(c->done_fd);
     }
     codec_batch_destroy(&s->batch);
+    journal_ahead_stop(&s->ahead);
     prefault_stop(&s->prefault);
     ledger_destroy(&s->ledger);
     free(s->events);

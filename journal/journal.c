@@ -945,6 +945,82 @@ journal_append(journal_t *j, const journal_record_t *recs, size_t n, journal_hea
 
 /* ---- Reading ---------------------------------------------------------------------------- */
 
+/* Zeros for journal_grow_ahead(), written one piece per hold of the write lock. */
+static const uint8_t s_zeros[64 * 1024];
+
+/* Writes one piece of zeros where the file should grow next (under the write lock). Returns 0
+ * or a negated errno; *out_written is 0 when the file reaches ahead_bytes past its used pages. */
+static int
+s_grow_piece(journal_t *j, mdb_filehandle_t fd, uint64_t page, uint64_t ahead_bytes,
+             uint64_t *out_written)
+{
+    *out_written = 0;
+    /*
+     * Under the write lock no write transaction of this process is open (the daemon's lock
+     * file keeps other writers out), so LMDB has written nothing past its last committed page
+     * and writes nothing until the lock is released: the zeros cannot land on a page LMDB
+     * wrote, and LMDB's next pages land on zeros already in the file.
+     */
+    s_mutex_lock(&j->write_lock);
+    MDB_envinfo info;
+    struct stat sb;
+    int rc = s_rc(mdb_env_info(j->env, &info));
+    if (rc == 0 && fstat(fd, &sb) != 0) {
+        rc = -errno;
+    }
+    if (rc == 0) {
+        uint64_t used = ((uint64_t)info.me_last_pgno + 1) * page;
+        uint64_t from = (uint64_t)sb.st_size > used ? (uint64_t)sb.st_size : used;
+        uint64_t want = used + ahead_bytes;
+        size_t n = want > from
+                       ? (want - from < sizeof(s_zeros) ? (size_t)(want - from) : sizeof(s_zeros))
+                       : 0;
+        ssize_t w = 0;
+        do {
+            w = n > 0 ? pwrite(fd, s_zeros, n, (off_t)from) : 0;
+        } while (w < 0 && errno == EINTR);
+        if (w < 0) {
+            rc = -errno;
+        } else {
+            *out_written = (uint64_t)w;
+        }
+    }
+    s_mutex_unlock(&j->write_lock);
+    return rc;
+}
+
+int
+journal_grow_ahead(journal_t *j, uint64_t ahead_bytes, uint64_t max_bytes, uint64_t *out_written)
+{
+    assert(j != NULL && out_written != NULL);
+    *out_written = 0;
+    if (j->read_only) {
+        return JOURNAL_EREADONLY;
+    }
+    mdb_filehandle_t fd;
+    MDB_stat env_ms;
+    int rc = s_rc(mdb_env_get_fd(j->env, &fd));
+    if (rc == 0) {
+        rc = s_rc(mdb_env_stat(j->env, &env_ms));
+    }
+    uint64_t done = 0;
+    while (rc == 0 && done < max_bytes) {
+        uint64_t written = 0;
+        rc = s_grow_piece(j, fd, env_ms.ms_psize, ahead_bytes, &written);
+        if (written == 0) {
+            break;
+        }
+        done += written;
+    }
+    /* One sync for the pieces, outside the lock: commits go on meanwhile, and a commit's own
+     * sync covers these blocks too if it comes first. */
+    if (done > 0 && fdatasync(fd) != 0 && rc == 0) {
+        rc = -errno;
+    }
+    *out_written = done;
+    return rc;
+}
+
 int
 journal_head(journal_t *j, journal_head_t *out_head)
 {

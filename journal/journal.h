@@ -268,6 +268,27 @@ int journal_prefault(journal_t *j);
 /* ---- Writing ----------------------------------------------------------------------------- */
 
 /**
+ * Makes the data file reach @p ahead_bytes past the environment's last used page, with zeros
+ * that are written and synced before LMDB needs them: writes at most @p max_bytes of them (at
+ * least one piece of 64 KiB when any is missing), then syncs once. Meant for a thread of its
+ * own (journal/ahead.h), called often: it holds the write lock only while it writes one piece,
+ * so a commit waits at most that long, and never for the sync.
+ *
+ * Why: LMDB grows its file by writing past the end. A commit whose pages extend the file, or
+ * land in blocks the file system has not allocated yet, makes its fdatasync() also commit the
+ * file system's own journal (the new size and blocks). Pages that land in blocks already
+ * written and synced need only their data flushed. The zeros are never part of the
+ * environment: LMDB reads no page past its last one, and journal_copy() copies only what is
+ * used; journal_stat() reports both sizes.
+ *
+ * @param out_written  receives the bytes written (0: the file already reaches that far).
+ * @return 0; JOURNAL_EREADONLY for a read-only opener; a negated errno from the write or the
+ *         sync (-ENOSPC: no room for the zeros; the journal itself is not affected).
+ */
+int journal_grow_ahead(journal_t *j, uint64_t ahead_bytes, uint64_t max_bytes,
+                       uint64_t *out_written);
+
+/**
  * Runs one durable write transaction: begins it, calls @p fill, commits.
  *
  * @p fill appends entries with journal_txn_append()/journal_txn_append_entry() and may write

@@ -158,7 +158,9 @@ def daemon_flags_are_checked(env):
     # A bad daemon setting is refused with exit 64 before anything is opened or made.
     data = os.path.join(env.tmp, "never-made")
     for flags, said in ((["--prefault", "maybe"], "--prefault is on or off"),
-                        (["--checkpoint-events", "0"], "--checkpoint-events must be between")):
+                        (["--checkpoint-events", "0"], "--checkpoint-events must be between"),
+                        (["--journal-ahead-mb", "65537"], "--journal-ahead-mb must be between"),
+                        (["--journal-ahead-mb", "-1"], "--journal-ahead-mb wants a whole number")):
         p = subprocess.run([DAEMON, "--data", data, "--listen", "ipc://" + data + ".sock",
                             "--publish", "ipc://" + data + ".pub"] + flags,
                            capture_output=True, text=True, timeout=30)

@@ -29,6 +29,7 @@
 
 #include "cardledger-config.h"
 #include "codec.h"
+#include "ahead.h"
 #include "journal.h"
 #include "journal-format.h"
 
@@ -1503,6 +1504,118 @@ test_map_grows_from_1_mib_to_hold_20_mib_of_entries(void)
     journal_close(&j);
 }
 
+/* True when bytes [from, to) of the file at path are all zero. */
+static bool
+s_file_zero(const char *path, uint64_t from, uint64_t to)
+{
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) {
+        return false;
+    }
+    uint8_t buf[65536];
+    bool zero = true;
+    for (uint64_t off = from; zero && off < to;) {
+        size_t want = to - off < sizeof(buf) ? (size_t)(to - off) : sizeof(buf);
+        ssize_t n = pread(fd, buf, want, (off_t)off);
+        if (n <= 0) {
+            zero = false;
+            break;
+        }
+        zero = s_all_zero(buf, (size_t)n);
+        off += (uint64_t)n;
+    }
+    close(fd);
+    return zero;
+}
+
+static void
+test_grow_ahead_puts_synced_zeros_past_the_used_pages(void)
+{
+    const uint64_t ahead = 1024 * 1024;
+    journal_t *j = NULL;
+    journal_head_t head;
+    CHECK_OK(s_open(s_path("j"), false, 0, &j));
+    CHECK_OK(s_append_n(j, 10, S_PAYLOAD_LEN, &head));
+    journal_stat_t st0;
+    CHECK_OK(journal_stat(j, &st0));
+    CHECK_U64(st0.file_size_bytes, st0.map_used_bytes); /* LMDB's own file: no tail */
+
+    /* At most max_bytes per call, then up to `ahead` past the used pages, then nothing. */
+    uint64_t w = 0;
+    CHECK_OK(journal_grow_ahead(j, ahead, 256 * 1024, &w));
+    CHECK_U64(w, 256 * 1024);
+    journal_stat_t st;
+    CHECK_OK(journal_stat(j, &st));
+    CHECK_U64(st.file_size_bytes, st0.file_size_bytes + w);
+    CHECK_OK(journal_grow_ahead(j, ahead, UINT64_MAX, &w));
+    CHECK_U64(w, ahead - 256 * 1024);
+    CHECK_OK(journal_stat(j, &st));
+    CHECK_U64(st.file_size_bytes, st.map_used_bytes + ahead);
+    CHECK_U64(st.map_used_bytes, st0.map_used_bytes); /* the environment did not change */
+    CHECK_OK(journal_grow_ahead(j, ahead, UINT64_MAX, &w));
+    CHECK_U64(w, 0);
+    CHECK(s_file_zero(s_path("j/data.mdb"), st.map_used_bytes, st.file_size_bytes));
+
+    /* Entries land on the zeros and past them; every one reads back, also after a reopen. */
+    CHECK_OK(s_append_n(j, 400, 4000, &head)); /* about 1.6 MiB: past the zeros */
+    CHECK_OK(journal_stat(j, &st));
+    CHECK(st.map_used_bytes > st0.map_used_bytes + ahead);
+    CHECK_OK(journal_verify(j, 0, 0, NULL, NULL));
+    CHECK(s_read_all_ok(j, 11, head.seq, 4000));
+    journal_close(&j);
+    CHECK_OK(s_open(s_path("j"), false, 0, &j));
+    journal_head_t again;
+    CHECK_OK(journal_head(j, &again));
+    CHECK(memcmp(&head, &again, sizeof(head)) == 0);
+    CHECK_OK(journal_grow_ahead(j, ahead, UINT64_MAX, &w));
+    CHECK(w > 0);
+    journal_close(&j);
+
+    /* A read-only opener writes nothing, and reads the journal whatever its file's tail. */
+    CHECK_OK(s_open(s_path("j"), true, 0, &j));
+    CHECK(journal_grow_ahead(j, ahead, UINT64_MAX, &w) == JOURNAL_EREADONLY);
+    CHECK_U64(w, 0);
+    CHECK_OK(journal_verify(j, 0, 0, NULL, NULL));
+    CHECK(s_read_all_ok(j, 11, head.seq, 4000));
+    journal_close(&j);
+}
+
+static void
+test_ahead_thread_never_writes_over_a_commit(void)
+{
+    /*
+     * A small margin and big entries: the thread keeps writing at the very end of the file
+     * while commits extend it. A zero written over a committed page would break the chain or
+     * a payload.
+     */
+    journal_t *j = NULL;
+    journal_head_t head;
+    CHECK_OK(s_open(s_path("j"), false, 0, &j));
+    journal_ahead_t *a = NULL;
+    CHECK_OK(journal_ahead_start(j, 256 * 1024, &a));
+    for (int b = 0; b < 200; b++) {
+        CHECK_OK(s_append_n(j, 16, 4000, &head)); /* 64 KiB per commit, 12.5 MiB in all */
+    }
+    /* Wait (a bounded time) for the thread to catch up with the last commit. */
+    journal_stat_t st;
+    for (int i = 0; i < 500; i++) {
+        CHECK_OK(journal_stat(j, &st));
+        if (st.file_size_bytes >= st.map_used_bytes + 256 * 1024) {
+            break;
+        }
+        poll(NULL, 0, 10);
+    }
+    CHECK(st.file_size_bytes >= st.map_used_bytes + 256 * 1024);
+    CHECK_OK(journal_ahead_error(a));
+    journal_ahead_stop(&a);
+    CHECK(a == NULL);
+    CHECK(s_file_zero(s_path("j/data.mdb"), st.map_used_bytes, st.file_size_bytes));
+    CHECK_U64(head.seq, 200 * 16);
+    CHECK_OK(journal_verify(j, 0, 0, NULL, NULL));
+    CHECK(s_read_all_ok(j, 1, head.seq, 4000));
+    journal_close(&j);
+}
+
 static void
 test_map_growth_stops_at_the_configured_maximum(void)
 {
@@ -2190,6 +2303,8 @@ static const struct s_test s_tests[] = {
     S_TEST(read_only_open_of_a_missing_journal_is_not_found),
     S_TEST(options_out_of_range_are_refused),
     S_TEST(append_then_reopen_keeps_entries_and_head),
+    S_TEST(grow_ahead_puts_synced_zeros_past_the_used_pages),
+    S_TEST(ahead_thread_never_writes_over_a_commit),
     S_TEST(sequence_numbers_are_gap_free_across_batches_and_reopen),
     S_TEST(failed_fill_leaves_no_trace_and_next_append_gets_next_seq),
     S_TEST(fill_writes_its_own_database_in_the_same_transaction),
@@ -2284,7 +2399,7 @@ main(int argc, char **argv)
         printf("%-75s ", t->name);
         fflush(stdout);
         s_test_failed = false;
-        int64_t t0 = s_mono_us();
+        int64_t t0 = s_mono_ms();
         t->fn();
         int64_t ms = s_mono_ms() - t0;
         printf("%s (%" PRId64 " ms)\n", s_test_failed ? "FAIL" : "ok", ms);

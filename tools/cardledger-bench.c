@@ -1623,8 +1623,8 @@ s_print_text(const s_config_t *cfg, const s_results_t *res)
         const journal_stat_t *b = &res->j_after.st;
         uint64_t d = b->entries - a->entries;
         fprintf(f,
-                "journal:      %" PRIu64 " entries, data.mdb %.1f MiB (%.1f B/entry), map used "
-                "%.1f MiB (%.1f B/entry)\n",
+                "journal:      %" PRIu64 " entries, data.mdb %.1f MiB (%.1f B/entry, with the "
+                "zeros kept ahead), map used %.1f MiB (%.1f B/entry)\n",
                 b->entries, (double)b->file_size_bytes / 1048576.0,
                 b->entries ? (double)b->file_size_bytes / (double)b->entries : 0.0,
                 (double)b->map_used_bytes / 1048576.0,
