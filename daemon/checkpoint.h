@@ -150,11 +150,13 @@ int checkpointer_copy(checkpointer_t *c, ledger_t *l, size_t max, size_t *out_le
 void checkpointer_hand(checkpointer_t *c);
 /*
  * Makes room for a batch of `bytes` now, so that the first checkpoints after a start do not grow
- * the batch on the loop (each growth copies it and touches new memory: 60 ms stalls were seen);
- * *out_addr and *out_len give the room, for a thread to fault in (daemon/prefault.h). Only with
- * no batch in hand. Returns 0, CHECKPOINT_EBUSY or LEDGER_ENOMEM.
+ * the batch on the loop (60 ms stalls were seen), and asks ahead(ctx, addr, len) (NULL: nobody)
+ * to fault that room in from another thread (daemon/prefault.h); every later growth of the batch
+ * asks it for its new part. Only with no batch in hand. Returns 0, CHECKPOINT_EBUSY or
+ * LEDGER_ENOMEM.
  */
-int checkpointer_reserve(checkpointer_t *c, size_t bytes, void **out_addr, size_t *out_len);
+int checkpointer_reserve(checkpointer_t *c, size_t bytes,
+                         void (*ahead)(void *ctx, void *addr, size_t len), void *ctx);
 /* The result of the last batch once it is written (true, once per batch), else false. */
 bool checkpointer_collect(checkpointer_t *c, checkpoint_result_t *out);
 /* Waits until no batch is in hand. */

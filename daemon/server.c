@@ -1794,10 +1794,7 @@ server_new(const server_opts_t *o, server_t **out)
         size_t want = events < S_BATCH_RESERVE_MAX / S_BATCH_RESERVE_PER_EVENT
                           ? (size_t)events * S_BATCH_RESERVE_PER_EVENT
                           : S_BATCH_RESERVE_MAX;
-        void *addr = NULL;
-        size_t len = 0;
-        if (checkpointer_reserve(o->writer, want, &addr, &len) == 0)
-            prefault_ask(s->prefault, addr, len);
+        (void)checkpointer_reserve(o->writer, want, prefault_ask, s->prefault); /* grows later */
     }
 
     /* Taken over last, so a failure above leaves the caller's ledger alone. */
