@@ -182,6 +182,8 @@ struct server {
     checkpointer_t *writer;      /* writes checkpoints in a thread of its own */
     prefault_t *prefault;        /* faults the ledger's next memory in (or NULL: --prefault off) */
     journal_ahead_t *ahead;      /* keeps the journal's file ahead (NULL: --journal-ahead-mb 0) */
+    double ahead_checked_ms;     /* s_ahead_check(): when it last looked */
+    double ahead_warned_ms;      /* ... and last warned (-1e9: never) */
     idem_dbs_t idem;
     void *router;
     void *pub;
@@ -1413,11 +1415,6 @@ s_checkpoint_collect(server_t *s)
     s->checkpoint_seq = res.seq;
     log_debug("checkpoint: %zu records at sequence %llu in %.1f ms (in the background)",
               res.records, (unsigned long long)res.seq, res.took_ms);
-    int arc = journal_ahead_error(s->ahead);
-    if (arc != 0)
-        log_warn("journal: could not grow the file ahead of its commits (%s); commits go on, "
-                 "growing it themselves",
-                 journal_strerror(arc));
     /* Every clean record is now on disk as it is, and no batch is in hand: memory can shrink.
      * A record forgotten now must be read back from this checkpoint, not from a snapshot taken
      * before it was written: the read transaction goes first. */
@@ -1557,11 +1554,30 @@ s_checkpoint(server_t *s, const char *why, bool wait)
     return 0;
 }
 
+/* Logs, at most once a minute, that the journal's file could not be grown ahead (a full disk,
+ * most likely): commits then grow it themselves. Looked at once a second. */
+static void
+s_ahead_check(server_t *s)
+{
+    double now = s_mono_ms();
+    if (s->ahead == NULL || now - s->ahead_checked_ms < 1000.0)
+        return;
+    s->ahead_checked_ms = now;
+    int rc = journal_ahead_error(s->ahead);
+    if (rc != 0 && now - s->ahead_warned_ms >= 60000.0) {
+        s->ahead_warned_ms = now;
+        log_warn("journal: could not grow the file ahead of its commits (%s); commits go on, "
+                 "growing it themselves",
+                 journal_strerror(rc));
+    }
+}
+
 /* Writes a checkpoint when one is due and the writer is free: a full one at once, else one
  * copied a little each cycle (s_copy_step()). Returns 0 or a fatal code. */
 static int
 s_maybe_checkpoint(server_t *s)
 {
+    s_ahead_check(s);
     if (s->copying)
         return s_copy_step(s, S_COPY_STEP);
     s_checkpoint_collect(s);
@@ -1808,6 +1824,7 @@ server_new(const server_opts_t *o, server_t **out)
     s->counted_from_seq = o->loaded->head_seq;
     s->full_checkpoint = o->loaded->full_needed;
     s->last_checkpoint_ms = s_mono_ms();
+    s->ahead_warned_ms = -1e9;
     *out = s;
     return 0;
 }

@@ -63,18 +63,19 @@
 #define S_HELD_JOURNALS_MAX 8
 
 struct journal {
-    MDB_env *env;                        /* the environment, shared with the caller's databases */
-    MDB_dbi dbi_meta;                    /* journal.meta */
-    MDB_dbi dbi_entries;                 /* journal.entries */
-    bool read_only;                      /* opened with MDB_RDONLY */
-    size_t map_size_max_bytes;           /* writer: growth ceiling */
-    pthread_mutex_t write_lock;          /* serializes journal_write() */
-    pthread_mutex_t head_lock;           /* guards head against journal_head() readers */
-    pthread_rwlock_t map_lock;           /* shared by every txn, exclusive for a remap */
-    journal_head_t head;                 /* writer: last durably committed entry */
-    atomic_uint readers_open;            /* readers not yet closed, checked at close */
-    uint32_t format_version;             /* from journal.meta */
-    int64_t created_us;                  /* from journal.meta */
+    MDB_env *env;               /* the environment, shared with the caller's databases */
+    MDB_dbi dbi_meta;           /* journal.meta */
+    MDB_dbi dbi_entries;        /* journal.entries */
+    bool read_only;             /* opened with MDB_RDONLY */
+    size_t map_size_max_bytes;  /* writer: growth ceiling */
+    pthread_mutex_t write_lock; /* serializes journal_write() */
+    pthread_mutex_t head_lock;  /* guards head against journal_head() readers */
+    pthread_rwlock_t map_lock;  /* shared by every txn, exclusive for a remap */
+    journal_head_t head;        /* writer: last durably committed entry */
+    atomic_uint readers_open;   /* readers not yet closed, checked at close */
+    int ahead_fd;               /* journal_grow_ahead()'s own descriptor of data.mdb, or -1 */
+    uint32_t format_version;    /* from journal.meta */
+    int64_t created_us;         /* from journal.meta */
     uint8_t journal_id[JOURNAL_ID_SIZE]; /* from journal.meta */
 };
 
@@ -613,6 +614,7 @@ journal_open(const char *dir, const journal_opts_t *opts, journal_t **out_journa
         return -ENOMEM;
     }
     j->read_only = o.read_only;
+    j->ahead_fd = -1;
     j->map_size_max_bytes = (size_t)o.map_size_max_bytes;
     atomic_init(&j->readers_open, 0);
     int prc = pthread_mutex_init(&j->write_lock, NULL);
@@ -679,6 +681,9 @@ journal_close(journal_t **jp)
     assert(s_held_find(j) == NULL); /* no journal_read_txn_begin() left open on this thread */
     if (j->env != NULL) {
         mdb_env_close(j->env);
+    }
+    if (j->ahead_fd >= 0) {
+        close(j->ahead_fd);
     }
     pthread_rwlock_destroy(&j->map_lock);
     pthread_mutex_destroy(&j->head_lock);
@@ -948,36 +953,64 @@ journal_append(journal_t *j, const journal_record_t *recs, size_t n, journal_hea
 /* Zeros for journal_grow_ahead(), written one piece per hold of the write lock. */
 static const uint8_t s_zeros[64 * 1024];
 
-/* Writes one piece of zeros where the file should grow next (under the write lock). Returns 0
- * or a negated errno; *out_written is 0 when the file reaches ahead_bytes past its used pages. */
+/* Writes at most `limit` bytes of zeros where the file should grow next. Returns 0 or a negated
+ * errno; *out_written is 0 when the file already reaches ahead_bytes past its used pages (or the
+ * map's ceiling). */
 static int
-s_grow_piece(journal_t *j, mdb_filehandle_t fd, uint64_t page, uint64_t ahead_bytes,
+s_grow_piece(journal_t *j, uint64_t page, uint64_t ahead_bytes, uint64_t limit,
              uint64_t *out_written)
 {
     *out_written = 0;
     /*
-     * Under the write lock no write transaction of this process is open (the daemon's lock
-     * file keeps other writers out), so LMDB has written nothing past its last committed page
-     * and writes nothing until the lock is released: the zeros cannot land on a page LMDB
-     * wrote, and LMDB's next pages land on zeros already in the file.
+     * Under the write lock no write transaction of this process is open, and the daemon's lock
+     * file keeps other writers out (journal_grow_ahead() is for the only writer), so LMDB has
+     * written nothing past its last committed page and writes nothing until the lock is
+     * released: the zeros cannot land on a page LMDB wrote, and LMDB's next pages land on zeros
+     * already in the file. The map lock holds the meta pages where they are for mdb_env_info().
      */
     s_mutex_lock(&j->write_lock);
+    int rc = 0;
+    if (j->ahead_fd < 0) {
+        /* A descriptor of its own, so that a failed write-back of LMDB's pages is reported to
+         * LMDB's next sync, not taken by this one's (Linux reports it once per descriptor). */
+        const char *dir = NULL;
+        char path[PATH_MAX];
+        rc = s_rc(mdb_env_get_path(j->env, &dir));
+        if (rc == 0 && snprintf(path, sizeof(path), "%s/data.mdb", dir) >= (int)sizeof(path)) {
+            rc = -ENAMETOOLONG;
+        }
+        if (rc == 0) {
+            j->ahead_fd = open(path, O_WRONLY | O_CLOEXEC);
+            rc = j->ahead_fd < 0 ? -errno : 0;
+        }
+    }
     MDB_envinfo info;
     struct stat sb;
-    int rc = s_rc(mdb_env_info(j->env, &info));
-    if (rc == 0 && fstat(fd, &sb) != 0) {
+    if (rc == 0) {
+        s_map_rdlock(j);
+        rc = s_rc(mdb_env_info(j->env, &info));
+        s_map_rdunlock(j);
+    }
+    if (rc == 0 && fstat(j->ahead_fd, &sb) != 0) {
         rc = -errno;
     }
     if (rc == 0) {
         uint64_t used = ((uint64_t)info.me_last_pgno + 1) * page;
         uint64_t from = (uint64_t)sb.st_size > used ? (uint64_t)sb.st_size : used;
         uint64_t want = used + ahead_bytes;
-        size_t n = want > from
-                       ? (want - from < sizeof(s_zeros) ? (size_t)(want - from) : sizeof(s_zeros))
-                       : 0;
+        if (want > j->map_size_max_bytes) {
+            want = j->map_size_max_bytes; /* LMDB could never use more */
+        }
+        uint64_t n = want > from ? want - from : 0;
+        if (n > limit) {
+            n = limit;
+        }
+        if (n > sizeof(s_zeros)) {
+            n = sizeof(s_zeros);
+        }
         ssize_t w = 0;
         do {
-            w = n > 0 ? pwrite(fd, s_zeros, n, (off_t)from) : 0;
+            w = n > 0 ? pwrite(j->ahead_fd, s_zeros, (size_t)n, (off_t)from) : 0;
         } while (w < 0 && errno == EINTR);
         if (w < 0) {
             rc = -errno;
@@ -997,24 +1030,21 @@ journal_grow_ahead(journal_t *j, uint64_t ahead_bytes, uint64_t max_bytes, uint6
     if (j->read_only) {
         return JOURNAL_EREADONLY;
     }
-    mdb_filehandle_t fd;
     MDB_stat env_ms;
-    int rc = s_rc(mdb_env_get_fd(j->env, &fd));
-    if (rc == 0) {
-        rc = s_rc(mdb_env_stat(j->env, &env_ms));
-    }
+    int rc = s_rc(mdb_env_stat(j->env, &env_ms));
     uint64_t done = 0;
     while (rc == 0 && done < max_bytes) {
         uint64_t written = 0;
-        rc = s_grow_piece(j, fd, env_ms.ms_psize, ahead_bytes, &written);
+        rc = s_grow_piece(j, env_ms.ms_psize, ahead_bytes, max_bytes - done, &written);
         if (written == 0) {
             break;
         }
         done += written;
     }
-    /* One sync for the pieces, outside the lock: commits go on meanwhile, and a commit's own
-     * sync covers these blocks too if it comes first. */
-    if (done > 0 && fdatasync(fd) != 0 && rc == 0) {
+    /* One sync for the pieces, outside the lock: commits go on meanwhile. A commit whose sync
+     * comes first flushes these blocks and the file's new size too (as it would without this
+     * function); the next commits find them written. */
+    if (done > 0 && fdatasync(j->ahead_fd) != 0 && rc == 0) {
         rc = -errno;
     }
     *out_written = done;

@@ -268,9 +268,10 @@ int journal_prefault(journal_t *j);
 /* ---- Writing ----------------------------------------------------------------------------- */
 
 /**
- * Makes the data file reach @p ahead_bytes past the environment's last used page, with zeros
- * that are written and synced before LMDB needs them: writes at most @p max_bytes of them (at
- * least one piece of 64 KiB when any is missing), then syncs once. Meant for a thread of its
+ * Makes the data file reach @p ahead_bytes past the environment's last used page (never past
+ * map_size_max_bytes), with zeros that are written and synced before LMDB needs them: writes at
+ * most @p max_bytes of them, in pieces of up to 64 KiB, then syncs once. For the journal's only
+ * writer process. Meant for a thread of its
  * own (journal/ahead.h), called often: it holds the write lock only while it writes one piece,
  * so a commit waits at most that long, and never for the sync.
  *
@@ -283,7 +284,8 @@ int journal_prefault(journal_t *j);
  *
  * @param out_written  receives the bytes written (0: the file already reaches that far).
  * @return 0; JOURNAL_EREADONLY for a read-only opener; a negated errno from the write or the
- *         sync (-ENOSPC: no room for the zeros; the journal itself is not affected).
+ *         sync, or from opening the data file for them (-ENOSPC: no room for the zeros; the
+ *         journal itself is not affected, but the disk is nearly full).
  */
 int journal_grow_ahead(journal_t *j, uint64_t ahead_bytes, uint64_t max_bytes,
                        uint64_t *out_written);

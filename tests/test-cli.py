@@ -169,6 +169,34 @@ def daemon_flags_are_checked(env):
         check(not os.path.exists(data), "%s: no data directory made" % flags)
 
 
+def journal_file_is_kept_ahead(env):
+    # By default the daemon keeps 64 MiB of zeros past the journal's content; with
+    # --journal-ahead-mb 0 the file is only what LMDB wrote (docs/daemon.md section 3).
+    path = os.path.join(env.tmp, "data", "journal", "data.mdb")
+    deadline = time.monotonic() + 10
+    while os.path.getsize(path) < 64 << 20 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    check(os.path.getsize(path) >= 64 << 20,
+          "the journal file reaches 64 MiB ahead (%d bytes)" % os.path.getsize(path))
+    data = os.path.join(env.tmp, "no-ahead")
+    sock = "ipc://" + data + ".sock"
+    proc = subprocess.Popen([DAEMON, "--data", data, "--listen", sock, "--publish",
+                             "ipc://" + data + ".pub", "--journal-ahead-mb", "0",
+                             "--log-level", "warn"])
+    try:
+        deadline = time.monotonic() + 10
+        ready = False
+        while not ready and time.monotonic() < deadline and proc.poll() is None:
+            ready = subprocess.run([CLI, "--connect", sock, "--timeout-ms", "200", "--retries",
+                                    "0", "status"], capture_output=True).returncode == 0
+        check(ready, "a daemon with --journal-ahead-mb 0 answers")
+        time.sleep(0.2)
+        size = os.path.getsize(os.path.join(data, "journal", "data.mdb"))
+        check(size < 1 << 20, "no zeros ahead with --journal-ahead-mb 0 (%d bytes)" % size)
+    finally:
+        check(Env.s_stop(proc) == 0, "the daemon with --journal-ahead-mb 0 stops cleanly")
+
+
 def unreachable_ledger_exits_2(env):
     p = subprocess.run([CLI, "--connect", "ipc://" + os.path.join(env.tmp, "nobody.sock"),
                         "--timeout-ms", "100", "--retries", "1", "status"],
@@ -623,6 +651,7 @@ CASES = [
     help_and_version_work_on_every_level,
     usage_errors_exit_1_and_send_nothing,
     daemon_flags_are_checked,
+    journal_file_is_kept_ahead,
     unreachable_ledger_exits_2,
     status_answers,
     merchants_stores_and_programs_are_set_up,

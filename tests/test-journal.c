@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -1581,6 +1582,129 @@ test_grow_ahead_puts_synced_zeros_past_the_used_pages(void)
 }
 
 static void
+test_grow_ahead_stops_at_its_limits(void)
+{
+    journal_t *j = NULL;
+    journal_head_t head;
+    uint64_t w = 0;
+    journal_stat_t st0, st;
+
+    /* Never more than max_bytes per call, whatever the piece size. */
+    CHECK_OK(s_open(s_path("j"), false, 0, &j));
+    CHECK_OK(s_append_n(j, 10, S_PAYLOAD_LEN, &head));
+    CHECK_OK(journal_stat(j, &st0));
+    CHECK_OK(journal_grow_ahead(j, 1024 * 1024, 100000, &w));
+    CHECK_U64(w, 100000);
+    CHECK_OK(journal_stat(j, &st));
+    CHECK_U64(st.file_size_bytes, st0.file_size_bytes + 100000);
+
+    /* A file size limit (EFBIG, with SIGXFSZ ignored) is reported and changes no entry. */
+    struct rlimit old;
+    CHECK(getrlimit(RLIMIT_FSIZE, &old) == 0);
+    struct rlimit lim = old;
+    lim.rlim_cur = (rlim_t)(st.file_size_bytes + 128 * 1024);
+    void (*was)(int) = signal(SIGXFSZ, SIG_IGN);
+    CHECK(setrlimit(RLIMIT_FSIZE, &lim) == 0);
+    int rc = journal_grow_ahead(j, 1024 * 1024, UINT64_MAX, &w);
+    CHECK(setrlimit(RLIMIT_FSIZE, &old) == 0);
+    signal(SIGXFSZ, was);
+    CHECK(rc == -EFBIG);
+    CHECK_U64(w, 128 * 1024); /* the pieces written before the limit */
+    CHECK_OK(s_append_n(j, 10, S_PAYLOAD_LEN, &head));
+    CHECK_OK(journal_verify(j, 0, 0, NULL, NULL));
+    CHECK(s_read_all_ok(j, 11, 20, S_PAYLOAD_LEN));
+    journal_close(&j);
+
+    /* Never past the map's ceiling: LMDB could not use those bytes. */
+    journal_opts_t o;
+    memset(&o, 0, sizeof(o));
+    o.map_size_bytes = JOURNAL_MAP_SIZE_MIN;
+    o.map_size_max_bytes = 2 * JOURNAL_MAP_SIZE_MIN;
+    CHECK_OK(journal_open(s_path("k"), &o, &j));
+    CHECK_OK(s_append_n(j, 10, S_PAYLOAD_LEN, &head));
+    CHECK_OK(journal_grow_ahead(j, 64 * 1024 * 1024, UINT64_MAX, &w));
+    CHECK(w > 0);
+    CHECK_OK(journal_stat(j, &st));
+    CHECK_U64(st.file_size_bytes, 2 * JOURNAL_MAP_SIZE_MIN);
+    journal_close(&j);
+}
+
+/* A fill that stays inside its transaction until told to go on. */
+struct s_parked {
+    journal_t *j;
+    atomic_int stage; /* 1: inside the transaction; 2: may commit; 3: committed */
+    atomic_int grown; /* the other thread's journal_grow_ahead() returned */
+    int rc;
+};
+
+static int
+s_parked_fill(journal_txn_t *txn, void *ctx)
+{
+    struct s_parked *p = ctx;
+    uint8_t payload[4000];
+    memset(payload, 'p', sizeof(payload));
+    for (int i = 0; i < 64; i++) { /* 256 KiB of new pages, past the file's end */
+        int rc = journal_txn_append(txn, S_TS_BASE_US, payload, sizeof(payload), NULL);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    atomic_store(&p->stage, 1);
+    while (atomic_load(&p->stage) != 2) {
+        poll(NULL, 0, 1);
+    }
+    return 0;
+}
+
+static void *
+s_parked_writer(void *arg)
+{
+    struct s_parked *p = arg;
+    p->rc = journal_write(p->j, s_parked_fill, p, NULL);
+    atomic_store(&p->stage, 3);
+    return NULL;
+}
+
+static void *
+s_parked_grower(void *arg)
+{
+    struct s_parked *p = arg;
+    uint64_t w = 0;
+    (void)journal_grow_ahead(p->j, 1024 * 1024, UINT64_MAX, &w);
+    atomic_store(&p->grown, 1);
+    return NULL;
+}
+
+static void
+test_grow_ahead_waits_for_an_open_write_transaction(void)
+{
+    struct s_parked p;
+    memset(&p, 0, sizeof(p));
+    atomic_init(&p.stage, 0);
+    atomic_init(&p.grown, 0);
+    CHECK_OK(s_open(s_path("j"), false, 0, &p.j));
+    pthread_t writer, grower;
+    CHECK(pthread_create(&writer, NULL, s_parked_writer, &p) == 0);
+    while (atomic_load(&p.stage) == 0) {
+        poll(NULL, 0, 1);
+    }
+    CHECK(pthread_create(&grower, NULL, s_parked_grower, &p) == 0);
+    poll(NULL, 0, 100);
+    bool early = atomic_load(&p.grown) != 0; /* it wrote while the transaction was open */
+    atomic_store(&p.stage, 2);
+    pthread_join(writer, NULL);
+    pthread_join(grower, NULL);
+    CHECK(!early);
+    CHECK_OK(p.rc);
+    CHECK_OK(journal_verify(p.j, 0, 0, NULL, NULL));
+    journal_stat_t st;
+    CHECK_OK(journal_stat(p.j, &st));
+    CHECK_U64(st.entries, 64);
+    CHECK_U64(st.file_size_bytes, st.map_used_bytes + 1024 * 1024);
+    journal_close(&p.j);
+}
+
+static void
 test_ahead_thread_never_writes_over_a_commit(void)
 {
     /*
@@ -2304,6 +2428,8 @@ static const struct s_test s_tests[] = {
     S_TEST(options_out_of_range_are_refused),
     S_TEST(append_then_reopen_keeps_entries_and_head),
     S_TEST(grow_ahead_puts_synced_zeros_past_the_used_pages),
+    S_TEST(grow_ahead_stops_at_its_limits),
+    S_TEST(grow_ahead_waits_for_an_open_write_transaction),
     S_TEST(ahead_thread_never_writes_over_a_commit),
     S_TEST(sequence_numbers_are_gap_free_across_batches_and_reopen),
     S_TEST(failed_fill_leaves_no_trace_and_next_append_gets_next_seq),
