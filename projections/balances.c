@@ -123,11 +123,25 @@ const proj_def_t balances_def = {
     .prefetch = s_prefetch,
 };
 
-/* The card record is the one random lookup of nearly every event: start fetching it early. */
+static proj_key_t s_key_sub(uint64_t card_id, uint32_t n);
+
+/* The card record is the one random lookup of nearly every event: start fetching it early.
+ * Past its first BAL_HIST_INLINE events a card's event also lands in a history chunk, which
+ * the card names (stage 2, once the card is in cache). */
 static void
 s_prefetch(const pcache_t *c, const cl_event_t *ev, int stage)
 {
     proj_prefetch_card(c, T_CARDS, ev, stage);
+    if (stage != 2 || ev->type == CL_EV_CARD_ISSUED)
+        return;
+    uint64_t card_id = cl_event_card_id(ev);
+    proj_key_t k = proj_key_of_u64(card_id);
+    size_t len;
+    const bal_card_t *card = card_id != 0 ? pcache_peek(c, T_CARDS, k.b, k.n, &len) : NULL;
+    if (card == NULL || len != sizeof(*card) || card->hist_count < BAL_HIST_INLINE)
+        return;
+    proj_key_t hk = s_key_sub(card_id, (card->hist_count - BAL_HIST_INLINE) / BAL_CHUNK_SEQS);
+    pcache_prefetch(c, T_HISTORY, hk.b, hk.n, 0);
 }
 
 /* ---- Keys --------------------------------------------------------------------------------- */

@@ -31,7 +31,7 @@
 
 #define S_RING_EVENTS    1024u  /* decoded events in flight (about 4.5 MiB) */
 #define S_PUBLISH_EVERY  64u    /* events the reader hands over at a time */
-#define S_PREFETCH_AHEAD 6u     /* events between the two prefetch stages and the fold */
+#define S_PREFETCH_AHEAD 6u     /* events between prefetch stages 0 and 1, and 1 and the fold */
 #define S_BULK_EVENTS    65536u /* a fold this far behind the head prefaults its workers' heaps */
 #define S_PREFAULT_BYTES (48u * 1024 * 1024) /* per worker; below glibc's 64 MiB arena heap */
 
@@ -110,12 +110,16 @@ s_work_step(fold_t *f, worker_t *w)
             break;
         for (; next < avail; next++) {
             if (begun) {
-                /* Two-stage prefetch of the records of events a little ahead. */
+                /* Prefetch of the records of events a little ahead, in three stages: index
+                 * entries, the records they point to, then what those records name. */
                 if (next + 2 * S_PREFETCH_AHEAD < avail)
                     proj_batch_prefetch(p, &f->ring[(next + 2 * S_PREFETCH_AHEAD) % S_RING_EVENTS],
                                         0);
                 if (next + S_PREFETCH_AHEAD < avail)
                     proj_batch_prefetch(p, &f->ring[(next + S_PREFETCH_AHEAD) % S_RING_EVENTS], 1);
+                if (next + S_PREFETCH_AHEAD / 2 < avail)
+                    proj_batch_prefetch(p, &f->ring[(next + S_PREFETCH_AHEAD / 2) % S_RING_EVENTS],
+                                        2);
             }
             const cl_event_t *ev = &f->ring[next % S_RING_EVENTS];
             if (ev->seq <= proj_checkpoint(p) || ev->seq <= upto || ev->seq > proj_limit(p))

@@ -382,6 +382,23 @@ pcache_prefetch(const pcache_t *c, size_t ti, const void *key, size_t klen, int 
 }
 
 const void *
+pcache_peek(const pcache_t *c, size_t ti, const void *key, size_t klen, size_t *out_len)
+{
+    const ctable_t *t = &c->t[ti];
+    if (t->index == NULL || klen == 0 || klen > t->key_limit)
+        return NULL;
+    size_t pos = s_find(t, key, klen, (uint32_t)XXH3_64bits(key, klen));
+    if (t->index[pos] == 0)
+        return NULL;
+    slot_t *s = s_slot(t, S_ENTRY_SLOT1(t->index[pos]) - 1);
+    if (s->state != S_LIVE)
+        return NULL;
+    if (out_len != NULL)
+        *out_len = s->val_len;
+    return s_val(t, s);
+}
+
+const void *
 pcache_get(pcache_t *c, size_t ti, const void *key, size_t klen, size_t *out_len)
 {
     slot_t *s = s_lookup(c, ti, key, klen, false);

@@ -77,8 +77,15 @@ void *pcache_put(pcache_t *c, size_t t, const void *key, size_t klen, size_t vle
 void *pcache_insert(pcache_t *c, size_t t, const void *key, size_t klen, size_t vlen);
 
 /*
+ * The record under key if the cache holds it (live), else NULL; never reads LMDB, never records
+ * an error, changes nothing. For prefetch hooks that need a record to name the next one.
+ */
+const void *pcache_peek(const pcache_t *c, size_t t, const void *key, size_t klen, size_t *out_len);
+
+/*
  * A hint that key will be looked up soon: stage 0 prefetches its index entry, stage 1 (some
- * events later, when the entry is in cache) the record it points to. Never changes anything.
+ * events later, when the entry is in cache) the record it points to. For a key about to be
+ * inserted, stage 0 is all there is to fetch. Never changes anything.
  */
 void pcache_prefetch(const pcache_t *c, size_t t, const void *key, size_t klen, int stage);
 

@@ -439,6 +439,8 @@ proj_day_str(int32_t day, char out[16])
 void
 proj_prefetch_card(const pcache_t *c, size_t cards_table, const cl_event_t *ev, int stage)
 {
+    if (stage > 1)
+        return;
     uint64_t card_id = cl_event_card_id(ev);
     if (card_id == 0 || ev->type == CL_EV_CARD_ISSUED)
         return;

@@ -81,7 +81,9 @@ typedef struct proj_def {
     const proj_table_def_t *tables;
     size_t tables_count;
     int (*apply)(pcache_t *cache, const cl_event_t *ev);
-    /* Optional: pcache_prefetch() the records apply() will want for ev (see fold.c). */
+    /* Optional: pcache_prefetch() the records apply() will want for ev (see fold.c): stage 0
+     * and 1 as pcache_prefetch()'s, stage 2 (a few events before the fold, when the records of
+     * stage 1 are in cache) for the records they name, found with pcache_peek(). */
     void (*prefetch)(const pcache_t *cache, const cl_event_t *ev, int stage);
 } proj_def_t;
 
@@ -128,14 +130,14 @@ int proj_batch_begin(proj_t *p);
  * def->apply; after a failure the caller aborts the batch (proj_batch_abort()). */
 int proj_batch_apply(proj_t *p, const cl_event_t *ev);
 
-/* Hints that ev will be folded soon (stage 0, then 1; see pcache_prefetch()). */
+/* Hints that ev will be folded soon (stage 0, 1, then 2; see proj_def_t.prefetch). */
 void proj_batch_prefetch(const proj_t *p, const cl_event_t *ev, int stage);
 
 /*
  * The prefetch hook of a projection whose cards live in table cards_table under
  * proj_key_of_u64(card_id): hints the record of the card ev concerns (cl_event_card_id(); the
  * from card of a transfer). Events without a card, and CardIssued, which creates its card,
- * hint nothing. Never changes anything.
+ * hint nothing; nor does stage 2. Never changes anything.
  */
 void proj_prefetch_card(const pcache_t *c, size_t cards_table, const cl_event_t *ev, int stage);
 

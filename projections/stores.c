@@ -95,11 +95,31 @@ const proj_def_t stores_def = {
     .prefetch = s_prefetch,
 };
 
-/* The card record is the one random lookup of nearly every event: start fetching it early. */
+static proj_key_t s_key_line(const char *merchant_id, const char *store_id, int64_t at_us,
+                             uint64_t seq);
+
+/* The card record is the one random lookup of nearly every event: start fetching it early. A
+ * redemption also inserts two records under new keys; their index entries are all there is to
+ * fetch, one from the event itself, the other once its card is in cache (stage 2). */
 static void
 s_prefetch(const pcache_t *c, const cl_event_t *ev, int stage)
 {
     proj_prefetch_card(c, T_CARDS, ev, stage);
+    if (ev->type != CL_EV_CARD_REDEEMED)
+        return;
+    if (stage == 0) {
+        proj_key_t sk = proj_key_of_u64(ev->seq);
+        pcache_prefetch(c, T_BYSEQ, sk.b, sk.n, 0);
+    } else if (stage == 2) {
+        const cl_ev_card_redeemed_t *e = &ev->u.card_redeemed;
+        proj_key_t k = proj_key_of_u64(e->card_id);
+        size_t len;
+        const st_card_t *card = pcache_peek(c, T_CARDS, k.b, k.n, &len);
+        if (card == NULL || len != sizeof(*card) || e->store_id[0] == '\0')
+            return;
+        proj_key_t lk = s_key_line(card->merchant_id, e->store_id, ev->at_us, ev->seq);
+        pcache_prefetch(c, T_LINES, lk.b, lk.n, 0);
+    }
 }
 
 /* ---- Keys --------------------------------------------------------------------------------- */

@@ -1907,6 +1907,63 @@ valuation_rounds_down_and_keys_sort_numerically(void)
     CHECK(strcmp(proj_strerror(MDB_NOTFOUND), proj_strerror(PROJ_EINVAL)) != 0);
 }
 
+/* pcache_peek() gives what the cache holds and nothing else: no record made or marked, no
+ * error, no LMDB read (a record only on disk is not there for it), a deleted one is gone. */
+static void
+pcache_peek_reads_only_the_cache(void)
+{
+    static const proj_table_def_t defs[1] = { { "t", 8, 8, false } };
+    char dir[PATH_MAX];
+    s_fmt(dir, sizeof(dir), "%s/peek-env", root);
+    const char *names[1] = { "t" };
+    pstore_t *st = NULL;
+    REQUIRE(pstore_open(dir, "t", 1, names, 1, true, &st, NULL) == 0);
+    pcache_t *c = NULL;
+    REQUIRE(pcache_new(defs, 1, &c) == 0);
+    pcache_set_complete(c, true);
+    const uint8_t a[8] = { 'a' }, b[8] = { 'b' }, gone[8] = { 'g' }, absent[8] = { 'x' };
+    uint8_t *va = pcache_put(c, 0, a, 8, 8, NULL);
+    uint8_t *vb = pcache_put(c, 0, b, 8, 8, NULL);
+    REQUIRE(va != NULL && vb != NULL && pcache_put(c, 0, gone, 8, 8, NULL) != NULL);
+    memcpy(va, "AAAAAAAA", 8);
+    memcpy(vb, "BBBBBBBB", 8);
+    pcache_del(c, 0, gone, 8);
+    MDB_txn *txn = NULL;
+    MDB_dbi dbi = pstore_dbi(st, 0);
+    REQUIRE(pstore_write_begin(st, &txn) == 0);
+    pcache_bind(c, txn, &dbi);
+    CHECK_EQ_INT(pcache_write(c, txn, &dbi), 0);
+    CHECK_EQ_INT(pstore_write_commit(st, &txn, 1), 0);
+    pcache_bind(c, NULL, NULL);
+    pcache_committed(c, 0);
+
+    size_t len = 0;
+    CHECK(pcache_peek(c, 0, a, 8, &len) == va);
+    CHECK_EQ_U64(len, 8);
+    CHECK(memcmp(pcache_peek(c, 0, b, 8, NULL), "BBBBBBBB", 8) == 0);
+    CHECK(pcache_peek(c, 0, gone, 8, NULL) == NULL);
+    CHECK(pcache_peek(c, 0, absent, 8, NULL) == NULL);
+    CHECK(pcache_peek(c, 0, a, 0, NULL) == NULL);  /* no key */
+    CHECK(pcache_peek(c, 0, a, 99, NULL) == NULL); /* longer than the table's keys */
+    CHECK_EQ_U64(pcache_dirty_count(c), 0);
+    CHECK_EQ_INT(pcache_error(c), 0);
+
+    /* Emptied, with the environment bound: get reads "a" back from disk, peek never does. */
+    pcache_reset(c);
+    pcache_set_complete(c, false);
+    REQUIRE(pstore_read_begin(st, &txn) == 0);
+    pcache_bind(c, txn, &dbi);
+    CHECK(pcache_peek(c, 0, b, 8, NULL) == NULL);
+    CHECK(pcache_get(c, 0, a, 8, NULL) != NULL);
+    CHECK(pcache_peek(c, 0, a, 8, NULL) != NULL); /* now the cache holds it */
+    CHECK(pcache_peek(c, 0, b, 8, NULL) == NULL);
+    CHECK_EQ_INT(pcache_error(c), 0);
+    pcache_bind(c, NULL, NULL);
+    pstore_read_end(&txn);
+    pcache_destroy(&c);
+    pstore_close(&st);
+}
+
 /* pcache_get_mut() changes a live record in place and marks it; a missing key gets nothing
  * (no record is made, nothing is marked). The changed records are written in LMDB's key
  * order, whatever order they were changed in and however long their keys are (keys all of 8
@@ -2166,6 +2223,7 @@ main(int argc, char **argv)
         CHECK_CASE(fold_rate_of_a_large_journal),
 #endif
         CHECK_CASE(valuation_rounds_down_and_keys_sort_numerically),
+        CHECK_CASE(pcache_peek_reads_only_the_cache),
         CHECK_CASE(pcache_get_mut_and_the_commit_order),
         CHECK_CASE(scripted_history_gives_the_hand_computed_balances),
         CHECK_CASE(scripted_history_gives_the_hand_computed_store_views),
