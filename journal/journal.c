@@ -957,8 +957,7 @@ static const uint8_t s_zeros[64 * 1024];
  * errno; *out_written is 0 when the file already reaches ahead_bytes past its used pages (or the
  * map's ceiling). */
 static int
-s_grow_piece(journal_t *j, uint64_t page, uint64_t ahead_bytes, uint64_t limit,
-             uint64_t *out_written)
+s_grow_piece(journal_t *j, uint64_t ahead_bytes, uint64_t limit, uint64_t *out_written)
 {
     *out_written = 0;
     /*
@@ -966,7 +965,9 @@ s_grow_piece(journal_t *j, uint64_t page, uint64_t ahead_bytes, uint64_t limit,
      * file keeps other writers out (journal_grow_ahead() is for the only writer), so LMDB has
      * written nothing past its last committed page and writes nothing until the lock is
      * released: the zeros cannot land on a page LMDB wrote, and LMDB's next pages land on zeros
-     * already in the file. The map lock holds the meta pages where they are for mdb_env_info().
+     * already in the file. mdb_env_stat() and mdb_env_info() read the meta pages in the map:
+     * the write lock keeps this process's commits from remapping it (a map growth), the map
+     * lock another process's growth from being adopted meanwhile.
      */
     s_mutex_lock(&j->write_lock);
     int rc = 0;
@@ -985,17 +986,21 @@ s_grow_piece(journal_t *j, uint64_t page, uint64_t ahead_bytes, uint64_t limit,
         }
     }
     MDB_envinfo info;
+    MDB_stat env_ms;
     struct stat sb;
     if (rc == 0) {
         s_map_rdlock(j);
         rc = s_rc(mdb_env_info(j->env, &info));
+        if (rc == 0) {
+            rc = s_rc(mdb_env_stat(j->env, &env_ms));
+        }
         s_map_rdunlock(j);
     }
     if (rc == 0 && fstat(j->ahead_fd, &sb) != 0) {
         rc = -errno;
     }
     if (rc == 0) {
-        uint64_t used = ((uint64_t)info.me_last_pgno + 1) * page;
+        uint64_t used = ((uint64_t)info.me_last_pgno + 1) * env_ms.ms_psize;
         uint64_t from = (uint64_t)sb.st_size > used ? (uint64_t)sb.st_size : used;
         uint64_t want = used + ahead_bytes;
         if (want > j->map_size_max_bytes) {
@@ -1030,12 +1035,11 @@ journal_grow_ahead(journal_t *j, uint64_t ahead_bytes, uint64_t max_bytes, uint6
     if (j->read_only) {
         return JOURNAL_EREADONLY;
     }
-    MDB_stat env_ms;
-    int rc = s_rc(mdb_env_stat(j->env, &env_ms));
+    int rc = 0;
     uint64_t done = 0;
     while (rc == 0 && done < max_bytes) {
         uint64_t written = 0;
-        rc = s_grow_piece(j, env_ms.ms_psize, ahead_bytes, max_bytes - done, &written);
+        rc = s_grow_piece(j, ahead_bytes, max_bytes - done, &written);
         if (written == 0) {
             break;
         }

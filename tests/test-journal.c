@@ -1704,6 +1704,71 @@ test_grow_ahead_waits_for_an_open_write_transaction(void)
     journal_close(&p.j);
 }
 
+struct s_hammer {
+    journal_t *j;
+    atomic_int stop;
+    uint64_t calls;
+    int rc;
+};
+
+/* journal_grow_ahead() as often as it can go, with a margin the commits keep eating. */
+static void *
+s_hammer_main(void *arg)
+{
+    struct s_hammer *h = arg;
+    while (!atomic_load(&h->stop) && h->rc == 0) {
+        uint64_t w = 0;
+        h->rc = journal_grow_ahead(h->j, 128 * 1024, 64 * 1024, &w);
+        h->calls++;
+    }
+    return NULL;
+}
+
+static void s_hammer_round(const char *dir);
+
+static void
+test_grow_ahead_survives_map_growth(void)
+{
+    /* The map starts at 1 MiB and doubles six times under a thread that grows the file without
+     * a pause: the thread must never read the map while a growth remaps it (it once read the
+     * meta pages outside the write lock, and the daemon died of it). */
+    for (int round = 0; round < 3; round++) {
+        char name[8];
+        snprintf(name, sizeof(name), "j%d", round);
+        s_hammer_round(s_path(name));
+        if (s_test_failed) {
+            return;
+        }
+    }
+}
+
+static void
+s_hammer_round(const char *dir)
+{
+    struct s_hammer h;
+    memset(&h, 0, sizeof(h));
+    atomic_init(&h.stop, 0);
+    CHECK_OK(s_open(dir, false, JOURNAL_MAP_SIZE_MIN, &h.j));
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, s_hammer_main, &h) == 0);
+    journal_head_t head;
+    int rc = 0;
+    for (int b = 0; b < 160 && rc == 0; b++) {
+        rc = s_append_n(h.j, 100, 4000, &head); /* 400 KiB per commit, 64 MiB in all */
+    }
+    atomic_store(&h.stop, 1);
+    pthread_join(t, NULL);
+    CHECK_OK(rc);
+    CHECK_OK(h.rc);
+    CHECK(h.calls > 160);
+    journal_stat_t st;
+    CHECK_OK(journal_stat(h.j, &st));
+    CHECK(st.map_size_bytes >= 64 * JOURNAL_MAP_SIZE_MIN);
+    CHECK_OK(journal_verify(h.j, 0, 0, NULL, NULL));
+    CHECK(s_read_all_ok(h.j, 1, head.seq, 4000));
+    journal_close(&h.j);
+}
+
 static void
 test_ahead_thread_never_writes_over_a_commit(void)
 {
@@ -1714,7 +1779,10 @@ test_ahead_thread_never_writes_over_a_commit(void)
      */
     journal_t *j = NULL;
     journal_head_t head;
-    CHECK_OK(s_open(s_path("j"), false, 0, &j));
+    /* From the smallest map, which doubles four times on the way: a growth remaps the file
+     * under the thread's feet (the thread once read the meta pages outside the write lock, and
+     * the daemon died of it in a remap). */
+    CHECK_OK(s_open(s_path("j"), false, JOURNAL_MAP_SIZE_MIN, &j));
     journal_ahead_t *a = NULL;
     CHECK_OK(journal_ahead_start(j, 256 * 1024, &a));
     for (int b = 0; b < 200; b++) {
@@ -2430,6 +2498,7 @@ static const struct s_test s_tests[] = {
     S_TEST(grow_ahead_puts_synced_zeros_past_the_used_pages),
     S_TEST(grow_ahead_stops_at_its_limits),
     S_TEST(grow_ahead_waits_for_an_open_write_transaction),
+    S_TEST(grow_ahead_survives_map_growth),
     S_TEST(ahead_thread_never_writes_over_a_commit),
     S_TEST(sequence_numbers_are_gap_free_across_batches_and_reopen),
     S_TEST(failed_fill_leaves_no_trace_and_next_append_gets_next_seq),
