@@ -1907,20 +1907,41 @@ valuation_rounds_down_and_keys_sort_numerically(void)
     CHECK(strcmp(proj_strerror(MDB_NOTFOUND), proj_strerror(PROJ_EINVAL)) != 0);
 }
 
+/* A one-table environment under root/name and a cache over it (complete: nothing on disk). */
+static void
+s_cache_env(const char *name, const proj_table_def_t *def, pstore_t **st, pcache_t **c)
+{
+    char dir[PATH_MAX];
+    s_fmt(dir, sizeof(dir), "%s/%s", root, name);
+    const char *names[1] = { def->name };
+    REQUIRE(pstore_open(dir, def->name, 1, names, 1, true, st, NULL) == 0);
+    REQUIRE(pcache_new(def, 1, c) == 0);
+    pcache_set_complete(*c, true);
+}
+
+/* Writes the cache's changes in one transaction that commits sequence seq. */
+static void
+s_cache_commit(pstore_t *st, pcache_t *c, uint64_t seq)
+{
+    MDB_txn *txn = NULL;
+    MDB_dbi dbi = pstore_dbi(st, 0);
+    REQUIRE(pstore_write_begin(st, &txn) == 0);
+    pcache_bind(c, txn, &dbi);
+    CHECK_EQ_INT(pcache_write(c, txn, &dbi), 0);
+    CHECK_EQ_INT(pstore_write_commit(st, &txn, seq), 0);
+    pcache_bind(c, NULL, NULL);
+    pcache_committed(c, 0);
+}
+
 /* pcache_peek() gives what the cache holds and nothing else: no record made or marked, no
  * error, no LMDB read (a record only on disk is not there for it), a deleted one is gone. */
 static void
 pcache_peek_reads_only_the_cache(void)
 {
     static const proj_table_def_t defs[1] = { { "t", 8, 8, false } };
-    char dir[PATH_MAX];
-    s_fmt(dir, sizeof(dir), "%s/peek-env", root);
-    const char *names[1] = { "t" };
     pstore_t *st = NULL;
-    REQUIRE(pstore_open(dir, "t", 1, names, 1, true, &st, NULL) == 0);
     pcache_t *c = NULL;
-    REQUIRE(pcache_new(defs, 1, &c) == 0);
-    pcache_set_complete(c, true);
+    s_cache_env("peek-env", defs, &st, &c);
     const uint8_t a[8] = { 'a' }, b[8] = { 'b' }, gone[8] = { 'g' }, absent[8] = { 'x' };
     uint8_t *va = pcache_put(c, 0, a, 8, 8, NULL);
     uint8_t *vb = pcache_put(c, 0, b, 8, 8, NULL);
@@ -1928,14 +1949,7 @@ pcache_peek_reads_only_the_cache(void)
     memcpy(va, "AAAAAAAA", 8);
     memcpy(vb, "BBBBBBBB", 8);
     pcache_del(c, 0, gone, 8);
-    MDB_txn *txn = NULL;
-    MDB_dbi dbi = pstore_dbi(st, 0);
-    REQUIRE(pstore_write_begin(st, &txn) == 0);
-    pcache_bind(c, txn, &dbi);
-    CHECK_EQ_INT(pcache_write(c, txn, &dbi), 0);
-    CHECK_EQ_INT(pstore_write_commit(st, &txn, 1), 0);
-    pcache_bind(c, NULL, NULL);
-    pcache_committed(c, 0);
+    s_cache_commit(st, c, 1);
 
     size_t len = 0;
     CHECK(pcache_peek(c, 0, a, 8, &len) == va);
@@ -1951,6 +1965,8 @@ pcache_peek_reads_only_the_cache(void)
     /* Emptied, with the environment bound: get reads "a" back from disk, peek never does. */
     pcache_reset(c);
     pcache_set_complete(c, false);
+    MDB_txn *txn = NULL;
+    MDB_dbi dbi = pstore_dbi(st, 0);
     REQUIRE(pstore_read_begin(st, &txn) == 0);
     pcache_bind(c, txn, &dbi);
     CHECK(pcache_peek(c, 0, b, 8, NULL) == NULL);
@@ -1972,14 +1988,9 @@ static void
 pcache_get_mut_and_the_commit_order(void)
 {
     static const proj_table_def_t defs[1] = { { "t", 24, 16, false } };
-    char dir[PATH_MAX];
-    s_fmt(dir, sizeof(dir), "%s/pcache-env", root);
-    const char *names[1] = { "t" };
     pstore_t *st = NULL;
-    REQUIRE(pstore_open(dir, "t", 1, names, 1, true, &st, NULL) == 0);
     pcache_t *c = NULL;
-    REQUIRE(pcache_new(defs, 1, &c) == 0);
-    pcache_set_complete(c, true);
+    s_cache_env("pcache-env", defs, &st, &c);
 
     /* Keys of 8 to 24 bytes, many sharing their first 8 bytes, put in a scrambled order. */
     enum { N = 300 };
@@ -1996,14 +2007,7 @@ pcache_get_mut_and_the_commit_order(void)
         REQUIRE(v != NULL);
         memcpy(v, &i, sizeof(i) < 8 ? sizeof(i) : 8);
     }
-    MDB_txn *txn = NULL;
-    MDB_dbi dbi = pstore_dbi(st, 0);
-    REQUIRE(pstore_write_begin(st, &txn) == 0);
-    pcache_bind(c, txn, &dbi);
-    CHECK_EQ_INT(pcache_write(c, txn, &dbi), 0);
-    CHECK_EQ_INT(pstore_write_commit(st, &txn, 1), 0);
-    pcache_bind(c, NULL, NULL);
-    pcache_committed(c, 0);
+    s_cache_commit(st, c, 1);
     CHECK_EQ_U64(pcache_dirty_count(c), 0);
 
     /* A missing key: NULL, nothing made, nothing marked. */
@@ -2022,14 +2026,11 @@ pcache_get_mut_and_the_commit_order(void)
     v[7] = 0xee;
     CHECK(pcache_get_mut(c, 0, keys[5], lens[5], NULL) == v);
     CHECK_EQ_U64(pcache_dirty_count(c), 1);
-    REQUIRE(pstore_write_begin(st, &txn) == 0);
-    pcache_bind(c, txn, &dbi);
-    CHECK_EQ_INT(pcache_write(c, txn, &dbi), 0);
-    CHECK_EQ_INT(pstore_write_commit(st, &txn, 2), 0);
-    pcache_bind(c, NULL, NULL);
-    pcache_committed(c, 0);
+    s_cache_commit(st, c, 2);
 
     /* On disk: N records in memcmp-then-length order, the changed byte included. */
+    MDB_txn *txn = NULL;
+    MDB_dbi dbi = pstore_dbi(st, 0);
     REQUIRE(pstore_read_begin(st, &txn) == 0);
     MDB_cursor *cur = NULL;
     REQUIRE(mdb_cursor_open(txn, dbi, &cur) == 0);
@@ -2067,12 +2068,7 @@ pcache_get_mut_and_the_commit_order(void)
             REQUIRE(val != NULL);
             val[0] = (uint8_t)round;
         }
-        REQUIRE(pstore_write_begin(st, &txn) == 0);
-        pcache_bind(c, txn, &dbi);
-        CHECK_EQ_INT(pcache_write(c, txn, &dbi), 0);
-        CHECK_EQ_INT(pstore_write_commit(st, &txn, 3 + (uint64_t)round), 0);
-        pcache_bind(c, NULL, NULL);
-        pcache_committed(c, 0);
+        s_cache_commit(st, c, 3 + (uint64_t)round);
     }
     REQUIRE(pstore_read_begin(st, &txn) == 0);
     REQUIRE(mdb_cursor_open(txn, dbi, &cur) == 0);
