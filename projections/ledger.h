@@ -257,8 +257,9 @@ typedef struct ledger_source {
 void ledger_set_source(ledger_t *l, const ledger_source_t *source);
 
 /*
- * Lets every table ask for memory before it first writes it (table_set_ahead() in table.h: fn
- * gets ctx, an address and a length, and must not block); NULL asks for nothing.
+ * Lets every table, and the timers' heap, ask for memory before it first writes it
+ * (table_set_ahead() in table.h: fn gets ctx, an address and a length, and must not block); NULL
+ * asks for nothing.
  */
 void ledger_set_ahead(ledger_t *l, void (*fn)(void *ctx, void *addr, size_t len), void *ctx);
 

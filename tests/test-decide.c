@@ -866,6 +866,62 @@ closed_program_issues_no_more_cards_but_its_cards_still_redeem(void)
     CHECK_OK(s_run(s_redeem_cmd(id, "s1", 100)));
 }
 
+struct s_asks {
+    size_t count;
+    size_t bytes;
+};
+
+static void
+s_record_ask(void *ctx, void *addr, size_t len)
+{
+    struct s_asks *a = ctx;
+    (void)addr;
+    a->count++;
+    a->bytes += len;
+}
+
+/* 70,000 cards: their 140,000 timers outgrow the heap's first array and then its mapping (it
+ * grows in place, asking ahead). Every timer is still there, in firing order. */
+static void
+timers_of_many_cards_come_out_in_order(void)
+{
+    s_world();
+    struct s_asks asks = { 0, 0 };
+    ledger_set_ahead(L, s_record_ask, &asks);
+    static cl_cmd_issue_card_t batch_rows[CL_ISSUE_BATCH_MAX];
+    enum { BATCHES = 70 };
+    for (int b = 0; b < BATCHES; b++) {
+        memset(batch_rows, 0, sizeof(batch_rows));
+        for (int i = 0; i < CL_ISSUE_BATCH_MAX; i++) {
+            snprintf(batch_rows[i].row_key, sizeof(batch_rows[i].row_key), "r%d-%d", b, i);
+            batch_rows[i].face_value_minor = 10000;
+        }
+        cl_command_t *c = s_cmd(CL_CMD_ISSUE_BATCH);
+        snprintf(c->u.issue_batch.merchant_id, CL_ID_MAX + 1, "m1");
+        snprintf(c->u.issue_batch.program_id, CL_ID_MAX + 1, "gift");
+        c->u.issue_batch.rows_count = CL_ISSUE_BATCH_MAX;
+        c->batch_rows = batch_rows;
+        const cl_reply_t *r = s_run(c);
+        CHECK_OK(r);
+        CHECK_EQ_INT(r->batch_issued, CL_ISSUE_BATCH_MAX);
+        now_us += 1000000; /* each batch a second later: later expiries */
+    }
+    CHECK(asks.count > 0);
+    ledger_set_ahead(L, NULL, NULL);
+    ledger_timer_t t, prev = { 0 };
+    size_t n = 0;
+    while (ledger_timer_peek(L, &t)) {
+        if (n > 0)
+            CHECK(t.due_us > prev.due_us ||
+                  (t.due_us == prev.due_us &&
+                   (t.kind > prev.kind || (t.kind == prev.kind && t.card_id > prev.card_id))));
+        prev = t;
+        ledger_timer_pop(L);
+        n++;
+    }
+    CHECK_EQ_INT(n, 2 * BATCHES * CL_ISSUE_BATCH_MAX);
+}
+
 static void
 batch_issue_skips_rows_already_issued(void)
 {
@@ -1469,6 +1525,7 @@ main(int argc, char **argv)
         CHECK_CASE(unclaimed_offer_returns_after_its_time_and_can_be_recalled),
         CHECK_CASE(non_transferable_cards_and_used_up_transfers_are_refused),
         CHECK_CASE(stock_and_per_holder_limits_are_enforced),
+        CHECK_CASE(timers_of_many_cards_come_out_in_order),
         CHECK_CASE(issue_refuses_a_face_value_outside_the_denominations),
         CHECK_CASE(closed_program_issues_no_more_cards_but_its_cards_still_redeem),
         CHECK_CASE(batch_issue_skips_rows_already_issued),
