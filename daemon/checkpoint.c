@@ -202,37 +202,55 @@ typedef struct s_batch {
     size_t count;            /* records in order */
     struct s_order *grouped; /* room for as many: s_sort_by_table()'s second copy */
     size_t order_cap;
-    /* Asked for each new part of buf before the copy writes it (checkpointer_reserve()). */
+    /* Asked for buf's memory a window ahead of the copy (checkpointer_reserve()). */
     void (*ahead)(void *ctx, void *addr, size_t len);
     void *ahead_ctx;
+    size_t asked; /* bytes of buf from its start asked for so far */
 } s_batch_t;
+
+/* How far past what the copy has written the batch's memory is asked for (like TABLE_AHEAD). */
+#define S_BATCH_AHEAD (8u << 20)
 
 /*
  * Room for n more bytes. The buffer is a mapping of its own, made of huge pages where the kernel
  * allows (see projections/table.c), and grows with mremap(): no byte moves, and of the new part
- * only what the copy writes is touched. The owner's ahead function is asked to fault the new
- * part in meanwhile. (It grew by aligned_alloc() and memcpy() before: a batch of a batch issue
- * grew to 128 and 256 MiB, and the loop copied and first-touched each old size, up to 200 ms.)
+ * only what is written or asked for is touched. The owner's ahead function is asked for the
+ * memory S_BATCH_AHEAD past what the copy writes, so that another thread faults it in first.
+ * (It grew by aligned_alloc() and memcpy() before: a batch of a batch issue grew to 128 and
+ * 256 MiB, and the loop copied and first-touched each old size, up to 350 ms.)
  */
 static int
 s_batch_room(s_batch_t *b, size_t n)
 {
-    if (b->len + n <= b->cap)
-        return 0;
-    size_t cap = b->cap ? b->cap : (1u << 21);
-    while (cap < b->len + n)
-        cap *= 2;
-    void *buf = b->buf == NULL
-                    ? mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
-                    : mremap(b->buf, b->cap, cap, MREMAP_MAYMOVE);
-    if (buf == MAP_FAILED)
+    if (n > SIZE_MAX / 4 - b->len)
         return LEDGER_ENOMEM;
-    (void)madvise(buf, cap, MADV_HUGEPAGE); /* advice only */
-    size_t old = b->cap;
-    b->buf = buf;
-    b->cap = cap;
-    if (b->ahead != NULL)
-        b->ahead(b->ahead_ctx, b->buf + old, cap - old);
+    size_t want = b->len + n + (b->ahead != NULL ? S_BATCH_AHEAD : 0);
+    if (want > b->cap) {
+        size_t cap = b->cap ? b->cap : (1u << 21);
+        while (cap < want)
+            cap *= 2;
+        void *buf = b->buf == NULL ? mmap(NULL, cap, PROT_READ | PROT_WRITE,
+                                          MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+                                   : mremap(b->buf, b->cap, cap, MREMAP_MAYMOVE);
+        if (buf == MAP_FAILED) {
+            if (b->len + n > b->cap)
+                return LEDGER_ENOMEM;
+            want = b->cap; /* room enough now; no window ahead until a growth succeeds */
+        } else {
+            (void)madvise(buf, cap, MADV_HUGEPAGE); /* advice only */
+            b->buf = buf;
+            b->cap = cap;
+        }
+    }
+    if (b->ahead != NULL && want > b->asked) {
+        /* Whole huge pages, so the windows start at a page and never overlap. */
+        size_t to = (want + (1u << 21) - 1) & ~(size_t)((1u << 21) - 1);
+        if (to > b->cap)
+            to = b->cap;
+        if (to > b->asked)
+            b->ahead(b->ahead_ctx, b->buf + b->asked, to - b->asked);
+        b->asked = to;
+    }
     return 0;
 }
 
@@ -712,11 +730,17 @@ checkpointer_reserve(checkpointer_t *c, size_t bytes,
                      void (*ahead)(void *ctx, void *addr, size_t len), void *ctx)
 {
     pthread_mutex_lock(&c->mu);
+    /* The function changes even with a batch in hand: only the loop's copy grows the batch. */
+    c->batch.ahead = ahead;
+    c->batch.ahead_ctx = ctx;
     int rc = CHECKPOINT_EBUSY;
     if (!c->busy) {
-        c->batch.ahead = ahead;
-        c->batch.ahead_ctx = ctx;
         rc = s_batch_room(&c->batch, bytes);
+        if (rc == 0 && ahead != NULL && c->batch.asked < c->batch.cap) {
+            /* The whole reserve, not only the first window: it is what a checkpoint needs. */
+            ahead(ctx, c->batch.buf + c->batch.asked, c->batch.cap - c->batch.asked);
+            c->batch.asked = c->batch.cap;
+        }
     }
     pthread_mutex_unlock(&c->mu);
     return rc;

@@ -151,9 +151,11 @@ void checkpointer_hand(checkpointer_t *c);
 /*
  * Makes room for a batch of `bytes` now, so that the first checkpoints after a start do not grow
  * the batch on the loop (60 ms stalls were seen), and asks ahead(ctx, addr, len) (NULL: nobody)
- * to fault that room in from another thread (daemon/prefault.h); every later growth of the batch
- * asks it for its new part. Only with no batch in hand. Returns 0, CHECKPOINT_EBUSY or
- * LEDGER_ENOMEM.
+ * to fault that room in from another thread (daemon/prefault.h); from then on the batch asks it
+ * for its memory 8 MiB ahead of what the copy writes. The room is made only with no batch in
+ * hand (else CHECKPOINT_EBUSY); the function is set either way, and
+ * checkpointer_reserve(c, 0, NULL, NULL) takes it back before its context goes. Returns 0,
+ * CHECKPOINT_EBUSY or LEDGER_ENOMEM.
  */
 int checkpointer_reserve(checkpointer_t *c, size_t bytes,
                          void (*ahead)(void *ctx, void *addr, size_t len), void *ctx);

@@ -1853,6 +1853,8 @@ server_destroy(server_t **sp)
     }
     codec_batch_destroy(&s->batch);
     journal_ahead_stop(&s->ahead);
+    if (s->writer != NULL)
+        (void)checkpointer_reserve(s->writer, 0, NULL, NULL); /* the prefault thread goes */
     prefault_stop(&s->prefault);
     ledger_destroy(&s->ledger);
     free(s->events);

@@ -82,9 +82,11 @@ typedef struct timer_heap {
     size_t count;
     size_t cap;
     size_t bytes; /* of items */
-    /* Asked for each new part of a mapped array before the pushes reach it (ledger_set_ahead()). */
+    /* Asked for a mapped array's memory a window ahead of the pushes (ledger_set_ahead()). */
     void (*ahead)(void *ctx, void *addr, size_t len);
     void *ahead_ctx;
+    size_t asked;     /* bytes of a mapped array from its start asked for or in use */
+    bool grow_failed; /* an early growth failed: none until the array is full */
 } timer_heap_t;
 
 /* How the persistence walks (s_walk(), freezes) hand a table's records to a ledger_record_fn. */
@@ -267,14 +269,15 @@ s_timer_less(const ledger_timer_t *a, const ledger_timer_t *b)
 }
 
 #define S_HEAP_MAPPED (2u << 20)
+#define S_HEAP_AHEAD  (8u << 20) /* how far past the pushes a mapped array is asked for */
 
 /*
  * Gives the heap room for cap timers. From S_HEAP_MAPPED bytes on, the array is a mapping of its
  * own, made of transparent huge pages where the kernel allows (like the tables' chunks,
- * table.c: a million cards' timers take 32 MB), that grows with mremap(): no timer is copied,
- * and the new part is asked of the ahead function to be faulted in by another thread. (It grew
- * by a new allocation and a copy before: during a batch issue the loop then spent 4.6 % of its
- * time first-touching the copy.)
+ * table.c: a million cards' timers take 64 MB), that grows with mremap(): no timer is copied,
+ * and of the new part only what is pushed or asked for (s_heap_push()) is touched. (It grew by
+ * a new allocation and a copy before: during a batch issue the loop spent 4.6 % of its time
+ * first-touching the copy.)
  */
 static int
 s_heap_reserve(timer_heap_t *h, size_t cap)
@@ -299,16 +302,15 @@ s_heap_reserve(timer_heap_t *h, size_t cap)
             m = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
             if (m != MAP_FAILED && h->count > 0)
                 memcpy(m, h->items, h->count * sizeof(*h->items));
-            if (m != MAP_FAILED)
+            if (m != MAP_FAILED) {
                 free(h->items);
+                h->asked = h->count * sizeof(*h->items); /* touched by the copy */
+            }
         }
         if (m == MAP_FAILED)
             return LEDGER_ENOMEM;
         (void)madvise(m, bytes, MADV_HUGEPAGE); /* advice only: fine if refused */
         items = m;
-        size_t old = h->bytes >= S_HEAP_MAPPED ? h->bytes : 0;
-        if (h->ahead != NULL)
-            h->ahead(h->ahead_ctx, (uint8_t *)m + old, bytes - old);
     }
     h->items = items;
     h->bytes = bytes;
@@ -324,19 +326,33 @@ s_heap_free(timer_heap_t *h)
     else
         free(h->items);
     h->items = NULL;
-    h->count = h->cap = h->bytes = 0;
+    h->count = h->cap = h->bytes = h->asked = 0;
+    h->grow_failed = false;
 }
 
 static int
 s_heap_push(timer_heap_t *h, const ledger_timer_t *t)
 {
-    /* A mapped array grows when three quarters full, so that the thread behind the ahead
-     * function has faulted the new part in by the time the pushes get there. */
+    /* With an ahead function, a mapped array grows before the pushes come within S_HEAP_AHEAD
+     * of its end, and asks for the memory S_HEAP_AHEAD past them, so that the thread behind the
+     * function faults it in before the loop writes it. */
     bool mapped = h->bytes >= S_HEAP_MAPPED;
-    if (h->count == h->cap || (mapped && h->ahead != NULL && h->count >= h->cap / 4 * 3)) {
+    size_t want = (h->count + 1) * sizeof(*h->items) + S_HEAP_AHEAD;
+    bool early = mapped && h->ahead != NULL && !h->grow_failed && want > h->bytes;
+    if (h->count == h->cap || early) {
         int rc = s_heap_reserve(h, h->cap ? h->cap * 2 : 1024);
         if (rc != 0 && h->count == h->cap)
-            return rc; /* an early growth that fails is tried again at the next push */
+            return rc;
+        h->grow_failed = rc != 0; /* no early growth again until the array is full */
+    }
+    if (h->ahead != NULL && h->bytes >= S_HEAP_MAPPED && want > h->asked) {
+        size_t to = (want + S_HEAP_MAPPED - 1) / S_HEAP_MAPPED * S_HEAP_MAPPED;
+        if (to > h->bytes)
+            to = h->bytes;
+        size_t from = h->asked / S_HEAP_MAPPED * S_HEAP_MAPPED; /* at a page */
+        if (to > from)
+            h->ahead(h->ahead_ctx, (uint8_t *)h->items + from, to - from);
+        h->asked = to;
     }
     size_t i = h->count++;
     h->items[i] = *t;

@@ -869,15 +869,18 @@ closed_program_issues_no_more_cards_but_its_cards_still_redeem(void)
 struct s_asks {
     size_t count;
     size_t bytes;
+    size_t misaligned;
 };
 
 static void
 s_record_ask(void *ctx, void *addr, size_t len)
 {
     struct s_asks *a = ctx;
-    (void)addr;
     a->count++;
     a->bytes += len;
+    /* The prefault thread needs ranges of whole pages (daemon/prefault.h). */
+    if (((uintptr_t)addr & 4095u) != 0 || len % 4096u != 0 || len == 0)
+        a->misaligned++;
 }
 
 /* 70,000 cards: their 140,000 timers outgrow the heap's first array and then its mapping (it
@@ -886,7 +889,7 @@ static void
 timers_of_many_cards_come_out_in_order(void)
 {
     s_world();
-    struct s_asks asks = { 0, 0 };
+    struct s_asks asks = { 0, 0, 0 };
     ledger_set_ahead(L, s_record_ask, &asks);
     static cl_cmd_issue_card_t batch_rows[CL_ISSUE_BATCH_MAX];
     enum { BATCHES = 70 };
@@ -907,6 +910,7 @@ timers_of_many_cards_come_out_in_order(void)
         now_us += 1000000; /* each batch a second later: later expiries */
     }
     CHECK(asks.count > 0);
+    CHECK_EQ_INT(asks.misaligned, 0);
     ledger_set_ahead(L, NULL, NULL);
     ledger_timer_t t, prev = { 0 };
     size_t n = 0;
