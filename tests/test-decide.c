@@ -866,6 +866,18 @@ closed_program_issues_no_more_cards_but_its_cards_still_redeem(void)
     CHECK_OK(s_run(s_redeem_cmd(id, "s1", 100)));
 }
 
+/* An IssueBatch of n rows for program prog of merchant "m1". */
+static cl_command_t *
+s_batch_cmd(const char *prog, cl_cmd_issue_card_t *batch, uint32_t n)
+{
+    cl_command_t *c = s_cmd(CL_CMD_ISSUE_BATCH);
+    snprintf(c->u.issue_batch.merchant_id, CL_ID_MAX + 1, "m1");
+    snprintf(c->u.issue_batch.program_id, CL_ID_MAX + 1, "%s", prog);
+    c->u.issue_batch.rows_count = n;
+    c->batch_rows = batch;
+    return c;
+}
+
 struct s_asks {
     size_t count;
     size_t bytes;
@@ -899,11 +911,7 @@ timers_of_many_cards_come_out_in_order(void)
             snprintf(batch_rows[i].row_key, sizeof(batch_rows[i].row_key), "r%d-%d", b, i);
             batch_rows[i].face_value_minor = 10000;
         }
-        cl_command_t *c = s_cmd(CL_CMD_ISSUE_BATCH);
-        snprintf(c->u.issue_batch.merchant_id, CL_ID_MAX + 1, "m1");
-        snprintf(c->u.issue_batch.program_id, CL_ID_MAX + 1, "gift");
-        c->u.issue_batch.rows_count = CL_ISSUE_BATCH_MAX;
-        c->batch_rows = batch_rows;
+        cl_command_t *c = s_batch_cmd("gift", batch_rows, CL_ISSUE_BATCH_MAX);
         const cl_reply_t *r = s_run(c);
         CHECK_OK(r);
         CHECK_EQ_INT(r->batch_issued, CL_ISSUE_BATCH_MAX);
@@ -937,11 +945,7 @@ batch_issue_skips_rows_already_issued(void)
         snprintf(batch_rows[i].holder, sizeof(batch_rows[i].holder), "emp-%d", i);
         batch_rows[i].face_value_minor = i == 2 ? 12345 : 10000; /* row 2: bad denomination */
     }
-    cl_command_t *c = s_cmd(CL_CMD_ISSUE_BATCH);
-    snprintf(c->u.issue_batch.merchant_id, CL_ID_MAX + 1, "m1");
-    snprintf(c->u.issue_batch.program_id, CL_ID_MAX + 1, "gift");
-    c->u.issue_batch.rows_count = 3;
-    c->batch_rows = batch_rows;
+    cl_command_t *c = s_batch_cmd("gift", batch_rows, 3);
     const cl_reply_t *r = s_run(c);
     CHECK_OK(r);
     CHECK_EQ_INT(r->batch_issued, 2);
@@ -949,11 +953,7 @@ batch_issue_skips_rows_already_issued(void)
     CHECK_EQ_INT(last_events, 3); /* two cards and BatchIssued */
     uint64_t first = r->rows[0].card_id;
     batch_rows[2].face_value_minor = 20000;
-    c = s_cmd(CL_CMD_ISSUE_BATCH);
-    snprintf(c->u.issue_batch.merchant_id, CL_ID_MAX + 1, "m1");
-    snprintf(c->u.issue_batch.program_id, CL_ID_MAX + 1, "gift");
-    c->u.issue_batch.rows_count = 3;
-    c->batch_rows = batch_rows;
+    c = s_batch_cmd("gift", batch_rows, 3);
     r = s_run(c);
     CHECK_OK(r);
     CHECK_EQ_INT(r->batch_issued, 1);
@@ -979,11 +979,7 @@ batch_issue_counts_its_own_rows_for_limits_and_duplicate_keys(void)
         snprintf(batch_rows[i].holder, sizeof(batch_rows[i].holder), "h%d", i < 3 ? 0 : i);
         batch_rows[i].face_value_minor = 10000;
     }
-    cl_command_t *c = s_cmd(CL_CMD_ISSUE_BATCH);
-    snprintf(c->u.issue_batch.merchant_id, CL_ID_MAX + 1, "m1");
-    snprintf(c->u.issue_batch.program_id, CL_ID_MAX + 1, "capped");
-    c->u.issue_batch.rows_count = CL_ISSUE_BATCH_MAX;
-    c->batch_rows = batch_rows;
+    cl_command_t *c = s_batch_cmd("capped", batch_rows, CL_ISSUE_BATCH_MAX);
     const cl_reply_t *r = s_run(c);
     CHECK_OK(r);
     CHECK_EQ_INT(r->rows[2].status, CL_HOLDER_LIMIT_REACHED);
