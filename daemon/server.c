@@ -49,13 +49,13 @@
 #include <sodium.h>
 #include <zmq.h>
 
+#include "ahead.h"
 #include "bytes.h"
 #include "clcheck.h"
 #include "codec.h"
 #include "decide.h"
 #include "log.h"
 #include "prefault.h"
-#include "ahead.h"
 
 /* Idempotency records of one window: one per decided command. */
 #define S_RECS_MAX (DAEMON_COMMIT_REQUESTS_MAX + CL_BATCH_REQUESTS_MAX)

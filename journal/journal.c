@@ -948,8 +948,6 @@ journal_append(journal_t *j, const journal_record_t *recs, size_t n, journal_hea
     return journal_write(j, s_append_fill, &a, out_head);
 }
 
-/* ---- Reading ---------------------------------------------------------------------------- */
-
 /* Zeros for journal_grow_ahead(), written one piece per hold of the write lock. */
 static const uint8_t s_zeros[64 * 1024];
 
@@ -1054,6 +1052,8 @@ journal_grow_ahead(journal_t *j, uint64_t ahead_bytes, uint64_t max_bytes, uint6
     *out_written = done;
     return rc;
 }
+
+/* ---- Reading ---------------------------------------------------------------------------- */
 
 int
 journal_head(journal_t *j, journal_head_t *out_head)

@@ -271,9 +271,9 @@ int journal_prefault(journal_t *j);
  * Makes the data file reach @p ahead_bytes past the environment's last used page (never past
  * map_size_max_bytes), with zeros that are written and synced before LMDB needs them: writes at
  * most @p max_bytes of them, in pieces of up to 64 KiB, then syncs once. For the journal's only
- * writer process. Meant for a thread of its
- * own (journal/ahead.h), called often: it holds the write lock only while it writes one piece,
- * so a commit waits at most that long, and never for the sync.
+ * writer process, from a thread of its own (journal/ahead.h), called often: it holds the write
+ * lock only while it writes one piece, so a commit waits at most that long, and never for the
+ * sync.
  *
  * Why: LMDB grows its file by writing past the end. A commit whose pages extend the file, or
  * land in blocks the file system has not allocated yet, makes its fdatasync() also commit the
