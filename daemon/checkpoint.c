@@ -13,12 +13,12 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <time.h>
 
 #include "bytes.h"
 #include "codec.h"
 #include "log.h"
+#include "mapbuf.h"
 
 #define S_KEY_STATE   "state"
 #define S_RECORD_LEN  16
@@ -195,62 +195,32 @@ s_unpack(const uint8_t *in, size_t in_len, uint8_t *rec, size_t cap)
 #define S_DELETED UINT32_MAX
 
 typedef struct s_batch {
-    uint8_t *buf; /* a mapping of its own, cap bytes (NULL before the first record) */
-    size_t len, cap;
+    mapbuf_t mem;            /* the records, in mem.base (projections/mapbuf.h) */
+    size_t len;              /* bytes of records */
     uint64_t seq;            /* the ledger's last_seq when the latest records were copied */
     struct s_order *order;   /* s_batch_sort(): the records in (table, key, copy) order */
     size_t count;            /* records in order */
     struct s_order *grouped; /* room for as many: s_sort_by_table()'s second copy */
     size_t order_cap;
-    /* Asked for buf's memory a window ahead of the copy (checkpointer_reserve()). */
-    void (*ahead)(void *ctx, void *addr, size_t len);
-    void *ahead_ctx;
-    size_t asked; /* bytes of buf from its start asked for so far */
 } s_batch_t;
 
-/* How far past what the copy has written the batch's memory is asked for (like TABLE_AHEAD). */
-#define S_BATCH_AHEAD (8u << 20)
-
 /*
- * Room for n more bytes. The buffer is a mapping of its own, made of huge pages where the kernel
- * allows (see projections/table.c), and grows with mremap(): no byte moves, and of the new part
- * only what is written or asked for is touched. The owner's ahead function is asked for the
- * memory S_BATCH_AHEAD past what the copy writes, so that another thread faults it in first.
- * (It grew by aligned_alloc() and memcpy() before: a batch of a batch issue grew to 128 and
- * 256 MiB, and the loop copied and first-touched each old size, up to 350 ms.)
+ * Room for n more bytes, with the memory MAPBUF_AHEAD past them asked for when the owner gave an
+ * ahead function (checkpointer_reserve()). The batch grows in place (mapbuf.h); it grew by
+ * aligned_alloc() and memcpy() before: a batch of a batch issue grew to 128 and 256 MiB, and the
+ * loop copied and first-touched each old size, up to 350 ms.
  */
 static int
 s_batch_room(s_batch_t *b, size_t n)
 {
     if (n > SIZE_MAX / 4 - b->len)
         return LEDGER_ENOMEM;
-    size_t want = b->len + n + (b->ahead != NULL ? S_BATCH_AHEAD : 0);
-    if (want > b->cap) {
-        size_t cap = b->cap ? b->cap : (1u << 21);
-        while (cap < want)
-            cap *= 2;
-        void *buf = b->buf == NULL ? mmap(NULL, cap, PROT_READ | PROT_WRITE,
-                                          MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
-                                   : mremap(b->buf, b->cap, cap, MREMAP_MAYMOVE);
-        if (buf == MAP_FAILED) {
-            if (b->len + n > b->cap)
-                return LEDGER_ENOMEM;
-            want = b->cap; /* room enough now; no window ahead until a growth succeeds */
-        } else {
-            (void)madvise(buf, cap, MADV_HUGEPAGE); /* advice only */
-            b->buf = buf;
-            b->cap = cap;
-        }
-    }
-    if (b->ahead != NULL && want > b->asked) {
-        /* Whole huge pages, so the windows start at a page and never overlap. */
-        size_t to = (want + (1u << 21) - 1) & ~(size_t)((1u << 21) - 1);
-        if (to > b->cap)
-            to = b->cap;
-        if (to > b->asked)
-            b->ahead(b->ahead_ctx, b->buf + b->asked, to - b->asked);
-        b->asked = to;
-    }
+    size_t need = b->len + n;
+    /* Room for the window too if possible; room enough now is what must be had. */
+    size_t want = need + (b->mem.ahead != NULL ? MAPBUF_AHEAD : 0);
+    if (mapbuf_reserve(&b->mem, want) != 0 && need > b->mem.cap)
+        return LEDGER_ENOMEM;
+    mapbuf_ask(&b->mem, need);
     return 0;
 }
 
@@ -265,7 +235,7 @@ s_batch_add(const char *table, const void *key, size_t key_len, const void *rec,
     int rc = s_batch_room(b, 1 + name_len + 2 + key_len + 4 + (rec != NULL ? rec_len : 0));
     if (rc != 0)
         return rc;
-    uint8_t *p = b->buf + b->len;
+    uint8_t *p = b->mem.base + b->len;
     *p++ = (uint8_t)name_len;
     memcpy(p, table, name_len);
     p += name_len;
@@ -278,7 +248,7 @@ s_batch_add(const char *table, const void *key, size_t key_len, const void *rec,
         memcpy(p, rec, rec_len);
         p += rec_len;
     }
-    b->len = (size_t)(p - b->buf);
+    b->len = (size_t)(p - b->mem.base);
     return 0;
 }
 
@@ -296,7 +266,7 @@ typedef struct s_entry {
 static void
 s_batch_entry(const s_batch_t *b, size_t off, s_entry_t *e)
 {
-    const uint8_t *p = b->buf + off;
+    const uint8_t *p = b->mem.base + off;
     e->table_len = *p++;
     e->table = p;
     p += e->table_len;
@@ -307,7 +277,7 @@ s_batch_entry(const s_batch_t *b, size_t off, s_entry_t *e)
     p += 4;
     e->rec = rec_len == S_DELETED ? NULL : p;
     e->rec_len = rec_len == S_DELETED ? 0 : rec_len;
-    e->next = (size_t)(p + e->rec_len - b->buf);
+    e->next = (size_t)(p + e->rec_len - b->mem.base);
 }
 
 static int
@@ -731,16 +701,13 @@ checkpointer_reserve(checkpointer_t *c, size_t bytes,
 {
     pthread_mutex_lock(&c->mu);
     /* The function changes even with a batch in hand: only the loop's copy grows the batch. */
-    c->batch.ahead = ahead;
-    c->batch.ahead_ctx = ctx;
+    c->batch.mem.ahead = ahead;
+    c->batch.mem.ahead_ctx = ctx;
     int rc = CHECKPOINT_EBUSY;
     if (!c->busy) {
         rc = s_batch_room(&c->batch, bytes);
-        if (rc == 0 && ahead != NULL && c->batch.asked < c->batch.cap) {
-            /* The whole reserve, not only the first window: it is what a checkpoint needs. */
-            ahead(ctx, c->batch.buf + c->batch.asked, c->batch.cap - c->batch.asked);
-            c->batch.asked = c->batch.cap;
-        }
+        if (rc == 0) /* the whole reserve, not only the first window: a checkpoint needs it */
+            mapbuf_ask(&c->batch.mem, c->batch.mem.cap);
     }
     pthread_mutex_unlock(&c->mu);
     return rc;
@@ -820,8 +787,7 @@ checkpointer_destroy(checkpointer_t **cp)
     pthread_join(c->thread, NULL);
     pthread_cond_destroy(&c->cv);
     pthread_mutex_destroy(&c->mu);
-    if (c->batch.buf != NULL)
-        munmap(c->batch.buf, c->batch.cap);
+    mapbuf_free(&c->batch.mem);
     free(c->batch.order);
     free(c->batch.grouped);
     free(c);

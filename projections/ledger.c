@@ -11,12 +11,12 @@
 #include <assert.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #include <xxhash.h>
 
 #include "bytes.h"
 #include "clcheck.h"
+#include "mapbuf.h"
 #include "table.h"
 
 #define LEDGER_US_PER_DAY (86400LL * 1000000LL)
@@ -78,14 +78,10 @@ typedef union lazy_rec {
 } lazy_rec_t;
 
 typedef struct timer_heap {
-    ledger_timer_t *items; /* from S_HEAP_MAPPED bytes on, a mapping of its own */
+    ledger_timer_t *items; /* realloc()ed, or mem.base once the array is a mapping */
     size_t count;
     size_t cap;
-    size_t bytes; /* of items */
-    /* Asked for a mapped array's memory a window ahead of the pushes (ledger_set_ahead()). */
-    void (*ahead)(void *ctx, void *addr, size_t len);
-    void *ahead_ctx;
-    size_t asked;     /* bytes of a mapped array from its start asked for or in use */
+    mapbuf_t mem;     /* the array from MAPBUF_STEP bytes on (mem.base NULL before; mapbuf.h) */
     bool grow_failed; /* an early growth failed: none until the array is full */
 } timer_heap_t;
 
@@ -268,15 +264,11 @@ s_timer_less(const ledger_timer_t *a, const ledger_timer_t *b)
     return a->offer_id < b->offer_id;
 }
 
-#define S_HEAP_MAPPED (2u << 20)
-#define S_HEAP_AHEAD  (8u << 20) /* how far past the pushes a mapped array is asked for */
-
 /*
- * Gives the heap room for cap timers. From S_HEAP_MAPPED bytes on, the array is a mapping of its
- * own, made of transparent huge pages where the kernel allows (like the tables' chunks,
- * table.c: a million cards' timers take 64 MB), that grows with mremap(): no timer is copied,
- * and of the new part only what is pushed or asked for (s_heap_push()) is touched. (It grew by
- * a new allocation and a copy before: during a batch issue the loop spent 4.6 % of its time
+ * Gives the heap room for cap timers. From MAPBUF_STEP bytes on, the array is a mapping of its
+ * own that grows in place (mapbuf.h: a million cards' timers take 64 MB): no timer is copied,
+ * and of the new part only what is pushed or asked for (s_heap_push()) is touched. (It grew by a
+ * new allocation and a copy before: during a batch issue the loop spent 4.6 % of its time
  * first-touching the copy.)
  */
 static int
@@ -284,76 +276,55 @@ s_heap_reserve(timer_heap_t *h, size_t cap)
 {
     assert(cap >= h->count);
     size_t bytes = cap * sizeof(*h->items);
-    ledger_timer_t *items;
-    if (bytes < S_HEAP_MAPPED && h->bytes < S_HEAP_MAPPED) {
-        items = realloc(h->items, bytes);
+    if (h->mem.base == NULL && bytes < MAPBUF_STEP) {
+        ledger_timer_t *items = realloc(h->items, bytes);
         if (items == NULL)
             return LEDGER_ENOMEM;
-    } else {
-        bytes = (bytes + S_HEAP_MAPPED - 1) / S_HEAP_MAPPED * S_HEAP_MAPPED;
-        if (bytes <= h->bytes) {
-            h->cap = h->bytes / sizeof(*h->items);
-            return 0;
-        }
-        void *m;
-        if (h->bytes >= S_HEAP_MAPPED) {
-            m = mremap(h->items, h->bytes, bytes, MREMAP_MAYMOVE);
-        } else {
-            m = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-            if (m != MAP_FAILED && h->count > 0)
-                memcpy(m, h->items, h->count * sizeof(*h->items));
-            if (m != MAP_FAILED) {
-                free(h->items);
-                h->asked = h->count * sizeof(*h->items); /* touched by the copy */
-            }
-        }
-        if (m == MAP_FAILED)
-            return LEDGER_ENOMEM;
-        (void)madvise(m, bytes, MADV_HUGEPAGE); /* advice only: fine if refused */
-        items = m;
+        h->items = items;
+        h->cap = cap;
+        return 0;
     }
-    h->items = items;
-    h->bytes = bytes;
-    h->cap = bytes / sizeof(*h->items);
+    bool was_mapped = h->mem.base != NULL;
+    if (mapbuf_reserve(&h->mem, bytes) != 0)
+        return LEDGER_ENOMEM;
+    if (!was_mapped) {
+        if (h->count > 0)
+            memcpy(h->mem.base, h->items, h->count * sizeof(*h->items));
+        free(h->items);
+    }
+    h->items = (ledger_timer_t *)(void *)h->mem.base;
+    h->cap = h->mem.cap / sizeof(*h->items);
     return 0;
 }
 
 static void
 s_heap_free(timer_heap_t *h)
 {
-    if (h->bytes >= S_HEAP_MAPPED)
-        (void)munmap(h->items, h->bytes);
+    if (h->mem.base != NULL)
+        mapbuf_free(&h->mem);
     else
         free(h->items);
     h->items = NULL;
-    h->count = h->cap = h->bytes = h->asked = 0;
+    h->count = h->cap = 0;
     h->grow_failed = false;
 }
 
 static int
 s_heap_push(timer_heap_t *h, const ledger_timer_t *t)
 {
-    /* With an ahead function, a mapped array grows before the pushes come within S_HEAP_AHEAD
-     * of its end, and asks for the memory S_HEAP_AHEAD past them, so that the thread behind the
-     * function faults it in before the loop writes it. */
-    bool mapped = h->bytes >= S_HEAP_MAPPED;
-    size_t want = (h->count + 1) * sizeof(*h->items) + S_HEAP_AHEAD;
-    bool early = mapped && h->ahead != NULL && !h->grow_failed && want > h->bytes;
+    /* With an ahead function, a mapped array grows before the pushes come within MAPBUF_AHEAD
+     * of its end, so that the memory asked for past them is always inside it. */
+    size_t used = (h->count + 1) * sizeof(*h->items);
+    bool early = h->mem.base != NULL && h->mem.ahead != NULL && !h->grow_failed &&
+                 used + MAPBUF_AHEAD > h->mem.cap;
     if (h->count == h->cap || early) {
         int rc = s_heap_reserve(h, h->cap ? h->cap * 2 : 1024);
         if (rc != 0 && h->count == h->cap)
             return rc;
         h->grow_failed = rc != 0; /* no early growth again until the array is full */
     }
-    if (h->ahead != NULL && h->bytes >= S_HEAP_MAPPED && want > h->asked) {
-        size_t to = (want + S_HEAP_MAPPED - 1) / S_HEAP_MAPPED * S_HEAP_MAPPED;
-        if (to > h->bytes)
-            to = h->bytes;
-        size_t from = h->asked / S_HEAP_MAPPED * S_HEAP_MAPPED; /* at a page */
-        if (to > from)
-            h->ahead(h->ahead_ctx, (uint8_t *)h->items + from, to - from);
-        h->asked = to;
-    }
+    if (h->mem.base != NULL)
+        mapbuf_ask(&h->mem, used);
     size_t i = h->count++;
     h->items[i] = *t;
     while (i > 0) {
@@ -1510,8 +1481,8 @@ ledger_set_ahead(ledger_t *l, void (*fn)(void *ctx, void *addr, size_t len), voi
     assert(l != NULL);
     for (int i = 0; i < T_COUNT; i++)
         table_set_ahead(l->tables[i], fn, ctx);
-    l->timers.ahead = fn;
-    l->timers.ahead_ctx = ctx;
+    l->timers.mem.ahead = fn;
+    l->timers.mem.ahead_ctx = ctx;
 }
 
 /* ---- Digest ------------------------------------------------------------------------------- */
