@@ -615,6 +615,7 @@ static void *
 s_writer_main(void *arg)
 {
     checkpointer_t *c = arg;
+    (void)pthread_setname_np(pthread_self(), "cl-checkpoint");
     pthread_mutex_lock(&c->mu);
     for (;;) {
         while (!c->stop && !c->busy)

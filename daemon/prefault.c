@@ -40,6 +40,7 @@ static void *
 s_main(void *arg)
 {
     prefault_t *p = arg;
+    (void)pthread_setname_np(pthread_self(), "cl-prefault");
     pthread_mutex_lock(&p->lock);
     for (;;) {
         while (!p->stop && p->count == 0)

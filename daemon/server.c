@@ -704,6 +704,7 @@ static void *
 s_committer_main(void *arg)
 {
     s_committer_t *c = arg;
+    (void)pthread_setname_np(pthread_self(), "cl-commit"); /* for top -H, perf and gdb */
     pthread_mutex_lock(&c->mu);
     for (;;) {
         while (!c->stop && (c->job == NULL || c->done))

@@ -40,6 +40,7 @@ static void *
 s_main(void *arg)
 {
     journal_ahead_t *a = arg;
+    (void)pthread_setname_np(pthread_self(), "cl-journal-ahd");
     pthread_mutex_lock(&a->lock);
     while (!a->stop) {
         pthread_mutex_unlock(&a->lock);

@@ -21,6 +21,7 @@
 #include <assert.h>
 #include <stddef.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -187,6 +188,9 @@ s_worker(void *arg)
     fold_t *f = w->f;
     uint64_t seen = 0;
     bool prefaulted = false;
+    char name[16]; /* the kernel's limit, with the NUL */
+    snprintf(name, sizeof(name), "cl-%s", proj_def(f->projs[w->slot])->name);
+    (void)pthread_setname_np(pthread_self(), name);
     for (;;) {
         pthread_mutex_lock(&f->lock);
         while (!f->quit && (f->step == seen || !w->go))
