@@ -42,10 +42,13 @@ static const char *const s_table_names[T_COUNT] = {
 };
 
 /*
- * A card is persisted as two records under its key: "cards" holds it with its value and status
- * (LEDGER_CARD_VALUE_OFF to the end) zeroed, "card_values" holds those bytes alone. A change to
- * only the value and status (s_card_value_mut(): every redeem) then rewrites the small record
- * and leaves the large one, and its page, as they are.
+ * A card is persisted in up to two records under its key: "cards" holds it whole as it was when
+ * last written whole, and "card_values", when there is one, its value and status
+ * (LEDGER_CARD_VALUE_OFF to the end) written since, which override those of "cards". A change
+ * to only the value and status (s_card_value_mut(): every redeem) then rewrites the small record
+ * and leaves the large one, and its page, as they are; any other change (an issue, a gift)
+ * writes the card whole and deletes its "card_values". A new card is so one record, not two:
+ * a batch issue's checkpoints write a fifth fewer records.
  */
 #define CARD_VALUES    "card_values"
 #define CARD_VALUE_LEN (sizeof(ledger_card_t) - LEDGER_CARD_VALUE_OFF)
@@ -200,10 +203,10 @@ s_get(const ledger_t *cl, int t, const void *key, size_t key_len)
     int rc = l->source.get(l->source.ctx, s_table_names[t], key, key_len, &l->scratch, rec_size);
     CL_CHECK(rc == 0 || rc == 1);
     if (t == T_CARDS && rc == 1) {
-        /* Both records are written in one transaction: one without the other is damage. */
+        /* The value and status written since the card was last written whole, if any. */
         uint8_t *value = (uint8_t *)&l->scratch.card + LEDGER_CARD_VALUE_OFF;
-        CL_CHECK(l->source.get(l->source.ctx, CARD_VALUES, key, key_len, value, CARD_VALUE_LEN) ==
-                 1);
+        int vrc = l->source.get(l->source.ctx, CARD_VALUES, key, key_len, value, CARD_VALUE_LEN);
+        CL_CHECK(vrc == 0 || vrc == 1);
     }
     bool failed;
     rec = table_fill(l->tables[t], key, key_len, rc == 1 ? &l->scratch : NULL, &failed);
@@ -1248,24 +1251,24 @@ s_visit(const void *key, size_t key_len, const void *rec, void *ctx)
     return v->fn(v->table, key, key_len, rec, rec != NULL ? v->rec_size : 0, v->ctx);
 }
 
-/* A card as its two persisted records (see CARD_VALUES); only the second when only it changed. */
+/*
+ * A card as its persisted records (see CARD_VALUES): its value and status alone when only they
+ * changed; else the card whole and a delete of its "card_values" (a deleted card: two deletes).
+ * A walk of the whole state (v->cards NULL) writes every card whole and nothing else: its
+ * checkpoint starts from empty tables.
+ */
 static int
 s_visit_card(const void *key, size_t key_len, const void *rec, void *ctx)
 {
     card_visit_ctx_t *v = ctx;
-    const uint8_t *value = rec != NULL ? (const uint8_t *)rec + LEDGER_CARD_VALUE_OFF : NULL;
-    if (rec == NULL || v->cards == NULL || !table_dirty_in_part(v->cards, rec)) {
-        ledger_card_t card;
-        if (rec != NULL) {
-            memcpy(&card, rec, LEDGER_CARD_VALUE_OFF);
-            memset((uint8_t *)&card + LEDGER_CARD_VALUE_OFF, 0, CARD_VALUE_LEN);
-        }
-        int rc = v->fn(s_table_names[T_CARDS], key, key_len, rec != NULL ? &card : NULL,
-                       rec != NULL ? sizeof(card) : 0, v->ctx);
-        if (rc != 0)
-            return rc;
-    }
-    return v->fn(CARD_VALUES, key, key_len, value, value != NULL ? CARD_VALUE_LEN : 0, v->ctx);
+    if (rec != NULL && v->cards != NULL && table_dirty_in_part(v->cards, rec))
+        return v->fn(CARD_VALUES, key, key_len, (const uint8_t *)rec + LEDGER_CARD_VALUE_OFF,
+                     CARD_VALUE_LEN, v->ctx);
+    int rc = v->fn(s_table_names[T_CARDS], key, key_len, rec,
+                   rec != NULL ? sizeof(ledger_card_t) : 0, v->ctx);
+    if (rc != 0 || v->cards == NULL)
+        return rc;
+    return v->fn(CARD_VALUES, key, key_len, NULL, 0, v->ctx);
 }
 
 static int
@@ -1366,7 +1369,8 @@ ledger_load_record(ledger_t *l, const char *table, const void *key, size_t key_l
         memcpy(&l->meta, rec, sizeof(l->meta));
         return 0;
     }
-    /* A card's two records may come in either order: each fills only its own bytes. */
+    /* A card's two records may come in either order: its "card_values", when there is one,
+     * overrides the value and status of its "cards" (see CARD_VALUES). */
     if (strcmp(table, CARD_VALUES) == 0) {
         if (rec_len != CARD_VALUE_LEN)
             return LEDGER_EINVAL;
@@ -1381,10 +1385,12 @@ ledger_load_record(ledger_t *l, const char *table, const void *key, size_t key_l
             continue;
         if (rec_len != table_rec_size(l->tables[i]))
             return LEDGER_EINVAL;
-        void *dst = table_put(l->tables[i], key, key_len, NULL);
+        bool created;
+        void *dst = table_put(l->tables[i], key, key_len, &created);
         if (dst == NULL)
             return key_len == 0 ? LEDGER_EINVAL : LEDGER_ENOMEM;
-        memcpy(dst, rec, i == T_CARDS ? LEDGER_CARD_VALUE_OFF : rec_len);
+        /* A card whose "card_values" came first keeps that value and status. */
+        memcpy(dst, rec, i == T_CARDS && !created ? LEDGER_CARD_VALUE_OFF : rec_len);
         return 0;
     }
     return LEDGER_EINVAL;

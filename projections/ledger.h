@@ -34,7 +34,7 @@
 #include "domain.h"
 
 /* Bumped whenever a record struct below or the meaning of a field changes. */
-#define LEDGER_STATE_VERSION 3
+#define LEDGER_STATE_VERSION 4
 
 /* Error codes, in their own range. */
 #define LEDGER_EINVAL    (-33001) /* an argument out of its domain */
@@ -86,8 +86,9 @@ typedef struct ledger_card {
     uint64_t open_offer_id; /* 0 = none */
     /*
      * The card's value and status, from balance_minor to the end: all that redeems, reversals,
-     * reloads, balance transfers, adjustments, flags and expiry change. A checkpoint keeps it apart
-     * from the rest of the card ("card_values"), so that a redeem rewrites 32 bytes, not 344.
+     * reloads, balance transfers, adjustments, flags and expiry change. A checkpoint writes it
+     * alone ("card_values") when nothing else of the card changed, so that a redeem rewrites 32
+     * bytes, not 344.
      */
     int64_t balance_minor;  /* stored value */
     int64_t redeemed_minor; /* lifetime, net of reversals */
@@ -201,9 +202,10 @@ void ledger_timer_pop(ledger_t *l);
  * Persistence of the state as plain records, table by table.
  *
  * Tables: "meta", "merchants", "stores", "programs", "cards", "offers", "redemptions",
- * "holders", "rows", "codes", "timers", and "card_values": a card is persisted as two records
- * under its key, "cards" with its value and status zeroed and "card_values" with those alone
- * (see ledger_card_t), and a change to only its value and status makes only the second dirty.
+ * "holders", "rows", "codes", "timers", and "card_values": a card is persisted whole under its
+ * key in "cards", and a change to only its value and status (see ledger_card_t) makes only its
+ * "card_values" record dirty, which then overrides those fields of "cards"; a change to
+ * anything else writes the card whole and deletes its "card_values" record.
  * ledger_dirty_foreach() calls fn once per record changed
  * since the last ledger_dirty_clear(), with the record's key and bytes (rec == NULL: the record
  * was deleted). ledger_load_record() puts one record back (during a load, before

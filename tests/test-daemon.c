@@ -1626,6 +1626,45 @@ sigterm_exits_zero_and_a_restart_has_the_same_state(void)
     s_down();
 }
 
+/*
+ * A card is checkpointed whole, or as its value and status alone when only they changed
+ * (projections/ledger.c, CARD_VALUES). Its value written alone, then the card written whole with
+ * a newer value (a redeem and a gift in one message, so in one checkpoint): a start from the
+ * checkpoint must take the newer value, not the older record of the value alone.
+ */
+static void
+a_card_written_whole_after_its_value_alone_restarts_with_its_latest_value(void)
+{
+    s_up("--checkpoint-events 1");
+    s_world();
+    uint64_t card = s_issue("m1", "gift", 10000);
+    cl_command_t c = s_redeem_cmd(card, "s1", 10);
+    s_ok(&c);
+    /* The redeem's checkpoint (the value alone) lands before the next commands. */
+    uint64_t head = s_head();
+    for (int i = 0; i < 500 && s_status()->status_checkpoint_seq < head; i++)
+        usleep(10000);
+    CHECK_EQ_U64(s_status()->status_checkpoint_seq, head);
+    cl_command_t two[2] = { s_redeem_cmd(card, "s1", 25), s_cmd(CL_CMD_TRANSFER_CARD) };
+    two[1].u.gift.card.card_id = card;
+    snprintf(two[1].u.gift.from_holder, CL_HOLDER_MAX + 1, "holder-1");
+    snprintf(two[1].u.gift.to_holder, CL_HOLDER_MAX + 1, "holder-2");
+    REQUIRE(harness_client_call(C, two, 2, R, TIMEOUT_MS) == 0);
+    CHECK_STATUS(&R[0], CL_OK);
+    CHECK_STATUS(&R[1], CL_OK);
+    head = s_head();
+    for (int i = 0; i < 500 && s_status()->status_checkpoint_seq < head; i++)
+        usleep(10000);
+    CHECK_EQ_U64(s_status()->status_checkpoint_seq, head);
+    REQUIRE(harness_kill9(H) == 0);
+    s_check_digests_equal();
+    REQUIRE(harness_restart(H) == 0);
+    s_reconnect();
+    CHECK_EQ_INT(s_balance(card), 10000 - 10 - 25);
+    CHECK_EQ_STR(s_get_card(card)->card.holder, "holder-2");
+    s_down();
+}
+
 #ifdef TEST_DAEMON_SLOW
 /* ---- Slow: the long kill -9 loop, and the restart time with 1M cards ----------------------- */
 
@@ -1718,6 +1757,7 @@ main(int argc, char **argv)
         CHECK_CASE(expiry_reminder_and_gift_return_fire_when_the_clock_moves),
         CHECK_CASE(timers_fire_from_the_checkpoint_after_a_restart),
         CHECK_CASE(sigterm_exits_zero_and_a_restart_has_the_same_state),
+        CHECK_CASE(a_card_written_whole_after_its_value_alone_restarts_with_its_latest_value),
     };
 #ifdef TEST_DAEMON_SLOW
     static const check_case_t slow[] = {
