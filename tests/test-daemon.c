@@ -199,7 +199,8 @@ s_batch_cmd(cl_cmd_issue_card_t *rows, int n, const char *key_prefix)
     for (int i = 0; i < n; i++) {
         cl_command_t one = s_issue_cmd("m1", "gift", 10000);
         rows[i] = one.u.issue_card;
-        snprintf(rows[i].row_key, CL_ID_MAX + 1, "%s%d", key_prefix, i);
+        int len = snprintf(rows[i].row_key, CL_ID_MAX + 1, "%s%d", key_prefix, i);
+        REQUIRE(len > 0 && len <= CL_ID_MAX); /* a cut key would name another row */
     }
     c.batch_rows = rows;
     return c;
