@@ -101,10 +101,10 @@ s_list_state_dbs(MDB_txn *txn, s_names_t *out)
  * The ledger's records are fixed-size structs whose strings are zero-padded to their longest
  * and whose numbers are mostly small: a card is 344 bytes, most of them zero. On disk each
  * record is packed as a series of tokens: a byte c < 128 followed by c + 1 bytes as they are,
- * or a byte c >= 128 standing for c - 127 zero bytes. The benchmark's 1M cards then fill about
- * 27,000 leaf pages of state.cards, about 110 bytes a card with LMDB's own overhead, and their
- * values (state.card_values, see projections/ledger.c) 8,000 to 13,000 more, so a checkpoint
- * rewrites and a start reads about a third of the pages the bare structs would take.
+ * or a byte c >= 128 standing for c - 127 zero bytes. The benchmark's 1M cards then fill
+ * 28,600 leaf pages of state.cards (about 117 bytes a card with LMDB's own overhead, value
+ * included: state version 4), so a checkpoint rewrites and a start reads about a third of the
+ * pages the bare structs would take.
  */
 #define S_PACK_LITERAL_MAX 128
 #define S_PACK_ZEROS_MAX   128
@@ -132,7 +132,7 @@ s_load_le64(const uint8_t *p)
 {
     uint64_t v;
     memcpy(&v, p, sizeof(v));
-#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
     v = __builtin_bswap64(v);
 #endif
     return v;
@@ -319,8 +319,9 @@ s_bytes_cmp(const uint8_t *a, size_t a_len, const uint8_t *b, size_t b_len)
     return c != 0 ? c : (a_len > b_len) - (a_len < b_len);
 }
 
-/* A record in the sort: its table's number (in order of first appearance), the first 8 bytes of
- * its key as a big-endian number, and its offset. Most comparisons end at the numbers. */
+/* A record in the sort: its table's number (in order of first appearance), 8 bytes of its key
+ * as a big-endian number (the first 8; in a run s_sort_run() sorts, the 8 after the bytes all
+ * the run's keys share), and its offset. Most comparisons end at the numbers. */
 struct s_order {
     uint32_t table;
     uint64_t prefix;
@@ -657,7 +658,9 @@ s_write_fill(journal_txn_t *jt, void *ctx)
     if (w->batch != NULL) {
         rc = s_batch_foreach(w->batch, s_write_record, w);
     } else if (w->full) {
-        /* Empty every state table first: records of another state version must not linger. */
+        /* Empty every state table first: records of another state version must not linger,
+         * and neither may a card's state.card_values, which would override the value of the
+         * card written whole below (ledger_foreach_record() writes no card_values). */
         s_names_t names;
         rc = s_list_state_dbs(w->txn, &names);
         for (size_t i = 0; rc == 0 && i < names.count; i++) {

@@ -48,7 +48,8 @@ static const char *const s_table_names[T_COUNT] = {
  * to only the value and status (s_card_value_mut(): every redeem) then rewrites the small record
  * and leaves the large one, and its page, as they are; any other change (an issue, a gift)
  * writes the card whole and deletes its "card_values". A new card is so one record, not two:
- * a batch issue's checkpoints write a fifth fewer records.
+ * a fifth fewer of a batch issue's records reach LMDB (the writer skips the delete of a key past
+ * the table's last one).
  */
 #define CARD_VALUES    "card_values"
 #define CARD_VALUE_LEN (sizeof(ledger_card_t) - LEDGER_CARD_VALUE_OFF)

@@ -208,9 +208,11 @@ void ledger_timer_pop(ledger_t *l);
  * anything else writes the card whole and deletes its "card_values" record.
  * ledger_dirty_foreach() calls fn once per record changed
  * since the last ledger_dirty_clear(), with the record's key and bytes (rec == NULL: the record
- * was deleted). ledger_load_record() puts one record back (during a load, before
+ * was deleted; a "card_values" delete may name a record the store never had, and is then
+ * nothing to do). ledger_load_record() puts one record back (during a load, before
  * ledger_rebuild_indexes()). ledger_foreach_record() visits every record of every table (a full
- * snapshot; LEDGER_EINVAL for a ledger with a source, which holds only part of the state).
+ * snapshot, every card whole and no "card_values": it must go into empty tables; LEDGER_EINVAL
+ * for a ledger with a source, which holds only part of the state).
  */
 typedef int (*ledger_record_fn)(const char *table, const void *key, size_t key_len, const void *rec,
                                 size_t rec_len, void *ctx);

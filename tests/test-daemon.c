@@ -1627,6 +1627,16 @@ sigterm_exits_zero_and_a_restart_has_the_same_state(void)
     s_down();
 }
 
+/* Waits (up to 5 s) until a checkpoint holds everything up to the journal's head. */
+static void
+s_await_checkpoint(void)
+{
+    uint64_t head = s_head();
+    for (int i = 0; i < 500 && s_status()->status_checkpoint_seq < head; i++)
+        usleep(10000);
+    CHECK_EQ_U64(s_status()->status_checkpoint_seq, head);
+}
+
 /*
  * A card is checkpointed whole, or as its value and status alone when only they changed
  * (projections/ledger.c, CARD_VALUES). Its value written alone, then the card written whole with
@@ -1639,13 +1649,13 @@ a_card_written_whole_after_its_value_alone_restarts_with_its_latest_value(void)
     s_up("--checkpoint-events 1");
     s_world();
     uint64_t card = s_issue("m1", "gift", 10000);
+    /* The issue's checkpoint (the card whole) lands, then the redeem's (the value alone): were
+     * they one checkpoint, the value would never be on disk alone and this case would pass
+     * without the delete it checks. */
+    s_await_checkpoint();
     cl_command_t c = s_redeem_cmd(card, "s1", 10);
     s_ok(&c);
-    /* The redeem's checkpoint (the value alone) lands before the next commands. */
-    uint64_t head = s_head();
-    for (int i = 0; i < 500 && s_status()->status_checkpoint_seq < head; i++)
-        usleep(10000);
-    CHECK_EQ_U64(s_status()->status_checkpoint_seq, head);
+    s_await_checkpoint();
     cl_command_t two[2] = { s_redeem_cmd(card, "s1", 25), s_cmd(CL_CMD_TRANSFER_CARD) };
     two[1].u.gift.card.card_id = card;
     snprintf(two[1].u.gift.from_holder, CL_HOLDER_MAX + 1, "holder-1");
@@ -1653,10 +1663,7 @@ a_card_written_whole_after_its_value_alone_restarts_with_its_latest_value(void)
     REQUIRE(harness_client_call(C, two, 2, R, TIMEOUT_MS) == 0);
     CHECK_STATUS(&R[0], CL_OK);
     CHECK_STATUS(&R[1], CL_OK);
-    head = s_head();
-    for (int i = 0; i < 500 && s_status()->status_checkpoint_seq < head; i++)
-        usleep(10000);
-    CHECK_EQ_U64(s_status()->status_checkpoint_seq, head);
+    s_await_checkpoint();
     REQUIRE(harness_kill9(H) == 0);
     s_check_digests_equal();
     REQUIRE(harness_restart(H) == 0);
