@@ -78,10 +78,13 @@ idem_get(MDB_txn *txn, const idem_dbs_t *dbs, const char *request_id, idem_recor
 }
 
 /*
- * mdb_put(), first as an append, for the time index: the daemon's clock never goes back, so a
+ * mdb_put(), first as an append. For the time index: the daemon's clock never goes back, so a
  * record's time key is almost always the last one, and an append skips the search down the
- * tree. A key that does not sort after the last one (the same microsecond as the one before,
- * with a smaller request id) is put the usual way.
+ * tree. For the records: time-ordered request ids put in order (the daemon sorts a commit's) are
+ * mostly past the last one, and an append also splits a full page at its end, not in the middle,
+ * so the pages it leaves behind stay full. A key that does not sort after the last one (the same
+ * microsecond as the one before with a smaller request id; an id older than the newest, or one
+ * not made by time) is put the usual way.
  */
 static int
 s_put(MDB_txn *txn, MDB_dbi dbi, MDB_val *k, MDB_val *v, unsigned flags)
@@ -105,7 +108,7 @@ idem_put(MDB_txn *txn, const idem_dbs_t *dbs, const char *request_id,
 
     MDB_val k = { id_len, (void *)(uintptr_t)request_id };
     MDB_val v = { IDEM_HEADER_LEN + reply_len + sealed_len, NULL };
-    int rc = mdb_put(txn, dbs->records, &k, &v, MDB_RESERVE);
+    int rc = s_put(txn, dbs->records, &k, &v, MDB_RESERVE);
     if (rc != 0)
         return rc;
     uint8_t *p = v.mv_data;

@@ -132,7 +132,8 @@ typedef struct s_window {
     size_t ev_bytes_len, ev_bytes_cap;
     s_rec_t *recs; /* S_RECS_MAX */
     size_t recs_count;
-    uint32_t *map; /* S_MAP_SLOTS: request id -> recs index + 1 */
+    uint32_t *rec_order; /* S_RECS_MAX: s_fill()'s order of recs, by request id */
+    uint32_t *map;       /* S_MAP_SLOTS: request id -> recs index + 1 */
     const idem_dbs_t *idem;
     int64_t purge_before_us; /* idempotency records older than this are purged */
     s_reply_t *replies;      /* S_REPLIES_MAX */
@@ -549,11 +550,13 @@ s_window_init(s_window_t *w, const idem_dbs_t *idem)
     w->idem = idem;
     w->evs = calloc(DAEMON_COMMIT_EVENTS_MAX + DECIDE_EVENTS_MAX, sizeof(*w->evs));
     w->recs = calloc(S_RECS_MAX, sizeof(*w->recs));
+    w->rec_order = calloc(S_RECS_MAX, sizeof(*w->rec_order));
     w->map = calloc(S_MAP_SLOTS, sizeof(*w->map));
     w->msgs = calloc(DAEMON_COMMIT_MESSAGES_MAX, sizeof(*w->msgs));
     w->replies = calloc(S_REPLIES_MAX, sizeof(*w->replies));
-    return w->evs != NULL && w->recs != NULL && w->map != NULL && w->msgs != NULL &&
-           w->replies != NULL && s_grow(&w->ev_bytes, &w->ev_bytes_cap, 4u * 1024 * 1024) &&
+    return w->evs != NULL && w->recs != NULL && w->rec_order != NULL && w->map != NULL &&
+           w->msgs != NULL && w->replies != NULL &&
+           s_grow(&w->ev_bytes, &w->ev_bytes_cap, 4u * 1024 * 1024) &&
            s_grow(&w->rep_bytes, &w->rep_cap, 4u * 1024 * 1024);
 }
 
@@ -607,6 +610,7 @@ s_window_free(s_window_t *w)
     }
     free(w->evs);
     free(w->recs);
+    free(w->rec_order);
     free(w->map);
     free(w->msgs);
     free(w->replies);
@@ -667,8 +671,20 @@ s_window_carry(s_window_t *from, s_window_t *to)
 
 /* ---- The commit ---------------------------------------------------------------------------- */
 
-/* journal_write()'s fill: the window's events, then its idempotency records, then a purge. Runs
- * in the commit thread. */
+static int
+s_rec_order_cmp(const void *x, const void *y, void *ctx)
+{
+    const s_rec_t *recs = ctx;
+    return strcmp(recs[*(const uint32_t *)x].request_id, recs[*(const uint32_t *)y].request_id);
+}
+
+/*
+ * journal_write()'s fill: the window's events, then its idempotency records, then a purge. Runs
+ * in the commit thread. The records go in request id order: libcardledger's ids begin with the
+ * time (docs/client.md), so a commit's records then mostly follow the last one in the tree and
+ * go in as appends (idem_put()), which leave full pages behind. In arrival order the ids of
+ * several clients interleave, and the pages that LMDB split in the middle stayed two thirds full.
+ */
 static int
 s_fill(journal_txn_t *txn, void *ctx)
 {
@@ -686,8 +702,11 @@ s_fill(journal_txn_t *txn, void *ctx)
         memcpy(e->hash, head.hash, sizeof(e->hash));
     }
     MDB_txn *mt = journal_txn_mdb(txn);
+    for (size_t i = 0; i < w->recs_count; i++)
+        w->rec_order[i] = (uint32_t)i;
+    qsort_r(w->rec_order, w->recs_count, sizeof(*w->rec_order), s_rec_order_cmp, w->recs);
     for (size_t i = 0; i < w->recs_count; i++) {
-        const s_rec_t *r = &w->recs[i];
+        const s_rec_t *r = &w->recs[w->rec_order[i]];
         const s_reply_t *rep = &w->replies[r->reply];
         const uint8_t *bytes = r->stored != NULL ? r->stored : w->rep_bytes + rep->off;
         size_t len = r->stored != NULL ? r->stored_len : rep->len;
