@@ -41,12 +41,32 @@ idem_open(MDB_txn *txn, idem_dbs_t *out)
     return rc;
 }
 
+/* The head of a packed Reply: its request_id field (number 1, length-delimited), which comes
+ * first. Returns its length (at most S_ID_HEAD_MAX). */
+#define S_ID_HEAD_MAX (1 + 2 + CL_REQUEST_ID_MAX)
+static size_t
+s_id_head(const char *request_id, size_t id_len, uint8_t *out)
+{
+    size_t n = 0;
+    out[n++] = (1u << 3) | 2u;
+    for (size_t v = id_len;; v >>= 7) {
+        out[n++] = (uint8_t)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+        if (v <= 0x7f)
+            break;
+    }
+    memcpy(out + n, request_id, id_len);
+    return n + id_len;
+}
+
+/* Decodes a record's value; *out_whole says whether its reply holds the request id field. */
 static int
-s_decode(const MDB_val *v, idem_record_t *out)
+s_decode(const MDB_val *v, idem_record_t *out, bool *out_whole)
 {
     const uint8_t *p = v->mv_data;
-    if (v->mv_size < IDEM_HEADER_LEN || p[0] != IDEM_RECORD_VERSION)
+    if (v->mv_size < IDEM_HEADER_LEN ||
+        (p[0] != IDEM_RECORD_VERSION && p[0] != IDEM_RECORD_VERSION_WHOLE))
         return IDEM_ECORRUPT;
+    *out_whole = p[0] == IDEM_RECORD_VERSION_WHOLE;
     size_t reply_len = cl_get_le32(p + 1 + IDEM_HASH_LEN + 8);
     if (reply_len > v->mv_size - IDEM_HEADER_LEN)
         return IDEM_ECORRUPT;
@@ -56,7 +76,17 @@ s_decode(const MDB_val *v, idem_record_t *out)
     out->reply_len = reply_len;
     out->sealed = p + IDEM_HEADER_LEN + reply_len;
     out->sealed_len = v->mv_size - IDEM_HEADER_LEN - reply_len;
+    out->owned = NULL;
     return 0;
+}
+
+void
+idem_record_release(idem_record_t *r)
+{
+    if (r == NULL)
+        return;
+    free(r->owned);
+    r->owned = NULL;
 }
 
 int
@@ -71,10 +101,24 @@ idem_get(MDB_txn *txn, const idem_dbs_t *dbs, const char *request_id, idem_recor
     if (rc != 0)
         return rc;
     idem_record_t r;
-    rc = s_decode(&v, &r);
-    if (rc == 0)
-        *out = r;
-    return rc;
+    bool whole;
+    rc = s_decode(&v, &r, &whole);
+    if (rc != 0)
+        return rc;
+    if (!whole) {
+        /* Put the request id back in front: the bytes the reply was sent with. */
+        uint8_t head[S_ID_HEAD_MAX];
+        size_t head_len = s_id_head(request_id, id_len, head);
+        r.owned = malloc(head_len + r.reply_len);
+        if (r.owned == NULL)
+            return IDEM_ENOMEM;
+        memcpy(r.owned, head, head_len);
+        memcpy(r.owned + head_len, r.reply, r.reply_len);
+        r.reply = r.owned;
+        r.reply_len += head_len;
+    }
+    *out = r;
+    return 0;
 }
 
 /*
@@ -106,13 +150,23 @@ idem_put(MDB_txn *txn, const idem_dbs_t *dbs, const char *request_id,
         (sealed == NULL && sealed_len > 0) || reply_len > UINT32_MAX)
         return IDEM_EINVAL;
 
+    /* The request id field is left out when the reply begins with it (the key holds it). */
+    uint8_t head[S_ID_HEAD_MAX];
+    size_t head_len = s_id_head(request_id, id_len, head);
+    uint8_t version = IDEM_RECORD_VERSION_WHOLE;
+    if (reply_len >= head_len && memcmp(reply, head, head_len) == 0) {
+        reply += head_len;
+        reply_len -= head_len;
+        version = IDEM_RECORD_VERSION;
+    }
+
     MDB_val k = { id_len, (void *)(uintptr_t)request_id };
     MDB_val v = { IDEM_HEADER_LEN + reply_len + sealed_len, NULL };
     int rc = s_put(txn, dbs->records, &k, &v, MDB_RESERVE);
     if (rc != 0)
         return rc;
     uint8_t *p = v.mv_data;
-    p[0] = IDEM_RECORD_VERSION;
+    p[0] = version;
     memcpy(p + 1, content_hash, IDEM_HASH_LEN);
     cl_put_le64(p + 1 + IDEM_HASH_LEN, (uint64_t)at_us);
     cl_put_le32(p + 1 + IDEM_HASH_LEN + 8, (uint32_t)reply_len);
@@ -151,8 +205,9 @@ idem_purge(MDB_txn *txn, const idem_dbs_t *dbs, int64_t cutoff_us, size_t max_re
         MDB_val k = { tk.mv_size - 8, (void *)(uintptr_t)(key + 8) };
         MDB_val v;
         idem_record_t r;
+        bool whole;
         rc = mdb_get(txn, dbs->records, &k, &v);
-        if (rc == 0 && s_decode(&v, &r) == 0 && r.at_us == at_us)
+        if (rc == 0 && s_decode(&v, &r, &whole) == 0 && r.at_us == at_us)
             rc = mdb_del(txn, dbs->records, &k, NULL);
         else if (rc == MDB_NOTFOUND || rc == 0)
             rc = 0;

@@ -9,8 +9,13 @@
  * entries, so a record exists exactly when its events do, across crashes and restarts.
  *
  * Two databases in the journal's environment:
- *   "idempotency"          key request_id        value: version (1 byte, 1), content hash (16),
- *                                                 decided_at_us (8, little-endian), Reply bytes
+ *   "idempotency"          key request_id        value: version (1 byte), content hash (16),
+ *                                                 decided_at_us (8, little-endian), reply length
+ *                                                 (4, little-endian), Reply bytes, sealed PINs
+ * Version 3 (since 2026-12-07) stores the Reply without its request_id field, which is the key:
+ * a packed Reply begins with that field, and idem_get() puts it back, so a replay sends the
+ * same bytes. That is 28 of a redeem record's 174 bytes. Version 2 records (the whole Reply)
+ * are still read.
  *   "idempotency.by_time"  key decided_at_us (8, big-endian) + request_id, empty value
  * The second keeps records in time order, so the retention purge deletes the oldest ones a few
  * at a time (idem_purge()) without scanning the whole store.
@@ -32,10 +37,11 @@
 #define IDEM_DB_RECORDS "idempotency"
 #define IDEM_DB_BY_TIME "idempotency.by_time"
 
-#define IDEM_RECORD_VERSION 2
-#define IDEM_HASH_LEN       16
-#define IDEM_HEADER_LEN     (1 + IDEM_HASH_LEN + 8 + 4) /* bytes in front of the Reply */
-#define IDEM_KEY_LEN        32 /* the daemon's secret, from which the PIN sealing key derives */
+#define IDEM_RECORD_VERSION       3
+#define IDEM_RECORD_VERSION_WHOLE 2 /* the Reply with its request_id field: still read */
+#define IDEM_HASH_LEN             16
+#define IDEM_HEADER_LEN           (1 + IDEM_HASH_LEN + 8 + 4) /* bytes in front of the Reply */
+#define IDEM_KEY_LEN              32 /* the daemon's secret, from which the PIN sealing key derives */
 
 /* Errors besides MDB_* codes. */
 #define IDEM_ECORRUPT (-38001) /* a stored record is not in the format above */
@@ -49,8 +55,10 @@ typedef struct idem_dbs {
 } idem_dbs_t;
 
 /*
- * One stored record. reply and sealed point into LMDB's memory: valid until the transaction
- * ends. The stored reply never holds a PIN: PINs shown once at issue are kept apart, sealed
+ * One stored record. reply is the Reply as it was sent (request_id included): in `owned`, a
+ * copy made by idem_get() when the record was stored without the id (free it with
+ * idem_record_release()), else in LMDB's memory like sealed, valid until the transaction ends.
+ * The stored reply never holds a PIN: PINs shown once at issue are kept apart, sealed
  * (sealed_len > 0), so that a retry of a lost issue reply gets them back while no PIN rests
  * on disk in clear.
  */
@@ -61,12 +69,17 @@ typedef struct idem_record {
     size_t reply_len;
     const uint8_t *sealed;
     size_t sealed_len;
+    uint8_t *owned; /* NULL, or the malloc'd copy reply points at */
 } idem_record_t;
+
+/* Frees what idem_get() made for a record (accepts one it never filled, zeroed). */
+void idem_record_release(idem_record_t *r);
 
 /* Opens (creates) both databases in a write transaction. Returns 0 or an MDB_* code. */
 int idem_open(MDB_txn *txn, idem_dbs_t *out);
 
-/* Looks up a request id. Returns 0 and fills *out, MDB_NOTFOUND, IDEM_ECORRUPT or MDB_*. */
+/* Looks up a request id. Returns 0 and fills *out (idem_record_release() it after use),
+ * MDB_NOTFOUND, IDEM_ECORRUPT, IDEM_ENOMEM or MDB_*. */
 int idem_get(MDB_txn *txn, const idem_dbs_t *dbs, const char *request_id, idem_record_t *out);
 
 /*

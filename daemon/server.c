@@ -1075,7 +1075,7 @@ s_get_request(server_t *s, s_msg_t *m, const cl_command_t *cmd)
 
     const s_window_t *in = NULL;
     const s_rec_t *rec = s_map_find(s, id, &in);
-    idem_record_t stored;
+    idem_record_t stored = { .owned = NULL };
     size_t arena_off = 0;
     bool in_arena = false;
     if (rec != NULL && rec->stored != NULL) {
@@ -1118,6 +1118,7 @@ s_get_request(server_t *s, s_msg_t *m, const cl_command_t *cmd)
             r->stored_reply = s->cur->rep_bytes + arena_off;
         rc = codec_reply_encode(r, s->cur->rep_bytes + e->off, len, &len);
     }
+    idem_record_release(&stored);
     if (e == NULL || rc != 0) {
         log_error("a GetRequest reply does not encode: %s",
                   rc != 0 ? codec_strerror(rc) : "out of memory");
@@ -1228,6 +1229,7 @@ s_command(server_t *s, s_msg_t *m, const codec_request_t *rq)
             s_reply_replay_sealed(s, m, cmd->request_id, &stored);
         else
             s_reply_replay(s, m, cmd->request_id, stored.reply, stored.reply_len, false);
+        idem_record_release(&stored);
         return;
     }
     if (rc != MDB_NOTFOUND) {

@@ -638,6 +638,7 @@ s_check_idempotent(const cl_command_t *c, const cl_reply_t *first, uint64_t card
     const cl_reply_t *r = s_call(c);
     CHECK_STATUS(r, first->status);
     CHECK(r->replayed);
+    CHECK_EQ_STR(r->request_id, c->request_id);
     CHECK_EQ_U64(r->last_seq, first->last_seq);
     CHECK_EQ_INT(r->card.balance_minor, first->card.balance_minor);
     CHECK_EQ_U64(s_head(), head);
@@ -728,6 +729,116 @@ s_raw_idem_record(const char *request_id, uint8_t *out, size_t cap)
     journal_read_txn_end(j, &txn);
     journal_close(&j);
     return n;
+}
+
+/* The stored reply of a request id as GetRequest gives it, copied into out; its length. */
+static size_t
+s_stored_reply(const char *request_id, uint8_t *out, size_t cap)
+{
+    cl_command_t q = s_cmd(CL_CMD_GET_REQUEST);
+    snprintf(q.u.get_request_id, sizeof(q.u.get_request_id), "%s", request_id);
+    const cl_reply_t *r = s_call(&q);
+    CHECK_STATUS(r, CL_OK);
+    REQUIRE(r->found && r->stored_reply != NULL && r->stored_reply_len <= cap);
+    memcpy(out, r->stored_reply, r->stored_reply_len);
+    return r->stored_reply_len;
+}
+
+typedef struct s_raw_put {
+    const char *request_id;
+    const uint8_t *value;
+    size_t len;
+} s_raw_put_t;
+
+static int
+s_raw_put_fill(journal_txn_t *jt, void *ctx)
+{
+    const s_raw_put_t *p = ctx;
+    MDB_txn *txn = journal_txn_mdb(jt);
+    MDB_dbi dbi;
+    MDB_val k = { strlen(p->request_id), (void *)(uintptr_t)p->request_id };
+    MDB_val v = { p->len, (void *)(uintptr_t)p->value };
+    int rc = mdb_dbi_open(txn, "idempotency", 0, &dbi);
+    return rc != 0 ? rc : mdb_put(txn, dbi, &k, &v, 0);
+}
+
+/* Replaces the raw idempotency record of a request id (the daemon stopped). */
+static void
+s_put_raw_idem_record(const char *request_id, const uint8_t *value, size_t len)
+{
+    char path[512];
+    journal_t *j = NULL;
+    journal_opts_t o;
+    memset(&o, 0, sizeof(o));
+    snprintf(path, sizeof(path), "%s/journal", harness_data_dir(H));
+    REQUIRE(journal_open(path, &o, &j) == 0);
+    s_raw_put_t p = { request_id, value, len };
+    CHECK_EQ_INT(journal_write(j, s_raw_put_fill, &p, NULL), 0);
+    journal_close(&j);
+}
+
+/*
+ * A record keeps the reply without its request id (version 3: the key holds it), and a retry
+ * gets it back in front; a record of the older form (version 2, the whole reply), as a daemon
+ * before 2026-12-07 wrote it, replays the same.
+ */
+static void
+stored_replies_leave_out_the_request_id_and_old_whole_ones_still_replay(void)
+{
+    s_up(NULL);
+    s_world();
+    uint64_t card = s_issue("m1", "gift", 10000);
+    cl_command_t redeem = s_redeem_cmd(card, "s1", 2500);
+    cl_reply_t first = *s_call(&redeem);
+    CHECK_STATUS(&first, CL_OK);
+    CHECK_EQ_INT(harness_stop(H), 0);
+
+    static uint8_t raw[4096], whole[4096];
+    size_t n = s_raw_idem_record(redeem.request_id, raw, sizeof(raw));
+    REQUIRE(n > 29);
+    CHECK_EQ_INT(raw[0], 3);
+    size_t reply_len =
+        (size_t)raw[25] | (size_t)raw[26] << 8 | (size_t)raw[27] << 16 | (size_t)raw[28] << 24;
+    REQUIRE(29 + reply_len == n);
+    CHECK(memmem(raw + 29, reply_len, redeem.request_id, strlen(redeem.request_id)) == NULL);
+    cl_reply_t stored;
+    REQUIRE(codec_reply_decode(raw + 29, reply_len, &stored, NULL, 0) == 0);
+    CHECK_EQ_STR(stored.request_id, "");
+    CHECK_EQ_INT(stored.card.balance_minor, 7500);
+
+    REQUIRE(harness_restart(H) == 0);
+    s_reconnect();
+    s_check_idempotent(&redeem, &first, card, 7500);
+    static uint8_t sent[4096];
+    size_t sent_len = s_stored_reply(redeem.request_id, sent, sizeof(sent));
+    CHECK_EQ_INT(harness_stop(H), 0);
+
+    /* The same record as version 2: the request id field (tag, length, id) in front. */
+    size_t id_len = strlen(redeem.request_id);
+    REQUIRE(id_len < 128 && n + 2 + id_len <= sizeof(whole));
+    memcpy(whole, raw, 29);
+    whole[0] = 2;
+    size_t whole_reply_len = reply_len + 2 + id_len;
+    for (int i = 0; i < 4; i++)
+        whole[25 + i] = (uint8_t)(whole_reply_len >> (8 * i));
+    whole[29] = 0x0a;
+    whole[30] = (uint8_t)id_len;
+    memcpy(whole + 31, redeem.request_id, id_len);
+    memcpy(whole + 31 + id_len, raw + 29, reply_len);
+    /* The bytes given back are the record's with the id field in front, exactly. */
+    CHECK_EQ_INT(sent_len, whole_reply_len);
+    CHECK(memcmp(sent, whole + 29, whole_reply_len) == 0);
+    s_put_raw_idem_record(redeem.request_id, whole, 29 + whole_reply_len);
+    REQUIRE(harness_restart(H) == 0);
+    s_reconnect();
+    s_check_idempotent(&redeem, &first, card, 7500);
+    static uint8_t again[4096];
+    CHECK_EQ_INT(s_stored_reply(redeem.request_id, again, sizeof(again)), sent_len);
+    CHECK(memcmp(again, sent, sent_len) == 0);
+    CHECK_EQ_INT(harness_stop(H), 0);
+    n = s_raw_idem_record(redeem.request_id, raw, sizeof(raw));
+    CHECK_EQ_INT(raw[0], 2); /* a replay writes nothing */
+    s_down();
 }
 
 static void
@@ -1753,6 +1864,7 @@ main(int argc, char **argv)
         CHECK_CASE(malformed_and_oversized_messages_get_one_refusal),
         CHECK_CASE(same_request_id_replays_the_first_reply_and_appends_nothing),
         CHECK_CASE(issue_pin_comes_back_on_retry_but_never_rests_on_disk_in_clear),
+        CHECK_CASE(stored_replies_leave_out_the_request_id_and_old_whole_ones_still_replay),
         CHECK_CASE(batch_issue_sent_again_replays_and_with_a_row_changed_is_refused),
         CHECK_CASE(duplicate_ids_inside_one_message_apply_once),
         CHECK_CASE(idempotency_records_are_purged_after_their_retention),
