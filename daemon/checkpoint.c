@@ -19,6 +19,7 @@
 #include "codec.h"
 #include "log.h"
 #include "mapbuf.h"
+#include "radix.h"
 
 #define S_KEY_STATE   "state"
 #define S_RECORD_LEN  16
@@ -382,27 +383,10 @@ s_sort_run(const s_batch_t *b, struct s_order *run, struct s_order *tmp, size_t 
             memcpy(head, e.key + common, e.key_len - common < 8 ? e.key_len - common : 8);
         run[i].prefix = cl_get_be64(head);
     }
-    struct s_order *src = run, *dst = tmp;
-    for (unsigned shift = 0; shift < 64; shift += 8) {
-        size_t at[256] = { 0 };
-        for (size_t i = 0; i < n; i++)
-            at[(src[i].prefix >> shift) & 0xff]++;
-        if (at[(src[0].prefix >> shift) & 0xff] == n)
-            continue; /* one byte value throughout: this pass would change nothing */
-        size_t pos = 0;
-        for (size_t d = 0; d < 256; d++) {
-            size_t c = at[d];
-            at[d] = pos;
-            pos += c;
-        }
-        for (size_t i = 0; i < n; i++)
-            dst[at[(src[i].prefix >> shift) & 0xff]++] = src[i];
-        struct s_order *swap = src;
-        src = dst;
-        dst = swap;
-    }
-    if (src != run)
-        memcpy(run, src, n * sizeof(*run));
+    struct s_order *sorted =
+        radix_sort_u64(run, tmp, n, sizeof(*run), offsetof(struct s_order, prefix));
+    if (sorted != run)
+        memcpy(run, sorted, n * sizeof(*run));
     /* s_order_cmp() takes the prefixes as they are now: equal within a group. */
     for (size_t i = 0; i < n;) {
         size_t j = i + 1;

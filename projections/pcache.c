@@ -19,6 +19,7 @@
 #include <xxhash.h>
 
 #include "bytes.h"
+#include "radix.h"
 
 #define S_INDEX_MIN 1024u
 /* Chunks of slots and indexes are sized and aligned to the transparent huge page size, and
@@ -541,9 +542,9 @@ typedef struct s_key8 {
 
 /*
  * Sorts n slots whose keys are all 8 bytes (card ids, sequences: the big tables) into
- * s_slot_cmp() order with a least-significant-digit radix sort of their big-endian values,
- * skipping the bytes all keys share: a few passes over an array instead of n log n calls of a
- * comparison (the sort was about 13 % of the balances worker). False, with order untouched,
+ * s_slot_cmp() order with a radix sort of their big-endian values (radix.h): a few passes over
+ * an array instead of n log n calls of a comparison (the sort was about 13 % of the balances
+ * worker). False, with order untouched,
  * when the scratch memory cannot be had (the caller then uses qsort()).
  */
 static bool
@@ -558,24 +559,7 @@ s_sort_keys8(slot_t **order, size_t n)
         a[i].key = cl_get_be64(s_key(order[i]));
         a[i].slot = order[i];
     }
-    for (unsigned shift = 0; shift < 64; shift += 8) {
-        size_t count[256] = { 0 };
-        for (size_t i = 0; i < n; i++)
-            count[(a[i].key >> shift) & 0xffu]++;
-        if (count[(a[0].key >> shift) & 0xffu] == n)
-            continue; /* every key has this byte: the pass would change nothing */
-        size_t pos = 0;
-        for (size_t d = 0; d < 256; d++) {
-            size_t here = count[d];
-            count[d] = pos;
-            pos += here;
-        }
-        for (size_t i = 0; i < n; i++)
-            b[count[(a[i].key >> shift) & 0xffu]++] = a[i];
-        s_key8_t *tmp = a;
-        a = b;
-        b = tmp;
-    }
+    a = radix_sort_u64(a, b, n, sizeof(*a), offsetof(s_key8_t, key));
     for (size_t i = 0; i < n; i++) {
         order[i] = a[i].slot;
         assert(i == 0 || a[i - 1].key < a[i].key); /* the keys of a table are distinct */
