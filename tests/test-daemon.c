@@ -664,17 +664,28 @@ s_check_idempotent(const cl_command_t *c, const cl_reply_t *first, uint64_t card
     CHECK_EQ_U64(stored.last_seq, first->last_seq);
 }
 
+/* The world, a card of 10,000 and a redeem of 2,500 on it: returns the card, with the redeem
+ * command and its first reply. */
+static uint64_t
+s_card_redeemed(cl_command_t *redeem, cl_reply_t *first)
+{
+    s_world();
+    uint64_t card = s_issue("m1", "gift", 10000);
+    *redeem = s_redeem_cmd(card, "s1", 2500);
+    *first = *s_call(redeem);
+    CHECK_STATUS(first, CL_OK);
+    CHECK(!first->replayed);
+    CHECK_EQ_INT(first->card.balance_minor, 7500);
+    return card;
+}
+
 static void
 same_request_id_replays_the_first_reply_and_appends_nothing(void)
 {
     s_up(NULL);
-    s_world();
-    uint64_t card = s_issue("m1", "gift", 10000);
-    cl_command_t redeem = s_redeem_cmd(card, "s1", 2500);
-    cl_reply_t first = *s_call(&redeem);
-    CHECK_STATUS(&first, CL_OK);
-    CHECK(!first.replayed);
-    CHECK_EQ_INT(first.card.balance_minor, 7500);
+    cl_command_t redeem;
+    cl_reply_t first;
+    uint64_t card = s_card_redeemed(&redeem, &first);
     s_check_idempotent(&redeem, &first, card, 7500);
 
     /* A refusal is an answer too: it replays as the same refusal. */
@@ -786,11 +797,9 @@ static void
 stored_replies_leave_out_the_request_id_and_old_whole_ones_still_replay(void)
 {
     s_up(NULL);
-    s_world();
-    uint64_t card = s_issue("m1", "gift", 10000);
-    cl_command_t redeem = s_redeem_cmd(card, "s1", 2500);
-    cl_reply_t first = *s_call(&redeem);
-    CHECK_STATUS(&first, CL_OK);
+    cl_command_t redeem;
+    cl_reply_t first;
+    uint64_t card = s_card_redeemed(&redeem, &first);
     CHECK_EQ_INT(harness_stop(H), 0);
 
     static uint8_t raw[4096], whole[4096];
