@@ -125,10 +125,17 @@ s_b32_text(const uint8_t *raw, size_t len, char *dst, size_t cap)
     if (n >= cap) {
         return false;
     }
+    size_t i = 0, o = 0;
+    /* Five bytes are eight characters exactly: whole groups first, then the rest bit by bit. */
+    for (; i + 5 <= len; i += 5) {
+        uint64_t v = (uint64_t)raw[i] << 32 | (uint64_t)raw[i + 1] << 24 |
+                     (uint64_t)raw[i + 2] << 16 | (uint64_t)raw[i + 3] << 8 | raw[i + 4];
+        for (int k = 35; k >= 0; k -= 5)
+            dst[o++] = s_b32_alphabet[(v >> k) & 31u];
+    }
     uint32_t acc = 0;
     unsigned bits = 0;
-    size_t o = 0;
-    for (size_t i = 0; i < len; i++) {
+    for (; i < len; i++) {
         acc = (acc << 8) | raw[i];
         bits += 8;
         while (bits >= 5) {
@@ -1116,16 +1123,24 @@ s_fast_message(const uint8_t *p, const uint8_t *end, const s_fast_field_t *field
 {
     uint8_t *base = (uint8_t *)ev;
     uint64_t seen = 0;
+    /* The encoder writes fields in the order of their numbers, as the lists are: the search
+     * starts after the field found last, and only a field not there starts it again. */
+    const s_fast_field_t *next = fields;
     while (p < end) {
         uint32_t number, wt;
         if (!s_fast_tag(&p, end, &number, &wt) || number >= 64 || (seen >> number) & 1u)
             return false;
         seen |= (uint64_t)1 << number;
-        const s_fast_field_t *f = fields;
+        const s_fast_field_t *f = next;
         while (f->number != 0 && f->number != number)
             f++;
+        if (f->number == 0) {
+            for (f = fields; f->number != 0 && f->number != number;)
+                f++;
+        }
         if (f->number == 0)
             return false; /* unknown here: the full path keeps or refuses it */
+        next = f + 1;
         if (f->kind == S_F_STR || f->kind == S_F_HASH) {
             const uint8_t *data;
             size_t len;

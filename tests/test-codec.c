@@ -844,6 +844,43 @@ an_entry_written_before_request_id_b32_decodes_to_the_same_id(void)
     CHECK(memcmp(&ev, &again, sizeof ev) == 0);
 }
 
+/*
+ * The text of a packed request id, for every length a packed id may have, against a plain
+ * bit-by-bit base32 (the codec turns whole groups of five bytes into eight characters first).
+ */
+static void
+packed_request_ids_of_every_length_read_as_plain_base32(void)
+{
+    static const char alphabet[] = "234567abcdefghijklmnopqrstuvwxyz";
+    uint64_t x = 0x9e3779b97f4a7c15u;
+    for (size_t len = 1; len * 8 <= CL_REQUEST_ID_MAX * 5; len++) {
+        for (int round = 0; round < 50; round++) {
+            uint8_t raw[64];
+            for (size_t i = 0; i < len; i++) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                raw[i] = (uint8_t)(round == 0 ? 0xff : x); /* all ones once: every bit counts */
+            }
+            char want[CL_REQUEST_ID_MAX + 2];
+            size_t o = 0;
+            uint32_t acc = 0;
+            unsigned bits = 0;
+            for (size_t i = 0; i < len; i++) {
+                acc = (acc << 8) | raw[i];
+                for (bits += 8; bits >= 5; bits -= 5)
+                    want[o++] = alphabet[(acc >> (bits - 5)) & 31u];
+            }
+            if (bits > 0)
+                want[o++] = alphabet[(acc << (5 - bits)) & 31u];
+            want[o] = '\0';
+            char got[CL_REQUEST_ID_MAX + 1];
+            CHECK_RC(codec_request_id_b32_text(raw, len, got), 0);
+            CHECK_STR(got, want);
+        }
+    }
+}
+
 static void
 a_redemption_written_with_its_region_decodes_to_the_same_event(void)
 {
@@ -2703,6 +2740,7 @@ main(void)
     RUN(card_redeemed_with_short_ids_encodes_well_under_70_bytes);
     RUN(base32_request_ids_are_stored_as_their_bytes_and_read_back_as_the_same_text);
     RUN(an_entry_written_before_request_id_b32_decodes_to_the_same_id);
+    RUN(packed_request_ids_of_every_length_read_as_plain_base32);
     RUN(a_redemption_written_with_its_region_decodes_to_the_same_event);
     RUN(request_id_b32_is_refused_when_too_long_or_beside_a_text_id);
     RUN(largest_events_fit_their_named_bounds);
