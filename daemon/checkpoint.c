@@ -126,19 +126,6 @@ s_zero_bytes(uint64_t v)
     return (v - UINT64_C(0x0101010101010101)) & ~v & UINT64_C(0x8080808080808080);
 }
 
-/* The 8 bytes at p as a little-endian number, read in one load (cl_get_le64()'s byte loop
- * becomes one only where the optimiser unrolls it). */
-static inline uint64_t
-s_load_le64(const uint8_t *p)
-{
-    uint64_t v;
-    memcpy(&v, p, sizeof(v));
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-    v = __builtin_bswap64(v);
-#endif
-    return v;
-}
-
 /* Packs a record. The ends of runs are found 8 bytes at a time (the bytes read as a
  * little-endian number, so byte k is bits 8k to 8k + 7 on any host, and the lowest set bit
  * names the first byte that ends the run); the tokens are the same as a byte-by-byte scan
@@ -158,7 +145,7 @@ s_pack(const uint8_t *rec, size_t len, uint8_t *out)
                         n++;
                     break;
                 }
-                uint64_t v = s_load_le64(rec + i + n);
+                uint64_t v = cl_get_le64(rec + i + n);
                 if (v != 0) {
                     n += (size_t)__builtin_ctzll(v) / 8;
                     break;
@@ -176,7 +163,7 @@ s_pack(const uint8_t *rec, size_t len, uint8_t *out)
                             n++;
                         break;
                     }
-                    uint64_t z = s_zero_bytes(s_load_le64(rec + i + n));
+                    uint64_t z = s_zero_bytes(cl_get_le64(rec + i + n));
                     if (z != 0) {
                         n += (size_t)__builtin_ctzll(z) / 8;
                         break;

@@ -6,11 +6,24 @@
  * number (LMDB and table keys) are big-endian, so bytewise order is numeric order. These
  * helpers are the one spelling of that, shared by the daemon and the projector. They are pure,
  * header-only and never allocate; p must point at the full width of bytes.
+ *
+ * The 64-bit ones move the bytes with one memcpy() and swap them on a host of the other order:
+ * a byte loop becomes one load or store only where the optimiser unrolls it, which -O2 did not
+ * (the checkpoint's packer read words 8 bytes at a time, 2026-12-07).
  */
 #ifndef CARDLEDGER_BYTES_H
 #define CARDLEDGER_BYTES_H
 
 #include <stdint.h>
+#include <string.h>
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+#define CL_HOST_TO_LE64(v) __builtin_bswap64(v)
+#define CL_HOST_TO_BE64(v) (v)
+#else
+#define CL_HOST_TO_LE64(v) (v)
+#define CL_HOST_TO_BE64(v) __builtin_bswap64(v)
+#endif
 
 /* Writes the low 16 bits of v at p, least significant byte first. */
 static inline void
@@ -32,8 +45,8 @@ cl_put_le32(uint8_t *p, uint32_t v)
 static inline void
 cl_put_le64(uint8_t *p, uint64_t v)
 {
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
+    v = CL_HOST_TO_LE64(v);
+    memcpy(p, &v, sizeof(v));
 }
 
 /* Reads 2 bytes at p, least significant byte first. */
@@ -54,10 +67,9 @@ cl_get_le32(const uint8_t *p)
 static inline uint64_t
 cl_get_le64(const uint8_t *p)
 {
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
+    uint64_t v;
+    memcpy(&v, p, sizeof(v));
+    return CL_HOST_TO_LE64(v); /* the swap is its own inverse */
 }
 
 /* Writes v at p, most significant byte first. */
@@ -72,8 +84,8 @@ cl_put_be32(uint8_t *p, uint32_t v)
 static inline void
 cl_put_be64(uint8_t *p, uint64_t v)
 {
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (56 - 8 * i));
+    v = CL_HOST_TO_BE64(v);
+    memcpy(p, &v, sizeof(v));
 }
 
 /* Reads 4 bytes at p, most significant byte first. */
@@ -87,10 +99,9 @@ cl_get_be32(const uint8_t *p)
 static inline uint64_t
 cl_get_be64(const uint8_t *p)
 {
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v = (v << 8) | p[i];
-    return v;
+    uint64_t v;
+    memcpy(&v, p, sizeof(v));
+    return CL_HOST_TO_BE64(v);
 }
 
 #endif /* CARDLEDGER_BYTES_H */
