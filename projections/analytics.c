@@ -118,7 +118,8 @@ s_prefetch(const pcache_t *c, const cl_event_t *ev, int stage)
 static proj_key_t
 s_key2(const char *a, const char *b)
 {
-    proj_key_t k = { .n = 0 };
+    proj_key_t k;
+    proj_key_start(&k);
     proj_key_str(&k, a);
     proj_key_str(&k, b);
     return k;
@@ -127,7 +128,8 @@ s_key2(const char *a, const char *b)
 static proj_key_t
 s_key_cell(const an_card_t *card, int set, int32_t day, const char *value)
 {
-    proj_key_t k = { .n = 0 };
+    proj_key_t k;
+    proj_key_start(&k);
     proj_key_str(&k, card->merchant_id);
     proj_key_u8(&k, (uint8_t)set);
     proj_key_i32(&k, day);

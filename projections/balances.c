@@ -149,7 +149,8 @@ s_prefetch(const pcache_t *c, const cl_event_t *ev, int stage)
 static proj_key_t
 s_key_ix(uint32_t ix)
 {
-    proj_key_t k = { .n = 0 };
+    proj_key_t k;
+    proj_key_start(&k);
     proj_key_u32(&k, ix);
     return k;
 }
@@ -157,7 +158,8 @@ s_key_ix(uint32_t ix)
 static proj_key_t
 s_key_program(const char *merchant_id, const char *program_id)
 {
-    proj_key_t k = { .n = 0 };
+    proj_key_t k;
+    proj_key_start(&k);
     proj_key_str(&k, merchant_id);
     proj_key_str(&k, program_id);
     return k;
@@ -166,7 +168,8 @@ s_key_program(const char *merchant_id, const char *program_id)
 static proj_key_t
 s_key_wallet(const char *merchant_id, const char *holder, uint64_t card_id)
 {
-    proj_key_t k = { .n = 0 };
+    proj_key_t k;
+    proj_key_start(&k);
     proj_key_str(&k, merchant_id);
     proj_key_str(&k, holder);
     proj_key_u64(&k, card_id);
@@ -188,7 +191,8 @@ s_key_code(const char *code)
 static proj_key_t
 s_key_sub(uint64_t card_id, uint32_t n)
 {
-    proj_key_t k = { .n = 0 };
+    proj_key_t k;
+    proj_key_start(&k);
     proj_key_u64(&k, card_id);
     proj_key_u32(&k, n);
     return k;
@@ -815,7 +819,8 @@ balances_wallet(pstore_t *s, const char *merchant_id, const char *holder, cl_car
     int rc = pstore_query_begin(s, &txn, &as_of);
     if (rc != 0)
         return rc;
-    proj_key_t prefix = { .n = 0 };
+    proj_key_t prefix;
+    proj_key_start(&prefix);
     proj_key_str(&prefix, merchant_id);
     proj_key_str(&prefix, holder);
     MDB_cursor *cur;
@@ -887,7 +892,8 @@ balances_liability(pstore_t *s, const char *merchant_id, const char *program_id,
     int rc = pstore_query_begin(s, &txn, &as_of);
     if (rc != 0)
         return rc;
-    proj_key_t prefix = { .n = 0 };
+    proj_key_t prefix;
+    proj_key_start(&prefix);
     proj_key_str(&prefix, merchant_id);
     bool one = program_id != NULL && program_id[0] != '\0';
     if (one)

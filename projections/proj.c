@@ -301,62 +301,6 @@ proj_digest_hex(const uint8_t digest[16], char out[33])
 
 /* ---- Keys --------------------------------------------------------------------------------- */
 
-static void
-s_key_bytes(proj_key_t *k, const void *b, size_t n)
-{
-    CL_CHECK(k->n + n <= sizeof(k->b));
-    memcpy(k->b + k->n, b, n);
-    k->n += n;
-}
-
-void
-proj_key_str(proj_key_t *k, const char *s)
-{
-    s_key_bytes(k, s, strlen(s) + 1);
-}
-
-void
-proj_key_u64(proj_key_t *k, uint64_t v)
-{
-    uint8_t b[8];
-    cl_put_be64(b, v);
-    s_key_bytes(k, b, sizeof(b));
-}
-
-proj_key_t
-proj_key_of_u64(uint64_t v)
-{
-    proj_key_t k = { .n = 0 };
-    proj_key_u64(&k, v);
-    return k;
-}
-
-void
-proj_key_u32(proj_key_t *k, uint32_t v)
-{
-    uint8_t b[4];
-    cl_put_be32(b, v);
-    s_key_bytes(k, b, sizeof(b));
-}
-
-void
-proj_key_u8(proj_key_t *k, uint8_t v)
-{
-    s_key_bytes(k, &v, 1);
-}
-
-void
-proj_key_i64(proj_key_t *k, int64_t v)
-{
-    proj_key_u64(k, (uint64_t)v ^ (1ull << 63));
-}
-
-void
-proj_key_i32(proj_key_t *k, int32_t v)
-{
-    proj_key_u32(k, (uint32_t)v ^ (1u << 31));
-}
-
 uint64_t
 proj_get_u64(const uint8_t *p)
 {

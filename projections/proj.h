@@ -22,9 +22,12 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include <lmdb.h>
 
+#include "bytes.h"
+#include "clcheck.h"
 #include "domain.h"
 
 /* ---- Errors ------------------------------------------------------------------------------- */
@@ -174,25 +177,84 @@ void proj_digest_hex(const uint8_t digest[16], char out[33]);
 
 /* ---- Keys --------------------------------------------------------------------------------- */
 
-/* A key being built: bytes and length. */
+/*
+ * A key being built: bytes and length. Only the first n bytes are the key: proj_key_start()
+ * sets n to 0 and leaves the bytes as they are, since zeroing all PROJ_KEY_MAX of them for
+ * every key (several per event in a fold) cost more than building the key itself.
+ */
 typedef struct proj_key {
     uint8_t b[PROJ_KEY_MAX];
     size_t n;
 } proj_key_t;
 
+/* The builders are inline: a fold builds several keys per event, and each is a few stores. */
+static inline void
+proj_key_start(proj_key_t *k)
+{
+    k->n = 0;
+}
+
+static inline void
+proj_key_bytes(proj_key_t *k, const void *b, size_t n)
+{
+    CL_CHECK(n <= sizeof(k->b) - k->n);
+    memcpy(k->b + k->n, b, n);
+    k->n += n;
+}
+
 /* Appends a string and its terminating NUL (so "ab" sorts before "abc" and no id is a prefix
  * of another's key), a big-endian u64/u32, a day, one byte. Lengths are bounded by the
  * callers' named limits; an overlong key trips an always-on check. */
-void proj_key_str(proj_key_t *k, const char *s);
-void proj_key_u64(proj_key_t *k, uint64_t v);
-void proj_key_u32(proj_key_t *k, uint32_t v);
-void proj_key_u8(proj_key_t *k, uint8_t v);
+static inline void
+proj_key_str(proj_key_t *k, const char *s)
+{
+    proj_key_bytes(k, s, strlen(s) + 1);
+}
+
+static inline void
+proj_key_u64(proj_key_t *k, uint64_t v)
+{
+    CL_CHECK(8 <= sizeof(k->b) - k->n);
+    cl_put_be64(k->b + k->n, v);
+    k->n += 8;
+}
+
+static inline void
+proj_key_u32(proj_key_t *k, uint32_t v)
+{
+    CL_CHECK(4 <= sizeof(k->b) - k->n);
+    cl_put_be32(k->b + k->n, v);
+    k->n += 4;
+}
+
+static inline void
+proj_key_u8(proj_key_t *k, uint8_t v)
+{
+    proj_key_bytes(k, &v, 1);
+}
+
 /* A signed time or day, biased so that LMDB's byte order is numeric order. */
-void proj_key_i64(proj_key_t *k, int64_t v);
-void proj_key_i32(proj_key_t *k, int32_t v);
+static inline void
+proj_key_i64(proj_key_t *k, int64_t v)
+{
+    proj_key_u64(k, (uint64_t)v ^ (1ull << 63));
+}
+
+static inline void
+proj_key_i32(proj_key_t *k, int32_t v)
+{
+    proj_key_u32(k, (uint32_t)v ^ (1u << 31));
+}
 
 /* A key of one big-endian u64 (a card id, a sequence number): the commonest key of all. */
-proj_key_t proj_key_of_u64(uint64_t v);
+static inline proj_key_t
+proj_key_of_u64(uint64_t v)
+{
+    proj_key_t k;
+    proj_key_start(&k);
+    proj_key_u64(&k, v);
+    return k;
+}
 
 uint64_t proj_get_u64(const uint8_t *p);
 uint32_t proj_get_u32(const uint8_t *p);

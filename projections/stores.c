@@ -127,7 +127,8 @@ s_prefetch(const pcache_t *c, const cl_event_t *ev, int stage)
 static proj_key_t
 s_key_line(const char *merchant_id, const char *store_id, int64_t at_us, uint64_t seq)
 {
-    proj_key_t k = { .n = 0 };
+    proj_key_t k;
+    proj_key_start(&k);
     proj_key_str(&k, merchant_id);
     proj_key_str(&k, store_id);
     proj_key_i64(&k, at_us);
@@ -138,7 +139,8 @@ s_key_line(const char *merchant_id, const char *store_id, int64_t at_us, uint64_
 static proj_key_t
 s_key_day(const char *merchant_id, const char *store_id, int32_t day)
 {
-    proj_key_t k = { .n = 0 };
+    proj_key_t k;
+    proj_key_start(&k);
     proj_key_str(&k, merchant_id);
     proj_key_str(&k, store_id);
     proj_key_i32(&k, day);
@@ -148,7 +150,8 @@ s_key_day(const char *merchant_id, const char *store_id, int32_t day)
 static proj_key_t
 s_key_settle(const char *merchant_id, int32_t day, const char *sold, const char *store_id)
 {
-    proj_key_t k = { .n = 0 };
+    proj_key_t k;
+    proj_key_start(&k);
     proj_key_str(&k, merchant_id);
     proj_key_i32(&k, day);
     proj_key_str(&k, sold);
@@ -171,7 +174,8 @@ static int
 s_program(pcache_t *c, const cl_event_t *ev)
 {
     const cl_program_spec_t *spec = &ev->u.program;
-    proj_key_t k = { .n = 0 };
+    proj_key_t k;
+    proj_key_start(&k);
     proj_key_str(&k, spec->merchant_id);
     proj_key_str(&k, spec->program_id);
     if (ev->type == CL_EV_PROGRAM_UPDATED)
@@ -190,7 +194,8 @@ static int
 s_issued(pcache_t *c, const cl_event_t *ev)
 {
     const cl_ev_card_issued_t *e = &ev->u.card_issued;
-    proj_key_t pk = { .n = 0 };
+    proj_key_t pk;
+    proj_key_start(&pk);
     proj_key_str(&pk, e->merchant_id);
     proj_key_str(&pk, e->program_id);
     size_t len;
@@ -410,7 +415,8 @@ stores_redemptions(pstore_t *s, const char *merchant_id, const char *store_id, i
     int rc = pstore_query_begin(s, &txn, &as_of);
     if (rc != 0)
         return rc;
-    proj_key_t prefix = { .n = 0 };
+    proj_key_t prefix;
+    proj_key_start(&prefix);
     proj_key_str(&prefix, merchant_id);
     proj_key_str(&prefix, store_id);
     proj_key_t start = s_key_line(merchant_id, store_id, from_us, 0);
@@ -507,7 +513,8 @@ stores_settlement(pstore_t *s, const char *merchant_id, int64_t from_us, int64_t
     stores_cell_t *cells = NULL;
     size_t count = 0, cells_cap = 0;
     if (proj_day_range(from_us, to_us, &first, &last)) {
-        proj_key_t prefix = { .n = 0 };
+        proj_key_t prefix;
+        proj_key_start(&prefix);
         proj_key_str(&prefix, merchant_id);
         proj_key_t start = prefix;
         proj_key_i32(&start, first);
