@@ -1066,6 +1066,11 @@ static inline bool
 s_fast_varint(const uint8_t **p, const uint8_t *end, uint64_t *out)
 {
     const uint8_t *q = *p;
+    if (q < end && *q < 0x80) { /* one byte: every tag here, and most small values */
+        *out = *q;
+        *p = q + 1;
+        return true;
+    }
     uint64_t v = 0;
     for (unsigned shift = 0; q < end && shift < 70; shift += 7) {
         uint8_t b = *q++;
