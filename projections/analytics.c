@@ -145,20 +145,34 @@ s_cell(pcache_t *c, const an_card_t *card, int set, int32_t day, const char *val
     return pcache_put(c, T_CELLS, k.b, k.n, sizeof(an_cell_t), NULL);
 }
 
-/* The three cells an event's figures go to: the card's channel, a region and a store. */
+/* The three cells an event's figures go to: the card's channel, a region and a store, with
+ * the value each is keyed by. */
 typedef struct cells {
     an_cell_t *set[3];
+    const char *value[3];
 } cells_t;
 
+/*
+ * The cells of a card's event on a day, in region and store. Cells of `known` (found for the
+ * same card and day, or NULL) whose value is the same are taken from it, not looked up again:
+ * a redemption books its liability under the card's own region and store after booking the
+ * redemption where it happened, and the channel cell is the same for both.
+ */
 static int
 s_cells(pcache_t *c, const an_card_t *card, int32_t day, const char *region, const char *store,
-        cells_t *out)
+        const cells_t *known, cells_t *out)
 {
-    out->set[0] = s_cell(c, card, S_SET_CHANNEL, day, proj_channel_name(card->channel));
-    out->set[1] = s_cell(c, card, S_SET_REGION, day, region[0] != '\0' ? region : "-");
-    out->set[2] = s_cell(c, card, S_SET_STORE, day, store);
-    if (out->set[0] == NULL || out->set[1] == NULL || out->set[2] == NULL)
-        return pcache_error(c) != 0 ? pcache_error(c) : PROJ_ENOMEM;
+    out->value[0] = proj_channel_name(card->channel);
+    out->value[1] = region[0] != '\0' ? region : "-";
+    out->value[2] = store;
+    for (int i = 0; i < 3; i++) {
+        if (known != NULL && strcmp(known->value[i], out->value[i]) == 0)
+            out->set[i] = known->set[i];
+        else
+            out->set[i] = s_cell(c, card, S_SET_CHANNEL + i, day, out->value[i]);
+        if (out->set[i] == NULL)
+            return pcache_error(c) != 0 ? pcache_error(c) : PROJ_ENOMEM;
+    }
     return 0;
 }
 
@@ -172,12 +186,13 @@ s_add(cells_t *cells, int fig, int64_t v)
     return 0;
 }
 
-/* Adds v to a figure in the card-located cells of the day. */
+/* Adds v to a figure in the card-located cells of the day (see s_cells() for known). */
 static int
-s_card_fig(pcache_t *c, const an_card_t *card, int32_t day, int fig, int64_t v)
+s_card_fig(pcache_t *c, const an_card_t *card, int32_t day, const cells_t *known, int fig,
+           int64_t v)
 {
     cells_t cells;
-    int rc = s_cells(c, card, day, card->region, card->store, &cells);
+    int rc = s_cells(c, card, day, card->region, card->store, known, &cells);
     return rc != 0 ? rc : s_add(&cells, fig, v);
 }
 
@@ -280,7 +295,7 @@ s_issued(pcache_t *c, const cl_event_t *ev)
 
     int32_t day = proj_day(ev->at_us);
     cells_t cells;
-    int rc = s_cells(c, card, day, card->region, card->store, &cells);
+    int rc = s_cells(c, card, day, card->region, card->store, NULL, &cells);
     if (rc != 0)
         return rc;
     int64_t value =
@@ -345,7 +360,7 @@ s_redeemed(pcache_t *c, const cl_event_t *ev)
         region = e->region;
     int32_t day = proj_day(ev->at_us);
     cells_t at;
-    int rc = s_cells(c, card, day, region, e->store_id, &at);
+    int rc = s_cells(c, card, day, region, e->store_id, NULL, &at);
     if (rc != 0)
         return rc;
     bool cross =
@@ -359,7 +374,7 @@ s_redeemed(pcache_t *c, const cl_event_t *ev)
             (rc = s_add(&at, F_LAG0 + s_lag_bucket(ev->at_us - card->issued_at_us), 1)) != 0)
             return rc;
     }
-    return s_card_fig(c, card, day, F_LIABILITY, -value);
+    return s_card_fig(c, card, day, &at, F_LIABILITY, -value);
 }
 
 static int
@@ -381,11 +396,11 @@ s_reversed(pcache_t *c, const cl_event_t *ev)
     PROJ_COPY(store, e->store_id[0] != '\0' ? e->store_id : "-");
     int32_t day = proj_day(ev->at_us);
     cells_t at;
-    int rc = s_cells(c, card, day, region != NULL ? region : "-", store, &at);
+    int rc = s_cells(c, card, day, region != NULL ? region : "-", store, NULL, &at);
     if (rc != 0 || (rc = s_add(&at, F_REVERSALS, 1)) != 0 ||
         (rc = s_add(&at, F_REVERSED, value)) != 0 || (rc = s_add(&at, F_DISCOUNT, -discount)) != 0)
         return rc;
-    return s_card_fig(c, card, day, F_LIABILITY, value);
+    return s_card_fig(c, card, day, &at, F_LIABILITY, value);
 }
 
 /* A change of value booked under the card: reload, adjustment, transfer, expiry. */
@@ -397,7 +412,7 @@ s_card_change(pcache_t *c, uint64_t card_id, int64_t at_us, int fig, int64_t fig
     if (card == NULL)
         return s_missing(c);
     cells_t cells;
-    int rc = s_cells(c, card, proj_day(at_us), card->region, card->store, &cells);
+    int rc = s_cells(c, card, proj_day(at_us), card->region, card->store, NULL, &cells);
     if (rc == 0)
         rc = s_add(&cells, fig, fig_v);
     if (rc == 0)
@@ -419,7 +434,7 @@ s_gift_claimed(pcache_t *c, const cl_event_t *ev)
     if (card == NULL)
         return s_missing(c);
     card->gifted = 1;
-    return s_card_fig(c, card, proj_day(ev->at_us), F_CARDS_GIFTED, 1);
+    return s_card_fig(c, card, proj_day(ev->at_us), NULL, F_CARDS_GIFTED, 1);
 }
 
 static int
