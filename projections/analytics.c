@@ -125,24 +125,37 @@ s_key2(const char *a, const char *b)
     return k;
 }
 
-static proj_key_t
-s_key_cell(const an_card_t *card, int set, int32_t day, const char *value)
-{
+/*
+ * A card's cell keys of one day: merchant\0 set day program\0 value\0. The part before the
+ * value is built once (s_cell_key_start()), and each key takes it with its own set byte and
+ * value (s_cell_key()).
+ */
+typedef struct cell_keys {
     proj_key_t k;
-    proj_key_start(&k);
-    proj_key_str(&k, card->merchant_id);
-    proj_key_u8(&k, (uint8_t)set);
-    proj_key_i32(&k, day);
-    proj_key_str(&k, card->program_id);
-    proj_key_str(&k, value);
-    return k;
+    size_t set_at;   /* where the set byte is */
+    size_t prefix_n; /* where the value begins */
+} cell_keys_t;
+
+static void
+s_cell_key_start(cell_keys_t *ck, const an_card_t *card, int32_t day)
+{
+    proj_key_start(&ck->k);
+    proj_key_str(&ck->k, card->merchant_id);
+    ck->set_at = ck->k.n;
+    proj_key_u8(&ck->k, 0);
+    proj_key_i32(&ck->k, day);
+    proj_key_str(&ck->k, card->program_id);
+    ck->prefix_n = ck->k.n;
 }
 
-static an_cell_t *
-s_cell(pcache_t *c, const an_card_t *card, int set, int32_t day, const char *value)
+/* The key of the cell of set keyed by value; it stays valid until the next call. */
+static proj_key_t *
+s_cell_key(cell_keys_t *ck, int set, const char *value)
 {
-    proj_key_t k = s_key_cell(card, set, day, value);
-    return pcache_put(c, T_CELLS, k.b, k.n, sizeof(an_cell_t), NULL);
+    ck->k.n = ck->prefix_n;
+    ck->k.b[ck->set_at] = (uint8_t)set;
+    proj_key_str(&ck->k, value);
+    return &ck->k;
 }
 
 /* The three cells an event's figures go to: the card's channel, a region and a store, with
@@ -165,11 +178,18 @@ s_cells(pcache_t *c, const an_card_t *card, int32_t day, const char *region, con
     out->value[0] = proj_channel_name(card->channel);
     out->value[1] = region[0] != '\0' ? region : "-";
     out->value[2] = store;
+    cell_keys_t ck;
+    bool started = false;
     for (int i = 0; i < 3; i++) {
-        if (known != NULL && strcmp(known->value[i], out->value[i]) == 0)
+        if (known != NULL && strcmp(known->value[i], out->value[i]) == 0) {
             out->set[i] = known->set[i];
-        else
-            out->set[i] = s_cell(c, card, S_SET_CHANNEL + i, day, out->value[i]);
+        } else {
+            if (!started)
+                s_cell_key_start(&ck, card, day);
+            started = true;
+            const proj_key_t *k = s_cell_key(&ck, S_SET_CHANNEL + i, out->value[i]);
+            out->set[i] = pcache_put(c, T_CELLS, k->b, k->n, sizeof(an_cell_t), NULL);
+        }
         if (out->set[i] == NULL)
             return pcache_error(c) != 0 ? pcache_error(c) : PROJ_ENOMEM;
     }
@@ -306,10 +326,12 @@ s_issued(pcache_t *c, const cl_event_t *ev)
         (rc = s_add(&cells, F_LIABILITY, value)) != 0)
         return rc;
     const char *values[3] = { proj_channel_name(card->channel), card->region, card->store };
+    cell_keys_t ck;
+    s_cell_key_start(&ck, card, day);
     for (int i = 0; i < 3; i++) {
-        proj_key_t dk = s_key_cell(card, S_SET_CHANNEL + i, day, values[i]);
-        proj_key_i64(&dk, e->face_value_minor);
-        uint64_t *count = pcache_put(c, T_DENOMS, dk.b, dk.n, 8, NULL);
+        proj_key_t *dk = s_cell_key(&ck, S_SET_CHANNEL + i, values[i]);
+        proj_key_i64(dk, e->face_value_minor);
+        uint64_t *count = pcache_put(c, T_DENOMS, dk->b, dk->n, 8, NULL);
         if (count == NULL)
             return s_missing(c);
         (*count)++;
