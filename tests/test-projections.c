@@ -1980,6 +1980,71 @@ pcache_peek_reads_only_the_cache(void)
     pstore_close(&st);
 }
 
+/* The keys of a table on disk, checked to be in memcmp-then-length order; their count. */
+static size_t
+s_count_in_order(pstore_t *st)
+{
+    MDB_txn *txn = NULL;
+    MDB_cursor *cur = NULL;
+    REQUIRE(pstore_read_begin(st, &txn) == 0);
+    REQUIRE(mdb_cursor_open(txn, pstore_dbi(st, 0), &cur) == 0);
+    MDB_val k, d, prev = { 0, NULL };
+    size_t count = 0;
+    for (int rc = mdb_cursor_get(cur, &k, &d, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &d, MDB_NEXT)) {
+        if (prev.mv_data != NULL) {
+            size_t n = prev.mv_size < k.mv_size ? prev.mv_size : k.mv_size;
+            int r = memcmp(prev.mv_data, k.mv_data, n);
+            CHECK(r < 0 || (r == 0 && prev.mv_size < k.mv_size));
+        }
+        prev = k;
+        count++;
+    }
+    mdb_cursor_close(cur);
+    pstore_read_end(&txn);
+    return count;
+}
+
+/*
+ * The commit's sort on keys that are hard for it: all share a 14-byte prefix (a merchant id,
+ * as wallet and cell keys do), then tails of 0 to 20 bytes whose first 8 take only 3 values
+ * each and whose later ones are random, so many keys differ only past their 22nd byte and many
+ * are prefixes of others. Into an empty table every record is appended (MDB_APPEND refuses a
+ * key that is not past the last, so a wrong order fails the commit); the second round lands
+ * among and past the first round's keys.
+ */
+static void
+pcache_sorts_keys_sharing_a_long_prefix(void)
+{
+    static const proj_table_def_t defs[1] = { { "t", 40, 8, false } };
+    pstore_t *st = NULL;
+    pcache_t *c = NULL;
+    s_cache_env("pcache-prefix", defs, &st, &c);
+    rng_state = 0x2545f4914f6cdd1dULL;
+    enum { N = 3000 };
+    size_t made = 0;
+    for (int round = 0; round < 2; round++) {
+        for (size_t i = 0; i < N; i++) {
+            uint8_t key[40];
+            memcpy(key, "merchant-0001", 14); /* with its NUL */
+            size_t tail = (size_t)s_rand(21);
+            for (size_t j = 0; j < tail; j++)
+                key[14 + j] = (uint8_t)(j < 8 ? s_rand(3) : s_rand(256)); /* few heads */
+            bool created = false;
+            uint8_t *v = pcache_put(c, 0, key, 14 + tail, 8, &created);
+            REQUIRE(v != NULL);
+            v[0] = (uint8_t)round;
+            made += created ? 1 : 0;
+        }
+        s_cache_commit(st, c, (uint64_t)round + 1);
+        CHECK_EQ_U64(s_count_in_order(st), made);
+    }
+    CHECK(made > N); /* the second round added keys, not only rewrote the first's */
+    CHECK_EQ_INT(pcache_error(c), 0);
+    pcache_destroy(&c);
+    pstore_close(&st);
+}
+
 /* pcache_get_mut() changes a live record in place and marks it; a missing key gets nothing
  * (no record is made, nothing is marked). The changed records are written in LMDB's key
  * order, whatever order they were changed in and however long their keys are (keys all of 8
@@ -2220,6 +2285,7 @@ main(int argc, char **argv)
 #endif
         CHECK_CASE(valuation_rounds_down_and_keys_sort_numerically),
         CHECK_CASE(pcache_peek_reads_only_the_cache),
+        CHECK_CASE(pcache_sorts_keys_sharing_a_long_prefix),
         CHECK_CASE(pcache_get_mut_and_the_commit_order),
         CHECK_CASE(scripted_history_gives_the_hand_computed_balances),
         CHECK_CASE(scripted_history_gives_the_hand_computed_store_views),
