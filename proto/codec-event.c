@@ -1002,6 +1002,28 @@ static const s_fast_field_t s_fast_pin[] = {
     { 2, S_F_U32, S_U(pin.failures_in_row), 0 },
     { 0, 0, 0, 0 },
 };
+static const s_fast_field_t s_fast_gift_offered[] = {
+    { 1, S_F_U64, S_U(gift_offered.card_id), 0 },
+    { 2, S_F_U64, S_U(gift_offered.offer_id), 0 },
+    S_STR(3, gift_offered.from_holder),
+    S_STR(4, gift_offered.to_holder),
+    { 5, S_F_HASH, S_U(gift_offered.claim_hash), 0 },
+    { 6, S_F_I64, S_U(gift_offered.expires_at_us), 0 },
+    { 0, 0, 0, 0 },
+};
+static const s_fast_field_t s_fast_gift_claimed[] = {
+    { 1, S_F_U64, S_U(gift_closed.card_id), 0 },
+    { 2, S_F_U64, S_U(gift_closed.offer_id), 0 },
+    S_STR(3, gift_closed.new_holder),
+    S_STR(4, gift_closed.previous_holder),
+    { 0, 0, 0, 0 },
+};
+/* GiftRecalled and GiftReturned. */
+static const s_fast_field_t s_fast_gift_ended[] = {
+    { 1, S_F_U64, S_U(gift_closed.card_id), 0 },
+    { 2, S_F_U64, S_U(gift_closed.offer_id), 0 },
+    { 0, 0, 0, 0 },
+};
 /* The actor (Principal), at its place in cl_event_t. */
 static const s_fast_field_t s_fast_actor[] = {
     { 1, S_F_I32, (uint16_t)offsetof(cl_event_t, actor.role), 0 },
@@ -1054,6 +1076,16 @@ s_fast_fields(uint32_t event_field, size_t *out_size)
     case CARDLEDGER__V1__JOURNAL_ENTRY__EVENT_CARD_LOCKED:
         *out_size = sizeof ev->u.pin;
         return s_fast_pin;
+    case CARDLEDGER__V1__JOURNAL_ENTRY__EVENT_GIFT_OFFERED:
+        *out_size = sizeof ev->u.gift_offered;
+        return s_fast_gift_offered;
+    case CARDLEDGER__V1__JOURNAL_ENTRY__EVENT_GIFT_CLAIMED:
+        *out_size = sizeof ev->u.gift_closed;
+        return s_fast_gift_claimed;
+    case CARDLEDGER__V1__JOURNAL_ENTRY__EVENT_GIFT_RECALLED:
+    case CARDLEDGER__V1__JOURNAL_ENTRY__EVENT_GIFT_RETURNED:
+        *out_size = sizeof ev->u.gift_closed;
+        return s_fast_gift_ended;
     default:
         *out_size = 0;
         return NULL;
