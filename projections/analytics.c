@@ -19,7 +19,6 @@
 #include "analytics.h"
 
 #include <assert.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -307,9 +306,7 @@ s_issued(pcache_t *c, const cl_event_t *ev)
     if (e->store_id[0] != '\0') {
         PROJ_COPY(card->store, e->store_id);
     } else {
-        char place[S_PLACE_MAX + 8];
-        snprintf(place, sizeof(place), "region:%s", card->region);
-        PROJ_COPY(card->store, place);
+        PROJ_COPY_REGION_PLACE(card->store, card->region);
     }
     PROJ_COPY(card->currency, p.currency);
 

@@ -409,6 +409,15 @@ proj_copy(char *dst, size_t cap, const char *src)
 }
 
 void
+proj_copy_region_place(char *dst, size_t cap, const char *region)
+{
+    static const char prefix[] = "region:";
+    size_t n = sizeof(prefix) - 1 < cap - 1 ? sizeof(prefix) - 1 : cap - 1;
+    memcpy(dst, prefix, n);
+    proj_copy(dst + n, cap - n, region[0] != '\0' ? region : "-");
+}
+
+void
 proj_code_normalize(const char *in, char out[CL_CODE_MAX + 1])
 {
     size_t n = 0;

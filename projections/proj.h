@@ -318,6 +318,11 @@ proj_add(int64_t *acc, int64_t v)
 void proj_copy(char *dst, size_t cap, const char *src);
 #define PROJ_COPY(dst, src) proj_copy((dst), sizeof(dst), (src))
 
+/* Copies the place a card sold without a store is booked under, "region:<code>" ("region:-"
+ * for none), as proj_copy() does: cut to the array, the rest zero-filled. */
+void proj_copy_region_place(char *dst, size_t cap, const char *region);
+#define PROJ_COPY_REGION_PLACE(dst, region) proj_copy_region_place((dst), sizeof(dst), (region))
+
 /* The normalised form of a card code, as decide.c compares codes: without spaces and dashes,
  * upper case. */
 void proj_code_normalize(const char *in, char out[CL_CODE_MAX + 1]);

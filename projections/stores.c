@@ -14,7 +14,6 @@
 #include "stores.h"
 
 #include <assert.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -217,9 +216,7 @@ s_issued(pcache_t *c, const cl_event_t *ev)
     if (e->store_id[0] != '\0') {
         PROJ_COPY(card->sold, e->store_id);
     } else {
-        char sold[STORES_SOLD_KEY_MAX + 8];
-        snprintf(sold, sizeof(sold), "region:%s", e->region[0] != '\0' ? e->region : "-");
-        PROJ_COPY(card->sold, sold);
+        PROJ_COPY_REGION_PLACE(card->sold, e->region);
     }
     size_t code_len = strlen(e->code);
     card->code_len = (uint8_t)code_len;
