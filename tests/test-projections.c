@@ -2005,6 +2005,20 @@ s_count_in_order(pstore_t *st)
     return count;
 }
 
+/* Byte `at` of the record stored under key, or -1 when there is none. */
+static int
+s_stored_byte(pstore_t *st, const void *key, size_t klen, size_t at)
+{
+    MDB_txn *txn = NULL;
+    REQUIRE(pstore_read_begin(st, &txn) == 0);
+    MDB_val k = { klen, (void *)(uintptr_t)key }, d;
+    int byte = mdb_get(txn, pstore_dbi(st, 0), &k, &d) == 0 && d.mv_size > at
+                   ? ((const uint8_t *)d.mv_data)[at]
+                   : -1;
+    pstore_read_end(&txn);
+    return byte;
+}
+
 /*
  * The commit's sort on keys that are hard for it: all share a 14-byte prefix (a merchant id,
  * as wallet and cell keys do), then tails of 0 to 20 bytes whose first 8 take only 3 values
@@ -2094,30 +2108,8 @@ pcache_get_mut_and_the_commit_order(void)
     s_cache_commit(st, c, 2);
 
     /* On disk: N records in memcmp-then-length order, the changed byte included. */
-    MDB_txn *txn = NULL;
-    MDB_dbi dbi = pstore_dbi(st, 0);
-    REQUIRE(pstore_read_begin(st, &txn) == 0);
-    MDB_cursor *cur = NULL;
-    REQUIRE(mdb_cursor_open(txn, dbi, &cur) == 0);
-    MDB_val k, d, prev = { 0, NULL };
-    size_t count = 0;
-    bool changed_seen = false;
-    for (int rc = mdb_cursor_get(cur, &k, &d, MDB_FIRST); rc == 0;
-         rc = mdb_cursor_get(cur, &k, &d, MDB_NEXT)) {
-        if (prev.mv_data != NULL) {
-            size_t n = prev.mv_size < k.mv_size ? prev.mv_size : k.mv_size;
-            int r = memcmp(prev.mv_data, k.mv_data, n);
-            CHECK(r < 0 || (r == 0 && prev.mv_size < k.mv_size));
-        }
-        if (k.mv_size == lens[5] && memcmp(k.mv_data, keys[5], lens[5]) == 0)
-            changed_seen = ((const uint8_t *)d.mv_data)[7] == 0xee;
-        prev = k;
-        count++;
-    }
-    CHECK_EQ_U64(count, N);
-    CHECK(changed_seen);
-    mdb_cursor_close(cur);
-    pstore_read_end(&txn);
+    CHECK_EQ_U64(s_count_in_order(st), N);
+    CHECK_EQ_INT(s_stored_byte(st, keys[5], lens[5], 7), 0xee);
 
     /* Keys of exactly 8 bytes (the radix sort's case): values spread over every byte, some
      * bytes shared by all keys, changed in a scrambled order, over two commits. */
@@ -2135,26 +2127,14 @@ pcache_get_mut_and_the_commit_order(void)
         }
         s_cache_commit(st, c, 3 + (uint64_t)round);
     }
-    REQUIRE(pstore_read_begin(st, &txn) == 0);
-    REQUIRE(mdb_cursor_open(txn, dbi, &cur) == 0);
-    prev.mv_data = NULL;
-    count = 0;
-    for (int rc = mdb_cursor_get(cur, &k, &d, MDB_FIRST); rc == 0;
-         rc = mdb_cursor_get(cur, &k, &d, MDB_NEXT)) {
-        if (prev.mv_data != NULL) {
-            size_t n = prev.mv_size < k.mv_size ? prev.mv_size : k.mv_size;
-            int r = memcmp(prev.mv_data, k.mv_data, n);
-            CHECK(r < 0 || (r == 0 && prev.mv_size < k.mv_size));
-        }
-        const uint8_t *kb = k.mv_data;
-        if (k.mv_size == 8 && kb[2] == 0xab && kb[3] == 0xcd)
-            CHECK_EQ_INT(((const uint8_t *)d.mv_data)[0], 1); /* the second round's value */
-        prev = k;
-        count++;
+    CHECK_EQ_U64(s_count_in_order(st), 5 * N); /* the first N and the 4 N of 8 bytes */
+    for (size_t j = 0; j < 4 * N; j++) {
+        uint64_t kv = 0x0000abcd00000000ull | (j * 0x9e3779b97f4a7c15ull >> 40) | ((j & 3u) << 56);
+        uint8_t k8[8];
+        for (int b = 0; b < 8; b++)
+            k8[b] = (uint8_t)(kv >> (56 - 8 * b));
+        CHECK_EQ_INT(s_stored_byte(st, k8, 8, 0), 1); /* the second round's value */
     }
-    CHECK_EQ_U64(count, 5 * N); /* the first N and the 4 N of 8 bytes */
-    mdb_cursor_close(cur);
-    pstore_read_end(&txn);
     pcache_destroy(&c);
     pstore_close(&st);
 }
