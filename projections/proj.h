@@ -197,7 +197,7 @@ proj_key_start(proj_key_t *k)
 static inline void
 proj_key_bytes(proj_key_t *k, const void *b, size_t n)
 {
-    CL_CHECK(n <= sizeof(k->b) - k->n);
+    CL_CHECK(k->n <= sizeof(k->b) && n <= sizeof(k->b) - k->n);
     memcpy(k->b + k->n, b, n);
     k->n += n;
 }
@@ -214,7 +214,7 @@ proj_key_str(proj_key_t *k, const char *s)
 static inline void
 proj_key_u64(proj_key_t *k, uint64_t v)
 {
-    CL_CHECK(8 <= sizeof(k->b) - k->n);
+    CL_CHECK(k->n <= sizeof(k->b) && 8 <= sizeof(k->b) - k->n);
     cl_put_be64(k->b + k->n, v);
     k->n += 8;
 }
@@ -222,7 +222,7 @@ proj_key_u64(proj_key_t *k, uint64_t v)
 static inline void
 proj_key_u32(proj_key_t *k, uint32_t v)
 {
-    CL_CHECK(4 <= sizeof(k->b) - k->n);
+    CL_CHECK(k->n <= sizeof(k->b) && 4 <= sizeof(k->b) - k->n);
     cl_put_be32(k->b + k->n, v);
     k->n += 4;
 }

@@ -396,6 +396,8 @@ event_fast_decode_gives_the_bytes_of_the_full_decode(void)
             if (variant == 1) {
                 memset(&ev.actor, 0, sizeof ev.actor);
                 memset(ev.request_id, 0, sizeof ev.request_id);
+                if (ev.type == CL_EV_GIFT_OFFERED) /* an empty claim hash */
+                    memset(ev.u.gift_offered.claim_hash, 0, sizeof ev.u.gift_offered.claim_hash);
             } else if (variant == 2) {
                 /* A request id in base32 (written as request_id_b32), small and negative
                  * numbers, an empty string. */

@@ -48,22 +48,23 @@
 static void
 s_usage(FILE *to)
 {
-    fputs("Usage: cardledger-replay JOURNAL_DIR OUT_DIR [OPTION]...\n"
-          "Folds a journal into the projector's projections (balances, stores, analytics)\n"
-          "offline, with the projector's own code.\n"
-          "\n"
-          "  JOURNAL_DIR          a journal environment, or a daemon data directory\n"
-          "  OUT_DIR              the projections' directory (created; an earlier replay\n"
-          "                       continues from its checkpoints)\n"
-          "  --to SEQ             stop at this sequence (default: the journal's head)\n"
-          "  --digest             print \"NAME SEQ DIGEST\" for each projection\n"
-          "  --batch-events N     events per batch (default 262144)\n"
-          "  --log-level LEVEL    error, warn, info (default) or debug\n"
-          "  --help               show this and exit\n"
-          "  --version            show the version and exit\n"
-          "\n"
-          "Exit status: 0 done, 1 failure, 64 bad usage. See docs/projections.md.\n",
-          to);
+    fprintf(to,
+            "Usage: cardledger-replay JOURNAL_DIR OUT_DIR [OPTION]...\n"
+            "Folds a journal into the projector's projections (balances, stores, analytics)\n"
+            "offline, with the projector's own code.\n"
+            "\n"
+            "  JOURNAL_DIR          a journal environment, or a daemon data directory\n"
+            "  OUT_DIR              the projections' directory (created; an earlier replay\n"
+            "                       continues from its checkpoints)\n"
+            "  --to SEQ             stop at this sequence (default: the journal's head)\n"
+            "  --digest             print \"NAME SEQ DIGEST\" for each projection\n"
+            "  --batch-events N     events per batch (default %u)\n"
+            "  --log-level LEVEL    error, warn, info (default) or debug\n"
+            "  --help               show this and exit\n"
+            "  --version            show the version and exit\n"
+            "\n"
+            "Exit status: 0 done, 1 failure, 64 bad usage. See docs/projections.md.\n",
+            (unsigned)S_BATCH_EVENTS_DEFAULT);
 }
 
 /* A daemon data directory holds journal/data.mdb; a journal environment holds data.mdb. */
