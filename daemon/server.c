@@ -98,6 +98,7 @@ typedef struct s_rec {
     size_t stored_len;
     uint8_t *sealed; /* ... and the PINs, sealed (idem_seal_pins(); malloc'd) */
     size_t sealed_len;
+    uint32_t map_slot; /* its slot in the window's request id map */
 } s_rec_t;
 
 /* One reply of a window. */
@@ -363,6 +364,7 @@ s_map_insert(s_window_t *w, size_t rec_index)
     while (w->map[i] != 0)
         i = (i + 1) & (S_MAP_SLOTS - 1);
     w->map[i] = (uint32_t)rec_index + 1;
+    w->recs[rec_index].map_slot = i;
 }
 
 /* ---- Replies ------------------------------------------------------------------------------- */
@@ -560,7 +562,9 @@ s_window_init(s_window_t *w, const idem_dbs_t *idem)
            s_grow(&w->rep_bytes, &w->rep_cap, 4u * 1024 * 1024);
 }
 
-/* Forgets what the window's commit would write: its events and idempotency records. */
+/* Forgets what the window's commit would write: its events and idempotency records. The
+ * request id map is emptied slot by slot (every record is in it: s_map_insert()), not by a
+ * memset of all S_MAP_SLOTS, which at one request per message cost a 64 KiB write per commit. */
 static void
 s_window_drop_writes(s_window_t *w)
 {
@@ -571,9 +575,8 @@ s_window_drop_writes(s_window_t *w)
         w->recs[i].stored_len = 0;
         w->recs[i].sealed = NULL;
         w->recs[i].sealed_len = 0;
+        w->map[w->recs[i].map_slot] = 0;
     }
-    if (w->recs_count > 0)
-        memset(w->map, 0, S_MAP_SLOTS * sizeof(*w->map));
     w->recs_count = 0;
     w->evs_count = 0;
     w->ev_bytes_len = 0;
