@@ -214,17 +214,17 @@ proj_key_str(proj_key_t *k, const char *s)
 static inline void
 proj_key_u64(proj_key_t *k, uint64_t v)
 {
-    CL_CHECK(k->n <= sizeof(k->b) && 8 <= sizeof(k->b) - k->n);
-    cl_put_be64(k->b + k->n, v);
-    k->n += 8;
+    uint8_t b[8];
+    cl_put_be64(b, v);
+    proj_key_bytes(k, b, sizeof(b));
 }
 
 static inline void
 proj_key_u32(proj_key_t *k, uint32_t v)
 {
-    CL_CHECK(k->n <= sizeof(k->b) && 4 <= sizeof(k->b) - k->n);
-    cl_put_be32(k->b + k->n, v);
-    k->n += 4;
+    uint8_t b[4];
+    cl_put_be32(b, v);
+    proj_key_bytes(k, b, sizeof(b));
 }
 
 static inline void
