@@ -5,6 +5,7 @@
  */
 #include "bench-daemon.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -425,6 +426,80 @@ bench_daemon_cpu_s(const bench_daemon_t *d, double *out_cpu_s)
     long tck = sysconf(_SC_CLK_TCK);
     *out_cpu_s = (double)(utime + stime) / (double)(tck > 0 ? tck : 100);
     return 0;
+}
+
+/* Reads one thread's schedstat ("run_ns wait_ns slices") and comm; false when unreadable. */
+static bool
+s_thread_sched(const char *task_dir, const char *tid, double *run_s, double *wait_s, char comm[32])
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/%s/schedstat", task_dir, tid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return false;
+    unsigned long long run_ns = 0, wait_ns = 0;
+    bool ok = fscanf(f, "%llu %llu", &run_ns, &wait_ns) == 2;
+    fclose(f);
+    snprintf(path, sizeof(path), "%s/%s/comm", task_dir, tid);
+    comm[0] = '\0';
+    f = fopen(path, "r");
+    if (f != NULL) {
+        if (fgets(comm, 32, f) == NULL)
+            comm[0] = '\0';
+        comm[strcspn(comm, "\n")] = '\0';
+        fclose(f);
+    }
+    *run_s = (double)run_ns / 1e9;
+    *wait_s = (double)wait_ns / 1e9;
+    return ok;
+}
+
+/* Sums the threads of process pid (its task directory) into *out. */
+static int
+s_sched_of(const char *task_dir, long pid, bench_sched_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    DIR *dir = opendir(task_dir);
+    if (dir == NULL)
+        return -1;
+    size_t seen = 0;
+    struct dirent *e;
+    while ((e = readdir(dir)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        double run_s = 0, wait_s = 0;
+        char comm[32];
+        if (!s_thread_sched(task_dir, e->d_name, &run_s, &wait_s, comm))
+            continue; /* a thread that just ended */
+        seen++;
+        out->all_run_s += run_s;
+        out->all_wait_s += wait_s;
+        if (strtol(e->d_name, NULL, 10) == pid) {
+            out->loop_run_s = run_s;
+            out->loop_wait_s = wait_s;
+        } else if (strcmp(comm, "cl-commit") == 0) {
+            out->commit_run_s = run_s;
+            out->commit_wait_s = wait_s;
+        }
+    }
+    closedir(dir);
+    return seen > 0 ? 0 : -1;
+}
+
+int
+bench_daemon_sched(const bench_daemon_t *d, bench_sched_t *out)
+{
+    if (d == NULL || d->pid == 0)
+        return -1;
+    char dir[64];
+    snprintf(dir, sizeof(dir), "/proc/%d/task", (int)d->pid);
+    return s_sched_of(dir, (long)d->pid, out);
+}
+
+int
+bench_self_sched(bench_sched_t *out)
+{
+    return s_sched_of("/proc/self/task", (long)getpid(), out);
 }
 
 int

@@ -77,6 +77,25 @@ int bench_daemon_disk_written(const bench_daemon_t *d, uint64_t *out_bytes);
 /* CPU seconds (user + system) the running daemon has used so far. Returns 0 or -1. */
 int bench_daemon_cpu_s(const bench_daemon_t *d, double *out_cpu_s);
 
+/*
+ * Time on the CPU and time runnable but waiting for one (the run queue), in seconds so far, from
+ * /proc/PID/task/TID/schedstat: for the command loop (the main thread), the commit thread
+ * ("cl-commit") and all threads together. On a machine the bench shares with the daemon, a
+ * thread that waits to run delays every request it handles: this says how much.
+ */
+typedef struct bench_sched {
+    double loop_run_s, loop_wait_s;
+    double commit_run_s, commit_wait_s;
+    double all_run_s, all_wait_s;
+} bench_sched_t;
+
+/* Fills *out for the running daemon. Returns 0, or -1 (not running, or no schedstat: a kernel
+ * without CONFIG_SCHED_INFO). */
+int bench_daemon_sched(const bench_daemon_t *d, bench_sched_t *out);
+
+/* The same for this process (its threads together in all_*; loop_* is its main thread). */
+int bench_self_sched(bench_sched_t *out);
+
 /* SIGKILL and reap. Returns 0, or -1 when it was not running. */
 int bench_daemon_kill9(bench_daemon_t *d);
 

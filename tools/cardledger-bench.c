@@ -24,9 +24,11 @@
  *     its next send is due, whichever is first, so it reads each reply when it arrives and
  *     sends on time without spending CPU on polling.
  *  4. Reports throughput, latency percentiles from a log-linear histogram (bench-hist.c, 1/128
- *     precision), replies by status, and CPU used by the daemon and by this process; reads the
- *     journal's statistics (journal_stat, read-only) before and after the run for the bytes per
- *     event, and the daemon's peak memory (VmHWM).
+ *     precision), replies by status, and CPU used by the daemon and by this process over the
+ *     run (warm-up included), with the time their threads spent runnable but waiting for a CPU
+ *     (the run queue, from /proc/PID/task/TID/schedstat: the daemon's loop, its commit thread,
+ *     all its threads, all of ours); reads the journal's statistics (journal_stat, read-only)
+ *     before and after the run for the bytes per event, and the daemon's peak memory (VmHWM).
  *  5. With --restart: SIGKILL the daemon and start it again on the same data, timing the start
  *     to the first answered GetStatus. With --replay: times tools/cardledger-replay over the
  *     journal (the offline fold) and cardledger-projector folding it from sequence 0 on an empty
@@ -313,6 +315,18 @@ s_self_cpu_s(void)
         return 0.0;
     return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
            (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+/* What happened between two readings of bench_daemon_sched() or bench_self_sched(). */
+static void
+s_sched_delta(const bench_sched_t *a, const bench_sched_t *b, bench_sched_t *out)
+{
+    out->loop_run_s = b->loop_run_s - a->loop_run_s;
+    out->loop_wait_s = b->loop_wait_s - a->loop_wait_s;
+    out->commit_run_s = b->commit_run_s - a->commit_run_s;
+    out->commit_wait_s = b->commit_wait_s - a->commit_wait_s;
+    out->all_run_s = b->all_run_s - a->all_run_s;
+    out->all_wait_s = b->all_wait_s - a->all_wait_s;
 }
 
 /* A random run nonce in lower-case base32, so the request ids and row keys of this run never
@@ -1333,6 +1347,9 @@ typedef struct s_results {
     uint64_t client_errors, bad_replies, resends, replayed, late_sends, unsent;
     double daemon_cpu_s, self_cpu_s;
     bool have_daemon_cpu;
+    double cpu_wall_s;            /* the wall time the CPU and scheduling figures span */
+    bench_sched_t dsched, ssched; /* the daemon's and this process's, over cpu_wall_s */
+    bool have_dsched, have_ssched;
     bool have_disk;        /* the daemon's disk writes during the run are known */
     uint64_t disk_written; /* bytes */
     s_jstat_t j_before, j_after;
@@ -1487,10 +1504,21 @@ s_print_json(const s_config_t *cfg, const s_results_t *res)
                 ",\"resends\":%" PRIu64 ",\"replayed\":%" PRIu64 ",\"late_sends\":%" PRIu64
                 ",\"unsent\":%" PRIu64 ",\"bench_cpu_cores\":%.2f",
                 s_errors(res), res->client_errors, res->bad_replies, res->resends, res->replayed,
-                res->late_sends, res->unsent, res->run_s > 0 ? res->self_cpu_s / res->run_s : 0.0);
+                res->late_sends, res->unsent,
+                res->cpu_wall_s > 0 ? res->self_cpu_s / res->cpu_wall_s : 0.0);
         if (res->have_daemon_cpu)
             fprintf(f, ",\"daemon_cpu_cores\":%.2f",
-                    res->run_s > 0 ? res->daemon_cpu_s / res->run_s : 0.0);
+                    res->cpu_wall_s > 0 ? res->daemon_cpu_s / res->cpu_wall_s : 0.0);
+        if (res->have_dsched && res->cpu_wall_s > 0)
+            fprintf(f,
+                    ",\"daemon_loop_cpu_cores\":%.2f,\"daemon_loop_runq_wait_per_s\":%.3f"
+                    ",\"daemon_commit_runq_wait_per_s\":%.3f,\"daemon_runq_wait_per_s\":%.3f",
+                    res->dsched.loop_run_s / res->cpu_wall_s,
+                    res->dsched.loop_wait_s / res->cpu_wall_s,
+                    res->dsched.commit_wait_s / res->cpu_wall_s,
+                    res->dsched.all_wait_s / res->cpu_wall_s);
+        if (res->have_ssched && res->cpu_wall_s > 0)
+            fprintf(f, ",\"bench_runq_wait_per_s\":%.3f", res->ssched.all_wait_s / res->cpu_wall_s);
         if (res->have_disk)
             fprintf(f,
                     ",\"daemon_disk_written_bytes\":%" PRIu64
@@ -1608,10 +1636,25 @@ s_print_text(const s_config_t *cfg, const s_results_t *res)
                 ", never sent (behind schedule at the end) %" PRIu64 "\n",
                 s_errors(res), res->client_errors, res->bad_replies, res->resends, res->replayed,
                 res->late_sends, res->unsent);
-        fprintf(f, "cpu:          bench %.2f cores", res->self_cpu_s / res->run_s);
+        double wall = res->cpu_wall_s > 0 ? res->cpu_wall_s : 1.0;
+        fprintf(f, "cpu:          bench %.2f cores", res->self_cpu_s / wall);
         if (res->have_daemon_cpu)
-            fprintf(f, ", daemon %.2f cores", res->daemon_cpu_s / res->run_s);
-        fprintf(f, " (of %ld)\n", sysconf(_SC_NPROCESSORS_ONLN));
+            fprintf(f, ", daemon %.2f cores", res->daemon_cpu_s / wall);
+        fprintf(f, " (of %ld; over %.1f s, warm-up included)\n", sysconf(_SC_NPROCESSORS_ONLN),
+                wall);
+        if (res->have_dsched)
+            fprintf(f,
+                    "run queue:    per second, the daemon's loop ran %.2f s and waited %.2f s for "
+                    "a CPU; its commit thread ran %.2f s and waited %.2f s; all its threads "
+                    "waited %.2f s",
+                    res->dsched.loop_run_s / wall, res->dsched.loop_wait_s / wall,
+                    res->dsched.commit_run_s / wall, res->dsched.commit_wait_s / wall,
+                    res->dsched.all_wait_s / wall);
+        if (res->have_ssched)
+            fprintf(f, "%sthis bench's threads waited %.2f s\n",
+                    res->have_dsched ? "; " : "run queue:    ", res->ssched.all_wait_s / wall);
+        else if (res->have_dsched)
+            fprintf(f, "\n");
         if (res->have_disk)
             fprintf(f,
                     "disk:         the daemon wrote %.1f MiB during the run, %.0f B per request\n",
@@ -1713,9 +1756,13 @@ s_run_workload(const s_config_t *cfg, s_shared_t *sh, s_results_t *res, bench_da
         s_stop_flag = 1;
         atomic_store(&sh->go, true);
     } else {
+        uint64_t cpu_t0 = bench_now_ns();
         double cpu0 = s_self_cpu_s();
         double dcpu0 = 0;
         res->have_daemon_cpu = d != NULL && bench_daemon_cpu_s(d, &dcpu0) == 0;
+        bench_sched_t ds0, ss0;
+        res->have_dsched = d != NULL && bench_daemon_sched(d, &ds0) == 0;
+        res->have_ssched = bench_self_sched(&ss0) == 0;
         uint64_t disk0 = 0;
         res->have_disk = d != NULL && bench_daemon_disk_written(d, &disk0) == 0;
         sh->start_ns = bench_now_ns();
@@ -1761,6 +1808,14 @@ s_run_workload(const s_config_t *cfg, s_shared_t *sh, s_results_t *res, bench_da
         else
             res->have_daemon_cpu = false;
         res->self_cpu_s = s_self_cpu_s() - cpu0;
+        bench_sched_t ds1, ss1;
+        res->have_dsched = res->have_dsched && bench_daemon_sched(d, &ds1) == 0;
+        res->have_ssched = res->have_ssched && bench_self_sched(&ss1) == 0;
+        res->cpu_wall_s = (double)(bench_now_ns() - cpu_t0) / 1e9;
+        if (res->have_dsched)
+            s_sched_delta(&ds0, &ds1, &res->dsched);
+        if (res->have_ssched)
+            s_sched_delta(&ss0, &ss1, &res->ssched);
         uint64_t disk1 = 0;
         if (res->have_disk && bench_daemon_disk_written(d, &disk1) == 0 && disk1 >= disk0)
             res->disk_written = disk1 - disk0;
