@@ -60,6 +60,9 @@ typedef struct ctable {
     uint32_t *dirty;
     size_t dirty_count;
     size_t dirty_cap;
+    /* The slot of the last key looked up (NULL: none). A table whose lookups repeat a key (a
+     * program, its liability, a store's day) finds it again without hashing and probing. */
+    slot_t *last;
 } ctable_t;
 
 struct pcache {
@@ -324,10 +327,12 @@ s_lookup(pcache_t *c, size_t ti, const void *key, size_t klen, bool fresh)
         s_fail(c, PROJ_ELIMIT);
         return NULL;
     }
+    if (t->last != NULL && t->last->key_len == klen && memcmp(s_key(t->last), key, klen) == 0)
+        return t->last;
     uint32_t hash32 = (uint32_t)XXH3_64bits(key, klen);
     size_t pos = s_find(t, key, klen, hash32);
     if (t->index[pos] != 0)
-        return s_slot(t, S_ENTRY_SLOT1(t->index[pos]) - 1);
+        return t->last = s_slot(t, S_ENTRY_SLOT1(t->index[pos]) - 1);
 
     MDB_val v = { 0, NULL };
     bool found = false;
@@ -358,7 +363,7 @@ s_lookup(pcache_t *c, size_t ti, const void *key, size_t klen, bool fresh)
         s->val_len = (uint32_t)v.mv_size;
         memcpy(s_val(t, s), v.mv_data, v.mv_size);
     }
-    return s;
+    return t->last = s;
 }
 
 void
@@ -666,6 +671,7 @@ s_table_forget(ctable_t *t)
     memset(t->index, 0, t->index_cap * sizeof(*t->index));
     t->slots = 0;
     t->complete = false;
+    t->last = NULL;
 }
 
 /* Drops every record of a table (none may be changed); it is then no longer complete. */
