@@ -331,7 +331,7 @@ s_order_cmp(const void *x, const void *y, void *ctx)
     return c != 0 ? c : (a->off > b->off) - (a->off < b->off); /* copy order: the later wins */
 }
 
-/* How many leading bytes the keys of a run share. */
+/* How many leading bytes the keys of a run share (radix_shared()). */
 static size_t
 s_common_prefix(const s_batch_t *b, const struct s_order *run, size_t n)
 {
@@ -341,12 +341,7 @@ s_common_prefix(const s_batch_t *b, const struct s_order *run, size_t n)
     for (size_t i = 1; i < n && common > 0; i++) {
         s_entry_t e;
         s_batch_entry(b, run[i].off, &e);
-        if (e.key_len >= common && memcmp(e.key, first.key, common) == 0)
-            continue;
-        size_t k = 0;
-        while (k < common && k < e.key_len && e.key[k] == first.key[k])
-            k++;
-        common = k;
+        common = radix_shared(first.key, e.key, e.key_len, common);
     }
     return common;
 }
@@ -365,24 +360,15 @@ s_sort_run(const s_batch_t *b, struct s_order *run, struct s_order *tmp, size_t 
     for (size_t i = 0; i < n; i++) {
         s_entry_t e;
         s_batch_entry(b, run[i].off, &e);
-        uint8_t head[8] = { 0 };
-        if (e.key_len > common)
-            memcpy(head, e.key + common, e.key_len - common < 8 ? e.key_len - common : 8);
-        run[i].prefix = cl_get_be64(head);
+        run[i].prefix = radix_head(e.key, e.key_len, common);
     }
     struct s_order *sorted =
         radix_sort_u64(run, tmp, n, sizeof(*run), offsetof(struct s_order, prefix));
     if (sorted != run)
         memcpy(run, sorted, n * sizeof(*run));
     /* s_order_cmp() takes the prefixes as they are now: equal within a group. */
-    for (size_t i = 0; i < n;) {
-        size_t j = i + 1;
-        while (j < n && run[j].prefix == run[i].prefix)
-            j++;
-        if (j - i > 1)
-            qsort_r(run + i, j - i, sizeof(*run), s_order_cmp, (void *)(uintptr_t)b);
-        i = j;
-    }
+    radix_sort_ties(run, n, sizeof(*run), offsetof(struct s_order, prefix), s_order_cmp,
+                    (void *)(uintptr_t)b);
 }
 
 /*

@@ -539,38 +539,28 @@ s_key_cmp(slot_t *s, const uint8_t *key, size_t klen)
     return (s->key_len > klen) - (s->key_len < klen);
 }
 
-/* A slot in s_sort_keys(): 8 bytes of its key as a big-endian number (those after the bytes
- * all the keys share, zero-padded), and the slot. */
+/* A slot in s_sort_keys(): 8 bytes of its key as a big-endian number (radix_head()), and the
+ * slot. */
 typedef struct s_head {
     uint64_t head;
     slot_t *slot;
 } s_head_t;
 
-/* How many leading bytes the keys of the n slots share. */
-static size_t
-s_common_prefix(slot_t *const *order, size_t n)
+static int
+s_head_cmp(const void *x, const void *y, void *ctx)
 {
-    const uint8_t *first = s_key(order[0]);
-    size_t common = order[0]->key_len;
-    for (size_t i = 1; i < n && common > 0; i++) {
-        const uint8_t *k = s_key(order[i]);
-        size_t len = order[i]->key_len < common ? order[i]->key_len : common;
-        size_t j = 0;
-        while (j < len && k[j] == first[j])
-            j++;
-        common = j;
-    }
-    return common;
+    (void)ctx;
+    return s_slot_cmp(&((const s_head_t *)x)->slot, &((const s_head_t *)y)->slot);
 }
 
 /*
- * Sorts n slots into s_slot_cmp() order, the way daemon/checkpoint.c sorts a batch's runs: a
- * radix sort (radix.h) on the 8 key bytes from where the keys start to differ, then each group
- * whose 8 bytes are equal by the whole key, which only longer keys need (history keys, a card
- * id and a chunk number, group by card). A few passes over an array instead of n log n calls
- * of a comparison: qsort() of the history keys was 7 % of the balances worker in batches of
- * 262144 events. False, with order untouched, when the scratch memory cannot be had (the
- * caller then uses qsort()).
+ * Sorts n slots into s_slot_cmp() order, the way daemon/checkpoint.c sorts a batch's runs
+ * (radix.h): by the 8 key bytes from where the keys start to differ, then each group whose 8
+ * bytes are equal by the whole key, which only longer keys need (history keys, a card id and a
+ * chunk number, group by card). A few passes over an array instead of n log n calls of a
+ * comparison: qsort() of the history keys was 7 % of the balances worker in batches of 262144
+ * events. False, with order untouched, when the scratch memory cannot be had (the caller then
+ * uses qsort()).
  */
 static bool
 s_sort_keys(slot_t **order, size_t n)
@@ -578,27 +568,19 @@ s_sort_keys(slot_t **order, size_t n)
     s_head_t *mem = malloc(2 * n * sizeof(*mem));
     if (mem == NULL)
         return false;
-    size_t common = s_common_prefix(order, n);
+    const uint8_t *first = s_key(order[0]);
+    size_t common = order[0]->key_len;
+    for (size_t i = 1; i < n && common > 0; i++)
+        common = radix_shared(first, s_key(order[i]), order[i]->key_len, common);
     s_head_t *a = mem, *b = mem + n;
     for (size_t i = 0; i < n; i++) {
-        uint8_t head[8] = { 0 };
-        size_t len = order[i]->key_len;
-        if (len > common)
-            memcpy(head, s_key(order[i]) + common, len - common < 8 ? len - common : 8);
-        a[i].head = cl_get_be64(head);
+        a[i].head = radix_head(s_key(order[i]), order[i]->key_len, common);
         a[i].slot = order[i];
     }
     a = radix_sort_u64(a, b, n, sizeof(*a), offsetof(s_head_t, head));
+    radix_sort_ties(a, n, sizeof(*a), offsetof(s_head_t, head), s_head_cmp, NULL);
     for (size_t i = 0; i < n; i++)
         order[i] = a[i].slot;
-    for (size_t i = 0; i < n;) {
-        size_t j = i + 1;
-        while (j < n && a[j].head == a[i].head)
-            j++;
-        if (j - i > 1)
-            qsort(order + i, j - i, sizeof(*order), s_slot_cmp);
-        i = j;
-    }
     free(mem);
     return true;
 }
