@@ -69,6 +69,11 @@ typedef struct cl_client_opts {
     int timeout_ms;  /* how long one try waits for its reply (> 0) */
     int retries;     /* tries after the first when a reply does not come (0 = none) */
     unsigned window; /* pipelining: messages outstanding at most (1..CL_CLIENT_WINDOW_MAX) */
+    /* A ZeroMQ context (zmq_ctx_new()) to open the client's socket in, so that the clients of
+     * one process share its I/O thread, as ZeroMQ means a process to. The caller terminates it
+     * after closing every client on it. NULL (the default): the client makes a context of its
+     * own and terminates it on cl_client_close(). */
+    void *zmq_context;
 } cl_client_opts_t;
 
 /* The name of a CLIENT_E* code as a sentence ("could not reach the ledger"); never NULL. */

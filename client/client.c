@@ -49,7 +49,8 @@ typedef struct s_slot {
 } s_slot_t;
 
 struct cl_client {
-    void *ctx;                             /* this client's ZeroMQ context */
+    void *ctx;                             /* the ZeroMQ context its sockets are made in */
+    bool own_ctx;                          /* ctx is this client's own: terminate it */
     void *sock;                            /* the DEALER socket, replaced on every retry */
     int sock_fd;                           /* its ZMQ_FD (cl_client_fd()), -1 without a socket */
     char endpoint[CL_CLIENT_ENDPOINT_MAX]; /* where to connect */
@@ -111,6 +112,7 @@ cl_client_opts_init(cl_client_opts_t *opts)
     opts->timeout_ms = CL_CLIENT_TIMEOUT_MS_DEFAULT;
     opts->retries = CL_CLIENT_RETRIES_DEFAULT;
     opts->window = CL_CLIENT_WINDOW_DEFAULT;
+    opts->zmq_context = NULL;
 }
 
 /*
@@ -271,7 +273,8 @@ cl_client_open(const char *endpoint, const cl_client_opts_t *opts, cl_client_t *
     c->next_tag = 1;
     memcpy(c->endpoint, endpoint, strlen(endpoint) + 1);
     c->slots = calloc(o.window, sizeof(*c->slots));
-    c->ctx = zmq_ctx_new();
+    c->own_ctx = o.zmq_context == NULL;
+    c->ctx = c->own_ctx ? zmq_ctx_new() : o.zmq_context;
     int rc = c->slots == NULL ? CLIENT_ENOMEM : c->ctx == NULL ? CLIENT_EZMQ : 0;
     if (rc == 0)
         rc = s_socket_open(c);
@@ -292,7 +295,7 @@ cl_client_close(cl_client_t **cp)
     s_last_release(c);
     if (c->sock != NULL)
         zmq_close(c->sock);
-    if (c->ctx != NULL)
+    if (c->own_ctx && c->ctx != NULL)
         zmq_ctx_term(c->ctx);
     if (c->slots != NULL) {
         for (size_t i = 0; i < c->opts.window; i++) {

@@ -48,16 +48,10 @@ s_close(cl_client_t **c)
 }
 
 static cl_client_t *
-s_open(const char *endpoint, int timeout_ms, int retries, unsigned window)
+s_open_opts(const char *endpoint, const cl_client_opts_t *o)
 {
-    cl_client_opts_t o;
-    cl_client_opts_init(&o);
-    o.timeout_ms = timeout_ms;
-    o.retries = retries;
-    if (window > 0)
-        o.window = window;
     cl_client_t *c = NULL;
-    int rc = cl_client_open(endpoint, &o, &c);
+    int rc = cl_client_open(endpoint, o, &c);
     if (rc != 0)
         check_fail(__FILE__, __LINE__, "cl_client_open(%s): %s", endpoint, cl_client_strerror(rc));
     for (size_t i = 0; c != NULL && i < S_CLIENTS_MAX; i++) {
@@ -67,6 +61,18 @@ s_open(const char *endpoint, int timeout_ms, int retries, unsigned window)
         }
     }
     return c;
+}
+
+static cl_client_t *
+s_open(const char *endpoint, int timeout_ms, int retries, unsigned window)
+{
+    cl_client_opts_t o;
+    cl_client_opts_init(&o);
+    o.timeout_ms = timeout_ms;
+    o.retries = retries;
+    if (window > 0)
+        o.window = window;
+    return s_open_opts(endpoint, &o);
 }
 
 /* Calls and requires a reply with the given status. */
@@ -614,6 +620,44 @@ pipelined_resend_after_timeout_applies_once(void)
     harness_destroy(&s_h);
 }
 
+static void
+clients_share_the_callers_zeromq_context(void)
+{
+    s_h = s_start();
+    void *ctx = zmq_ctx_new();
+    REQUIRE(ctx != NULL);
+    cl_client_opts_t o;
+    cl_client_opts_init(&o);
+    o.zmq_context = ctx;
+    cl_client_t *a = s_open_opts(harness_cmd_endpoint(s_h), &o);
+    cl_client_t *b = s_open_opts(harness_cmd_endpoint(s_h), &o);
+    REQUIRE(a != NULL && b != NULL);
+    char code[CL_CODE_MAX + 1];
+    s_setup(a, code);
+    CHECK_EQ_INT(s_balance(b, code), S_FACE);
+
+    /* A resend opens a fresh socket, in the same context. */
+    static cl_command_t cmd;
+    static cl_reply_t r[2];
+    s_redeem_cmd(&cmd, code, 250, "shared-ctx-1");
+    uint64_t tag = 0, got_tag = 0;
+    size_t n = 0;
+    REQUIRE(cl_client_send(b, &cmd, 1, &tag) == 0);
+    REQUIRE(cl_client_resend(b) == 0);
+    REQUIRE(cl_client_recv(b, 5000, r, 2, &n, &got_tag) == 0);
+    CHECK_EQ_U64(got_tag, tag);
+    CHECK_EQ_INT(r[0].status, CL_OK);
+
+    /* Closing one client leaves the context, and so the other client, working. */
+    s_close(&a);
+    CHECK_EQ_INT(s_balance(b, code), S_FACE - 250);
+    s_close(&b);
+    /* Every socket on it is closed: the caller's termination returns at once. */
+    CHECK_EQ_INT(zmq_ctx_term(ctx), 0);
+    CHECK_EQ_INT(harness_stop(s_h), 0);
+    harness_destroy(&s_h);
+}
+
 static uint64_t
 s_now_ns(void)
 {
@@ -846,6 +890,7 @@ main(int argc, char **argv)
         CHECK_CASE(retry_after_a_lost_reply_reuses_the_request_id_and_applies_once),
         CHECK_CASE(retry_across_a_daemon_crash_applies_once),
         CHECK_CASE(pipelined_resend_after_timeout_applies_once),
+        CHECK_CASE(clients_share_the_callers_zeromq_context),
         CHECK_CASE(a_wait_on_the_fd_ends_at_a_reply_or_at_its_timeout),
         CHECK_CASE(nothing_listening_times_out_after_every_retry),
         CHECK_CASE(cli_exit_codes_tell_refused_from_unreachable),
