@@ -12,17 +12,19 @@
  *  2. Registers a merchant, a store and a stored-value program (idempotent: "already exists" is
  *     fine), then issues N cards with IssueBatch commands of CL_ISSUE_BATCH_MAX rows, pipelined,
  *     and times it (cards/s).
- *  3. Runs the workload for the duration on C client threads, each with its own cl_client_t (and
- *     so its own ZeroMQ context and connection), each keeping up to W messages in flight, each
- *     message carrying K requests. Closed loop (no --rate): every client sends as fast as replies
- *     come back, and a latency is measured from the message's send. Open loop (--rate R
- *     requests/s across all clients): every client sends on a fixed schedule, and a latency is
- *     measured from the message's SCHEDULED send time, so a stall of the daemon (or of this
- *     process) shows in the latencies of everything that should have been sent meanwhile
- *     instead of being hidden by sending less (no coordinated omission). Between sends a client
- *     sleeps in ppoll() on its connection's descriptor (cl_client_fd()) until a reply arrives or
- *     its next send is due, whichever is first, so it reads each reply when it arrives and
- *     sends on time without spending CPU on polling.
+ *  3. Runs the workload for the duration on C clients, each with its own cl_client_t and
+ *     connection, all in one ZeroMQ context (so one I/O thread), driven by T threads (--threads,
+ *     default 1: every thread of this process wakes for the messages it sends and takes, and
+ *     takes a core from the daemon on a 2-core machine). Each client keeps up to W messages in
+ *     flight, each message carrying K requests. Closed loop (no --rate): every client sends as
+ *     fast as replies come back, and a latency is measured from the message's send. Open loop
+ *     (--rate R requests/s across all clients): every client sends on a fixed schedule, and a
+ *     latency is measured from the message's SCHEDULED send time, so a stall of the daemon (or
+ *     of this process) shows in the latencies of everything that should have been sent
+ *     meanwhile instead of being hidden by sending less (no coordinated omission). Between sends
+ *     a thread sleeps in ppoll() on its clients' descriptors (cl_client_fd()) until a reply
+ *     arrives or the next send is due, whichever is first, so it reads each reply when it
+ *     arrives and sends on time without spending CPU on polling.
  *  4. Reports throughput, latency percentiles from a log-linear histogram (bench-hist.c, 1/128
  *     precision), replies by status, and CPU used by the daemon and by this process over the
  *     run (warm-up included), with the time their threads spent runnable but waiting for a CPU
@@ -69,6 +71,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <zmq.h>
+
 #include "bench-daemon.h"
 #include "bench-hist.h"
 #include "cardledger-config.h"
@@ -88,6 +92,7 @@
 #define S_DURATION_MAX_S        86400.0
 #define S_CLIENTS_DEFAULT       4
 #define S_CLIENTS_MAX           256
+#define S_THREADS_DEFAULT       1
 #define S_WINDOW_DEFAULT        16
 #define S_ISSUE_WINDOW_DEFAULT  4      /* IssueBatch messages in flight */
 #define S_ISSUE_PER_MSG_DEFAULT 2      /* IssueBatch commands per message */
@@ -157,6 +162,7 @@ typedef struct s_config {
     double duration_s;      /* --duration */
     double warmup_s;        /* --warmup */
     unsigned clients;       /* --clients */
+    unsigned threads;       /* --threads */
     unsigned window;        /* --window */
     unsigned per_message;   /* --per-message */
     double rate;            /* --rate, requests/s; 0 = closed loop */
@@ -172,11 +178,12 @@ typedef struct s_config {
 typedef struct s_shared {
     const s_config_t *cfg;
     const char *endpoint;
+    void *zctx;            /* the ZeroMQ context every client of the run shares */
     const uint64_t *cards; /* card ids of the run, cfg->cards of them */
     uint64_t ncards;
     char nonce[S_NONCE_LEN + 1];
     uint64_t id_seed;       /* random per run, even with --seed: request ids never repeat */
-    _Atomic unsigned ready; /* clients connected (or failed to) */
+    _Atomic unsigned ready; /* clients connected (or failed to), counted by their threads */
     _Atomic bool go;        /* start_ns and the rest are set: start */
     uint64_t start_ns;      /* the run's start (warm-up included) */
     uint64_t measure_ns;    /* start + warm-up: what is measured starts here */
@@ -191,14 +198,15 @@ typedef struct s_flight {
     uint32_t n;        /* requests in it */
 } s_flight_t;
 
-/* One client thread and everything it counts. */
+/* One client (one connection) and everything it counts. */
 typedef struct s_worker {
     s_shared_t *sh;
     unsigned index;
-    pthread_t thread;
-    bool started;
     cl_client_t *client;
-    int setup_rc; /* 0, or why the client could not start */
+    int setup_rc;         /* 0, or why the client could not start */
+    bool failed;          /* gave up: a ZeroMQ failure */
+    double next_sched;    /* open loop: when its next message is due */
+    uint64_t stall_since; /* its last reply (or resend) */
 
     uint64_t rng;                                      /* xorshift64* state (--seed) */
     uint64_t id_rng;                                   /* request ids (random per run) */
@@ -227,6 +235,16 @@ typedef struct s_worker {
     _Atomic uint64_t progress_done;   /* requests answered so far (for the progress line) */
     _Atomic uint64_t progress_errors; /* client errors + bad replies so far */
 } s_worker_t;
+
+/* One thread of the run and the clients it drives. */
+typedef struct s_thread {
+    s_shared_t *sh;
+    s_worker_t *w; /* its clients, n of them */
+    unsigned n;
+    struct pollfd *pfds; /* n of them: the descriptors one wait sleeps on */
+    pthread_t thread;
+    bool started;
+} s_thread_t;
 
 static _Atomic int s_stop_flag; /* SIGINT or SIGTERM: stop sending, drain, report */
 
@@ -845,84 +863,77 @@ s_stall_check(s_worker_t *w, uint64_t *stall_since)
     return true;
 }
 
-/* Waits for a reply (timeout_ms), resending everything outstanding after a long stall.
- * Returns false when the worker must give up. */
-static bool
-s_wait_reply(s_worker_t *w, int timeout_ms, uint64_t *stall_since)
-{
-    int rc = s_recv_one(w, timeout_ms);
-    if (rc > 0) {
-        *stall_since = bench_now_ns();
-        return true;
-    }
-    if (rc < 0) {
-        s_client_error(w, rc, "receiving");
-        return rc != CLIENT_EZMQ;
-    }
-    return s_stall_check(w, stall_since);
-}
-
-/* s_wait_until(): no send can go before a reply comes (the window is full). */
+/* s_wait(): no client of the thread can send before a reply comes (every window is full). */
 #define S_DUE_NEVER UINT64_MAX
 
 /*
- * Open loop: takes every reply that has arrived, then sleeps until the next reply arrives or
- * until due_ns (the next scheduled send; S_DUE_NEVER when the window is full), whichever comes
- * first, to the nanosecond: ppoll() on the client's descriptor (cl_client_fd(), edge-triggered,
- * so only after cl_client_recv() has said nothing is there) with a timespec timeout. So a reply
- * is read when it arrives, not at the next step of a poll, replies that arrived together are
- * read together, and the thread costs nothing while it waits. The caller sends what is due and
- * comes back. Returns false when the worker must give up.
+ * Takes every reply that has arrived for the thread's clients, then sleeps until the next reply
+ * arrives on any of them or until due_ns (the next scheduled send of a client with room in its
+ * window; S_DUE_NEVER when there is none), whichever comes first, to the nanosecond: ppoll() on
+ * the clients' descriptors (cl_client_fd(), edge-triggered, so only after cl_client_recv() has
+ * said nothing is there) with a timespec timeout, at most S_OPEN_WAIT_MAX_NS so that a stall is
+ * noticed. So a reply is read when it arrives, not at the next step of a poll, replies that
+ * arrived together are read together, and the thread costs nothing while it waits. Returns at
+ * once when a client whose window was full took a reply, or a client resent. The caller sends
+ * what is due and comes back. A client that must give up is marked failed.
  */
-static bool
-s_wait_until(s_worker_t *w, uint64_t due_ns, uint64_t *stall_since)
+static void
+s_wait(s_thread_t *t, uint64_t due_ns)
 {
-    struct pollfd pfd = { .fd = -1, .events = POLLIN };
     nfds_t nfds = 0;
-    if (cl_client_outstanding(w->client) > 0) {
+    bool again = false;
+    for (unsigned i = 0; i < t->n; i++) {
+        s_worker_t *w = &t->w[i];
+        if (w->failed || cl_client_outstanding(w->client) == 0)
+            continue;
         int rc;
         bool took = false;
+        bool was_full = cl_client_outstanding(w->client) >= t->sh->cfg->window;
         while ((rc = s_recv_one(w, 0)) > 0)
             took = true;
         if (rc < 0) {
             s_client_error(w, rc, "receiving");
-            return rc != CLIENT_EZMQ;
+            w->failed = rc == CLIENT_EZMQ;
+            again = true;
+            continue;
         }
         if (took) {
-            *stall_since = bench_now_ns();
+            w->stall_since = bench_now_ns();
             /* A full window has room again: what is due goes first. */
-            if (due_ns == S_DUE_NEVER)
-                return true;
+            again = again || was_full;
         } else {
             uint64_t resends = w->resends;
-            if (!s_stall_check(w, stall_since))
-                return false;
-            /* A resend sent on a new socket: take what it has before waiting on its descriptor. */
+            if (!s_stall_check(w, &w->stall_since)) {
+                w->failed = true;
+                continue;
+            }
+            /* A resend went out on a new socket: take what it has before waiting on it. */
             if (w->resends != resends)
-                return true;
+                again = true;
         }
-        /* With nothing outstanding any more the descriptor may stay readable: just sleep. */
+        /* With nothing outstanding any more the descriptor may stay readable: leave it out. */
         if (cl_client_outstanding(w->client) > 0) {
-            rc = cl_client_fd(w->client, &pfd.fd);
+            int fd = -1;
+            rc = cl_client_fd(w->client, &fd);
             if (rc < 0) {
                 s_client_error(w, rc, "waiting");
-                return false;
+                w->failed = true;
+                continue;
             }
-            nfds = 1;
+            t->pfds[nfds++] = (struct pollfd){ .fd = fd, .events = POLLIN };
         }
     }
     uint64_t now = bench_now_ns();
-    if (due_ns <= now)
-        return true;
-    /* Not longer than S_OPEN_WAIT_MAX_NS, so a stall is noticed. */
+    if (again || due_ns <= now)
+        return;
     uint64_t wait_ns = due_ns - now < S_OPEN_WAIT_MAX_NS ? due_ns - now : S_OPEN_WAIT_MAX_NS;
     struct timespec ts = { .tv_sec = (time_t)(wait_ns / 1000000000u),
                            .tv_nsec = (long)(wait_ns % 1000000000u) };
-    if (ppoll(nfds > 0 ? &pfd : NULL, nfds, &ts, NULL) < 0 && errno != EINTR) {
-        s_client_error(w, CLIENT_EZMQ, "waiting");
-        return false;
+    if (ppoll(nfds > 0 ? t->pfds : NULL, nfds, &ts, NULL) < 0 && errno != EINTR) {
+        s_client_error(&t->w[0], CLIENT_EZMQ, "waiting");
+        for (unsigned i = 0; i < t->n; i++)
+            t->w[i].failed = true;
     }
-    return true;
 }
 
 /*
@@ -973,17 +984,16 @@ s_xfer_setup(s_worker_t *w)
     return rc;
 }
 
-static void *
-s_worker_main(void *arg)
+/* Opens a client on the run's shared context and connects it; sets w->setup_rc. */
+static void
+s_worker_setup(s_worker_t *w)
 {
-    s_worker_t *w = arg;
-    s_shared_t *sh = w->sh;
-    const s_config_t *cfg = sh->cfg;
-
+    const s_shared_t *sh = w->sh;
     cl_client_opts_t o;
     cl_client_opts_init(&o);
     o.timeout_ms = S_TIMEOUT_MS;
-    o.window = cfg->window;
+    o.window = sh->cfg->window;
+    o.zmq_context = sh->zctx;
     w->setup_rc = cl_client_open(sh->endpoint, &o, &w->client);
     if (w->setup_rc == 0) {
         /* Connect now, so connecting is not part of the measurement. */
@@ -996,83 +1006,143 @@ s_worker_main(void *arg)
             free(cmd);
         }
     }
-    if (w->setup_rc == 0 && cfg->workload == S_WORKLOAD_MIX)
+    if (w->setup_rc == 0 && sh->cfg->workload == S_WORKLOAD_MIX)
         w->setup_rc = s_xfer_setup(w);
-    atomic_fetch_add(&sh->ready, 1);
+}
+
+/*
+ * Sends what is due for one client while its window has room: in the open loop every message
+ * whose scheduled time has come (interval_ns apart), in the closed loop until the window is
+ * full. Returns false when the client must give up.
+ */
+static bool
+s_send_due(s_worker_t *w, double interval_ns, uint64_t now)
+{
+    const s_config_t *cfg = w->sh->cfg;
+    const bool open_loop = cfg->rate > 0;
+    while (cl_client_outstanding(w->client) < cfg->window) {
+        uint64_t sched = now;
+        if (open_loop) {
+            if ((uint64_t)w->next_sched > now || (uint64_t)w->next_sched >= w->sh->end_ns)
+                break;
+            sched = (uint64_t)w->next_sched;
+            w->next_sched += interval_ns;
+            if (now - sched > 1000000u)
+                w->late_sends++;
+        }
+        int rc = s_send_one(w, sched);
+        if (rc < 0) {
+            s_client_error(w, rc, "sending");
+            return rc != CLIENT_EZMQ;
+        }
+        if (!open_loop)
+            now = bench_now_ns();
+    }
+    return true;
+}
+
+/*
+ * Open loop behind its schedule at the end (the ledger could not keep up, or the window was
+ * full): the messages that were due and never sent are the slowest of all. Each counts in the
+ * latencies with what it has waited so far, a lower bound, instead of being dropped; none
+ * counts as answered. So an overload shows as huge percentiles, and the run still ends on time
+ * instead of working through the backlog.
+ */
+static void
+s_count_unsent(s_worker_t *w, double interval_ns)
+{
+    const s_shared_t *sh = w->sh;
+    uint64_t now = bench_now_ns();
+    while ((uint64_t)w->next_sched < sh->end_ns && (uint64_t)w->next_sched < now) {
+        uint64_t sched = (uint64_t)w->next_sched;
+        if (sched >= sh->measure_ns)
+            bench_hist_record(&w->hist, now - sched, sh->cfg->per_message);
+        w->unsent += sh->cfg->per_message;
+        w->next_sched += interval_ns;
+    }
+}
+
+/*
+ * A thread of the run: connects its clients, then drives them all from one loop (send what is
+ * due, then s_wait()), so that C connections need not cost C threads, each woken for every
+ * message on a 2-core machine shared with the daemon. Then it waits for the last replies.
+ */
+static void *
+s_thread_main(void *arg)
+{
+    s_thread_t *t = arg;
+    s_shared_t *sh = t->sh;
+    const s_config_t *cfg = sh->cfg;
+
+    bool setup_ok = true;
+    for (unsigned i = 0; i < t->n; i++) {
+        s_worker_setup(&t->w[i]);
+        setup_ok = setup_ok && t->w[i].setup_rc == 0;
+    }
+    atomic_fetch_add(&sh->ready, t->n);
     while (!atomic_load(&sh->go))
         s_sleep_ns(100000);
-    if (w->setup_rc != 0 || s_stop_flag)
+    if (!setup_ok || s_stop_flag)
         return NULL;
 
     const bool open_loop = cfg->rate > 0;
-    /* Open loop: this client's share of the rate, in messages; the clients' schedules are
+    /* Open loop: each client's share of the rate, in messages; the clients' schedules are
      * staggered evenly so their sends do not arrive in lockstep. */
     const double interval_ns = open_loop ? 1e9 * cfg->per_message * cfg->clients / cfg->rate : 0;
-    double next_sched = (double)sh->start_ns + interval_ns * w->index / cfg->clients;
-    uint64_t stall_since = bench_now_ns();
-    bool ok = true;
-
-    while (ok && !s_stop_flag) {
-        uint64_t now = bench_now_ns();
-        if (now >= sh->end_ns || (open_loop && (uint64_t)next_sched >= sh->end_ns))
-            break;
-        /* Send everything due while the window has room. */
-        while (cl_client_outstanding(w->client) < cfg->window) {
-            uint64_t sched = now;
-            if (open_loop) {
-                if ((uint64_t)next_sched > now || (uint64_t)next_sched >= sh->end_ns)
-                    break;
-                sched = (uint64_t)next_sched;
-                next_sched += interval_ns;
-                if (now - sched > 1000000u)
-                    w->late_sends++;
-            }
-            int rc = s_send_one(w, sched);
-            if (rc < 0) {
-                s_client_error(w, rc, "sending");
-                ok = rc != CLIENT_EZMQ;
-                break;
-            }
-            if (!open_loop)
-                now = bench_now_ns();
-        }
-        if (!ok)
-            break;
-        if (!open_loop) {
-            /* Closed loop: a reply is the next thing that can happen. */
-            ok = s_wait_reply(w, 100, &stall_since);
-            continue;
-        }
-        /* Open loop: wait for a reply or for the next send time; with the window full, only a
-         * reply lets the next send go. */
-        bool full = cl_client_outstanding(w->client) >= cfg->window;
-        ok = s_wait_until(w, full ? S_DUE_NEVER : (uint64_t)next_sched, &stall_since);
+    for (unsigned i = 0; i < t->n; i++) {
+        s_worker_t *w = &t->w[i];
+        w->next_sched = (double)sh->start_ns + interval_ns * w->index / cfg->clients;
+        w->stall_since = bench_now_ns();
     }
 
-    /* Open loop behind its schedule at the end (the ledger could not keep up, or the window was
-     * full): the messages that were due and never sent are the slowest of all. Each counts in
-     * the latencies with what it has waited so far, a lower bound, instead of being dropped;
-     * none counts as answered. So an overload shows as huge percentiles, and the run still ends
-     * on time instead of working through the backlog. */
-    if (open_loop) {
+    while (!s_stop_flag) {
         uint64_t now = bench_now_ns();
-        while ((uint64_t)next_sched < sh->end_ns && (uint64_t)next_sched < now) {
-            uint64_t sched = (uint64_t)next_sched;
-            if (sched >= sh->measure_ns)
-                bench_hist_record(&w->hist, now - sched, cfg->per_message);
-            w->unsent += cfg->per_message;
-            next_sched += interval_ns;
+        if (now >= sh->end_ns)
+            break;
+        /* Send everything due, and find the earliest next send of a client with room. */
+        uint64_t due = S_DUE_NEVER;
+        unsigned sending = 0;
+        for (unsigned i = 0; i < t->n; i++) {
+            s_worker_t *w = &t->w[i];
+            if (w->failed || (open_loop && (uint64_t)w->next_sched >= sh->end_ns))
+                continue;
+            sending++;
+            if (!s_send_due(w, interval_ns, now)) {
+                w->failed = true;
+                continue;
+            }
+            /* Closed loop: a reply is the next thing that can happen. */
+            if (open_loop && cl_client_outstanding(w->client) < cfg->window &&
+                (uint64_t)w->next_sched < due)
+                due = (uint64_t)w->next_sched;
         }
+        if (sending == 0)
+            break;
+        s_wait(t, due);
+    }
+
+    if (open_loop) {
+        for (unsigned i = 0; i < t->n; i++)
+            s_count_unsent(&t->w[i], interval_ns);
     }
 
     /* Drain: every message sent is answered (or counted as failed), so the counts add up. */
     uint64_t drain_until = bench_now_ns() + (uint64_t)S_STOP_DRAIN_MS * 1000000u;
-    while (ok && cl_client_outstanding(w->client) > 0 && bench_now_ns() < drain_until)
-        ok = s_wait_reply(w, 100, &stall_since);
-    size_t left = cl_client_outstanding(w->client);
-    if (left > 0) {
-        fprintf(stderr, S_PROG ": client %u: %zu messages never answered\n", w->index, left);
-        w->client_errors += left;
+    for (;;) {
+        bool waiting = false;
+        for (unsigned i = 0; i < t->n; i++)
+            waiting = waiting || (!t->w[i].failed && cl_client_outstanding(t->w[i].client) > 0);
+        if (!waiting || bench_now_ns() >= drain_until)
+            break;
+        s_wait(t, S_DUE_NEVER);
+    }
+    for (unsigned i = 0; i < t->n; i++) {
+        s_worker_t *w = &t->w[i];
+        size_t left = cl_client_outstanding(w->client);
+        if (left > 0) {
+            fprintf(stderr, S_PROG ": client %u: %zu messages never answered\n", w->index, left);
+            w->client_errors += left;
+        }
     }
     return NULL;
 }
@@ -1458,11 +1528,12 @@ s_print_json(const s_config_t *cfg, const s_results_t *res)
     fprintf(f,
             "\"config\":{\"target\":\"%s\",\"cards\":%" PRIu64 ",\"workload\":\"%s\","
             "\"mode\":\"%s\",\"rate\":%.0f,\"duration_s\":%.3f,\"warmup_s\":%.3f,"
-            "\"clients\":%u,\"window\":%u,\"per_message\":%u,\"issue_window\":%u,"
-            "\"issue_per_message\":%u,\"request_ids\":\"%s\"},",
+            "\"clients\":%u,\"threads\":%u,\"window\":%u,\"per_message\":%u,"
+            "\"issue_window\":%u,\"issue_per_message\":%u,\"request_ids\":\"%s\"},",
             cfg->spawn ? "spawned" : "connected", cfg->cards, s_workload_name(cfg->workload),
-            s_mode(cfg), cfg->rate, cfg->duration_s, cfg->warmup_s, cfg->clients, cfg->window,
-            cfg->per_message, cfg->issue_window, cfg->issue_per_msg, s_ids_name(cfg->ids));
+            s_mode(cfg), cfg->rate, cfg->duration_s, cfg->warmup_s, cfg->clients, cfg->threads,
+            cfg->window, cfg->per_message, cfg->issue_window, cfg->issue_per_msg,
+            s_ids_name(cfg->ids));
     if (res->issued)
         fprintf(f, "\"issue\":{\"cards\":%" PRIu64 ",\"seconds\":%.3f,\"cards_per_s\":%.0f},",
                 cfg->cards, res->issue_s, (double)cfg->cards / res->issue_s);
@@ -1599,8 +1670,9 @@ s_print_text(const s_config_t *cfg, const s_results_t *res)
             cfg->cards, s_workload_name(cfg->workload), s_mode(cfg));
     if (cfg->rate > 0)
         fprintf(f, " at %.0f requests/s", cfg->rate);
-    fprintf(f, ", %u clients x window %u x %u per message, %.1f s (+%.1f s warm-up)\n",
-            cfg->clients, cfg->window, cfg->per_message, cfg->duration_s, cfg->warmup_s);
+    fprintf(f, ", %u clients (%u threads) x window %u x %u per message, %.1f s (+%.1f s warm-up)\n",
+            cfg->clients, cfg->threads, cfg->window, cfg->per_message, cfg->duration_s,
+            cfg->warmup_s);
     if (res->issued)
         fprintf(f,
                 "batch issue:  %" PRIu64 " cards in %.2f s = %.0f cards/s (IssueBatch of %d rows, "
@@ -1712,11 +1784,11 @@ static int
 s_run_workload(const s_config_t *cfg, s_shared_t *sh, s_results_t *res, bench_daemon_t *d)
 {
     s_worker_t *workers = calloc(cfg->clients, sizeof(*workers));
-    if (workers == NULL)
-        return -1;
-    int result = 0;
-    unsigned started = 0;
-    for (unsigned i = 0; i < cfg->clients; i++) {
+    s_thread_t *threads = calloc(cfg->threads, sizeof(*threads));
+    sh->zctx = zmq_ctx_new();
+    int result = workers != NULL && threads != NULL && sh->zctx != NULL ? 0 : -1;
+    unsigned started = 0; /* clients whose thread started */
+    for (unsigned i = 0; result == 0 && i < cfg->clients; i++) {
         s_worker_t *w = &workers[i];
         w->sh = sh;
         w->index = i;
@@ -1732,14 +1804,25 @@ s_run_workload(const s_config_t *cfg, s_shared_t *sh, s_results_t *res, bench_da
             break;
         }
     }
-    for (unsigned i = 0; result == 0 && i < cfg->clients; i++) {
-        if (pthread_create(&workers[i].thread, NULL, s_worker_main, &workers[i]) != 0) {
+    /* The clients, spread evenly over the threads. */
+    for (unsigned i = 0; result == 0 && i < cfg->threads; i++) {
+        s_thread_t *t = &threads[i];
+        unsigned first = (unsigned)((uint64_t)cfg->clients * i / cfg->threads);
+        t->sh = sh;
+        t->w = &workers[first];
+        t->n = (unsigned)((uint64_t)cfg->clients * (i + 1) / cfg->threads) - first;
+        t->pfds = calloc(t->n, sizeof(*t->pfds));
+        if (t->pfds == NULL) {
+            result = -1;
+            break;
+        }
+        if (pthread_create(&t->thread, NULL, s_thread_main, t) != 0) {
             fprintf(stderr, S_PROG ": cannot start client thread %u\n", i);
             result = -1;
             break;
         }
-        workers[i].started = true;
-        started++;
+        t->started = true;
+        started += t->n;
     }
     /* Every client connects first, so connecting is not measured. */
     while (atomic_load(&sh->ready) < started)
@@ -1798,9 +1881,9 @@ s_run_workload(const s_config_t *cfg, s_shared_t *sh, s_results_t *res, bench_da
             last_done = done;
             last_ns = now;
         }
-        for (unsigned i = 0; i < cfg->clients; i++) {
-            pthread_join(workers[i].thread, NULL);
-            workers[i].started = false;
+        for (unsigned i = 0; i < cfg->threads; i++) {
+            pthread_join(threads[i].thread, NULL);
+            threads[i].started = false;
         }
         double dcpu1 = 0;
         if (res->have_daemon_cpu && bench_daemon_cpu_s(d, &dcpu1) == 0)
@@ -1850,16 +1933,24 @@ s_run_workload(const s_config_t *cfg, s_shared_t *sh, s_results_t *res, bench_da
             result = -1;
         }
     }
-    for (unsigned i = 0; i < cfg->clients; i++) {
+    for (unsigned i = 0; threads != NULL && i < cfg->threads; i++) {
+        if (threads[i].started)
+            pthread_join(threads[i].thread, NULL);
+        free(threads[i].pfds);
+    }
+    for (unsigned i = 0; workers != NULL && i < cfg->clients; i++) {
         s_worker_t *w = &workers[i];
-        if (w->started)
-            pthread_join(w->thread, NULL);
         cl_client_close(&w->client);
         free(w->flights);
         free(w->ops);
         free(w->cmds);
         free(w->replies);
     }
+    /* Every client on it is closed (with linger 0): this returns at once. */
+    if (sh->zctx != NULL)
+        zmq_ctx_term(sh->zctx);
+    sh->zctx = NULL;
+    free(threads);
     free(workers);
     return result;
 }
@@ -1894,7 +1985,8 @@ s_usage(FILE *to)
         "                         reload 5%, gift transfer 3%, over-balance redeem 2% (refused)\n"
         "  --duration S           measured seconds (default 10)\n"
         "  --warmup S             seconds run before the measured ones (default 0)\n"
-        "  --clients C            client threads, each with its own connection (default 4)\n"
+        "  --clients C            clients, each with its own connection (default 4)\n"
+        "  --threads T            threads that drive the clients between them, 1..C (default 1)\n"
         "  --window W             messages in flight per client (default 16)\n"
         "  --per-message K        requests per message, 1..256 (default 1)\n"
         "  --rate R               open loop: R requests/s across all clients, latency from the\n"
@@ -1940,6 +2032,7 @@ s_parse(int argc, char **argv, s_config_t *cfg)
         O_DURATION,
         O_WARMUP,
         O_CLIENTS,
+        O_THREADS,
         O_WINDOW,
         O_PER_MSG,
         O_RATE,
@@ -1968,6 +2061,7 @@ s_parse(int argc, char **argv, s_config_t *cfg)
         { "duration", required_argument, NULL, O_DURATION },
         { "warmup", required_argument, NULL, O_WARMUP },
         { "clients", required_argument, NULL, O_CLIENTS },
+        { "threads", required_argument, NULL, O_THREADS },
         { "window", required_argument, NULL, O_WINDOW },
         { "per-message", required_argument, NULL, O_PER_MSG },
         { "rate", required_argument, NULL, O_RATE },
@@ -1989,6 +2083,7 @@ s_parse(int argc, char **argv, s_config_t *cfg)
     cfg->workload = S_WORKLOAD_REDEEM;
     cfg->duration_s = S_DURATION_DEFAULT_S;
     cfg->clients = S_CLIENTS_DEFAULT;
+    cfg->threads = S_THREADS_DEFAULT;
     cfg->window = S_WINDOW_DEFAULT;
     cfg->per_message = 1;
     int opt;
@@ -2047,6 +2142,9 @@ s_parse(int argc, char **argv, s_config_t *cfg)
         case O_CLIENTS:
             cfg->clients = (unsigned)s_parse_u64("--clients", optarg, 1, S_CLIENTS_MAX);
             break;
+        case O_THREADS:
+            cfg->threads = (unsigned)s_parse_u64("--threads", optarg, 1, S_CLIENTS_MAX);
+            break;
         case O_WINDOW:
             cfg->window = (unsigned)s_parse_u64("--window", optarg, 1, CL_CLIENT_WINDOW_MAX);
             break;
@@ -2093,6 +2191,9 @@ s_parse(int argc, char **argv, s_config_t *cfg)
         s_die_usage("unexpected argument '%s'", argv[optind]);
     if ((cfg->connect == NULL) == !cfg->spawn)
         s_die_usage("%s", "give exactly one of --connect ENDPOINT and --spawn-daemon");
+    if (cfg->threads > cfg->clients)
+        s_die_usage("--threads %u is more than --clients %u (a thread drives whole clients)",
+                    cfg->threads, cfg->clients);
     if (cfg->restart && !cfg->spawn)
         s_die_usage("%s", "--restart needs --spawn-daemon (it kills and restarts the daemon)");
     if (cfg->replay && cfg->data_dir == NULL && !cfg->spawn)
