@@ -80,7 +80,8 @@ typedef struct cl_client_opts {
 const char *cl_client_strerror(int rc);
 
 /* Fills *opts with the defaults: CL_CLIENT_TIMEOUT_MS_DEFAULT, CL_CLIENT_RETRIES_DEFAULT,
- * CL_CLIENT_WINDOW_DEFAULT. Start from this and change what you need. */
+ * CL_CLIENT_WINDOW_DEFAULT, and no shared ZeroMQ context (zmq_context NULL). Start from this
+ * and change what you need. */
 void cl_client_opts_init(cl_client_opts_t *opts);
 
 /*

@@ -165,6 +165,7 @@ s_balance(cl_client_t *c, const char *code)
 }
 
 static harness_t *s_h; /* the running case's harness, destroyed by the case */
+static void *s_ctx;    /* a ZeroMQ context of the running case, terminated by the case */
 
 /* Closes what a case that REQUIRE left early still holds. */
 static void
@@ -172,6 +173,9 @@ s_cleanup(void)
 {
     for (size_t i = 0; i < S_CLIENTS_MAX; i++)
         cl_client_close(&s_clients[i]);
+    if (s_ctx != NULL)
+        zmq_ctx_term(s_ctx);
+    s_ctx = NULL;
     harness_destroy(&s_h);
 }
 
@@ -624,11 +628,13 @@ static void
 clients_share_the_callers_zeromq_context(void)
 {
     s_h = s_start();
-    void *ctx = zmq_ctx_new();
-    REQUIRE(ctx != NULL);
+    s_ctx = zmq_ctx_new();
+    REQUIRE(s_ctx != NULL);
     cl_client_opts_t o;
     cl_client_opts_init(&o);
-    o.zmq_context = ctx;
+    o.zmq_context = s_ctx;
+    o.timeout_ms = 2000;
+    o.retries = 0;
     cl_client_t *a = s_open_opts(harness_cmd_endpoint(s_h), &o);
     cl_client_t *b = s_open_opts(harness_cmd_endpoint(s_h), &o);
     REQUIRE(a != NULL && b != NULL);
@@ -636,7 +642,7 @@ clients_share_the_callers_zeromq_context(void)
     s_setup(a, code);
     CHECK_EQ_INT(s_balance(b, code), S_FACE);
 
-    /* A resend opens a fresh socket, in the same context. */
+    /* A resend opens a fresh socket, in the same context (below). */
     static cl_command_t cmd;
     static cl_reply_t r[2];
     s_redeem_cmd(&cmd, code, 250, "shared-ctx-1");
@@ -648,12 +654,21 @@ clients_share_the_callers_zeromq_context(void)
     CHECK_EQ_U64(got_tag, tag);
     CHECK_EQ_INT(r[0].status, CL_OK);
 
-    /* Closing one client leaves the context, and so the other client, working. */
+    /* Closing one client leaves the context, and so the other client, working (a client that
+     * terminated it would hang here, waiting for b's socket). */
     s_close(&a);
     CHECK_EQ_INT(s_balance(b, code), S_FACE - 250);
+
+    /* b's socket lives in the caller's context: shutting that down fails b's next call. */
+    CHECK_EQ_INT(zmq_ctx_shutdown(s_ctx), 0);
+    memset(&cmd, 0, sizeof(cmd));
+    cmd.type = CL_CMD_GET_CARD;
+    snprintf(cmd.u.card_flag.card.code, sizeof(cmd.u.card_flag.card.code), "%s", code);
+    CHECK_EQ_INT(cl_client_call(b, &cmd, &r[0]), CLIENT_EZMQ);
     s_close(&b);
-    /* Every socket on it is closed: the caller's termination returns at once. */
-    CHECK_EQ_INT(zmq_ctx_term(ctx), 0);
+    /* Every socket on it is closed: the termination returns at once. */
+    CHECK_EQ_INT(zmq_ctx_term(s_ctx), 0);
+    s_ctx = NULL;
     CHECK_EQ_INT(harness_stop(s_h), 0);
     harness_destroy(&s_h);
 }

@@ -2,8 +2,8 @@
  * cardledger-bench: the load generator behind docs/BENCHMARKS.md (PRODUCT.md section 9).
  *
  *   cardledger-bench [--connect ENDPOINT | --spawn-daemon [--data DIR]] --cards N --duration S
- *                    --workload redeem|mix --clients C --window W [--per-message K] [--rate R]
- *                    [--restart] [--replay] [--json]
+ *                    --workload redeem|mix --clients C [--threads T] --window W [--per-message K]
+ *                    [--rate R] [--restart] [--replay] [--json]
  *
  * It drives a real cardledgerd over ZeroMQ through libcardledger, the way services do. A run:
  *
@@ -188,6 +188,7 @@ typedef struct s_shared {
     uint64_t start_ns;      /* the run's start (warm-up included) */
     uint64_t measure_ns;    /* start + warm-up: what is measured starts here */
     uint64_t end_ns;        /* no send is scheduled at or after this */
+    double interval_ns;     /* open loop: between two messages of one client; 0 closed loop */
 } s_shared_t;
 
 /* One message in flight. */
@@ -863,6 +864,40 @@ s_stall_check(s_worker_t *w, uint64_t *stall_since)
     return true;
 }
 
+/*
+ * Open loop behind its schedule at the end, or when the client gave up (the ledger could not
+ * keep up, the window was full, the connection failed): the messages that were due and never
+ * sent are the slowest of all. Each counts in the latencies with what it has waited so far, a
+ * lower bound, instead of being dropped; none counts as answered. So an overload shows as huge
+ * percentiles, and the run still ends on time instead of working through the backlog. The
+ * client's schedule then ends: nothing more is counted for it.
+ */
+static void
+s_count_unsent(s_worker_t *w)
+{
+    const s_shared_t *sh = w->sh;
+    if (sh->interval_ns <= 0)
+        return;
+    uint64_t now = bench_now_ns();
+    while ((uint64_t)w->next_sched < sh->end_ns && (uint64_t)w->next_sched < now) {
+        uint64_t sched = (uint64_t)w->next_sched;
+        if (sched >= sh->measure_ns)
+            bench_hist_record(&w->hist, now - sched, sh->cfg->per_message);
+        w->unsent += sh->cfg->per_message;
+        w->next_sched += sh->interval_ns;
+    }
+    w->next_sched = (double)sh->end_ns;
+}
+
+/* The client gives up (a ZeroMQ failure): what it was due to send so far counts as unsent. */
+static void
+s_worker_fail(s_worker_t *w)
+{
+    if (!w->failed)
+        s_count_unsent(w);
+    w->failed = true;
+}
+
 /* s_wait(): no client of the thread can send before a reply comes (every window is full). */
 #define S_DUE_NEVER UINT64_MAX
 
@@ -875,7 +910,8 @@ s_stall_check(s_worker_t *w, uint64_t *stall_since)
  * noticed. So a reply is read when it arrives, not at the next step of a poll, replies that
  * arrived together are read together, and the thread costs nothing while it waits. Returns at
  * once when a client whose window was full took a reply, or a client resent. The caller sends
- * what is due and comes back. A client that must give up is marked failed.
+ * what is due and comes back. A client that must give up is marked failed (s_worker_fail());
+ * one whose reply could not be taken otherwise is left out of this wait.
  */
 static void
 s_wait(s_thread_t *t, uint64_t due_ns)
@@ -892,9 +928,10 @@ s_wait(s_thread_t *t, uint64_t due_ns)
         while ((rc = s_recv_one(w, 0)) > 0)
             took = true;
         if (rc < 0) {
+            /* Any other failure (a reply that matches nothing) leaves the client waiting on. */
             s_client_error(w, rc, "receiving");
-            w->failed = rc == CLIENT_EZMQ;
-            again = true;
+            if (rc == CLIENT_EZMQ)
+                s_worker_fail(w);
             continue;
         }
         if (took) {
@@ -904,7 +941,7 @@ s_wait(s_thread_t *t, uint64_t due_ns)
         } else {
             uint64_t resends = w->resends;
             if (!s_stall_check(w, &w->stall_since)) {
-                w->failed = true;
+                s_worker_fail(w);
                 continue;
             }
             /* A resend went out on a new socket: take what it has before waiting on it. */
@@ -917,7 +954,7 @@ s_wait(s_thread_t *t, uint64_t due_ns)
             rc = cl_client_fd(w->client, &fd);
             if (rc < 0) {
                 s_client_error(w, rc, "waiting");
-                w->failed = true;
+                s_worker_fail(w);
                 continue;
             }
             t->pfds[nfds++] = (struct pollfd){ .fd = fd, .events = POLLIN };
@@ -932,7 +969,7 @@ s_wait(s_thread_t *t, uint64_t due_ns)
     if (ppoll(nfds > 0 ? t->pfds : NULL, nfds, &ts, NULL) < 0 && errno != EINTR) {
         s_client_error(&t->w[0], CLIENT_EZMQ, "waiting");
         for (unsigned i = 0; i < t->n; i++)
-            t->w[i].failed = true;
+            s_worker_fail(&t->w[i]);
     }
 }
 
@@ -1012,21 +1049,21 @@ s_worker_setup(s_worker_t *w)
 
 /*
  * Sends what is due for one client while its window has room: in the open loop every message
- * whose scheduled time has come (interval_ns apart), in the closed loop until the window is
+ * whose scheduled time has come (sh->interval_ns apart), in the closed loop until the window is
  * full. Returns false when the client must give up.
  */
 static bool
-s_send_due(s_worker_t *w, double interval_ns, uint64_t now)
+s_send_due(s_worker_t *w, uint64_t now)
 {
     const s_config_t *cfg = w->sh->cfg;
-    const bool open_loop = cfg->rate > 0;
+    const bool open_loop = w->sh->interval_ns > 0;
     while (cl_client_outstanding(w->client) < cfg->window) {
         uint64_t sched = now;
         if (open_loop) {
             if ((uint64_t)w->next_sched > now || (uint64_t)w->next_sched >= w->sh->end_ns)
                 break;
             sched = (uint64_t)w->next_sched;
-            w->next_sched += interval_ns;
+            w->next_sched += w->sh->interval_ns;
             if (now - sched > 1000000u)
                 w->late_sends++;
         }
@@ -1042,27 +1079,6 @@ s_send_due(s_worker_t *w, double interval_ns, uint64_t now)
 }
 
 /*
- * Open loop behind its schedule at the end (the ledger could not keep up, or the window was
- * full): the messages that were due and never sent are the slowest of all. Each counts in the
- * latencies with what it has waited so far, a lower bound, instead of being dropped; none
- * counts as answered. So an overload shows as huge percentiles, and the run still ends on time
- * instead of working through the backlog.
- */
-static void
-s_count_unsent(s_worker_t *w, double interval_ns)
-{
-    const s_shared_t *sh = w->sh;
-    uint64_t now = bench_now_ns();
-    while ((uint64_t)w->next_sched < sh->end_ns && (uint64_t)w->next_sched < now) {
-        uint64_t sched = (uint64_t)w->next_sched;
-        if (sched >= sh->measure_ns)
-            bench_hist_record(&w->hist, now - sched, sh->cfg->per_message);
-        w->unsent += sh->cfg->per_message;
-        w->next_sched += interval_ns;
-    }
-}
-
-/*
  * A thread of the run: connects its clients, then drives them all from one loop (send what is
  * due, then s_wait()), so that C connections need not cost C threads, each woken for every
  * message on a 2-core machine shared with the daemon. Then it waits for the last replies.
@@ -1074,10 +1090,11 @@ s_thread_main(void *arg)
     s_shared_t *sh = t->sh;
     const s_config_t *cfg = sh->cfg;
 
+    /* One client that cannot start fails the run: the others are not set up. */
     bool setup_ok = true;
-    for (unsigned i = 0; i < t->n; i++) {
+    for (unsigned i = 0; setup_ok && i < t->n; i++) {
         s_worker_setup(&t->w[i]);
-        setup_ok = setup_ok && t->w[i].setup_rc == 0;
+        setup_ok = t->w[i].setup_rc == 0;
     }
     atomic_fetch_add(&sh->ready, t->n);
     while (!atomic_load(&sh->go))
@@ -1085,13 +1102,12 @@ s_thread_main(void *arg)
     if (!setup_ok || s_stop_flag)
         return NULL;
 
-    const bool open_loop = cfg->rate > 0;
-    /* Open loop: each client's share of the rate, in messages; the clients' schedules are
-     * staggered evenly so their sends do not arrive in lockstep. */
-    const double interval_ns = open_loop ? 1e9 * cfg->per_message * cfg->clients / cfg->rate : 0;
+    const bool open_loop = sh->interval_ns > 0;
+    /* Open loop: the clients' schedules are staggered evenly so their sends do not arrive in
+     * lockstep. */
     for (unsigned i = 0; i < t->n; i++) {
         s_worker_t *w = &t->w[i];
-        w->next_sched = (double)sh->start_ns + interval_ns * w->index / cfg->clients;
+        w->next_sched = (double)sh->start_ns + sh->interval_ns * w->index / cfg->clients;
         w->stall_since = bench_now_ns();
     }
 
@@ -1107,11 +1123,11 @@ s_thread_main(void *arg)
             if (w->failed || (open_loop && (uint64_t)w->next_sched >= sh->end_ns))
                 continue;
             sending++;
-            if (!s_send_due(w, interval_ns, now)) {
-                w->failed = true;
+            if (!s_send_due(w, now)) {
+                s_worker_fail(w);
                 continue;
             }
-            /* Closed loop: a reply is the next thing that can happen. */
+            /* In the closed loop (every window full) only a reply lets a send go. */
             if (open_loop && cl_client_outstanding(w->client) < cfg->window &&
                 (uint64_t)w->next_sched < due)
                 due = (uint64_t)w->next_sched;
@@ -1121,10 +1137,8 @@ s_thread_main(void *arg)
         s_wait(t, due);
     }
 
-    if (open_loop) {
-        for (unsigned i = 0; i < t->n; i++)
-            s_count_unsent(&t->w[i], interval_ns);
-    }
+    for (unsigned i = 0; i < t->n; i++)
+        s_count_unsent(&t->w[i]);
 
     /* Drain: every message sent is answered (or counted as failed), so the counts add up. */
     uint64_t drain_until = bench_now_ns() + (uint64_t)S_STOP_DRAIN_MS * 1000000u;
@@ -1851,6 +1865,8 @@ s_run_workload(const s_config_t *cfg, s_shared_t *sh, s_results_t *res, bench_da
         sh->start_ns = bench_now_ns();
         sh->measure_ns = sh->start_ns + (uint64_t)(cfg->warmup_s * 1e9);
         sh->end_ns = sh->measure_ns + (uint64_t)(cfg->duration_s * 1e9);
+        /* Open loop: each client's share of the rate, in messages. */
+        sh->interval_ns = cfg->rate > 0 ? 1e9 * cfg->per_message * cfg->clients / cfg->rate : 0;
         atomic_store(&sh->go, true);
 
         /* Progress, once a second, until every client is done. */
