@@ -928,7 +928,8 @@ s_wait(s_thread_t *t, uint64_t due_ns)
         while ((rc = s_recv_one(w, 0)) > 0)
             took = true;
         if (rc < 0) {
-            /* Any other failure (a reply that matches nothing) leaves the client waiting on. */
+            /* Any other failure (a reply that matches nothing) is counted; the client goes on
+             * and is read again at the next wait. */
             s_client_error(w, rc, "receiving");
             if (rc == CLIENT_EZMQ)
                 s_worker_fail(w);
