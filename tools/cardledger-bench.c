@@ -1685,9 +1685,10 @@ s_print_text(const s_config_t *cfg, const s_results_t *res)
             cfg->cards, s_workload_name(cfg->workload), s_mode(cfg));
     if (cfg->rate > 0)
         fprintf(f, " at %.0f requests/s", cfg->rate);
-    fprintf(f, ", %u clients (%u threads) x window %u x %u per message, %.1f s (+%.1f s warm-up)\n",
-            cfg->clients, cfg->threads, cfg->window, cfg->per_message, cfg->duration_s,
-            cfg->warmup_s);
+    fprintf(f,
+            ", %u clients on %u thread%s x window %u x %u per message, %.1f s (+%.1f s warm-up)\n",
+            cfg->clients, cfg->threads, cfg->threads == 1 ? "" : "s", cfg->window, cfg->per_message,
+            cfg->duration_s, cfg->warmup_s);
     if (res->issued)
         fprintf(f,
                 "batch issue:  %" PRIu64 " cards in %.2f s = %.0f cards/s (IssueBatch of %d rows, "
