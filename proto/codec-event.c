@@ -426,70 +426,14 @@ s_out_principal(codec_out_t *o, const Cardledger__V1__Principal *m)
     s_out_cstr(o, 4, m->name);
 }
 
-/* CardRedeemed, written by hand: the event written most. */
-static void
-s_out_card_redeemed(codec_out_t *o, const Cardledger__V1__CardRedeemed *m)
-{
-    codec_out_varint(o, 1, m->card_id);
-    s_out_cstr(o, 2, m->store_id);
-    s_out_cstr(o, 3, m->region);
-    s_out_cstr(o, 4, m->order_ref);
-    codec_out_varint(o, 5, (uint64_t)m->amount_minor);
-    codec_out_varint(o, 6, m->uses);
-    codec_out_varint(o, 7, (uint64_t)m->balance_after_minor);
-    codec_out_varint(o, 8, m->uses_after);
-    codec_out_varint(o, 9, (uint64_t)m->order_amount_minor);
-    s_out_cstr(o, 10, m->sku);
-}
-
-/* CardIssued, written by hand: a batch issue writes a thousand. */
-static void
-s_out_card_issued(codec_out_t *o, const Cardledger__V1__CardIssued *m)
-{
-    codec_out_varint(o, 1, m->card_id);
-    s_out_cstr(o, 2, m->merchant_id);
-    s_out_cstr(o, 3, m->program_id);
-    s_out_cstr(o, 4, m->code);
-    codec_out_bytes(o, 5, m->pin_hash.data, m->pin_hash.len);
-    s_out_cstr(o, 6, m->holder);
-    codec_out_int32(o, 7, (int32_t)m->channel);
-    s_out_cstr(o, 8, m->store_id);
-    s_out_cstr(o, 9, m->region);
-    codec_out_varint(o, 10, (uint64_t)m->face_value_minor);
-    codec_out_varint(o, 11, (uint64_t)m->price_paid_minor);
-    codec_out_varint(o, 12, m->uses);
-    codec_out_varint(o, 13, (uint64_t)m->valid_from_us);
-    codec_out_varint(o, 14, (uint64_t)m->expires_at_us);
-    codec_out_varint(o, 15, m->imported);
-    s_out_cstr(o, 16, m->row_key);
-    codec_out_varint(o, 17, m->batch_id);
-}
-
-/* Writes (or counts) the event by hand when it is one of the kinds written by hand; false
- * otherwise, for protobuf-c to pack. */
-static bool
-s_out_event(codec_out_t *o, const Cardledger__V1__JournalEntry *e)
-{
-    switch (e->event_case) {
-    case CARDLEDGER__V1__JOURNAL_ENTRY__EVENT_CARD_REDEEMED:
-        s_out_card_redeemed(o, e->card_redeemed);
-        return true;
-    case CARDLEDGER__V1__JOURNAL_ENTRY__EVENT_CARD_ISSUED:
-        s_out_card_issued(o, e->card_issued);
-        return true;
-    default:
-        return false;
-    }
-}
-
 /*
  * Packs a JournalEntry exactly as protobuf_c_message_pack() would, but sizes each submessage
  * once. protobuf-c's pack sizes the whole entry first and then, while packing, sizes the actor
  * and the event again to write their lengths; here the top level (request_id = 1, actor = 2,
- * request_id_b32 = 3, the event oneof) is written by hand and each submessage is sized once and
- * packed once; the actor, CardRedeemed and CardIssued are written by hand too (codec-private.h,
- * "Writing a message by hand"). The bytes are the same, field for field in number order
- * (tests/test-codec.c checks every event type against protobuf-c's own pack).
+ * request_id_b32 = 3, the event oneof) and the actor are written by hand (codec-private.h,
+ * "Writing a message by hand"), the event is sized once and packed once by protobuf-c. The bytes
+ * are the same, field for field in number order (tests/test-codec.c checks every event type
+ * against protobuf-c's own pack).
  */
 static int
 s_entry_pack(const Cardledger__V1__JournalEntry *e, uint8_t *buf, size_t cap, size_t *out_len)
@@ -506,9 +450,7 @@ s_entry_pack(const Cardledger__V1__JournalEntry *e, uint8_t *buf, size_t cap, si
         s_out_principal(&count, e->actor);
         actor_len = count.n;
     }
-    count.n = 0;
-    bool by_hand = s_out_event(&count, e);
-    event_len = by_hand ? count.n : protobuf_c_message_get_packed_size(event);
+    event_len = protobuf_c_message_get_packed_size(event);
     uint32_t event_field = (uint32_t)e->event_case;
     /* codec_len_field_size() counts the tag, the length and the payload. */
     size_t total = (id_len > 0 ? codec_len_field_size(1, id_len) : 0) +
@@ -526,18 +468,14 @@ s_entry_pack(const Cardledger__V1__JournalEntry *e, uint8_t *buf, size_t cap, si
     }
     codec_out_bytes(&o, 3, e->request_id_b32.data, b32_len);
     codec_out_head(&o, event_field, event_len);
-    if (by_hand) {
-        s_out_event(&o, e);
-    } else {
-        o.n += protobuf_c_message_pack(event, buf + o.n);
-    }
+    o.n += protobuf_c_message_pack(event, buf + o.n);
     assert(o.n == total);
     *out_len = total;
     return 0;
 }
 
 int
-codec_event_encode(const cl_event_t *ev, uint8_t *buf, size_t cap, size_t *out_len)
+codec_event_encode_generic(const cl_event_t *ev, uint8_t *buf, size_t cap, size_t *out_len)
 {
     if (ev == NULL || out_len == NULL || (buf == NULL && cap > 0)) {
         return CODEC_EINVAL;
@@ -587,6 +525,149 @@ codec_event_encode(const cl_event_t *ev, uint8_t *buf, size_t cap, size_t *out_l
     assert(len <= CODEC_EVENT_MAX_BYTES);
     *out_len = len;
     return 0;
+}
+
+/* ---- CardRedeemed and CardIssued, straight to the wire ------------------------------------- */
+
+/* The actor, from the event. */
+static void
+s_direct_principal(codec_out_t *o, const cl_principal_t *a)
+{
+    codec_out_int32(o, 1, (int32_t)a->role);
+    CODEC_OUT_ARRAY(o, 2, a->merchant_id);
+    CODEC_OUT_ARRAY(o, 3, a->store_id);
+    CODEC_OUT_ARRAY(o, 4, a->name);
+}
+
+static void
+s_direct_redeemed(codec_out_t *o, const cl_ev_card_redeemed_t *s)
+{
+    codec_out_varint(o, 1, s->card_id);
+    CODEC_OUT_ARRAY(o, 2, s->store_id);
+    CODEC_OUT_ARRAY(o, 3, s->region);
+    CODEC_OUT_ARRAY(o, 4, s->order_ref);
+    codec_out_varint(o, 5, (uint64_t)s->amount_minor);
+    codec_out_varint(o, 6, s->uses);
+    codec_out_varint(o, 7, (uint64_t)s->balance_after_minor);
+    codec_out_varint(o, 8, s->uses_after);
+    codec_out_varint(o, 9, (uint64_t)s->order_amount_minor);
+    CODEC_OUT_ARRAY(o, 10, s->sku);
+}
+
+static void
+s_direct_issued(codec_out_t *o, const cl_ev_card_issued_t *s)
+{
+    codec_out_varint(o, 1, s->card_id);
+    CODEC_OUT_ARRAY(o, 2, s->merchant_id);
+    CODEC_OUT_ARRAY(o, 3, s->program_id);
+    CODEC_OUT_ARRAY(o, 4, s->code);
+    if (s->has_pin) {
+        codec_out_bytes(o, 5, s->pin_hash, CL_HASH_LEN);
+    }
+    CODEC_OUT_ARRAY(o, 6, s->holder);
+    codec_out_int32(o, 7, (int32_t)s->channel);
+    CODEC_OUT_ARRAY(o, 8, s->store_id);
+    CODEC_OUT_ARRAY(o, 9, s->region);
+    codec_out_varint(o, 10, (uint64_t)s->face_value_minor);
+    codec_out_varint(o, 11, (uint64_t)s->price_paid_minor);
+    codec_out_varint(o, 12, s->uses);
+    codec_out_varint(o, 13, (uint64_t)s->valid_from_us);
+    codec_out_varint(o, 14, (uint64_t)s->expires_at_us);
+    codec_out_varint(o, 15, s->imported);
+    CODEC_OUT_ARRAY(o, 16, s->row_key);
+    codec_out_varint(o, 17, s->batch_id);
+}
+
+static void
+s_direct_event(codec_out_t *o, const cl_event_t *ev)
+{
+    if (ev->type == CL_EV_CARD_REDEEMED) {
+        s_direct_redeemed(o, &ev->u.card_redeemed);
+    } else {
+        s_direct_issued(o, &ev->u.card_issued);
+    }
+}
+
+/* Room for a CardRedeemed or CardIssued message and for an actor as s_encode_direct() writes
+ * them: every string at its longest, and at most 16 bytes of tag, length and number a field. */
+#define S_DIRECT_BODY_MAX  (sizeof(cl_ev_card_issued_t) + 17 * 16)
+#define S_DIRECT_ACTOR_MAX (sizeof(cl_principal_t) + 4 * 16)
+_Static_assert(sizeof(cl_ev_card_redeemed_t) + 10 * 16 <= S_DIRECT_BODY_MAX,
+               "a CardRedeemed fits the room of a CardIssued");
+_Static_assert(S_DIRECT_BODY_MAX + S_DIRECT_ACTOR_MAX + 3 * 16 + S_REQUEST_ID_B32_MAX +
+                       CL_REQUEST_ID_MAX <=
+                   CODEC_EVENT_MAX_BYTES,
+               "a whole entry stays within CODEC_EVENT_MAX_BYTES");
+
+/*
+ * codec_event_encode() of a CardRedeemed or a CardIssued, the events written most (one per
+ * redeem, one per card of a batch issue): field by field from ev to the wire, with no protobuf-c
+ * message in between. The event and the actor are written once, into room of their own, then
+ * copied behind the entry's top level. The rules are those of codec_event_encode_generic(): the
+ * request id as its base32 bytes when it is such text, else as text, empty not at all; the
+ * actor unless it is all empty; CODEC_ELIMIT for a string without its NUL, before
+ * CODEC_ENOSPC. The bytes are the same (tests/test-codec.c compares both ways over random
+ * events of both types).
+ */
+static int
+s_encode_direct(const cl_event_t *ev, uint8_t *buf, size_t cap, size_t *out_len)
+{
+    const char *id_end = memchr(ev->request_id, '\0', sizeof ev->request_id);
+    uint8_t id_raw[S_REQUEST_ID_B32_MAX];
+    size_t id_raw_len = id_end != NULL ? s_b32_bytes(ev->request_id, id_raw) : 0;
+    size_t id_len = id_end != NULL && id_raw_len == 0 ? (size_t)(id_end - ev->request_id) : 0;
+    const cl_principal_t *a = &ev->actor;
+    bool has_actor = a->role != CL_ROLE_NONE || a->merchant_id[0] != '\0' ||
+                     a->store_id[0] != '\0' || a->name[0] != '\0';
+
+    uint8_t actor[S_DIRECT_ACTOR_MAX];
+    uint8_t body[S_DIRECT_BODY_MAX];
+    codec_out_t ao = { actor, 0, id_end == NULL ? CODEC_ELIMIT : 0 };
+    if (has_actor) {
+        s_direct_principal(&ao, a);
+    }
+    codec_out_t eo = { body, 0, ao.err };
+    s_direct_event(&eo, ev);
+    if (eo.err != 0) {
+        return eo.err;
+    }
+    assert(ao.n <= sizeof actor && eo.n <= sizeof body);
+    uint32_t event_field = ev->type == CL_EV_CARD_REDEEMED
+                               ? CARDLEDGER__V1__JOURNAL_ENTRY__EVENT_CARD_REDEEMED
+                               : CARDLEDGER__V1__JOURNAL_ENTRY__EVENT_CARD_ISSUED;
+    size_t total = (id_len > 0 ? codec_len_field_size(1, id_len) : 0) +
+                   (has_actor ? codec_len_field_size(2, ao.n) : 0) +
+                   (id_raw_len > 0 ? codec_len_field_size(3, id_raw_len) : 0) +
+                   codec_len_field_size(event_field, eo.n);
+    if (total > cap) {
+        return CODEC_ENOSPC;
+    }
+    codec_out_t o = { buf, 0, 0 };
+    codec_out_bytes(&o, 1, ev->request_id, id_len);
+    if (has_actor) {
+        codec_out_head(&o, 2, ao.n);
+        memcpy(buf + o.n, actor, ao.n);
+        o.n += ao.n;
+    }
+    codec_out_bytes(&o, 3, id_raw, id_raw_len);
+    codec_out_head(&o, event_field, eo.n);
+    memcpy(buf + o.n, body, eo.n);
+    o.n += eo.n;
+    assert(o.n == total && total <= CODEC_EVENT_MAX_BYTES);
+    *out_len = total;
+    return 0;
+}
+
+int
+codec_event_encode(const cl_event_t *ev, uint8_t *buf, size_t cap, size_t *out_len)
+{
+    if (ev == NULL || out_len == NULL || (buf == NULL && cap > 0)) {
+        return CODEC_EINVAL;
+    }
+    if (ev->type == CL_EV_CARD_REDEEMED || ev->type == CL_EV_CARD_ISSUED) {
+        return s_encode_direct(ev, buf, cap, out_len);
+    }
+    return codec_event_encode_generic(ev, buf, cap, out_len);
 }
 
 /* ---- Decoding ----------------------------------------------------------------------------- */

@@ -172,6 +172,13 @@ int codec_field_next(const uint8_t **p, const uint8_t *end, codec_field_t *out);
  */
 void codec_batch_fast_path(codec_batch_t *b, bool on);
 
+/*
+ * codec_event_encode() the way every event type can take: the protobuf-c message filled from ev,
+ * then s_entry_pack(). codec_event_encode() writes CardRedeemed and CardIssued straight from ev
+ * instead; tests encode the same events both ways and compare the bytes.
+ */
+int codec_event_encode_generic(const cl_event_t *ev, uint8_t *buf, size_t cap, size_t *out_len);
+
 /* True when s[0..n) is well-formed UTF-8 (no overlongs, surrogates or values > U+10FFFF). */
 bool codec_utf8_valid(const uint8_t *s, size_t n);
 

@@ -489,6 +489,167 @@ event_encoding_is_protobuf_cs_own_byte_for_byte(void)
     }
 }
 
+/* xorshift64*, for the random events below (a fixed seed: the same events every run). */
+static uint64_t
+s_next(uint64_t *x)
+{
+    *x ^= *x >> 12;
+    *x ^= *x << 25;
+    *x ^= *x >> 27;
+    return *x * 0x2545F4914F6CDD1DULL;
+}
+
+/* A random string in char[cap]: mostly empty or short, sometimes full length, sometimes with
+ * bytes past ASCII, and one time in 64 with no NUL at all (which the encoder must refuse). */
+static void
+s_rand_str(uint64_t *x, char *dst, size_t cap)
+{
+    uint64_t r = s_next(x);
+    size_t n = r % 4 == 0 ? 0 : r % 4 == 1 ? cap - 1 : (size_t)(r >> 8) % cap;
+    bool high = (r >> 40) % 8 == 0;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t b = (uint8_t)(s_next(x) >> 56);
+        dst[i] = (char)(high ? (b | 0x80u) : (uint8_t)(0x20u + b % 0x5fu));
+    }
+    memset(dst + n, 0, cap - n);
+    if ((r >> 48) % 64 == 0) {
+        memset(dst, 'z', cap);
+    }
+}
+
+/* A random number: zero a quarter of the time, else small, large or negative. */
+static uint64_t
+s_rand_num(uint64_t *x)
+{
+    uint64_t r = s_next(x);
+    switch (r % 4) {
+    case 0:
+        return 0;
+    case 1:
+        return r >> 56;
+    case 2:
+        return s_next(x);
+    default:
+        return (uint64_t) - (int64_t)(r >> 40);
+    }
+}
+
+/* A request id: empty, libcardledger's 26 base32 characters, other base32 lengths, text that is
+ * not base32, or no NUL at all. */
+static void
+s_rand_request_id(uint64_t *x, char id[CL_REQUEST_ID_MAX + 1])
+{
+    uint64_t r = s_next(x);
+    uint8_t raw[40];
+    for (size_t i = 0; i < sizeof raw; i++) {
+        raw[i] = (uint8_t)(s_next(x) >> 56);
+    }
+    memset(id, 0, CL_REQUEST_ID_MAX + 1);
+    switch (r % 5) {
+    case 0:
+        break;
+    case 1:
+        CHECK_RC(codec_request_id_b32_text(raw, 16, id), 0);
+        break;
+    case 2:
+        CHECK_RC(codec_request_id_b32_text(raw, 1 + (size_t)(r >> 8) % 40, id), 0);
+        break;
+    case 3:
+        s_rand_str(x, id, CL_REQUEST_ID_MAX + 1);
+        break;
+    default:
+        memset(id, 'a', CL_REQUEST_ID_MAX + 1);
+        break;
+    }
+}
+
+/* codec_event_encode() writes CardRedeemed and CardIssued straight from the event; its bytes,
+ * return code and length must be codec_event_encode_generic()'s (protobuf-c's own pack of the
+ * message filled field by field) for any event of those types, and for a buffer too small. */
+static void
+redeemed_and_issued_encode_straight_as_protobuf_c_does(void)
+{
+    static cl_event_t ev;
+    static uint8_t fast[CODEC_EVENT_MAX_BYTES], full[CODEC_EVENT_MAX_BYTES];
+    uint64_t x = 0x9E3779B97F4A7C15ULL;
+    size_t compared = 0, refused = 0, short_bufs = 0;
+    for (int i = 0; i < 20000; i++) {
+        memset(&ev, 0, sizeof ev);
+        ev.type = i % 2 == 0 ? CL_EV_CARD_REDEEMED : CL_EV_CARD_ISSUED;
+        s_rand_request_id(&x, ev.request_id);
+        uint64_t r = s_next(&x);
+        if (r % 3 != 0) {
+            ev.actor.role = (cl_role_t)(r >> 8) % 4;
+            s_rand_str(&x, ev.actor.merchant_id, sizeof ev.actor.merchant_id);
+            s_rand_str(&x, ev.actor.store_id, sizeof ev.actor.store_id);
+            s_rand_str(&x, ev.actor.name, sizeof ev.actor.name);
+        }
+        if (ev.type == CL_EV_CARD_REDEEMED) {
+            cl_ev_card_redeemed_t *m = &ev.u.card_redeemed;
+            m->card_id = s_rand_num(&x);
+            s_rand_str(&x, m->store_id, sizeof m->store_id);
+            s_rand_str(&x, m->region, sizeof m->region);
+            s_rand_str(&x, m->order_ref, sizeof m->order_ref);
+            m->amount_minor = (int64_t)s_rand_num(&x);
+            m->uses = (uint32_t)s_rand_num(&x);
+            m->balance_after_minor = (int64_t)s_rand_num(&x);
+            m->uses_after = (uint32_t)s_rand_num(&x);
+            m->order_amount_minor = (int64_t)s_rand_num(&x);
+            s_rand_str(&x, m->sku, sizeof m->sku);
+        } else {
+            cl_ev_card_issued_t *m = &ev.u.card_issued;
+            m->card_id = s_rand_num(&x);
+            s_rand_str(&x, m->merchant_id, sizeof m->merchant_id);
+            s_rand_str(&x, m->program_id, sizeof m->program_id);
+            s_rand_str(&x, m->code, sizeof m->code);
+            m->has_pin = s_next(&x) % 2 == 0;
+            for (size_t k = 0; k < sizeof m->pin_hash; k++) {
+                m->pin_hash[k] = m->has_pin ? (uint8_t)(s_next(&x) >> 56) : 0;
+            }
+            s_rand_str(&x, m->holder, sizeof m->holder);
+            m->channel = (cl_channel_t)(int32_t)s_rand_num(&x);
+            s_rand_str(&x, m->store_id, sizeof m->store_id);
+            s_rand_str(&x, m->region, sizeof m->region);
+            m->face_value_minor = (int64_t)s_rand_num(&x);
+            m->price_paid_minor = (int64_t)s_rand_num(&x);
+            m->uses = (uint32_t)s_rand_num(&x);
+            m->valid_from_us = (int64_t)s_rand_num(&x);
+            m->expires_at_us = (int64_t)s_rand_num(&x);
+            m->imported = s_next(&x) % 2 == 0;
+            s_rand_str(&x, m->row_key, sizeof m->row_key);
+            m->batch_id = s_rand_num(&x);
+        }
+        size_t fast_len = 777, full_len = 777;
+        int fast_rc = codec_event_encode(&ev, fast, sizeof fast, &fast_len);
+        int full_rc = codec_event_encode_generic(&ev, full, sizeof full, &full_len);
+        if (fast_rc != full_rc || fast_len != full_len ||
+            (fast_rc == 0 && memcmp(fast, full, fast_len) != 0)) {
+            fprintf(stderr, "    event %d (%s): rc %d/%d, length %zu/%zu\n", i,
+                    cl_event_name(ev.type), fast_rc, full_rc, fast_len, full_len);
+            s_ok = false;
+            continue;
+        }
+        if (fast_rc != 0) {
+            /* A string without its NUL is refused first, whatever the room. */
+            CHECK_RC(fast_rc, CODEC_ELIMIT);
+            CHECK_RC(codec_event_encode(&ev, NULL, 0, &fast_len), CODEC_ELIMIT);
+            refused++;
+            continue;
+        }
+        compared++;
+        /* One byte short: both refuse, and neither touches the length. */
+        size_t cap = (size_t)(s_next(&x) % fast_len);
+        fast_len = full_len = 777;
+        CHECK_RC(codec_event_encode(&ev, fast, cap, &fast_len), CODEC_ENOSPC);
+        CHECK_RC(codec_event_encode_generic(&ev, full, cap, &full_len), CODEC_ENOSPC);
+        CHECK(fast_len == 777 && full_len == 777);
+        short_bufs++;
+    }
+    CHECK(compared > 10000);
+    CHECK(refused > 100);
+    CHECK(short_bufs == compared);
+}
+
 static void
 event_without_actor_round_trips_and_leaves_the_actor_out(void)
 {
@@ -2739,6 +2900,7 @@ main(void)
     RUN(event_fast_decode_gives_the_bytes_of_the_full_decode);
     RUN(event_without_actor_round_trips_and_leaves_the_actor_out);
     RUN(event_encoding_is_protobuf_cs_own_byte_for_byte);
+    RUN(redeemed_and_issued_encode_straight_as_protobuf_c_does);
     RUN(card_redeemed_with_short_ids_encodes_well_under_70_bytes);
     RUN(base32_request_ids_are_stored_as_their_bytes_and_read_back_as_the_same_text);
     RUN(an_entry_written_before_request_id_b32_decodes_to_the_same_id);
