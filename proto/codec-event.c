@@ -407,23 +407,23 @@ s_event_out(int *err, const cl_event_t *ev, Cardledger__V1__JournalEntry *e, s_e
     return 0;
 }
 
-/* A string of a protobuf-c message (NULL reads as ""). */
-static void
-s_out_cstr(codec_out_t *o, uint32_t field, const char *str)
+/* Whether an event's actor goes out: the ledger's own events have none. An actor with role 0
+ * but a name still goes out, so whatever decodes also encodes back to the same event. */
+static bool
+s_has_actor(const cl_principal_t *a)
 {
-    if (str != NULL) {
-        codec_out_bytes(o, field, str, strlen(str));
-    }
+    return a->role != CL_ROLE_NONE || a->merchant_id[0] != '\0' || a->store_id[0] != '\0' ||
+           a->name[0] != '\0';
 }
 
-/* The actor, written by hand: every event the daemon writes has one. */
+/* The actor (a Principal), written by hand from the event. */
 static void
-s_out_principal(codec_out_t *o, const Cardledger__V1__Principal *m)
+s_out_actor(codec_out_t *o, const cl_principal_t *a)
 {
-    codec_out_int32(o, 1, (int32_t)m->role);
-    s_out_cstr(o, 2, m->merchant_id);
-    s_out_cstr(o, 3, m->store_id);
-    s_out_cstr(o, 4, m->name);
+    codec_out_int32(o, 1, (int32_t)a->role);
+    CODEC_OUT_ARRAY(o, 2, a->merchant_id);
+    CODEC_OUT_ARRAY(o, 3, a->store_id);
+    CODEC_OUT_ARRAY(o, 4, a->name);
 }
 
 /*
@@ -436,7 +436,8 @@ s_out_principal(codec_out_t *o, const Cardledger__V1__Principal *m)
  * against protobuf-c's own pack).
  */
 static int
-s_entry_pack(const Cardledger__V1__JournalEntry *e, uint8_t *buf, size_t cap, size_t *out_len)
+s_entry_pack(const Cardledger__V1__JournalEntry *e, const cl_principal_t *actor, uint8_t *buf,
+             size_t cap, size_t *out_len)
 {
     assert(e->event_case != CARDLEDGER__V1__JOURNAL_ENTRY__EVENT__NOT_SET);
     /* Every member of the event oneof is a pointer to a message: read it through the first. */
@@ -446,15 +447,18 @@ s_entry_pack(const Cardledger__V1__JournalEntry *e, uint8_t *buf, size_t cap, si
     size_t id_len = e->request_id != NULL ? strlen(e->request_id) : 0;
     size_t b32_len = e->request_id_b32.len;
     size_t actor_len = 0, event_len = 0;
-    if (e->actor != NULL) {
-        s_out_principal(&count, e->actor);
+    if (actor != NULL) {
+        s_out_actor(&count, actor);
         actor_len = count.n;
+    }
+    if (count.err != 0) {
+        return count.err;
     }
     event_len = protobuf_c_message_get_packed_size(event);
     uint32_t event_field = (uint32_t)e->event_case;
     /* codec_len_field_size() counts the tag, the length and the payload. */
     size_t total = (id_len > 0 ? codec_len_field_size(1, id_len) : 0) +
-                   (e->actor != NULL ? codec_len_field_size(2, actor_len) : 0) +
+                   (actor != NULL ? codec_len_field_size(2, actor_len) : 0) +
                    (b32_len > 0 ? codec_len_field_size(3, b32_len) : 0) +
                    codec_len_field_size(event_field, event_len);
     if (total > cap) {
@@ -462,9 +466,9 @@ s_entry_pack(const Cardledger__V1__JournalEntry *e, uint8_t *buf, size_t cap, si
     }
     codec_out_t o = { buf, 0, 0 };
     codec_out_bytes(&o, 1, e->request_id, id_len);
-    if (e->actor != NULL) {
+    if (actor != NULL) {
         codec_out_head(&o, 2, actor_len);
-        s_out_principal(&o, e->actor);
+        s_out_actor(&o, actor);
     }
     codec_out_bytes(&o, 3, e->request_id_b32.data, b32_len);
     codec_out_head(&o, event_field, event_len);
@@ -481,7 +485,6 @@ codec_event_encode_generic(const cl_event_t *ev, uint8_t *buf, size_t cap, size_
         return CODEC_EINVAL;
     }
     Cardledger__V1__JournalEntry e;
-    Cardledger__V1__Principal actor;
     s_event_pb_t pb;
     Cardledger__V1__ProgramSpec spec;
     codec_spec_scratch_t scratch;
@@ -499,17 +502,6 @@ codec_event_encode_generic(const cl_event_t *ev, uint8_t *buf, size_t cap, size_
     } else {
         e.request_id = id;
     }
-    /* The ledger's own events have no actor. An actor with role 0 but a name still goes out,
-     * so whatever decodes also encodes back to the same event. */
-    if (ev->actor.role != CL_ROLE_NONE || ev->actor.merchant_id[0] != '\0' ||
-        ev->actor.store_id[0] != '\0' || ev->actor.name[0] != '\0') {
-        cardledger__v1__principal__init(&actor);
-        actor.role = (Cardledger__V1__Role)ev->actor.role;
-        actor.merchant_id = CODEC_OUT_STR(&err, ev->actor.merchant_id);
-        actor.store_id = CODEC_OUT_STR(&err, ev->actor.store_id);
-        actor.name = CODEC_OUT_STR(&err, ev->actor.name);
-        e.actor = &actor;
-    }
     int rc = s_event_out(&err, ev, &e, &pb, &spec, &scratch);
     if (rc != 0) {
         return rc;
@@ -518,7 +510,7 @@ codec_event_encode_generic(const cl_event_t *ev, uint8_t *buf, size_t cap, size_
         return err;
     }
     size_t len = 0;
-    rc = s_entry_pack(&e, buf, cap, &len);
+    rc = s_entry_pack(&e, s_has_actor(&ev->actor) ? &ev->actor : NULL, buf, cap, &len);
     if (rc != 0) {
         return rc;
     }
@@ -528,16 +520,6 @@ codec_event_encode_generic(const cl_event_t *ev, uint8_t *buf, size_t cap, size_
 }
 
 /* ---- CardRedeemed and CardIssued, straight to the wire ------------------------------------- */
-
-/* The actor, from the event. */
-static void
-s_direct_principal(codec_out_t *o, const cl_principal_t *a)
-{
-    codec_out_int32(o, 1, (int32_t)a->role);
-    CODEC_OUT_ARRAY(o, 2, a->merchant_id);
-    CODEC_OUT_ARRAY(o, 3, a->store_id);
-    CODEC_OUT_ARRAY(o, 4, a->name);
-}
 
 static void
 s_direct_redeemed(codec_out_t *o, const cl_ev_card_redeemed_t *s)
@@ -617,14 +599,13 @@ s_encode_direct(const cl_event_t *ev, uint8_t *buf, size_t cap, size_t *out_len)
     size_t id_raw_len = id_end != NULL ? s_b32_bytes(ev->request_id, id_raw) : 0;
     size_t id_len = id_end != NULL && id_raw_len == 0 ? (size_t)(id_end - ev->request_id) : 0;
     const cl_principal_t *a = &ev->actor;
-    bool has_actor = a->role != CL_ROLE_NONE || a->merchant_id[0] != '\0' ||
-                     a->store_id[0] != '\0' || a->name[0] != '\0';
+    bool has_actor = s_has_actor(a);
 
     uint8_t actor[S_DIRECT_ACTOR_MAX];
     uint8_t body[S_DIRECT_BODY_MAX];
     codec_out_t ao = { actor, 0, id_end == NULL ? CODEC_ELIMIT : 0 };
     if (has_actor) {
-        s_direct_principal(&ao, a);
+        s_out_actor(&ao, a);
     }
     codec_out_t eo = { body, 0, ao.err };
     s_direct_event(&eo, ev);

@@ -633,6 +633,7 @@ redeemed_and_issued_encode_straight_as_protobuf_c_does(void)
             /* A string without its NUL is refused first, whatever the room. */
             CHECK_RC(fast_rc, CODEC_ELIMIT);
             CHECK_RC(codec_event_encode(&ev, NULL, 0, &fast_len), CODEC_ELIMIT);
+            CHECK_RC(codec_event_encode_generic(&ev, NULL, 0, &full_len), CODEC_ELIMIT);
             refused++;
             continue;
         }
