@@ -579,7 +579,7 @@ redeemed_and_issued_encode_straight_as_protobuf_c_does(void)
         s_rand_request_id(&x, ev.request_id);
         uint64_t r = s_next(&x);
         if (r % 3 != 0) {
-            ev.actor.role = (cl_role_t)(r >> 8) % 4;
+            ev.actor.role = (cl_role_t)(int32_t)s_rand_num(&x); /* negative ones too */
             s_rand_str(&x, ev.actor.merchant_id, sizeof ev.actor.merchant_id);
             s_rand_str(&x, ev.actor.store_id, sizeof ev.actor.store_id);
             s_rand_str(&x, ev.actor.name, sizeof ev.actor.name);
@@ -602,9 +602,11 @@ redeemed_and_issued_encode_straight_as_protobuf_c_does(void)
             s_rand_str(&x, m->merchant_id, sizeof m->merchant_id);
             s_rand_str(&x, m->program_id, sizeof m->program_id);
             s_rand_str(&x, m->code, sizeof m->code);
+            /* has_pin alone says whether the hash goes out, whatever its bytes. */
             m->has_pin = s_next(&x) % 2 == 0;
+            bool zero_hash = s_next(&x) % 4 == 0;
             for (size_t k = 0; k < sizeof m->pin_hash; k++) {
-                m->pin_hash[k] = m->has_pin ? (uint8_t)(s_next(&x) >> 56) : 0;
+                m->pin_hash[k] = zero_hash ? 0 : (uint8_t)(s_next(&x) >> 56);
             }
             s_rand_str(&x, m->holder, sizeof m->holder);
             m->channel = (cl_channel_t)(int32_t)s_rand_num(&x);
@@ -620,7 +622,16 @@ redeemed_and_issued_encode_straight_as_protobuf_c_does(void)
             m->batch_id = s_rand_num(&x);
         }
         size_t fast_len = 777, full_len = 777;
+        memset(fast, 0xa5, sizeof fast);
         int fast_rc = codec_event_encode(&ev, fast, sizeof fast, &fast_len);
+        /* Nothing is written past the entry. */
+        for (size_t k = fast_rc == 0 ? fast_len : 0; k < sizeof fast; k++) {
+            if (fast[k] != 0xa5) {
+                fprintf(stderr, "    event %d: byte %zu written past the entry\n", i, k);
+                s_ok = false;
+                break;
+            }
+        }
         int full_rc = codec_event_encode_generic(&ev, full, sizeof full, &full_len);
         if (fast_rc != full_rc || fast_len != full_len ||
             (fast_rc == 0 && memcmp(fast, full, fast_len) != 0)) {
@@ -632,18 +643,40 @@ redeemed_and_issued_encode_straight_as_protobuf_c_does(void)
         if (fast_rc != 0) {
             /* A string without its NUL is refused first, whatever the room. */
             CHECK_RC(fast_rc, CODEC_ELIMIT);
+            CHECK(fast_len == 777 && full_len == 777);
             CHECK_RC(codec_event_encode(&ev, NULL, 0, &fast_len), CODEC_ELIMIT);
             CHECK_RC(codec_event_encode_generic(&ev, NULL, 0, &full_len), CODEC_ELIMIT);
             refused++;
             continue;
         }
         compared++;
-        /* One byte short: both refuse, and neither touches the length. */
-        size_t cap = (size_t)(s_next(&x) % fast_len);
+        /* Both paths share the actor's writer: protobuf-c's own pack of what they wrote checks
+         * it (and everything else) once more. */
+        Cardledger__V1__JournalEntry *pe =
+            cardledger__v1__journal_entry__unpack(NULL, fast_len, fast);
+        CHECK(pe != NULL);
+        if (pe != NULL) {
+            CHECK(protobuf_c_message_get_packed_size(&pe->base) == fast_len &&
+                  protobuf_c_message_pack(&pe->base, full) == fast_len &&
+                  memcmp(fast, full, fast_len) == 0);
+            cardledger__v1__journal_entry__free_unpacked(pe, NULL);
+        }
+        /* Too little room (one byte short, or less): both refuse, write nothing at or past the
+         * room and leave the length alone. */
+        size_t cap = i % 4 < 2 ? fast_len - 1 : (size_t)(s_next(&x) % fast_len);
+        memset(fast, 0xa5, sizeof fast);
+        memset(full, 0xa5, sizeof full);
         fast_len = full_len = 777;
         CHECK_RC(codec_event_encode(&ev, fast, cap, &fast_len), CODEC_ENOSPC);
         CHECK_RC(codec_event_encode_generic(&ev, full, cap, &full_len), CODEC_ENOSPC);
         CHECK(fast_len == 777 && full_len == 777);
+        for (size_t k = cap; k < sizeof fast; k++) {
+            if (fast[k] != 0xa5 || full[k] != 0xa5) {
+                fprintf(stderr, "    event %d: a refused encode wrote byte %zu\n", i, k);
+                s_ok = false;
+                break;
+            }
+        }
         short_bufs++;
     }
     CHECK(compared > 10000);
