@@ -530,7 +530,7 @@ s_rand_num(uint64_t *x)
     case 2:
         return s_next(x);
     default:
-        return (uint64_t) - (int64_t)(r >> 40);
+        return (uint64_t)(-(int64_t)(r >> 40)); /* negative */
     }
 }
 
