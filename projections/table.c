@@ -3,7 +3,7 @@
  *
  * Slots live in chunks so that a record never moves; chunk k holds TABLE_CHUNK_SLOTS << k
  * slots, so a table of any size has a few dozen chunks at most, and every chunk but the first
- * few of a table is large enough for huge pages (see s_alloc()). A slot is a small header, the
+ * few of a table is aligned to huge pages (see s_alloc()). A slot is a small header, the
  * key and the record, padded to 8 bytes. A key of up to TABLE_KEY_INLINE bytes is kept in the
  * slot; a longer one (a table's key_max may be 160) in the table's key arena, with a pointer to it
  * in the slot, so that a table whose keys may be long but mostly are not (row keys: merchant,
@@ -41,30 +41,34 @@
 #define TABLE_KEY_INLINE  40   /* key bytes a slot holds; a longer key goes to the key arena */
 #define TABLE_ARENA_MAX   (2u << 20) /* the key arena's blocks grow from 4 KiB to this */
 #define TABLE_INDEX_MIN   1024
-/* Allocations from this size on are made of transparent huge pages where the kernel allows:
- * first touching memory costs a page fault per page, and on virtual machines a fault is dear
- * (about 10 us per 4 KiB page measured here, so a million cards took seconds to load; first
- * touching 1 GiB took 2.9 to 3.2 s in 4 KiB pages and 0.5 to 1.4 s in huge pages). Chunks
- * double in size, so a growing table's slots soon all come in huge pages. */
+/*
+ * Allocations from this size on are whole huge pages (2 MiB), aligned, so that a kernel that
+ * backs memory with transparent huge pages on its own (THP "always") can give them huge pages.
+ * They are not advised for huge pages (MADV_HUGEPAGE): with the kernel's default THP defrag
+ * setting ("madvise"), every advised 2 MiB fault must find a free huge page, and compacts
+ * memory on the spot when none is free. On the VM measured on 2026-12-07 (kernel
+ * 6.18) a first touch of 512 MiB took 0.19 to 0.26 s in 4 KiB pages; advised, 0.05 s when
+ * huge pages were free and 0.64 to 1.16 s when they were not. Over a 1M-card batch issue the
+ * daemon's prefault thread spent 2.1 to 2.4 s faulting advised tables in and 0.30 to 0.35 s
+ * unadvised, and redeems over those cards did not get slower (docs/BENCHMARKS.md).
+ */
 #define TABLE_HUGE_MIN  (1u << 20)
 #define TABLE_HUGE_PAGE (2u << 20)
 #define TABLE_PAGE      4096u /* what ranges asked for ahead start at a multiple of */
-/* With table_set_ahead(): how far past the newest slot the memory of the slots is asked for. A
- * huge page is faulted in in 5 to 13 ms on these VMs (tools/bench-table): a few of them ahead
- * give the asked thread that long to keep up. */
+/* With table_set_ahead(): how far past the newest slot the memory of the slots is asked for: a
+ * few MiB ahead give the asked thread time to keep up (2 MiB takes about 1 ms to fault in here
+ * in 4 KiB pages; it took 5 to 13 ms in a huge page on earlier VMs, tools/bench-table). */
 #define TABLE_AHEAD (8u << 20)
 
-/* Memory for chunks and key blocks: huge pages for large blocks. Freed with free(). */
+/* Memory for chunks and key blocks: whole aligned huge pages for large blocks (above). Freed
+ * with free(). */
 static void *
 s_alloc(size_t size)
 {
     if (size < TABLE_HUGE_MIN)
         return malloc(size);
     size_t rounded = (size + TABLE_HUGE_PAGE - 1) / TABLE_HUGE_PAGE * TABLE_HUGE_PAGE;
-    void *p = aligned_alloc(TABLE_HUGE_PAGE, rounded);
-    if (p != NULL)
-        (void)madvise(p, rounded, MADV_HUGEPAGE); /* advice only: fine if refused */
-    return p;
+    return aligned_alloc(TABLE_HUGE_PAGE, rounded);
 }
 
 /*
@@ -79,10 +83,7 @@ s_index_alloc(size_t cap)
     if (size < TABLE_HUGE_MIN)
         return calloc(cap, sizeof(uint64_t));
     void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED)
-        return NULL;
-    (void)madvise(p, size, MADV_HUGEPAGE); /* advice only: fine if refused */
-    return p;
+    return p == MAP_FAILED ? NULL : p;
 }
 
 static void
@@ -547,10 +548,10 @@ s_add_chunk(table_t *t)
  * With an ahead function, after slot n was taken: asks for the slots' memory up to TABLE_AHEAD
  * past it, a huge page at most per call (the next chunk is allocated early for that), and for
  * the next index once the index is 7/16 full, so that it is faulted in when the growth comes
- * (at 1/2: 1/16 of the index's size in new records later, time enough for a thread that faults
- * a huge page in in 5 to 13 ms). A table that stops growing in between keeps that index unused:
- * twice the memory of its index, for a table that stopped just short of a growth.
- * Chunks and indexes too small for huge pages are not asked for. Allocation failures here
+ * (at 1/2: 1/16 of the index's size in new records later, time enough for the thread that
+ * faults it in). A table that stops growing in between keeps that index unused:
+ * twice the memory of its index, for a table that stopped just short of a growth. Chunks and
+ * indexes smaller than TABLE_HUGE_MIN (from malloc) are not asked for. Allocation failures here
  * change nothing: the memory is then allocated when needed, as without asking.
  */
 static void
