@@ -46,11 +46,11 @@
  * backs memory with transparent huge pages on its own (THP "always") can give them huge pages.
  * They are not advised for huge pages (MADV_HUGEPAGE): with the kernel's default THP defrag
  * setting ("madvise"), every advised 2 MiB fault must find a free huge page, and compacts
- * memory on the spot when none is free. On the VM measured on 2026-12-07 (kernel
- * 6.18) a first touch of 512 MiB took 0.19 to 0.26 s in 4 KiB pages; advised, 0.05 s when
- * huge pages were free and 0.64 to 1.16 s when they were not. Over a 1M-card batch issue the
- * daemon's prefault thread spent 2.1 to 2.4 s faulting advised tables in and 0.30 to 0.35 s
- * unadvised, and redeems over those cards did not get slower (docs/BENCHMARKS.md).
+ * memory on the spot when none is free. On the VM measured on 2026-12-07 (kernel 6.18) a first
+ * touch of 512 MiB took 0.19 to 0.26 s in 4 KiB pages; advised, 0.05 to 0.26 s when huge pages
+ * were free and 0.64 to 1.16 s when they were not. Over a 1M-card batch issue the daemon's
+ * prefault thread spent 1.4 to 1.9 s faulting advised tables in and 0.27 to 0.39 s unadvised,
+ * and redeems over those cards did not get slower (docs/BENCHMARKS.md).
  */
 #define TABLE_HUGE_MIN  (1u << 20)
 #define TABLE_HUGE_PAGE (2u << 20)
