@@ -42,22 +42,24 @@
 #define TABLE_ARENA_MAX   (2u << 20) /* the key arena's blocks grow from 4 KiB to this */
 #define TABLE_INDEX_MIN   1024
 /*
- * Allocations from this size on are whole huge pages (2 MiB), aligned, so that a kernel that
- * backs memory with transparent huge pages on its own (THP "always") can give them huge pages.
- * They are not advised for huge pages (MADV_HUGEPAGE): with the kernel's default THP defrag
- * setting ("madvise"), every advised 2 MiB fault must find a free huge page, and compacts
- * memory on the spot when none is free. On the VM measured on 2026-12-07 (kernel 6.18) a first
+ * Chunks and key blocks from this size on are whole 2 MiB blocks, aligned, so that a kernel that
+ * backs memory with transparent huge pages on its own (THP "always") can give them huge pages;
+ * indexes of this size get a mapping of their own. None of it is advised for huge pages
+ * (MADV_HUGEPAGE): with the kernel's default THP defrag setting ("madvise"), an advised fault
+ * tries to get a 2 MiB page and, when none is free, reclaims and compacts memory on the spot
+ * before it falls back to 4 KiB pages. On the VM measured on 2026-12-07 (kernel 6.18) a first
  * touch of 512 MiB took 0.19 to 0.26 s in 4 KiB pages; advised, 0.05 to 0.26 s when huge pages
- * were free and 0.64 to 1.16 s when they were not. Over a 1M-card batch issue the daemon's
- * prefault thread spent 1.4 to 1.9 s faulting advised tables in and 0.27 to 0.39 s unadvised,
- * and redeems over those cards did not get slower (docs/BENCHMARKS.md).
+ * were free and 0.64 to 1.16 s when they were not. In 7 alternated 1M-card batch issues the
+ * daemon's prefault thread spent 1.4 to 1.9 s faulting advised tables in, against 0.27 to 0.39 s
+ * unadvised, and redeems over those cards did not get slower (docs/BENCHMARKS.md).
  */
 #define TABLE_HUGE_MIN  (1u << 20)
 #define TABLE_HUGE_PAGE (2u << 20)
 #define TABLE_PAGE      4096u /* what ranges asked for ahead start at a multiple of */
 /* With table_set_ahead(): how far past the newest slot the memory of the slots is asked for: a
- * few MiB ahead give the asked thread time to keep up (2 MiB takes about 1 ms to fault in here
- * in 4 KiB pages; it took 5 to 13 ms in a huge page on earlier VMs, tools/bench-table). */
+ * few MiB ahead give the asked thread time to keep up (2 MiB took about 1 ms to fault in, in
+ * 4 KiB pages, on the VM of 2026-12-07; as one huge page 5 to 13 ms on the VMs of 2026-11,
+ * tools/bench-table, and 2.5 to 4.5 ms on that of 2026-12-07 when memory had to be compacted). */
 #define TABLE_AHEAD (8u << 20)
 
 /* Memory for chunks and key blocks: whole aligned huge pages for large blocks (above). Freed
@@ -546,7 +548,7 @@ s_add_chunk(table_t *t)
 
 /*
  * With an ahead function, after slot n was taken: asks for the slots' memory up to TABLE_AHEAD
- * past it, a huge page at most per call (the next chunk is allocated early for that), and for
+ * past it, 2 MiB at most per call (the next chunk is allocated early for that), and for
  * the next index once the index is 7/16 full, so that it is faulted in when the growth comes
  * (at 1/2: 1/16 of the index's size in new records later, time enough for the thread that
  * faults it in). A table that stops growing in between keeps that index unused:

@@ -85,7 +85,7 @@ int table_reserve(table_t *t, size_t records);
  * Memory a table will soon write for the first time: the slots up to a few MiB past its newest
  * one, and the index it will grow into. A thread of the caller's may fault it in
  * (madvise(MADV_POPULATE_WRITE), which leaves any content as it is), so that the thread using
- * the table does not wait for page faults (about 1 ms per 2 MiB on the VMs measured here). The
+ * the table does not wait for page faults (about 1 ms per 2 MiB on the VM of 2026-12-07). The
  * function is called on the table's thread and must not block; it may ignore
  * a request. The memory stays the table's: it may be freed at any time after the call (by a
  * later growth, table_forget_clean() or table_destroy()), which such a fault-in survives.
