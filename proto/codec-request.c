@@ -868,11 +868,46 @@ s_issue_card_out(int *err, const cl_cmd_issue_card_t *s, Cardledger__V1__IssueCa
     m->row_key = CODEC_OUT_STR(err, s->row_key);
 }
 
+/* An IssueCard row, field by field as protobuf_c_message_pack() writes it (codec-private.h). */
+static void
+s_issue_row_out(codec_out_t *o, const cl_cmd_issue_card_t *s)
+{
+    CODEC_OUT_ARRAY(o, 1, s->merchant_id);
+    CODEC_OUT_ARRAY(o, 2, s->program_id);
+    CODEC_OUT_ARRAY(o, 3, s->holder);
+    codec_out_int32(o, 4, (int32_t)s->channel);
+    CODEC_OUT_ARRAY(o, 5, s->store_id);
+    CODEC_OUT_ARRAY(o, 6, s->region);
+    codec_out_varint(o, 7, (uint64_t)s->face_value_minor);
+    codec_out_varint(o, 8, (uint64_t)s->price_paid_minor);
+    codec_out_varint(o, 9, s->paid_nothing);
+    CODEC_OUT_ARRAY(o, 10, s->import_code);
+    CODEC_OUT_ARRAY(o, 11, s->import_pin);
+    CODEC_OUT_ARRAY(o, 12, s->row_key);
+}
+
+/* The IssueBatch message: its header fields, then each row as field 4 (a repeated message field
+ * is the concatenation of its elements). A row's length comes before it, so it is counted first
+ * (a codec_out_t without p only counts). */
+static void
+s_issue_batch_out(codec_out_t *o, const cl_cmd_issue_batch_t *s, const cl_cmd_issue_card_t *rows)
+{
+    CODEC_OUT_ARRAY(o, 1, s->merchant_id);
+    CODEC_OUT_ARRAY(o, 2, s->program_id);
+    CODEC_OUT_ARRAY(o, 3, s->batch_ref);
+    for (uint32_t i = 0; i < s->rows_count; i++) {
+        codec_out_t row = { NULL, 0, 0 };
+        s_issue_row_out(&row, &rows[i]);
+        codec_out_head(o, 4, row.n);
+        s_issue_row_out(o, &rows[i]); /* and a string without its NUL sets o->err */
+    }
+}
+
 /*
- * IssueBatch is written in pieces, so its rows need no array of protobuf-c structs: the
- * Request's request_id, then field 21 holding the IssueBatch header packed by protobuf-c
- * followed by each row as field 4 (a repeated message field is the concatenation of its
- * elements). Field order stays canonical: 1, then 21; inside, 1..3, then 4.
+ * IssueBatch, the largest request (up to CL_ISSUE_BATCH_MAX rows), is written straight to the
+ * wire, with no protobuf-c message in between: the Request's request_id, then field 21 holding
+ * the IssueBatch. The bytes are protobuf-c's own (tests/test-codec.c packs the same rows with
+ * protobuf-c and compares). A string without its NUL is CODEC_ELIMIT, before CODEC_ENOSPC.
  */
 static int
 s_encode_issue_batch(const cl_command_t *cmd, uint8_t *buf, size_t cap, size_t *out_len)
@@ -881,45 +916,23 @@ s_encode_issue_batch(const cl_command_t *cmd, uint8_t *buf, size_t cap, size_t *
     if (s->rows_count > 0 && cmd->batch_rows == NULL) {
         return CODEC_EINVAL;
     }
-    int err = 0;
-    const char *id = CODEC_OUT_STR(&err, cmd->request_id);
-    Cardledger__V1__IssueBatch hdr;
-    cardledger__v1__issue_batch__init(&hdr);
-    hdr.merchant_id = CODEC_OUT_STR(&err, s->merchant_id);
-    hdr.program_id = CODEC_OUT_STR(&err, s->program_id);
-    hdr.batch_ref = CODEC_OUT_STR(&err, s->batch_ref);
-
-    size_t body = protobuf_c_message_get_packed_size(&hdr.base);
-    for (uint32_t i = 0; i < s->rows_count; i++) {
-        Cardledger__V1__IssueCard row;
-        s_issue_card_out(&err, &cmd->batch_rows[i], &row);
-        body += codec_len_field_size(4, protobuf_c_message_get_packed_size(&row.base));
+    codec_out_t body = { NULL, 0, 0 };
+    s_issue_batch_out(&body, s, cmd->batch_rows);
+    const char *id_end = memchr(cmd->request_id, '\0', sizeof cmd->request_id);
+    if (body.err != 0 || id_end == NULL) {
+        return CODEC_ELIMIT;
     }
-    if (err != 0) {
-        return err;
-    }
-    size_t id_len = strlen(id);
+    size_t id_len = (size_t)(id_end - cmd->request_id);
     size_t total = (id_len > 0 ? codec_len_field_size(1, id_len) : 0) +
-                   codec_len_field_size(CL_CMD_ISSUE_BATCH, body);
+                   codec_len_field_size(CL_CMD_ISSUE_BATCH, body.n);
     if (total > cap) {
         return CODEC_ENOSPC;
     }
-
-    size_t o = 0;
-    if (id_len > 0) {
-        o += codec_len_field_head(buf + o, 1, id_len);
-        memcpy(buf + o, id, id_len);
-        o += id_len;
-    }
-    o += codec_len_field_head(buf + o, CL_CMD_ISSUE_BATCH, body);
-    o += protobuf_c_message_pack(&hdr.base, buf + o);
-    for (uint32_t i = 0; i < s->rows_count; i++) {
-        Cardledger__V1__IssueCard row;
-        s_issue_card_out(&err, &cmd->batch_rows[i], &row);
-        o += codec_len_field_head(buf + o, 4, protobuf_c_message_get_packed_size(&row.base));
-        o += protobuf_c_message_pack(&row.base, buf + o);
-    }
-    assert(o == total);
+    codec_out_t o = { buf, 0, 0 };
+    codec_out_bytes(&o, 1, cmd->request_id, id_len);
+    codec_out_head(&o, CL_CMD_ISSUE_BATCH, body.n);
+    s_issue_batch_out(&o, s, cmd->batch_rows);
+    assert(o.n == total && o.err == 0);
     *out_len = total;
     return 0;
 }

@@ -1401,6 +1401,146 @@ s_batch(void)
     return b;
 }
 
+/* A string of random content that ends with its NUL (the last byte of its array, at least). */
+static void
+s_rand_str_nul(uint64_t *x, char *dst, size_t cap)
+{
+    s_rand_str(x, dst, cap);
+    dst[cap - 1] = '\0';
+}
+
+/* codec_request_encode() writes an IssueBatch field by field; its bytes must be protobuf-c's own
+ * pack of the same Request, for any rows, and a string without its NUL or a buffer too small
+ * must be refused with nothing written past the room. */
+static void
+issue_batch_requests_encode_as_protobuf_c_packs_them(void)
+{
+    enum { n_max = 24 };
+    static cl_command_t cmd;
+    static cl_cmd_issue_card_t rows[n_max];
+    static Cardledger__V1__IssueCard pb_rows[n_max];
+    static Cardledger__V1__IssueCard *pb_ptrs[n_max];
+    static uint8_t fast[n_max * 700 + 512], full[sizeof fast];
+    uint64_t x = 0xD1B54A32D192ED03ULL;
+    size_t compared = 0, refused = 0;
+    for (int i = 0; i < 4000; i++) {
+        /* One batch in four may hold a string without its NUL; the others never do. */
+        bool clean = i % 4 != 0;
+        void (*str)(uint64_t *, char *, size_t) = clean ? s_rand_str_nul : s_rand_str;
+        memset(&cmd, 0, sizeof cmd);
+        cmd.type = CL_CMD_ISSUE_BATCH;
+        s_rand_request_id(&x, cmd.request_id);
+        if (clean) {
+            cmd.request_id[CL_REQUEST_ID_MAX] = '\0';
+        }
+        cl_cmd_issue_batch_t *b = &cmd.u.issue_batch;
+        str(&x, b->merchant_id, sizeof b->merchant_id);
+        str(&x, b->program_id, sizeof b->program_id);
+        str(&x, b->batch_ref, sizeof b->batch_ref);
+        b->rows_count = (uint32_t)(s_next(&x) % (n_max + 1));
+        cmd.batch_rows = rows;
+        for (uint32_t k = 0; k < b->rows_count; k++) {
+            cl_cmd_issue_card_t *r = &rows[k];
+            memset(r, 0, sizeof *r);
+            str(&x, r->merchant_id, sizeof r->merchant_id);
+            str(&x, r->program_id, sizeof r->program_id);
+            str(&x, r->holder, sizeof r->holder);
+            r->channel = (cl_channel_t)(int32_t)s_rand_num(&x); /* negative ones too */
+            str(&x, r->store_id, sizeof r->store_id);
+            str(&x, r->region, sizeof r->region);
+            r->face_value_minor = (int64_t)s_rand_num(&x);
+            r->price_paid_minor = (int64_t)s_rand_num(&x);
+            r->paid_nothing = s_next(&x) % 2 == 0;
+            str(&x, r->import_code, sizeof r->import_code);
+            str(&x, r->import_pin, sizeof r->import_pin);
+            str(&x, r->row_key, sizeof r->row_key);
+
+            Cardledger__V1__IssueCard *m = &pb_rows[k];
+            cardledger__v1__issue_card__init(m);
+            m->merchant_id = r->merchant_id;
+            m->program_id = r->program_id;
+            m->holder = r->holder;
+            m->channel = (Cardledger__V1__Channel)r->channel;
+            m->store_id = r->store_id;
+            m->region = r->region;
+            m->face_value_minor = r->face_value_minor;
+            m->price_paid_minor = r->price_paid_minor;
+            m->paid_nothing = r->paid_nothing;
+            m->import_code = r->import_code;
+            m->import_pin = r->import_pin;
+            m->row_key = r->row_key;
+            pb_ptrs[k] = m;
+        }
+        size_t fast_len = 777;
+        memset(fast, 0xa5, sizeof fast);
+        int rc = codec_request_encode(&cmd, fast, sizeof fast, &fast_len);
+        if (!clean && rc != 0) {
+            CHECK_RC(rc, CODEC_ELIMIT);
+            CHECK(fast_len == 777);
+            CHECK_RC(codec_request_encode(&cmd, NULL, 0, &fast_len), CODEC_ELIMIT);
+            for (size_t k = 0; k < sizeof fast; k++) {
+                if (fast[k] != 0xa5) {
+                    fprintf(stderr, "    batch %d: a refused encode wrote byte %zu\n", i, k);
+                    s_ok = false;
+                    break;
+                }
+            }
+            refused++;
+            continue;
+        }
+        if (rc != 0) {
+            fprintf(stderr, "    batch %d (%u rows): rc %d\n", i, b->rows_count, rc);
+            s_ok = false;
+            continue;
+        }
+        for (size_t k = fast_len; k < sizeof fast; k++) {
+            if (fast[k] != 0xa5) {
+                fprintf(stderr, "    batch %d: byte %zu written past the request\n", i, k);
+                s_ok = false;
+                break;
+            }
+        }
+        /* The strings of a batch that encodes all hold their NUL, so protobuf-c may read them. */
+        Cardledger__V1__IssueBatch ib;
+        cardledger__v1__issue_batch__init(&ib);
+        ib.merchant_id = b->merchant_id;
+        ib.program_id = b->program_id;
+        ib.batch_ref = b->batch_ref;
+        ib.n_cards = b->rows_count;
+        ib.cards = pb_ptrs;
+        Cardledger__V1__Request req;
+        cardledger__v1__request__init(&req);
+        req.request_id = cmd.request_id;
+        req.command_case = CARDLEDGER__V1__REQUEST__COMMAND_ISSUE_BATCH;
+        req.issue_batch = &ib;
+        size_t full_len = protobuf_c_message_get_packed_size(&req.base);
+        if (full_len != fast_len || full_len > sizeof full ||
+            protobuf_c_message_pack(&req.base, full) != full_len ||
+            memcmp(fast, full, full_len) != 0) {
+            fprintf(stderr, "    batch %d (%u rows): %zu bytes, protobuf-c packs %zu\n", i,
+                    b->rows_count, fast_len, full_len);
+            s_ok = false;
+            continue;
+        }
+        compared++;
+        /* Too little room (one byte short, or less): refused, nothing written at or past it. */
+        size_t cap = i % 2 == 0 ? fast_len - 1 : (size_t)(s_next(&x) % fast_len);
+        memset(fast, 0xa5, sizeof fast);
+        size_t len = 777;
+        CHECK_RC(codec_request_encode(&cmd, fast, cap, &len), CODEC_ENOSPC);
+        CHECK(len == 777);
+        for (size_t k = cap; k < sizeof fast; k++) {
+            if (fast[k] != 0xa5) {
+                fprintf(stderr, "    batch %d: a refused encode wrote byte %zu\n", i, k);
+                s_ok = false;
+                break;
+            }
+        }
+    }
+    /* Both kinds were met many times over. */
+    CHECK(compared > 2500 && refused > 500);
+}
+
 static void
 every_command_type_round_trips_through_a_request(void)
 {
@@ -2935,6 +3075,7 @@ main(void)
     RUN(event_without_actor_round_trips_and_leaves_the_actor_out);
     RUN(event_encoding_is_protobuf_cs_own_byte_for_byte);
     RUN(redeemed_and_issued_encode_straight_as_protobuf_c_does);
+    RUN(issue_batch_requests_encode_as_protobuf_c_packs_them);
     RUN(card_redeemed_with_short_ids_encodes_well_under_70_bytes);
     RUN(base32_request_ids_are_stored_as_their_bytes_and_read_back_as_the_same_text);
     RUN(an_entry_written_before_request_id_b32_decodes_to_the_same_id);
