@@ -4,7 +4,8 @@
  * Four pieces:
  *   - wire primitives: varints, tags and a field reader over raw protobuf bytes, used where the
  *     codec writes or reads a message in pieces (batch framing, the replayed flag, IssueBatch
- *     rows, a stored reply embedded as it is);
+ *     rows, a stored reply embedded as it is), and the readers of the fast paths, which take
+ *     only what protobuf-c itself writes;
  *   - the walker: one pass over raw bytes, guided by protobuf-c's descriptors, that runs
  *     before protobuf-c unpacks anything. It checks the wire format, refuses lists over their
  *     named limit before protobuf-c would allocate them, and finds strings with a NUL byte or
@@ -184,6 +185,97 @@ bool codec_utf8_valid(const uint8_t *s, size_t n);
 
 /* Length of the UTF-8 sequence starting at s[0..n), or 0 when it is not a valid one. */
 size_t codec_utf8_seq(const uint8_t *s, size_t n);
+
+/* ---- Reading a message the way protobuf-c writes it ------------------------------------ */
+
+/*
+ * The fast paths (a batch issue or a redeem in codec-request.c, an IssueBatch reply in
+ * codec-reply.c) read only what protobuf-c itself writes: each field once, in number order,
+ * varints in their shortest form, strings not empty and within their limit. Anything else makes
+ * them return false, and the caller decodes the bytes by the general path instead.
+ */
+
+/* Reads a varint in its shortest form (protobuf-c writes no other), of at most 64 bits. */
+static inline bool
+codec_fast_varint_get(const uint8_t **pp, const uint8_t *end, uint64_t *out)
+{
+    const uint8_t *p = *pp;
+    uint64_t v = 0;
+    for (unsigned shift = 0; shift < 64 && p < end; shift += 7) {
+        uint8_t byte = *p++;
+        v |= (uint64_t)(byte & 0x7fu) << shift;
+        if (byte < 0x80u) {
+            /* A last byte of 0 makes a longer form than needed; the tenth holds one bit. */
+            if ((byte == 0 && shift > 0) || (shift == 63 && byte > 1)) {
+                return false;
+            }
+            *out = v;
+            *pp = p;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Reads the field at *p, and says whether it was read and is written as protobuf-c writes it. */
+static inline bool
+codec_fast_field(const uint8_t **pp, const uint8_t *end, codec_field_t *f)
+{
+    const uint8_t *p = *pp;
+    uint64_t tag, v;
+    if (!codec_fast_varint_get(&p, end, &tag) || tag > UINT32_MAX || (tag >> 3) == 0) {
+        return false;
+    }
+    f->number = (uint32_t)(tag >> 3);
+    f->wire_type = (uint32_t)(tag & 7);
+    if (!codec_fast_varint_get(&p, end, &v)) {
+        return false;
+    }
+    if (f->wire_type == CODEC_WT_VARINT) {
+        f->varint = v;
+        f->data = NULL;
+        f->len = 0;
+    } else if (f->wire_type == CODEC_WT_LEN && v <= (uint64_t)(end - p)) {
+        f->varint = 0;
+        f->data = p;
+        f->len = (size_t)v;
+        p += v;
+    } else {
+        return false; /* no fixed-width field in the messages read here */
+    }
+    *pp = p;
+    return true;
+}
+
+/* A string field protobuf-c would pack (not empty) that the general path takes as it is. */
+static inline bool
+codec_fast_str(const codec_field_t *f, char *dst, size_t cap)
+{
+    if (f->wire_type != CODEC_WT_LEN || f->len == 0 || f->len >= cap) {
+        return false;
+    }
+    /* No NUL byte, and UTF-8: plain ASCII is both; anything else is checked in full. */
+    bool ascii = true;
+    for (size_t i = 0; i < f->len; i++) {
+        if (f->data[i] == 0) {
+            return false;
+        }
+        ascii &= f->data[i] < 0x80u;
+    }
+    if (!ascii && !codec_utf8_valid(f->data, f->len)) {
+        return false;
+    }
+    memcpy(dst, f->data, f->len);
+    dst[f->len] = '\0';
+    return true;
+}
+
+/* A varint field protobuf-c would pack (not zero). */
+static inline bool
+codec_fast_varint(const codec_field_t *f)
+{
+    return f->wire_type == CODEC_WT_VARINT && f->varint != 0;
+}
 
 /* ---- The walker --------------------------------------------------------------------------- */
 

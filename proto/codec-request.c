@@ -397,88 +397,6 @@ s_command_in(codec_batch_t *b, codec_in_t *in, const Cardledger__V1__Request *m,
  * either way (tests/test-codec.c decodes the same bytes both ways and compares).
  */
 
-/* Reads a varint in its shortest form (protobuf-c writes no other), of at most 64 bits. */
-static inline bool
-s_fast_varint_get(const uint8_t **pp, const uint8_t *end, uint64_t *out)
-{
-    const uint8_t *p = *pp;
-    uint64_t v = 0;
-    for (unsigned shift = 0; shift < 64 && p < end; shift += 7) {
-        uint8_t byte = *p++;
-        v |= (uint64_t)(byte & 0x7fu) << shift;
-        if (byte < 0x80u) {
-            /* A last byte of 0 makes a longer form than needed; the tenth holds one bit. */
-            if ((byte == 0 && shift > 0) || (shift == 63 && byte > 1)) {
-                return false;
-            }
-            *out = v;
-            *pp = p;
-            return true;
-        }
-    }
-    return false;
-}
-
-/* Reads the field at *p, and says whether it was read and is written as protobuf-c writes it. */
-static bool
-s_fast_field(const uint8_t **pp, const uint8_t *end, codec_field_t *f)
-{
-    const uint8_t *p = *pp;
-    uint64_t tag, v;
-    if (!s_fast_varint_get(&p, end, &tag) || tag > UINT32_MAX || (tag >> 3) == 0) {
-        return false;
-    }
-    f->number = (uint32_t)(tag >> 3);
-    f->wire_type = (uint32_t)(tag & 7);
-    if (!s_fast_varint_get(&p, end, &v)) {
-        return false;
-    }
-    if (f->wire_type == CODEC_WT_VARINT) {
-        f->varint = v;
-        f->data = NULL;
-        f->len = 0;
-    } else if (f->wire_type == CODEC_WT_LEN && v <= (uint64_t)(end - p)) {
-        f->varint = 0;
-        f->data = p;
-        f->len = (size_t)v;
-        p += v;
-    } else {
-        return false; /* no fixed-width field in the messages read here */
-    }
-    *pp = p;
-    return true;
-}
-
-/* A string field protobuf-c would pack (not empty) that the general path takes as it is. */
-static bool
-s_fast_str(const codec_field_t *f, char *dst, size_t cap)
-{
-    if (f->wire_type != CODEC_WT_LEN || f->len == 0 || f->len >= cap) {
-        return false;
-    }
-    /* No NUL byte, and UTF-8: plain ASCII is both; anything else is checked in full. */
-    bool ascii = true;
-    for (size_t i = 0; i < f->len; i++) {
-        if (f->data[i] == 0) {
-            return false;
-        }
-        ascii &= f->data[i] < 0x80u;
-    }
-    if (!ascii && !codec_utf8_valid(f->data, f->len)) {
-        return false;
-    }
-    memcpy(dst, f->data, f->len);
-    dst[f->len] = '\0';
-    return true;
-}
-
-/* A varint field protobuf-c would pack (not zero). */
-static bool
-s_fast_varint(const codec_field_t *f)
-{
-    return f->wire_type == CODEC_WT_VARINT && f->varint != 0;
-}
-
 /* One IssueCard row into d (zeroed by the caller). */
 static bool
 s_fast_row(const uint8_t *p, size_t len, cl_cmd_issue_card_t *d)
@@ -487,51 +405,51 @@ s_fast_row(const uint8_t *p, size_t len, cl_cmd_issue_card_t *d)
     uint32_t last = 0;
     while (p < end) {
         codec_field_t f;
-        if (!s_fast_field(&p, end, &f) || f.number <= last) {
+        if (!codec_fast_field(&p, end, &f) || f.number <= last) {
             return false;
         }
         last = f.number;
         bool ok = false;
         switch (f.number) {
         case 1:
-            ok = s_fast_str(&f, d->merchant_id, sizeof d->merchant_id);
+            ok = codec_fast_str(&f, d->merchant_id, sizeof d->merchant_id);
             break;
         case 2:
-            ok = s_fast_str(&f, d->program_id, sizeof d->program_id);
+            ok = codec_fast_str(&f, d->program_id, sizeof d->program_id);
             break;
         case 3:
-            ok = s_fast_str(&f, d->holder, sizeof d->holder);
+            ok = codec_fast_str(&f, d->holder, sizeof d->holder);
             break;
         case 4:
-            ok = s_fast_varint(&f) && f.varint <= CL_CHANNEL_PLATFORM;
+            ok = codec_fast_varint(&f) && f.varint <= CL_CHANNEL_PLATFORM;
             d->channel = (cl_channel_t)f.varint;
             break;
         case 5:
-            ok = s_fast_str(&f, d->store_id, sizeof d->store_id);
+            ok = codec_fast_str(&f, d->store_id, sizeof d->store_id);
             break;
         case 6:
-            ok = s_fast_str(&f, d->region, sizeof d->region);
+            ok = codec_fast_str(&f, d->region, sizeof d->region);
             break;
         case 7:
-            ok = s_fast_varint(&f);
+            ok = codec_fast_varint(&f);
             d->face_value_minor = (int64_t)f.varint;
             break;
         case 8:
-            ok = s_fast_varint(&f);
+            ok = codec_fast_varint(&f);
             d->price_paid_minor = (int64_t)f.varint;
             break;
         case 9:
-            ok = s_fast_varint(&f) && f.varint == 1; /* protobuf-c packs true as 1 */
+            ok = codec_fast_varint(&f) && f.varint == 1; /* protobuf-c packs true as 1 */
             d->paid_nothing = true;
             break;
         case 10:
-            ok = s_fast_str(&f, d->import_code, sizeof d->import_code);
+            ok = codec_fast_str(&f, d->import_code, sizeof d->import_code);
             break;
         case 11:
-            ok = s_fast_str(&f, d->import_pin, sizeof d->import_pin);
+            ok = codec_fast_str(&f, d->import_pin, sizeof d->import_pin);
             break;
         case 12:
-            ok = s_fast_str(&f, d->row_key, sizeof d->row_key);
+            ok = codec_fast_str(&f, d->row_key, sizeof d->row_key);
             break;
         default:
             break; /* unknown: the general path keeps it, and it counts for the hash */
@@ -556,20 +474,20 @@ s_fast_issue_batch(codec_batch_t *b, const uint8_t *p, size_t len, cl_command_t 
     while (p < end) {
         codec_field_t f;
         /* Only the repeated rows (field 4) may come more than once, one after the other. */
-        if (!s_fast_field(&p, end, &f) || f.number < last || (f.number == last && last != 4)) {
+        if (!codec_fast_field(&p, end, &f) || f.number < last || (f.number == last && last != 4)) {
             return false;
         }
         last = f.number;
         bool ok = false;
         switch (f.number) {
         case 1:
-            ok = s_fast_str(&f, d->merchant_id, sizeof d->merchant_id);
+            ok = codec_fast_str(&f, d->merchant_id, sizeof d->merchant_id);
             break;
         case 2:
-            ok = s_fast_str(&f, d->program_id, sizeof d->program_id);
+            ok = codec_fast_str(&f, d->program_id, sizeof d->program_id);
             break;
         case 3:
-            ok = s_fast_str(&f, d->batch_ref, sizeof d->batch_ref);
+            ok = codec_fast_str(&f, d->batch_ref, sizeof d->batch_ref);
             break;
         case 4:
             if (f.wire_type != CODEC_WT_LEN || n >= room || n >= CL_ISSUE_BATCH_MAX) {
@@ -598,14 +516,14 @@ s_fast_card_ref(const uint8_t *p, size_t len, cl_card_ref_t *d)
 {
     const uint8_t *end = p + len;
     codec_field_t f;
-    if (len == 0 || !s_fast_field(&p, end, &f) || p != end) {
+    if (len == 0 || !codec_fast_field(&p, end, &f) || p != end) {
         return false;
     }
     if (f.number == 1) {
-        return s_fast_str(&f, d->code, sizeof d->code);
+        return codec_fast_str(&f, d->code, sizeof d->code);
     }
     d->card_id = f.varint;
-    return f.number == 2 && s_fast_varint(&f);
+    return f.number == 2 && codec_fast_varint(&f);
 }
 
 /* A Redeem message into d (zeroed by the caller): the command a store's terminal sends most. */
@@ -616,7 +534,7 @@ s_fast_redeem(const uint8_t *p, size_t len, cl_cmd_redeem_t *d)
     uint32_t last = 0;
     while (p < end) {
         codec_field_t f;
-        if (!s_fast_field(&p, end, &f) || f.number <= last) {
+        if (!codec_fast_field(&p, end, &f) || f.number <= last) {
             return false;
         }
         last = f.number;
@@ -626,28 +544,28 @@ s_fast_redeem(const uint8_t *p, size_t len, cl_cmd_redeem_t *d)
             ok = f.wire_type == CODEC_WT_LEN && s_fast_card_ref(f.data, f.len, &d->card);
             break;
         case 2:
-            ok = s_fast_str(&f, d->pin, sizeof d->pin);
+            ok = codec_fast_str(&f, d->pin, sizeof d->pin);
             break;
         case 3:
-            ok = s_fast_str(&f, d->store_id, sizeof d->store_id);
+            ok = codec_fast_str(&f, d->store_id, sizeof d->store_id);
             break;
         case 4:
-            ok = s_fast_str(&f, d->order_ref, sizeof d->order_ref);
+            ok = codec_fast_str(&f, d->order_ref, sizeof d->order_ref);
             break;
         case 5:
-            ok = s_fast_varint(&f);
+            ok = codec_fast_varint(&f);
             d->amount_minor = (int64_t)f.varint;
             break;
         case 6:
-            ok = s_fast_varint(&f) && f.varint <= UINT32_MAX;
+            ok = codec_fast_varint(&f) && f.varint <= UINT32_MAX;
             d->uses = (uint32_t)f.varint;
             break;
         case 7:
-            ok = s_fast_varint(&f);
+            ok = codec_fast_varint(&f);
             d->order_amount_minor = (int64_t)f.varint;
             break;
         case 8:
-            ok = s_fast_str(&f, d->sku, sizeof d->sku);
+            ok = codec_fast_str(&f, d->sku, sizeof d->sku);
             break;
         default:
             break; /* unknown: the general path keeps it, and it counts for the hash */
@@ -669,9 +587,9 @@ s_fast_request(codec_batch_t *b, const uint8_t *p, size_t len, codec_request_t *
 {
     const uint8_t *start = p, *end = p + len;
     codec_field_t id, cmd;
-    bool ok = len > 0 && s_fast_field(&p, end, &id) && id.number == 1 &&
-              s_fast_str(&id, r->cmd.request_id, sizeof r->cmd.request_id) && p != end &&
-              s_fast_field(&p, end, &cmd) && cmd.wire_type == CODEC_WT_LEN && p == end;
+    bool ok = len > 0 && codec_fast_field(&p, end, &id) && id.number == 1 &&
+              codec_fast_str(&id, r->cmd.request_id, sizeof r->cmd.request_id) && p != end &&
+              codec_fast_field(&p, end, &cmd) && cmd.wire_type == CODEC_WT_LEN && p == end;
     if (ok && cmd.number == CL_CMD_ISSUE_BATCH) {
         ok = s_fast_issue_batch(b, cmd.data, cmd.len, &r->cmd);
     } else if (ok && cmd.number == CL_CMD_REDEEM) {
