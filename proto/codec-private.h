@@ -180,6 +180,14 @@ void codec_batch_fast_path(codec_batch_t *b, bool on);
  */
 int codec_event_encode_generic(const cl_event_t *ev, uint8_t *buf, size_t cap, size_t *out_len);
 
+/*
+ * codec_reply_decode() by its general path: the walker, protobuf-c's unpack into an arena, then
+ * the translation. codec_reply_decode() first tries a fast path for replies whose result is a
+ * batch or none; tests decode the same bytes both ways and compare.
+ */
+int codec_reply_decode_general(const void *buf, size_t len, cl_reply_t *out, cl_issued_row_t *rows,
+                               size_t rows_cap);
+
 /* True when s[0..n) is well-formed UTF-8 (no overlongs, surrogates or values > U+10FFFF). */
 bool codec_utf8_valid(const uint8_t *s, size_t n);
 

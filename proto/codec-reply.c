@@ -495,8 +495,8 @@ s_result_in(codec_in_t *in, const Cardledger__V1__Reply *m, const uint8_t *buf, 
 }
 
 int
-codec_reply_decode(const void *buf, size_t len, cl_reply_t *out, cl_issued_row_t *rows,
-                   size_t rows_cap)
+codec_reply_decode_general(const void *buf, size_t len, cl_reply_t *out, cl_issued_row_t *rows,
+                           size_t rows_cap)
 {
     if (out == NULL || (buf == NULL && len > 0) || (rows == NULL && rows_cap > 0)) {
         return CODEC_EINVAL;
@@ -539,4 +539,193 @@ codec_reply_decode(const void *buf, size_t len, cl_reply_t *out, cl_issued_row_t
     }
     memcpy(out, &d, sizeof d);
     return 0;
+}
+
+/* ---- A batch issue's reply, the fast way -------------------------------------------------- */
+
+/*
+ * A batch issue's reply carries up to CL_ISSUE_BATCH_MAX rows. The general path below walks it,
+ * unpacks it with protobuf-c into an arena and copies every string out of it: about 4,000
+ * instructions a row in a client issuing 100,000 cards (callgrind). The fast path reads a Reply
+ * of S_FAST_REPLY_MIN bytes or more whose result is a batch, or that has none, straight into the
+ * caller's structs, and only when it is written as protobuf-c writes it and nothing in it is
+ * refused (codec-private.h). Anything else, it leaves to the general path: the result is the
+ * same either way (tests/test-codec.c decodes the same bytes both ways and compares).
+ */
+
+/* Replies shorter than this go the general way at once. A fast attempt that fails (a redeem's
+ * reply, whose result is a card view) cost about 870 instructions before the general path's
+ * 12,800; a batch reply of more than a few rows is longer than this (about 60 bytes a row). */
+#define S_FAST_REPLY_MIN 512
+
+/* An enum that protobuf-c would pack (not zero) and unpack as it is (an int32 at or above 0). */
+static bool
+s_fast_enum(const codec_field_t *f)
+{
+    return codec_fast_varint(f) && f->varint <= INT32_MAX;
+}
+
+/* One IssuedRow into d (zeroed by the caller). */
+static bool
+s_fast_row(const uint8_t *p, size_t len, cl_issued_row_t *d)
+{
+    const uint8_t *end = p + len;
+    uint32_t last = 0;
+    while (p < end) {
+        codec_field_t f;
+        if (!codec_fast_field(&p, end, &f) || f.number <= last) {
+            return false;
+        }
+        last = f.number;
+        bool ok = false;
+        switch (f.number) {
+        case 1:
+            ok = codec_fast_str(&f, d->row_key, sizeof d->row_key);
+            break;
+        case 2:
+            ok = s_fast_enum(&f);
+            d->status = (cl_status_t)f.varint;
+            break;
+        case 3:
+            ok = codec_fast_str(&f, d->message, sizeof d->message);
+            break;
+        case 4:
+            ok = codec_fast_varint(&f) && f.varint == 1; /* protobuf-c packs true as 1 */
+            d->already_issued = true;
+            break;
+        case 5:
+            ok = codec_fast_varint(&f);
+            d->card_id = f.varint;
+            break;
+        case 6:
+            ok = codec_fast_str(&f, d->code, sizeof d->code);
+            break;
+        case 7:
+            ok = codec_fast_str(&f, d->pin, sizeof d->pin);
+            break;
+        default:
+            break; /* unknown: the general path skips it */
+        }
+        if (!ok) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* The IssueBatchResult into d, its rows into rows[0..rows_cap). */
+static bool
+s_fast_batch(const uint8_t *p, size_t len, cl_reply_t *d, cl_issued_row_t *rows, size_t rows_cap)
+{
+    const uint8_t *end = p + len;
+    uint32_t last = 0;
+    size_t n = 0;
+    while (p < end) {
+        codec_field_t f;
+        /* Only the repeated rows (field 2) may come more than once, one after the other. */
+        if (!codec_fast_field(&p, end, &f) || f.number < last || (f.number == last && last != 2)) {
+            return false;
+        }
+        last = f.number;
+        bool ok = false;
+        switch (f.number) {
+        case 1:
+            ok = codec_fast_varint(&f);
+            d->batch_id = f.varint;
+            break;
+        case 2:
+            /* More rows than CL_ISSUE_BATCH_MAX or rows_cap are the general path's to refuse. */
+            ok = f.wire_type == CODEC_WT_LEN && n < CL_ISSUE_BATCH_MAX && n < rows_cap;
+            if (ok) {
+                memset(&rows[n], 0, sizeof rows[n]);
+                ok = s_fast_row(f.data, f.len, &rows[n]);
+                n++;
+            }
+            break;
+        case 3:
+            ok = codec_fast_varint(&f) && f.varint <= UINT32_MAX;
+            d->batch_issued = (uint32_t)f.varint;
+            break;
+        case 4:
+            ok = codec_fast_varint(&f) && f.varint <= UINT32_MAX;
+            d->batch_already_issued = (uint32_t)f.varint;
+            break;
+        default:
+            break;
+        }
+        if (!ok) {
+            return false;
+        }
+    }
+    d->rows_count = (uint32_t)n;
+    d->rows = rows;
+    return true;
+}
+
+/* A Reply into d (zeroed by the caller), when its result is a batch or none. */
+static bool
+s_fast_reply(const uint8_t *p, size_t len, cl_reply_t *d, cl_issued_row_t *rows, size_t rows_cap)
+{
+    const uint8_t *end = p + len;
+    uint32_t last = 0;
+    while (p < end) {
+        codec_field_t f;
+        if (!codec_fast_field(&p, end, &f) || f.number <= last) {
+            return false;
+        }
+        last = f.number;
+        bool ok = false;
+        switch (f.number) {
+        case 1:
+            ok = codec_fast_str(&f, d->request_id, sizeof d->request_id);
+            break;
+        case 2:
+            ok = s_fast_enum(&f);
+            d->status = (cl_status_t)f.varint;
+            break;
+        case 3:
+            ok = codec_fast_str(&f, d->message, sizeof d->message);
+            break;
+        case 4:
+            ok = codec_fast_varint(&f) && f.varint == 1;
+            d->replayed = true;
+            break;
+        case 5:
+            ok = codec_fast_varint(&f);
+            d->last_seq = f.varint;
+            break;
+        case 6:
+            ok = codec_fast_varint(&f);
+            d->as_of_seq = f.varint;
+            break;
+        case CARDLEDGER__V1__REPLY__RESULT_BATCH:
+            ok = f.wire_type == CODEC_WT_LEN && s_fast_batch(f.data, f.len, d, rows, rows_cap);
+            d->result = CL_RES_BATCH;
+            break;
+        default:
+            break; /* another result, or an unknown field */
+        }
+        if (!ok) {
+            return false;
+        }
+    }
+    return true;
+}
+
+int
+codec_reply_decode(const void *buf, size_t len, cl_reply_t *out, cl_issued_row_t *rows,
+                   size_t rows_cap)
+{
+    if (out == NULL || (buf == NULL && len > 0) || (rows == NULL && rows_cap > 0)) {
+        return CODEC_EINVAL;
+    }
+    if (len >= S_FAST_REPLY_MIN) {
+        cl_reply_t d;
+        memset(&d, 0, sizeof d);
+        if (s_fast_reply(buf, len, &d, rows, rows_cap)) {
+            memcpy(out, &d, sizeof d);
+            return 0;
+        }
+    }
+    return codec_reply_decode_general(buf, len, out, rows, rows_cap);
 }

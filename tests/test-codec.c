@@ -2300,6 +2300,142 @@ s_make_reply(cl_result_type_t result, cl_reply_t *r, cl_issued_row_t *rows, uint
     }
 }
 
+/* Text that a reply may carry: with its NUL, and either any bytes (utf8 false) or valid UTF-8,
+ * sometimes past ASCII. */
+static void
+s_rand_text(uint64_t *x, char *dst, size_t cap, bool utf8)
+{
+    s_rand_str_nul(x, dst, cap);
+    if (!utf8) {
+        return;
+    }
+    size_t n = strlen(dst);
+    for (size_t i = 0; i < n; i++) {
+        dst[i] = (uint8_t)dst[i] >= 0x80u ? 'a' : dst[i];
+    }
+    if (n >= 2 && s_next(x) % 8 == 0) {
+        memcpy(dst, "\xc3\xa9", 2); /* U+00E9 */
+    }
+}
+
+/* Decodes buf both ways (codec_reply_decode() and its general path) and says whether the
+ * results are the same: return code, the reply, and on success the rows. */
+static bool
+s_reply_both_ways(const uint8_t *buf, size_t len, size_t rows_cap, int *out_rc)
+{
+    static cl_reply_t a, b;
+    static cl_issued_row_t rows_a[CL_ISSUE_BATCH_MAX], rows_b[CL_ISSUE_BATCH_MAX];
+    memset(&a, 0xee, sizeof a);
+    memset(&b, 0xee, sizeof b);
+    int rc_a = codec_reply_decode(buf, len, &a, rows_a, rows_cap);
+    int rc_b = codec_reply_decode_general(buf, len, &b, rows_b, rows_cap);
+    *out_rc = rc_a;
+    if (rc_a != rc_b) {
+        return false;
+    }
+    if (rc_a != 0) {
+        /* A refused reply leaves *out as it was. */
+        static cl_reply_t untouched;
+        memset(&untouched, 0xee, sizeof untouched);
+        return memcmp(&a, &untouched, sizeof a) == 0 && memcmp(&b, &untouched, sizeof b) == 0;
+    }
+    if (a.rows_count != b.rows_count || (a.rows == rows_a) != (b.rows == rows_b) ||
+        memcmp(rows_a, rows_b, a.rows_count * sizeof rows_a[0]) != 0) {
+        return false;
+    }
+    b.rows = a.rows;
+    return memcmp(&a, &b, sizeof a) == 0;
+}
+
+/* codec_reply_decode() reads a reply whose result is a batch, or none, by a fast path; for any
+ * bytes, well made or damaged, its result must be the general path's. */
+static void
+batch_replies_decode_the_same_by_the_fast_path(void)
+{
+    enum { n_max = 40 };
+    static cl_reply_t r;
+    static cl_issued_row_t rows[n_max];
+    static uint8_t buf[n_max * 400 + 1024], bad[sizeof buf + 64];
+    uint64_t x = 0xA0761D6478BD642FULL;
+    size_t good = 0, refused = 0, damaged_same = 0;
+    for (int i = 0; i < 3000; i++) {
+        memset(&r, 0, sizeof r);
+        bool utf8 = i % 4 != 0; /* one reply in four may hold text that is not UTF-8 */
+        uint64_t pick = s_next(&x);
+        /* Mostly batches; some replies without a result, and some card results, which the
+         * fast path leaves to the general one. */
+        r.result = pick % 8 == 0 ? CL_RES_NONE : pick % 8 == 1 ? CL_RES_CARD : CL_RES_BATCH;
+        s_rand_text(&x, r.request_id, sizeof r.request_id, utf8);
+        r.status = (cl_status_t)(int32_t)s_rand_num(&x); /* negative ones too */
+        s_rand_text(&x, r.message, sizeof r.message, utf8);
+        r.replayed = s_next(&x) % 4 == 0;
+        r.last_seq = s_rand_num(&x);
+        r.as_of_seq = s_rand_num(&x);
+        if (r.result == CL_RES_CARD) {
+            s_make_view(&r.card);
+        }
+        if (r.result == CL_RES_BATCH) {
+            r.batch_id = s_rand_num(&x);
+            r.batch_issued = (uint32_t)s_rand_num(&x);
+            r.batch_already_issued = (uint32_t)s_rand_num(&x);
+            r.rows_count = (uint32_t)(s_next(&x) % (n_max + 1));
+            r.rows = rows;
+            memset(rows, 0, sizeof rows);
+            for (uint32_t k = 0; k < r.rows_count; k++) {
+                cl_issued_row_t *w = &rows[k];
+                s_rand_text(&x, w->row_key, sizeof w->row_key, utf8);
+                w->status = (cl_status_t)(int32_t)s_rand_num(&x);
+                s_rand_text(&x, w->message, sizeof w->message, utf8);
+                w->already_issued = s_next(&x) % 2 == 0;
+                w->card_id = s_rand_num(&x);
+                s_rand_text(&x, w->code, sizeof w->code, utf8);
+                s_rand_text(&x, w->pin, sizeof w->pin, utf8);
+            }
+        }
+        size_t len = 0;
+        CHECK_RC(codec_reply_encode(&r, buf, sizeof buf, &len), 0);
+        int rc = 0;
+        /* As written; then with room for one row fewer than it holds. */
+        if (!s_reply_both_ways(buf, len, n_max, &rc)) {
+            fprintf(stderr, "    reply %d: the two paths differ (rc %d)\n", i, rc);
+            s_ok = false;
+            continue;
+        }
+        rc == 0 ? good++ : refused++;
+        if (r.rows_count > 0 && !s_reply_both_ways(buf, len, r.rows_count - 1, &rc)) {
+            fprintf(stderr, "    reply %d, short of room: the two paths differ\n", i);
+            s_ok = false;
+        }
+        /* Damaged: a byte changed, the end cut off, or an unknown field added at the end. */
+        for (int d = 0; d < 4; d++) {
+            size_t bad_len = len;
+            memcpy(bad, buf, len);
+            uint64_t how = s_next(&x);
+            if (d == 0 && len > 0) {
+                bad[how % len] ^= (uint8_t)(1u << (how >> 32) % 8);
+            } else if (d == 1 && len > 0) {
+                bad[how % len] = (uint8_t)(how >> 40);
+            } else if (d == 2) {
+                bad_len = len > 0 ? (size_t)(how % len) : 0;
+            } else {
+                bad[bad_len++] = 0x98; /* field 99, a varint */
+                bad[bad_len++] = 0x06;
+                bad[bad_len++] = 0x01;
+            }
+            if (!s_reply_both_ways(bad, bad_len, n_max, &rc)) {
+                fprintf(stderr, "    reply %d, damage %d: the two paths differ\n", i, d);
+                s_ok = false;
+            } else {
+                damaged_same++;
+            }
+        }
+    }
+    /* Enough of each kind were met: decoded, refused (negative statuses, bytes past ASCII that
+     * are not UTF-8), damaged. */
+    printf("    %zu decoded, %zu refused, %zu damaged the same\n", good, refused, damaged_same);
+    CHECK(good > 1500 && refused > 100 && damaged_same == 4 * 3000);
+}
+
 static void
 every_reply_result_round_trips_unchanged(void)
 {
@@ -3076,6 +3212,7 @@ main(void)
     RUN(event_encoding_is_protobuf_cs_own_byte_for_byte);
     RUN(redeemed_and_issued_encode_straight_as_protobuf_c_does);
     RUN(issue_batch_requests_encode_as_protobuf_c_packs_them);
+    RUN(batch_replies_decode_the_same_by_the_fast_path);
     RUN(card_redeemed_with_short_ids_encodes_well_under_70_bytes);
     RUN(base32_request_ids_are_stored_as_their_bytes_and_read_back_as_the_same_text);
     RUN(an_entry_written_before_request_id_b32_decodes_to_the_same_id);
