@@ -182,8 +182,8 @@ int codec_event_encode_generic(const cl_event_t *ev, uint8_t *buf, size_t cap, s
 
 /*
  * codec_reply_decode() by its general path: the walker, protobuf-c's unpack into an arena, then
- * the translation. codec_reply_decode() first tries a fast path for replies whose result is a
- * batch or none; tests decode the same bytes both ways and compare.
+ * the translation. codec_reply_decode() first tries a fast path for long replies whose result
+ * is a batch; tests decode the same bytes both ways and compare.
  */
 int codec_reply_decode_general(const void *buf, size_t len, cl_reply_t *out, cl_issued_row_t *rows,
                                size_t rows_cap);

@@ -547,9 +547,9 @@ codec_reply_decode_general(const void *buf, size_t len, cl_reply_t *out, cl_issu
  * A batch issue's reply carries up to CL_ISSUE_BATCH_MAX rows. The general path below walks it,
  * unpacks it with protobuf-c into an arena and copies every string out of it: about 4,000
  * instructions a row in a client issuing 100,000 cards (callgrind). The fast path reads a Reply
- * of S_FAST_REPLY_MIN bytes or more whose result is a batch, or that has none, straight into the
- * caller's structs, and only when it is written as protobuf-c writes it and nothing in it is
- * refused (codec-private.h). Anything else, it leaves to the general path: the result is the
+ * of S_FAST_REPLY_MIN bytes or more whose result is a batch straight into the caller's structs
+ * (one without a result takes the same way, but is never that long), and only when it is
+ * written as protobuf-c writes it and nothing in it is refused (codec-private.h). Anything else, it leaves to the general path: the result is the
  * same either way (tests/test-codec.c decodes the same bytes both ways and compares).
  */
 
