@@ -549,8 +549,9 @@ codec_reply_decode_general(const void *buf, size_t len, cl_reply_t *out, cl_issu
  * instructions a row in a client issuing 100,000 cards (callgrind). The fast path reads a Reply
  * of S_FAST_REPLY_MIN bytes or more whose result is a batch straight into the caller's structs
  * (one without a result takes the same way, but is never that long), and only when it is
- * written as protobuf-c writes it and nothing in it is refused (codec-private.h). Anything else, it leaves to the general path: the result is the
- * same either way (tests/test-codec.c decodes the same bytes both ways and compares).
+ * written as protobuf-c writes it and nothing in it is refused (codec-private.h). Anything
+ * else, it leaves to the general path: the result is the same either way (tests/test-codec.c
+ * decodes the same bytes both ways and compares).
  */
 
 /* Replies shorter than this go the general way at once. A fast attempt that fails (a redeem's
