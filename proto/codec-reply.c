@@ -544,7 +544,7 @@ codec_reply_decode_general(const void *buf, size_t len, cl_reply_t *out, cl_issu
 /* ---- A batch issue's reply, the fast way -------------------------------------------------- */
 
 /*
- * A batch issue's reply carries up to CL_ISSUE_BATCH_MAX rows. The general path below walks it,
+ * A batch issue's reply carries up to CL_ISSUE_BATCH_MAX rows. The general path above walks it,
  * unpacks it with protobuf-c into an arena and copies every string out of it: about 4,000
  * instructions a row in a client issuing 100,000 cards (callgrind). The fast path reads a Reply
  * of S_FAST_REPLY_MIN bytes or more whose result is a batch straight into the caller's structs
