@@ -181,10 +181,15 @@ void codec_batch_fast_path(codec_batch_t *b, bool on);
 int codec_event_encode_generic(const cl_event_t *ev, uint8_t *buf, size_t cap, size_t *out_len);
 
 /*
- * codec_reply_decode() by its general path: the walker, protobuf-c's unpack into an arena, then
- * the translation. codec_reply_decode() first tries a fast path for long replies whose result
- * is a batch; tests decode the same bytes both ways and compare.
+ * codec_reply_decode()'s two paths. The fast one reads a reply whose result is none, a card, an
+ * issued card, a batch or a redemption when protobuf-c wrote it and nothing in it is refused,
+ * and returns true; otherwise it returns false and *out is as it was (rows may have been
+ * written). The general one is the walker, protobuf-c's unpack into an arena, then the
+ * translation; codec_reply_decode() takes it when the fast one declines. Tests decode the same
+ * bytes both ways and compare.
  */
+bool codec_reply_decode_fast(const void *buf, size_t len, cl_reply_t *out, cl_issued_row_t *rows,
+                             size_t rows_cap);
 int codec_reply_decode_general(const void *buf, size_t len, cl_reply_t *out, cl_issued_row_t *rows,
                                size_t rows_cap);
 

@@ -541,34 +541,123 @@ codec_reply_decode_general(const void *buf, size_t len, cl_reply_t *out, cl_issu
     return 0;
 }
 
-/* ---- A batch issue's reply, the fast way -------------------------------------------------- */
+/* ---- The replies read most, the fast way -------------------------------------------------- */
 
 /*
- * A batch issue's reply carries up to CL_ISSUE_BATCH_MAX rows. The general path above walks it,
- * unpacks it with protobuf-c into an arena and copies every string out of it: about 4,000
- * instructions a row in a client issuing 100,000 cards (callgrind). The fast path reads a Reply
- * of S_FAST_REPLY_MIN bytes or more whose result is a batch straight into the caller's structs
- * (one without a result takes the same way, but is never that long), and only when it is
- * written as protobuf-c writes it and nothing in it is refused (codec-private.h). Anything
- * else, it leaves to the general path: the result is the same either way (tests/test-codec.c
- * decodes the same bytes both ways and compares).
+ * The general path above walks a reply, unpacks it with protobuf-c into an arena and copies every
+ * string out of it: about 12,800 instructions for a redeem's reply, and 4,000 a row for a batch
+ * issue's (callgrind, in the bench). The fast path reads a Reply whose result is none, a card,
+ * an issued card, a batch or a redemption straight into the caller's structs, and only when it
+ * is written as protobuf-c writes it and nothing in it is refused (codec-private.h): each field
+ * once and in number order, no unknown field, enums and counts within their C types, strings
+ * within their arrays, without a NUL, in UTF-8. Anything else, it leaves to the general path:
+ * the result is the same either way (tests/test-codec.c decodes the same bytes both ways).
  */
 
-/* Replies shorter than this go the general way at once. A fast attempt that fails (a redeem's
- * reply, whose result is a card view) cost about 870 instructions before the general path's
- * 12,800; a batch reply of more than a few rows is longer than this (about 60 bytes a row). */
-#define S_FAST_REPLY_MIN 512
+enum {
+    S_F_U64 = 1, /* uint64, or int64 as its two's complement (protobuf-c reads it so) */
+    S_F_U32,     /* uint32 */
+    S_F_ENUM,    /* an enum, stored as an int32: 0 to INT32_MAX only */
+    S_F_BOOL,    /* bool: protobuf-c writes true as 1 */
+    S_F_STR,     /* string into char[cap] */
+    S_F_MSG,     /* an embedded message, read by the table sub */
+};
 
-/* An enum that protobuf-c would pack (not zero) and unpack as it is (an int32 at or above 0). */
-static bool
-s_fast_enum(const codec_field_t *f)
-{
-    return codec_fast_varint(f) && f->varint <= INT32_MAX;
-}
+/* One field of a message: where it goes, from the base the message is read into. The fields of
+ * a table are in number order and end with number 0. */
+typedef struct s_fast_slot {
+    uint8_t number;
+    uint8_t kind;                  /* S_F_* */
+    uint16_t off;                  /* offset from the base */
+    uint16_t cap;                  /* S_F_STR: the array's size */
+    const struct s_fast_slot *sub; /* S_F_MSG: its fields, from base + off */
+} s_fast_slot_t;
 
-/* One IssuedRow into d (zeroed by the caller). */
+_Static_assert(sizeof(cl_reply_t) < 65536, "offsets fit 16 bits");
+_Static_assert(sizeof(cl_status_t) == sizeof(int32_t) && sizeof(cl_kind_t) == sizeof(int32_t) &&
+                   sizeof(cl_card_state_t) == sizeof(int32_t),
+               "an enum is stored as an int32");
+
+#define S_SLOT(n, type, member, kind)                          \
+    {                                                          \
+        (n), (kind), (uint16_t)offsetof(type, member), 0, NULL \
+    }
+#define S_STR(n, type, member)                                                                 \
+    {                                                                                          \
+        (n), S_F_STR, (uint16_t)offsetof(type, member), (uint16_t)sizeof(((type *)0)->member), \
+            NULL                                                                               \
+    }
+
+static const s_fast_slot_t s_fast_card[] = {
+    S_SLOT(1, cl_card_view_t, card_id, S_F_U64),
+    S_STR(2, cl_card_view_t, code_masked),
+    S_STR(3, cl_card_view_t, merchant_id),
+    S_STR(4, cl_card_view_t, program_id),
+    S_SLOT(5, cl_card_view_t, kind, S_F_ENUM),
+    S_STR(6, cl_card_view_t, currency),
+    S_SLOT(7, cl_card_view_t, state, S_F_ENUM),
+    S_SLOT(8, cl_card_view_t, frozen, S_F_BOOL),
+    S_SLOT(9, cl_card_view_t, locked, S_F_BOOL),
+    S_SLOT(10, cl_card_view_t, balance_minor, S_F_U64),
+    S_SLOT(11, cl_card_view_t, uses_left, S_F_U32),
+    S_SLOT(12, cl_card_view_t, face_value_minor, S_F_U64),
+    S_SLOT(13, cl_card_view_t, issued_at_us, S_F_U64),
+    S_SLOT(14, cl_card_view_t, valid_from_us, S_F_U64),
+    S_SLOT(15, cl_card_view_t, expires_at_us, S_F_U64),
+    S_STR(16, cl_card_view_t, holder),
+    S_SLOT(17, cl_card_view_t, pin_failures, S_F_U32),
+    S_SLOT(18, cl_card_view_t, open_offer_id, S_F_U64),
+    S_SLOT(19, cl_card_view_t, transfers_done, S_F_U32),
+    S_SLOT(20, cl_card_view_t, redeemed_minor, S_F_U64),
+    { 0, 0, 0, 0, NULL },
+};
+
+/* The fields of a Reply before its result, and each result read here, from the cl_reply_t. */
+static const s_fast_slot_t s_fast_head[] = {
+    S_STR(1, cl_reply_t, request_id),
+    S_SLOT(2, cl_reply_t, status, S_F_ENUM),
+    S_STR(3, cl_reply_t, message),
+    S_SLOT(4, cl_reply_t, replayed, S_F_BOOL),
+    S_SLOT(5, cl_reply_t, last_seq, S_F_U64),
+    S_SLOT(6, cl_reply_t, as_of_seq, S_F_U64),
+    { 0, 0, 0, 0, NULL },
+};
+
+static const s_fast_slot_t s_fast_issued[] = {
+    { 1, S_F_MSG, (uint16_t)offsetof(cl_reply_t, card), 0, s_fast_card },
+    S_STR(2, cl_reply_t, code),
+    S_STR(3, cl_reply_t, pin),
+    { 0, 0, 0, 0, NULL },
+};
+
+static const s_fast_slot_t s_fast_redeemed[] = {
+    { 1, S_F_MSG, (uint16_t)offsetof(cl_reply_t, card), 0, s_fast_card },
+    S_SLOT(2, cl_reply_t, redemption_seq, S_F_U64),
+    S_SLOT(3, cl_reply_t, amount_minor, S_F_U64),
+    S_SLOT(4, cl_reply_t, uses, S_F_U32),
+    S_SLOT(5, cl_reply_t, discount_minor, S_F_U64),
+    S_STR(6, cl_reply_t, sku),
+    { 0, 0, 0, 0, NULL },
+};
+
+static const s_fast_slot_t s_fast_row[] = {
+    S_STR(1, cl_issued_row_t, row_key),
+    S_SLOT(2, cl_issued_row_t, status, S_F_ENUM),
+    S_STR(3, cl_issued_row_t, message),
+    S_SLOT(4, cl_issued_row_t, already_issued, S_F_BOOL),
+    S_SLOT(5, cl_issued_row_t, card_id, S_F_U64),
+    S_STR(6, cl_issued_row_t, code),
+    S_STR(7, cl_issued_row_t, pin),
+    { 0, 0, 0, 0, NULL },
+};
+
+/* One field f into its slot at base. */
+static bool s_fast_put(const s_fast_slot_t *slot, const codec_field_t *f, uint8_t *base);
+
+/* The fields of one message in p[0..len) into base, by the table slots: false at anything
+ * outside the fast path's subset, a field the table lacks included. */
 static bool
-s_fast_row(const uint8_t *p, size_t len, cl_issued_row_t *d)
+s_fast_fields(const uint8_t *p, size_t len, const s_fast_slot_t *slots, uint8_t *base)
 {
     const uint8_t *end = p + len;
     uint32_t last = 0;
@@ -578,40 +667,51 @@ s_fast_row(const uint8_t *p, size_t len, cl_issued_row_t *d)
             return false;
         }
         last = f.number;
-        bool ok = false;
-        switch (f.number) {
-        case 1:
-            ok = codec_fast_str(&f, d->row_key, sizeof d->row_key);
-            break;
-        case 2:
-            ok = s_fast_enum(&f);
-            d->status = (cl_status_t)f.varint;
-            break;
-        case 3:
-            ok = codec_fast_str(&f, d->message, sizeof d->message);
-            break;
-        case 4:
-            ok = codec_fast_varint(&f) && f.varint == 1; /* protobuf-c packs true as 1 */
-            d->already_issued = true;
-            break;
-        case 5:
-            ok = codec_fast_varint(&f);
-            d->card_id = f.varint;
-            break;
-        case 6:
-            ok = codec_fast_str(&f, d->code, sizeof d->code);
-            break;
-        case 7:
-            ok = codec_fast_str(&f, d->pin, sizeof d->pin);
-            break;
-        default:
-            break; /* unknown: the general path skips it */
+        while (slots->number != 0 && slots->number < f.number) {
+            slots++;
         }
-        if (!ok) {
-            return false;
+        if (slots->number != f.number || !s_fast_put(slots, &f, base)) {
+            return false; /* unknown here, or outside the subset */
         }
     }
     return true;
+}
+
+static bool
+s_fast_put(const s_fast_slot_t *slot, const codec_field_t *f, uint8_t *base)
+{
+    uint8_t *at = base + slot->off;
+    if (slot->kind == S_F_STR) {
+        return codec_fast_str(f, (char *)at, slot->cap);
+    }
+    if (slot->kind == S_F_MSG) {
+        return f->wire_type == CODEC_WT_LEN && s_fast_fields(f->data, f->len, slot->sub, at);
+    }
+    if (!codec_fast_varint(f)) {
+        return false;
+    }
+    switch (slot->kind) {
+    case S_F_U32:
+        if (f->varint > UINT32_MAX) {
+            return false;
+        }
+        uint32_t u = (uint32_t)f->varint;
+        memcpy(at, &u, sizeof u);
+        return true;
+    case S_F_ENUM:
+        if (f->varint > INT32_MAX) {
+            return false;
+        }
+        int32_t e = (int32_t)f->varint;
+        memcpy(at, &e, sizeof e);
+        return true;
+    case S_F_BOOL:
+        *(bool *)(void *)at = true;
+        return f->varint == 1;
+    default: /* S_F_U64 */
+        memcpy(at, &f->varint, sizeof f->varint);
+        return true;
+    }
 }
 
 /* The IssueBatchResult into d, its rows into rows[0..rows_cap). */
@@ -639,7 +739,7 @@ s_fast_batch(const uint8_t *p, size_t len, cl_reply_t *d, cl_issued_row_t *rows,
             ok = f.wire_type == CODEC_WT_LEN && n < CL_ISSUE_BATCH_MAX && n < rows_cap;
             if (ok) {
                 memset(&rows[n], 0, sizeof rows[n]);
-                ok = s_fast_row(f.data, f.len, &rows[n]);
+                ok = s_fast_fields(f.data, f.len, s_fast_row, (uint8_t *)&rows[n]);
                 n++;
             }
             break;
@@ -663,11 +763,13 @@ s_fast_batch(const uint8_t *p, size_t len, cl_reply_t *d, cl_issued_row_t *rows,
     return true;
 }
 
-/* A Reply into d (zeroed by the caller), when its result is a batch or none. */
+/* A Reply into d (zeroed by the caller), when its result is one the fast path reads. */
 static bool
 s_fast_reply(const uint8_t *p, size_t len, cl_reply_t *d, cl_issued_row_t *rows, size_t rows_cap)
 {
     const uint8_t *end = p + len;
+    uint8_t *base = (uint8_t *)d;
+    const s_fast_slot_t *head = s_fast_head;
     uint32_t last = 0;
     while (p < end) {
         codec_field_t f;
@@ -676,40 +778,53 @@ s_fast_reply(const uint8_t *p, size_t len, cl_reply_t *d, cl_issued_row_t *rows,
         }
         last = f.number;
         bool ok = false;
-        switch (f.number) {
-        case 1:
-            ok = codec_fast_str(&f, d->request_id, sizeof d->request_id);
-            break;
-        case 2:
-            ok = s_fast_enum(&f);
-            d->status = (cl_status_t)f.varint;
-            break;
-        case 3:
-            ok = codec_fast_str(&f, d->message, sizeof d->message);
-            break;
-        case 4:
-            ok = codec_fast_varint(&f) && f.varint == 1;
-            d->replayed = true;
-            break;
-        case 5:
-            ok = codec_fast_varint(&f);
-            d->last_seq = f.varint;
-            break;
-        case 6:
-            ok = codec_fast_varint(&f);
-            d->as_of_seq = f.varint;
-            break;
-        case CARDLEDGER__V1__REPLY__RESULT_BATCH:
-            ok = f.wire_type == CODEC_WT_LEN && s_fast_batch(f.data, f.len, d, rows, rows_cap);
-            d->result = CL_RES_BATCH;
-            break;
-        default:
-            break; /* another result, or an unknown field */
+        while (head->number != 0 && head->number < f.number) {
+            head++;
+        }
+        if (head->number == f.number) {
+            ok = s_fast_put(head, &f, base);
+        } else if (f.wire_type == CODEC_WT_LEN) {
+            /* The result, which must be the last field: of two (a oneof keeps the last one),
+             * the general path decides. */
+            switch (f.number) {
+            case CARDLEDGER__V1__REPLY__RESULT_CARD:
+                ok = s_fast_fields(f.data, f.len, s_fast_card, (uint8_t *)&d->card);
+                break;
+            case CARDLEDGER__V1__REPLY__RESULT_ISSUED:
+                ok = s_fast_fields(f.data, f.len, s_fast_issued, base);
+                break;
+            case CARDLEDGER__V1__REPLY__RESULT_BATCH:
+                ok = s_fast_batch(f.data, f.len, d, rows, rows_cap);
+                break;
+            case CARDLEDGER__V1__REPLY__RESULT_REDEEMED:
+                ok = s_fast_fields(f.data, f.len, s_fast_redeemed, base);
+                break;
+            default:
+                break; /* another result, or an unknown field */
+            }
+            ok = ok && p == end;
+            d->result = (cl_result_type_t)f.number;
         }
         if (!ok) {
             return false;
         }
     }
+    return true;
+}
+
+bool
+codec_reply_decode_fast(const void *buf, size_t len, cl_reply_t *out, cl_issued_row_t *rows,
+                        size_t rows_cap)
+{
+    if (len == 0) {
+        return false;
+    }
+    cl_reply_t d;
+    memset(&d, 0, sizeof d);
+    if (!s_fast_reply(buf, len, &d, rows, rows_cap)) {
+        return false;
+    }
+    memcpy(out, &d, sizeof d);
     return true;
 }
 
@@ -720,13 +835,8 @@ codec_reply_decode(const void *buf, size_t len, cl_reply_t *out, cl_issued_row_t
     if (out == NULL || (buf == NULL && len > 0) || (rows == NULL && rows_cap > 0)) {
         return CODEC_EINVAL;
     }
-    if (len >= S_FAST_REPLY_MIN) {
-        cl_reply_t d;
-        memset(&d, 0, sizeof d);
-        if (s_fast_reply(buf, len, &d, rows, rows_cap)) {
-            memcpy(out, &d, sizeof d);
-            return 0;
-        }
+    if (codec_reply_decode_fast(buf, len, out, rows, rows_cap)) {
+        return 0;
     }
     return codec_reply_decode_general(buf, len, out, rows, rows_cap);
 }
