@@ -651,6 +651,26 @@ static const s_fast_slot_t s_fast_row[] = {
     { 0, 0, 0, 0, NULL },
 };
 
+static const s_fast_slot_t s_fast_counts[] = {
+    S_SLOT(1, cl_reply_t, batch_id, S_F_U64),
+    S_SLOT(3, cl_reply_t, batch_issued, S_F_U32),
+    S_SLOT(4, cl_reply_t, batch_already_issued, S_F_U32),
+    { 0, 0, 0, 0, NULL },
+};
+
+/* The slot of field `number` in a table, searched from *cursor on (fields come in number order,
+ * so the search goes on from the last one found); NULL when the table has none. */
+static const s_fast_slot_t *
+s_fast_seek(const s_fast_slot_t **cursor, uint32_t number)
+{
+    const s_fast_slot_t *s = *cursor;
+    while (s->number != 0 && s->number < number) {
+        s++;
+    }
+    *cursor = s;
+    return s->number == number ? s : NULL;
+}
+
 /* One field f into its slot at base. */
 static bool s_fast_put(const s_fast_slot_t *slot, const codec_field_t *f, uint8_t *base);
 
@@ -667,10 +687,8 @@ s_fast_fields(const uint8_t *p, size_t len, const s_fast_slot_t *slots, uint8_t 
             return false;
         }
         last = f.number;
-        while (slots->number != 0 && slots->number < f.number) {
-            slots++;
-        }
-        if (slots->number != f.number || !s_fast_put(slots, &f, base)) {
+        const s_fast_slot_t *slot = s_fast_seek(&slots, f.number);
+        if (slot == NULL || !s_fast_put(slot, &f, base)) {
             return false; /* unknown here, or outside the subset */
         }
     }
@@ -719,6 +737,7 @@ static bool
 s_fast_batch(const uint8_t *p, size_t len, cl_reply_t *d, cl_issued_row_t *rows, size_t rows_cap)
 {
     const uint8_t *end = p + len;
+    const s_fast_slot_t *counts = s_fast_counts;
     uint32_t last = 0;
     size_t n = 0;
     while (p < end) {
@@ -728,13 +747,8 @@ s_fast_batch(const uint8_t *p, size_t len, cl_reply_t *d, cl_issued_row_t *rows,
             return false;
         }
         last = f.number;
-        bool ok = false;
-        switch (f.number) {
-        case 1:
-            ok = codec_fast_varint(&f);
-            d->batch_id = f.varint;
-            break;
-        case 2:
+        bool ok;
+        if (f.number == 2) {
             /* More rows than CL_ISSUE_BATCH_MAX or rows_cap are the general path's to refuse. */
             ok = f.wire_type == CODEC_WT_LEN && n < CL_ISSUE_BATCH_MAX && n < rows_cap;
             if (ok) {
@@ -742,17 +756,9 @@ s_fast_batch(const uint8_t *p, size_t len, cl_reply_t *d, cl_issued_row_t *rows,
                 ok = s_fast_fields(f.data, f.len, s_fast_row, (uint8_t *)&rows[n]);
                 n++;
             }
-            break;
-        case 3:
-            ok = codec_fast_varint(&f) && f.varint <= UINT32_MAX;
-            d->batch_issued = (uint32_t)f.varint;
-            break;
-        case 4:
-            ok = codec_fast_varint(&f) && f.varint <= UINT32_MAX;
-            d->batch_already_issued = (uint32_t)f.varint;
-            break;
-        default:
-            break;
+        } else {
+            const s_fast_slot_t *slot = s_fast_seek(&counts, f.number);
+            ok = slot != NULL && s_fast_put(slot, &f, (uint8_t *)d);
         }
         if (!ok) {
             return false;
@@ -778,11 +784,9 @@ s_fast_reply(const uint8_t *p, size_t len, cl_reply_t *d, cl_issued_row_t *rows,
         }
         last = f.number;
         bool ok = false;
-        while (head->number != 0 && head->number < f.number) {
-            head++;
-        }
-        if (head->number == f.number) {
-            ok = s_fast_put(head, &f, base);
+        const s_fast_slot_t *slot = s_fast_seek(&head, f.number);
+        if (slot != NULL) {
+            ok = s_fast_put(slot, &f, base);
         } else if (f.wire_type == CODEC_WT_LEN) {
             /* The result, which must be the last field: of two (a oneof keeps the last one),
              * the general path decides. */
