@@ -285,10 +285,10 @@ int codec_reply_batch_next(const void *batch, size_t len, size_t *inout_off,
 /*
  * Decodes a packed Reply into *out (zeroed first). The rows of a batch result are written to
  * rows[0..rows_cap) and out->rows points to rows. On failure *out is left as it was, and rows
- * may have been written. For a request result, out->stored_reply
- * points into buf (valid as long as buf is) at the embedded Reply's bytes. The version of a
- * daemon status goes to out->status_version. Results this codec does not translate yet (the
- * projector's, fields 20..27) set out->result to the field number with no payload.
+ * may have been written. For a request result, out->stored_reply points into buf (valid as long
+ * as buf is) at the embedded Reply's bytes. The version of a daemon status goes to
+ * out->status_version. Results this codec does not translate yet (the projector's, fields
+ * 20..27) set out->result to the field number with no payload.
  *
  * Returns 0, or CODEC_EINVAL, CODEC_EMALFORMED, CODEC_ELIMIT (a string over its limit, more
  * than CL_ISSUE_BATCH_MAX rows), CODEC_EINVALID (NUL or invalid UTF-8 in a string),

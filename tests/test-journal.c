@@ -1709,7 +1709,7 @@ struct s_hammer {
     journal_t *j;
     atomic_int stop;
     atomic_uint_fast64_t calls;
-    int rc;
+    atomic_int rc; /* read by the main thread while it waits for calls */
 };
 
 /* journal_grow_ahead() as often as it can go, with a margin the commits keep eating. */
@@ -1717,9 +1717,9 @@ static void *
 s_hammer_main(void *arg)
 {
     struct s_hammer *h = arg;
-    while (!atomic_load(&h->stop) && h->rc == 0) {
+    while (!atomic_load(&h->stop) && atomic_load(&h->rc) == 0) {
         uint64_t w = 0;
-        h->rc = journal_grow_ahead(h->j, 128 * 1024, 64 * 1024, &w);
+        atomic_store(&h->rc, journal_grow_ahead(h->j, 128 * 1024, 64 * 1024, &w));
         atomic_fetch_add(&h->calls, 1);
     }
     return NULL;
@@ -1750,6 +1750,7 @@ s_hammer_round(const char *dir)
     memset(&h, 0, sizeof(h));
     atomic_init(&h.stop, 0);
     atomic_init(&h.calls, 0);
+    atomic_init(&h.rc, 0);
     CHECK_OK(s_open(dir, false, JOURNAL_MAP_SIZE_MIN, &h.j));
     pthread_t t;
     CHECK(pthread_create(&t, NULL, s_hammer_main, &h) == 0);
@@ -1760,7 +1761,7 @@ s_hammer_round(const char *dir)
         /* The thread calls at least once before each commit, however busy the machine is
          * (counting its calls after the fact failed on a loaded 2-core VM). */
         int64_t deadline = s_mono_ms() + 10000;
-        while (atomic_load(&h.calls) <= (uint64_t)b && h.rc == 0 && !waited_out) {
+        while (atomic_load(&h.calls) <= (uint64_t)b && atomic_load(&h.rc) == 0 && !waited_out) {
             waited_out = s_mono_ms() > deadline;
             sched_yield();
         }
@@ -1769,7 +1770,7 @@ s_hammer_round(const char *dir)
     atomic_store(&h.stop, 1);
     pthread_join(t, NULL);
     CHECK_OK(rc);
-    CHECK_OK(h.rc);
+    CHECK_OK(atomic_load(&h.rc));
     CHECK(!waited_out);
     CHECK(atomic_load(&h.calls) > 160);
     journal_stat_t st;
