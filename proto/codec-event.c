@@ -223,6 +223,10 @@ s_event_out(int *err, const cl_event_t *ev, Cardledger__V1__JournalEntry *e, s_e
         m->imported = s->imported;
         m->row_key = CODEC_OUT_STR(err, s->row_key);
         m->batch_id = s->batch_id;
+        if (s->has_code_hash) {
+            m->code_hash.len = CL_HASH_LEN;
+            m->code_hash.data = (uint8_t *)(uintptr_t)s->code_hash;
+        }
         e->card_issued = m;
         break;
     }
@@ -558,6 +562,9 @@ s_direct_issued(codec_out_t *o, const cl_ev_card_issued_t *s)
     codec_out_varint(o, 15, s->imported);
     CODEC_OUT_ARRAY(o, 16, s->row_key);
     codec_out_varint(o, 17, s->batch_id);
+    if (s->has_code_hash) {
+        codec_out_bytes(o, 18, s->code_hash, CL_HASH_LEN);
+    }
 }
 
 static void
@@ -653,7 +660,8 @@ codec_event_encode(const cl_event_t *ev, uint8_t *buf, size_t cap, size_t *out_l
 
 /* ---- Decoding ----------------------------------------------------------------------------- */
 
-/* A keyed hash: empty (false), or exactly CL_HASH_LEN bytes (true); anything else fails. */
+/* A hash of CL_HASH_LEN bytes (a keyed PIN or claim hash, an export's code_hash): empty (false),
+ * or exactly CL_HASH_LEN bytes (true); anything else fails. */
 static bool
 s_in_hash(codec_in_t *in, uint8_t *dst, const ProtobufCBinaryData *src, const char *field)
 {
@@ -725,6 +733,7 @@ s_event_in(codec_in_t *in, const Cardledger__V1__JournalEntry *e, cl_event_t *ev
         d->imported = m->imported != 0;
         codec_in_str(in, d->row_key, sizeof d->row_key, m->row_key, "row_key");
         d->batch_id = m->batch_id;
+        d->has_code_hash = s_in_hash(in, d->code_hash, &m->code_hash, "code_hash");
         break;
     }
     case CARDLEDGER__V1__JOURNAL_ENTRY__EVENT_BATCH_ISSUED: {
@@ -989,6 +998,7 @@ static const s_fast_field_t s_fast_issued[] = {
     { 15, S_F_BOOL, S_U(card_issued.imported), 0 },
     S_STR(16, card_issued.row_key),
     { 17, S_F_U64, S_U(card_issued.batch_id), 0 },
+    { 18, S_F_HASH, S_U(card_issued.code_hash), S_U(card_issued.has_code_hash) },
     { 0, 0, 0, 0 },
 };
 static const s_fast_field_t s_fast_redeemed[] = {
@@ -1376,6 +1386,12 @@ codec_event_decode_fold(const void *buf, size_t len, cl_event_t *ev)
         return 0;
     }
     return s_decode_full(buf, len, ev);
+}
+
+int
+codec_event_decode_fast(const void *buf, size_t len, cl_event_t *out)
+{
+    return buf != NULL && out != NULL ? s_decode_fast(buf, len, out, true) : 1;
 }
 
 int

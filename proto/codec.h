@@ -225,7 +225,8 @@ int codec_event_peek_type(const void *buf, size_t len, cl_event_type_t *out_type
  * Writes ev as one JSON object, without a newline, NUL-terminated: "seq", "at_us", "type"
  * (cl_event_name), "request_id", "actor" (when role != CL_ROLE_NONE), then the event's fields
  * by their proto names, all of them, zero or not. Card codes are masked with cl_code_mask();
- * pin_hash and claim_hash are never written (CardIssued says "has_pin": true/false instead).
+ * pin_hash, claim_hash and an export's code_hash are never written (CardIssued says "has_pin":
+ * true/false instead).
  * Enums are written as lower-case names ("store_terminal", "online", "stored_value",
  * "store_list"), or as their number when unknown. Strings are JSON-escaped; bytes that are not
  * valid UTF-8 come out as \ufffd. Numbers are plain JSON integers.

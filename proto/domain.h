@@ -287,6 +287,9 @@ typedef struct cl_ev_card_issued {
     bool imported;
     char row_key[CL_ID_MAX + 1];
     uint64_t batch_id;
+    /* Only in an export, where code is masked: cl_code_hash() of the real code. */
+    bool has_code_hash;
+    uint8_t code_hash[CL_HASH_LEN];
 } cl_ev_card_issued_t;
 
 typedef struct cl_ev_batch_issued {
