@@ -240,19 +240,6 @@ s_at_own_store(dec_t *d, const char *store_id)
     return true;
 }
 
-/* Codes are compared without the spaces and dashes people type between groups. */
-static void
-s_normalize_code(const char *in, char out[CL_CODE_MAX + 1])
-{
-    size_t n = 0;
-    for (const char *p = in; *p != '\0' && n < CL_CODE_MAX; p++) {
-        if (*p == ' ' || *p == '-')
-            continue;
-        out[n++] = (char)toupper((unsigned char)*p);
-    }
-    out[n] = '\0';
-}
-
 /* The card a command names, or a refusal. */
 static const ledger_card_t *
 s_card(dec_t *d, const cl_card_ref_t *ref, const char *field)
@@ -262,7 +249,7 @@ s_card(dec_t *d, const cl_card_ref_t *ref, const char *field)
         card = ledger_card(d->l, ref->card_id);
     } else if (ref->code[0] != '\0') {
         char code[CL_CODE_MAX + 1];
-        s_normalize_code(ref->code, code);
+        cl_code_normalize(ref->code, code);
         card = ledger_card_by_code(d->l, code);
     } else {
         s_refuse(d, CL_INVALID_ARGUMENT, "%s: a card code or card id is required", field);
@@ -872,7 +859,7 @@ s_issue_one(dec_t *d, const ledger_program_t *prog, const cl_cmd_issue_card_t *c
 
     char code[CL_CODE_MAX + 1];
     if (c->import_code[0] != '\0') {
-        s_normalize_code(c->import_code, code);
+        cl_code_normalize(c->import_code, code);
         size_t n = strlen(code);
         bool alnum = n >= IMPORT_CODE_MIN;
         for (size_t i = 0; alnum && i < n; i++)

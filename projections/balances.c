@@ -21,8 +21,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <xxhash.h>
-
 #include "bytes.h"
 #include "pcache.h"
 #include "pstore.h"
@@ -177,15 +175,19 @@ s_key_wallet(const char *merchant_id, const char *holder, uint64_t card_id)
 }
 
 static proj_key_t
+s_key_code_hash(const uint8_t hash[CL_HASH_LEN])
+{
+    proj_key_t k = { .n = CL_HASH_LEN };
+    memcpy(k.b, hash, CL_HASH_LEN);
+    return k;
+}
+
+static proj_key_t
 s_key_code(const char *code)
 {
-    char norm[CL_CODE_MAX + 1];
-    proj_code_normalize(code, norm);
-    XXH128_canonical_t canon;
-    XXH128_canonicalFromHash(&canon, XXH3_128bits(norm, strlen(norm)));
-    proj_key_t k = { .n = 16 };
-    memcpy(k.b, canon.digest, 16);
-    return k;
+    uint8_t hash[CL_HASH_LEN];
+    cl_code_hash(code, hash);
+    return s_key_code_hash(hash);
 }
 
 static proj_key_t
@@ -390,7 +392,9 @@ s_issued(pcache_t *c, const cl_event_t *ev)
     PROJ_COPY(card->code_tail, code_len > 4 ? e->code + code_len - 4 : e->code);
     PROJ_COPY(card->holder, e->holder);
 
-    proj_key_t ck = s_key_code(e->code); /* the ledger never issues a code twice */
+    /* The ledger never issues a code twice. An export carries the code's hash, its code being
+     * masked. */
+    proj_key_t ck = e->has_code_hash ? s_key_code_hash(e->code_hash) : s_key_code(e->code);
     uint8_t *id = pcache_insert(c, T_CODES, ck.b, ck.n, 8);
     if (id == NULL)
         return PROJ_ENOMEM;

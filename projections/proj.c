@@ -10,7 +10,6 @@
 #include "proj.h"
 
 #include <assert.h>
-#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -415,18 +414,6 @@ proj_copy_region_place(char *dst, size_t cap, const char *region)
     size_t n = sizeof(prefix) - 1 < cap - 1 ? sizeof(prefix) - 1 : cap - 1;
     memcpy(dst, prefix, n);
     proj_copy(dst + n, cap - n, region[0] != '\0' ? region : "-");
-}
-
-void
-proj_code_normalize(const char *in, char out[CL_CODE_MAX + 1])
-{
-    size_t n = 0;
-    for (const char *p = in; *p != '\0' && n < CL_CODE_MAX; p++) {
-        if (*p == ' ' || *p == '-')
-            continue;
-        out[n++] = (char)toupper((unsigned char)*p);
-    }
-    out[n] = '\0';
 }
 
 const char *

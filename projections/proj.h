@@ -323,10 +323,6 @@ void proj_copy(char *dst, size_t cap, const char *src);
 void proj_copy_region_place(char *dst, size_t cap, const char *region);
 #define PROJ_COPY_REGION_PLACE(dst, region) proj_copy_region_place((dst), sizeof(dst), (region))
 
-/* The normalised form of a card code, as decide.c compares codes: without spaces and dashes,
- * upper case. */
-void proj_code_normalize(const char *in, char out[CL_CODE_MAX + 1]);
-
 /* The name of a channel as analytics keys use it ("online", "store", ...; "unspecified"). */
 const char *proj_channel_name(cl_channel_t channel);
 

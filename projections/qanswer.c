@@ -274,7 +274,7 @@ s_card_ref(qanswer_t *q, reply_t *r, const Cardledger__V1__CardRef *in, cl_card_
         /* A typed code may carry dashes and spaces: allow room for them. */
         if (!s_arg(q, r, in->code, 2 * CL_CODE_MAX, "card.code", true))
             return false;
-        proj_code_normalize(in->code, out->code);
+        cl_code_normalize(in->code, out->code);
         if (out->code[0] != '\0')
             return true;
     }

@@ -174,6 +174,15 @@ typedef struct cl_card_ref {
  */
 void cl_code_mask(const char *code, char *out, size_t out_cap);
 
+/* A code as people may type it, normalised: spaces and dashes dropped, letters upper-cased, at
+ * most CL_CODE_MAX bytes kept. The daemon and the projector compare codes in this form. */
+void cl_code_normalize(const char *in, char out[CL_CODE_MAX + 1]);
+
+/* XXH3-128 of the normalised code, in canonical (big-endian) bytes: the key of the balances
+ * projection's code index, and what an export carries instead of the code (CardIssued.code_hash).
+ */
+void cl_code_hash(const char *code, uint8_t out[CL_HASH_LEN]);
+
 typedef struct cl_voucher_rule {
     int64_t threshold_minor;
     int64_t amount_off_minor;

@@ -1,12 +1,15 @@
 /*
- * Stable names and sentences of the contract's enums, and card code masking.
+ * Stable names and sentences of the contract's enums, and card codes: masked, normalised, hashed.
  *
  * Status names ("insufficient_balance") and event names ("CardRedeemed") are part of the
  * contract: logs, the CLI, PUB topics and journal dumps print them and scripts match on them,
  * so they never change once released. The sentences are the default human text of a Reply
  * (docs/protocol.md lists them all); programs never parse them. Nothing here allocates.
  */
+#include <ctype.h>
 #include <string.h>
+
+#include <xxhash.h>
 
 #include "domain.h"
 
@@ -159,6 +162,29 @@ cl_event_name(cl_event_type_t type)
         break;
     }
     return "unknown";
+}
+
+void
+cl_code_normalize(const char *in, char out[CL_CODE_MAX + 1])
+{
+    size_t n = 0;
+    for (const char *p = in; *p != '\0' && n < CL_CODE_MAX; p++) {
+        if (*p == ' ' || *p == '-')
+            continue;
+        out[n++] = (char)toupper((unsigned char)*p);
+    }
+    out[n] = '\0';
+}
+
+void
+cl_code_hash(const char *code, uint8_t out[CL_HASH_LEN])
+{
+    char norm[CL_CODE_MAX + 1];
+    cl_code_normalize(code, norm);
+    XXH128_canonical_t canon;
+    XXH128_canonicalFromHash(&canon, XXH3_128bits(norm, strlen(norm)));
+    _Static_assert(sizeof(canon.digest) == CL_HASH_LEN, "a code hash is a hash's length");
+    memcpy(out, canon.digest, CL_HASH_LEN);
 }
 
 void
