@@ -14,6 +14,7 @@
 #include <stdalign.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "codec-private.h"
@@ -1386,6 +1387,34 @@ codec_event_decode_fold(const void *buf, size_t len, cl_event_t *ev)
         return 0;
     }
     return s_decode_full(buf, len, ev);
+}
+
+int
+codec_event_export(const void *buf, size_t len, uint8_t *out, size_t cap, size_t *out_len)
+{
+    if (out == NULL || out_len == NULL) {
+        return CODEC_EINVAL;
+    }
+    cl_event_t *ev = malloc(sizeof(*ev)); /* some kilobytes: not on a caller's stack */
+    if (ev == NULL) {
+        return CODEC_ENOMEM;
+    }
+    int rc = codec_event_decode(buf, len, ev);
+    if (rc == 0 && ev->type == CL_EV_CARD_ISSUED) {
+        cl_ev_card_issued_t *e = &ev->u.card_issued;
+        cl_code_hash(e->code, e->code_hash);
+        e->has_code_hash = true;
+        size_t n = strlen(e->code);
+        memset(e->code, '*', n > 4 ? n - 4 : n);
+        memset(e->pin_hash, 0, sizeof(e->pin_hash));
+    } else if (rc == 0 && ev->type == CL_EV_GIFT_OFFERED) {
+        memset(ev->u.gift_offered.claim_hash, 0, sizeof(ev->u.gift_offered.claim_hash));
+    }
+    if (rc == 0) {
+        rc = codec_event_encode(ev, out, cap, out_len);
+    }
+    free(ev);
+    return rc;
 }
 
 int

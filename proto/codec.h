@@ -205,6 +205,21 @@ int codec_event_decode_scratch(const void *buf, size_t len, cl_event_t *scratch)
 int codec_event_decode_fold(const void *buf, size_t len, cl_event_t *ev);
 
 /*
+ * The entry an export (cardledger-journal export) writes in place of the journal entry buf: the
+ * same event with what never leaves the ledger taken out (PRODUCT.md section 8), and no more,
+ * so that the projections fold it to the same bytes:
+ * - CardIssued: the code keeps its length and its last 4 bytes, the others become '*' (a code
+ *   of 4 bytes or fewer becomes all '*'), which is all of it the projections keep; code_hash is
+ *   set to cl_code_hash() of the code, the key of the balances projection's code index; the PIN
+ *   hash becomes zeros (has_pin stays, the projections show it).
+ * - GiftOffered: the claim hash is dropped.
+ * - every other event is decoded and encoded again unchanged.
+ * Returns 0 and the length in *out_len, or what codec_event_decode() returns (an entry this
+ * codec cannot read is not exported: it might hold anything) or codec_event_encode() returns.
+ */
+int codec_event_export(const void *buf, size_t len, uint8_t *out, size_t cap, size_t *out_len);
+
+/*
  * The request id that the bytes of a JournalEntry's request_id_b32 stand for: their unpadded
  * base32 in the ledger's alphabet (see codec_event_encode()), NUL-terminated in out. Also how
  * libcardledger writes the request ids it makes. For code that unpacks a JournalEntry itself

@@ -407,6 +407,58 @@ card_issued_with_and_without_code_hash_decodes_by_the_fast_path(void)
     }
 }
 
+/* What an export keeps of each event (codec_event_export()): a CardIssued's code masked to its
+ * length and last 4 bytes with the hash of the real code beside it and its PIN hash zeroed, a
+ * GiftOffered without its claim hash, every other event as it was. */
+static void
+export_masks_codes_and_drops_secrets_and_keeps_everything_else(void)
+{
+    static cl_event_t ev, in, out;
+    static uint8_t buf[CODEC_EVENT_MAX_BYTES], exp[CODEC_EVENT_MAX_BYTES];
+    for (size_t i = 0; i < S_EVENT_TYPES; i++) {
+        s_make_event(s_event_types[i], &ev);
+        if (ev.type == CL_EV_CARD_ISSUED) {
+            snprintf(ev.u.card_issued.code, sizeof ev.u.card_issued.code, "7KQ4-M9XW 2RPA8D3F");
+            ev.u.card_issued.has_code_hash = false;
+            memset(ev.u.card_issued.code_hash, 0, sizeof ev.u.card_issued.code_hash);
+        }
+        size_t len = 0, exp_len = 0;
+        CHECK_RC(codec_event_encode(&ev, buf, sizeof buf, &len), 0);
+        CHECK_RC(codec_event_export(buf, len, exp, sizeof exp, &exp_len), 0);
+        CHECK_RC(codec_event_decode(buf, len, &in), 0);
+        CHECK_RC(codec_event_decode(exp, exp_len, &out), 0);
+        if (in.type == CL_EV_CARD_ISSUED) {
+            cl_ev_card_issued_t *a = &in.u.card_issued, *b = &out.u.card_issued;
+            CHECK_STR(b->code, "**************8D3F");
+            CHECK(b->has_code_hash);
+            uint8_t want[CL_HASH_LEN];
+            cl_code_hash("7KQ4M9XW2RPA8D3F", want);
+            CHECK(memcmp(b->code_hash, want, CL_HASH_LEN) == 0);
+            CHECK(a->has_pin && b->has_pin);
+            static const uint8_t zero[CL_HASH_LEN];
+            CHECK(memcmp(b->pin_hash, zero, CL_HASH_LEN) == 0);
+            CHECK(memmem(exp, exp_len, "2RPA", 4) == NULL);
+            CHECK(memmem(exp, exp_len, a->pin_hash, CL_HASH_LEN) == NULL);
+            /* The rest is the journal's. */
+            memcpy(b->code, a->code, sizeof b->code);
+            memcpy(b->pin_hash, a->pin_hash, sizeof b->pin_hash);
+            b->has_code_hash = false;
+            memset(b->code_hash, 0, sizeof b->code_hash);
+        } else if (in.type == CL_EV_GIFT_OFFERED) {
+            CHECK(memmem(exp, exp_len, in.u.gift_offered.claim_hash, CL_HASH_LEN) == NULL);
+            static const uint8_t zero[CL_HASH_LEN];
+            CHECK(memcmp(out.u.gift_offered.claim_hash, zero, CL_HASH_LEN) == 0);
+            memcpy(out.u.gift_offered.claim_hash, in.u.gift_offered.claim_hash, CL_HASH_LEN);
+        }
+        if (memcmp(&in, &out, sizeof in) != 0) {
+            printf("    %s changed in the export\n", cl_event_name(in.type));
+            CHECK(memcmp(&in, &out, sizeof in) == 0);
+        }
+    }
+    size_t exp_len = 0;
+    CHECK(codec_event_export("\x0a\x05\xff", 3, exp, sizeof exp, &exp_len) != 0);
+}
+
 /* The wire fast path of codec_event_decode() gives exactly what the full path gives, for every
  * event type as the encoder writes it (with and without actor and request id, with values of
  * every width and sign, strings at their limit, request ids in both forms), and for thousands
@@ -3348,6 +3400,7 @@ main(void)
     RUN(every_event_type_round_trips_unchanged);
     RUN(event_fast_decode_gives_the_bytes_of_the_full_decode);
     RUN(card_issued_with_and_without_code_hash_decodes_by_the_fast_path);
+    RUN(export_masks_codes_and_drops_secrets_and_keeps_everything_else);
     RUN(event_without_actor_round_trips_and_leaves_the_actor_out);
     RUN(event_encoding_is_protobuf_cs_own_byte_for_byte);
     RUN(redeemed_and_issued_encode_straight_as_protobuf_c_does);

@@ -32,6 +32,7 @@
 #include "cardledger-config.h"
 #include "codec.h"
 #include "ahead.h"
+#include "export.h"
 #include "journal.h"
 #include "journal-format.h"
 
@@ -289,6 +290,197 @@ s_flip_byte(const char *path, const char *marker, long offset)
     }
     free(data);
     return ok;
+}
+
+/* ---- Export files --------------------------------------------------------------------------- */
+
+/* The export transform of the journal module's own tests: the payload as it is. */
+static int
+s_export_same(const journal_entry_t *e, uint8_t *out, size_t cap, size_t *out_len, void *ctx)
+{
+    (void)ctx;
+    if (e->payload_len > cap)
+        return -ENOSPC;
+    memcpy(out, e->payload, e->payload_len);
+    *out_len = e->payload_len;
+    return 0;
+}
+
+/* Fails at the entry whose sequence *ctx names. */
+static int
+s_export_fail_at(const journal_entry_t *e, uint8_t *out, size_t cap, size_t *out_len, void *ctx)
+{
+    if (e->seq == *(const uint64_t *)ctx)
+        return 42;
+    return s_export_same(e, out, cap, out_len, NULL);
+}
+
+static bool
+s_write_file(const char *path, const uint8_t *p, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    bool ok = f != NULL && fwrite(p, 1, n, f) == n;
+    return f != NULL && fclose(f) == 0 && ok;
+}
+
+/* Export entries are 40 + payload bytes after the 64-byte header. */
+#define S_EXPORT_LEN 100u
+#define S_EXPORT_AT(seq) \
+    (JOURNAL_EXPORT_HEADER_SIZE + ((seq)-1) * (JOURNAL_HEADER_SIZE + S_EXPORT_LEN))
+
+/* An export of the payloads as they are has the journal's own chain, checks out, and imports
+ * into a journal equal to the source: the same entries, the same head hash. So does an export
+ * of an empty journal, and one that stops at --to. */
+static void
+test_export_of_the_same_payloads_checks_out_and_imports_as_the_journal(void)
+{
+    journal_t *j = NULL, *dest = NULL;
+    CHECK_OK(s_open(s_path("src"), false, 0, &j));
+    char file[PATH_MAX], empty[PATH_MAX], part[PATH_MAX];
+    s_join(file, s_test_dir, "all.export");
+    s_join(empty, s_test_dir, "empty.export");
+    s_join(part, s_test_dir, "part.export");
+    journal_export_info_t info, seen;
+    CHECK_OK(journal_export(j, 0, empty, s_export_same, NULL, &info));
+    CHECK_U64(info.entries, 0);
+    CHECK_OK(journal_export_check(empty, &seen));
+    CHECK_U64(seen.entries, 0);
+
+    journal_head_t head, ten;
+    CHECK_OK(s_append_n(j, 10, S_EXPORT_LEN, &ten));
+    CHECK_OK(s_append_n(j, 290, S_EXPORT_LEN, &head));
+    CHECK_OK(journal_export(j, 0, file, s_export_same, NULL, &info));
+    CHECK_U64(info.entries, 300);
+    CHECK_U64(info.payload_bytes, 300 * S_EXPORT_LEN);
+    CHECK(memcmp(info.last_hash, head.hash, JOURNAL_HASH_SIZE) == 0);
+    CHECK(memcmp(info.source_hash, head.hash, JOURNAL_HASH_SIZE) == 0);
+    journal_stat_t st;
+    CHECK_OK(journal_stat(j, &st));
+    CHECK_OK(journal_export_check(file, &seen));
+    CHECK_U64(seen.entries, 300);
+    CHECK(memcmp(seen.journal_id, st.journal_id, JOURNAL_ID_SIZE) == 0);
+    CHECK(seen.exported_at_us == info.exported_at_us);
+    CHECK(memcmp(seen.source_hash, head.hash, JOURNAL_HASH_SIZE) == 0);
+    size_t len = 0;
+    uint8_t *bytes = s_read_file(file, &len);
+    CHECK(bytes != NULL);
+    free(bytes);
+    CHECK_U64(len, S_EXPORT_AT(301) + JOURNAL_EXPORT_TRAILER_SIZE);
+
+    CHECK_OK(journal_export(j, 10, part, s_export_same, NULL, &info));
+    CHECK_U64(info.entries, 10);
+    CHECK(memcmp(info.source_hash, ten.hash, JOURNAL_HASH_SIZE) == 0);
+    journal_close(&j);
+
+    CHECK_OK(s_open(s_path("dest"), false, 0, &dest));
+    CHECK_OK(journal_import(file, dest, &seen));
+    journal_head_t got;
+    CHECK_OK(journal_head(dest, &got));
+    CHECK_U64(got.seq, 300);
+    CHECK(memcmp(got.hash, head.hash, JOURNAL_HASH_SIZE) == 0);
+    CHECK(s_read_all_ok(dest, 1, 300, S_EXPORT_LEN));
+    /* Into a journal that is not empty: refused, nothing added. */
+    CHECK_RC(journal_import(part, dest, &seen), JOURNAL_EINVAL);
+    CHECK_OK(journal_head(dest, &got));
+    CHECK_U64(got.seq, 300);
+    journal_close(&dest);
+}
+
+/* Every kind of damage to an export is refused: in an entry with its sequence number named, in
+ * the header, trailer or checksum as the file's; a file that is no export as such. An import of
+ * a damaged file writes nothing. */
+static void
+test_damaged_export_is_refused_with_the_entry_named_and_imports_nothing(void)
+{
+    journal_t *j = NULL;
+    CHECK_OK(s_open(s_path("src"), false, 0, &j));
+    CHECK_OK(s_append_n(j, 20, S_EXPORT_LEN, NULL));
+    char file[PATH_MAX], bad[PATH_MAX];
+    s_join(file, s_test_dir, "good.export");
+    s_join(bad, s_test_dir, "bad.export");
+    CHECK_OK(journal_export(j, 0, file, s_export_same, NULL, NULL));
+    journal_close(&j);
+    size_t len = 0;
+    uint8_t *good = s_read_file(file, &len);
+    CHECK(good != NULL);
+    uint8_t *copy = malloc(len);
+    CHECK(copy != NULL);
+    static const struct {
+        size_t at;    /* the byte flipped (SIZE_MAX: the file cut one byte short) */
+        int rc;       /* what the check returns */
+        uint64_t seq; /* the entry it names (0: the file's parts) */
+    } cases[] = {
+        { S_EXPORT_AT(7) + JOURNAL_HEADER_SIZE + 5, JOURNAL_ECHAIN, 7 }, /* a payload byte */
+        { S_EXPORT_AT(12) + 24, JOURNAL_ECHAIN, 12 },                    /* a stored hash */
+        { S_EXPORT_AT(3), JOURNAL_ECORRUPT, 3 },                         /* a sequence */
+        { S_EXPORT_AT(20) + 16, JOURNAL_ECORRUPT, 20 },                  /* a payload length */
+        { 50, JOURNAL_ECORRUPT, 0 },                                     /* reserved header */
+        { 20, JOURNAL_ECORRUPT, 0 },                   /* the source journal's id */
+        { S_EXPORT_AT(21) + 8, JOURNAL_ECORRUPT, 0 },  /* the trailer's count */
+        { S_EXPORT_AT(21) + 40, JOURNAL_ECORRUPT, 0 }, /* the trailer's source hash */
+        { S_EXPORT_AT(21) + 63, JOURNAL_ECORRUPT, 0 }, /* the checksum */
+        { 8, JOURNAL_EVERSION, 0 },                    /* the version */
+        { 0, JOURNAL_EVERSION, 0 },                    /* the magic */
+        { SIZE_MAX, JOURNAL_ECORRUPT, 20 }, /* one byte short: the last entry looks cut */
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        memcpy(copy, good, len);
+        size_t n = len;
+        if (cases[i].at == SIZE_MAX)
+            n--;
+        else
+            copy[cases[i].at] ^= 0x01;
+        CHECK(s_write_file(bad, copy, n));
+        journal_export_info_t info;
+        int rc = journal_export_check(bad, &info);
+        if (rc != cases[i].rc || info.bad_seq != cases[i].seq) {
+            s_fail(__FILE__, __LINE__, "case %zu: returned %d (%s) at sequence %" PRIu64, i, rc,
+                   journal_strerror(rc), info.bad_seq);
+            break;
+        }
+        char dest_name[32];
+        snprintf(dest_name, sizeof(dest_name), "dest%zu", i);
+        journal_t *dest = NULL;
+        CHECK_OK(s_open(s_path(dest_name), false, 0, &dest));
+        CHECK_RC(journal_import(bad, dest, &info), cases[i].rc);
+        journal_head_t h;
+        CHECK_OK(journal_head(dest, &h));
+        journal_close(&dest);
+        CHECK_U64(h.seq, 0);
+    }
+    CHECK(s_write_file(bad, (const uint8_t *)"hello", 5));
+    CHECK_RC(journal_export_check(bad, NULL), JOURNAL_EVERSION);
+    free(copy);
+    free(good);
+}
+
+/* An export never overwrites a file, and a failed one leaves none (not even its .tmp). */
+static void
+test_export_never_overwrites_and_a_failed_one_leaves_no_file(void)
+{
+    journal_t *j = NULL;
+    CHECK_OK(s_open(s_path("src"), false, 0, &j));
+    CHECK_OK(s_append_n(j, 20, S_EXPORT_LEN, NULL));
+    char file[PATH_MAX], tmp[PATH_MAX + 8];
+    s_join(file, s_test_dir, "x.export");
+    snprintf(tmp, sizeof(tmp), "%s.tmp", file);
+    CHECK(s_write_file(file, (const uint8_t *)"keep", 4));
+    CHECK_RC(journal_export(j, 0, file, s_export_same, NULL, NULL), -EEXIST);
+    size_t len = 0;
+    uint8_t *kept = s_read_file(file, &len);
+    CHECK(kept != NULL && len == 4 && memcmp(kept, "keep", 4) == 0);
+    free(kept);
+    CHECK(unlink(file) == 0);
+    journal_export_info_t info;
+    uint64_t fail_at = 7;
+    CHECK_RC(journal_export(j, 0, file, s_export_fail_at, &fail_at, &info), 42);
+    CHECK_U64(info.bad_seq, 7);
+    struct stat sb;
+    CHECK(stat(file, &sb) != 0 && errno == ENOENT);
+    CHECK(stat(tmp, &sb) != 0 && errno == ENOENT);
+    CHECK_RC(journal_export(j, 21, file, s_export_same, NULL, NULL), JOURNAL_ENOTFOUND);
+    CHECK(stat(file, &sb) != 0 && errno == ENOENT);
+    journal_close(&j);
 }
 
 /* ---- Running the tool ---------------------------------------------------------------------- */
@@ -2542,6 +2734,9 @@ static const struct s_test s_tests[] = {
     S_TEST(growing_the_map_while_this_thread_holds_a_read_txn_is_refused_not_deadlocked),
     S_TEST(appends_of_a_second_writer_process_are_chained_onto),
     S_TEST(writer_killed_mid_stream_leaves_whole_batches_and_an_intact_chain),
+    S_TEST(export_of_the_same_payloads_checks_out_and_imports_as_the_journal),
+    S_TEST(damaged_export_is_refused_with_the_entry_named_and_imports_nothing),
+    S_TEST(export_never_overwrites_and_a_failed_one_leaves_no_file),
     S_TEST(tool_help_and_version_exit_zero),
     S_TEST(tool_usage_errors_exit_1),
     S_TEST(tool_on_a_missing_journal_exits_2),

@@ -28,6 +28,7 @@
 #include "check.h"
 #include "codec.h"
 #include "harness.h"
+#include "journal.h"
 
 #define T0            HARNESS_CLOCK_START_US_DEFAULT
 #define QUERY_WAIT_MS 5000
@@ -735,6 +736,146 @@ killed_projector_catches_up_to_the_bytes_of_a_fresh_replay(void)
     s_teardown();
 }
 
+/* The whole of a file, malloc()ed, its length in *len. */
+static uint8_t *
+s_slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    REQUIRE(f != NULL);
+    REQUIRE(fseek(f, 0, SEEK_END) == 0);
+    long n = ftell(f);
+    REQUIRE(n > 0 && fseek(f, 0, SEEK_SET) == 0);
+    uint8_t *p = malloc((size_t)n);
+    REQUIRE(p != NULL && fread(p, 1, (size_t)n, f) == (size_t)n);
+    fclose(f);
+    *len = (size_t)n;
+    return p;
+}
+
+/*
+ * PRODUCT.md sections 6 to 8: `cardledger-journal export` writes a portable, checksummed file in
+ * which no card code, PIN hash or claim hash of the journal appears, and the replay of that
+ * file gives the projector's bytes. A damaged export is refused with the entry named, and the
+ * replay of it makes nothing.
+ */
+static void
+an_export_replays_to_the_projectors_bytes_and_holds_no_code_or_secret(void)
+{
+    s_setup();
+    s_world();
+    enum { CODES = 5 };
+    char codes[CODES + 1][CL_CODE_MAX + 1];
+    uint64_t cards[CODES + 1];
+    for (int i = 0; i < CODES; i++)
+        cards[i] = s_issue(i % 2 ? "alice" : "bob", 20000, codes[i]);
+    /* A card with a printed code and PIN: the journal holds its PIN's hash. */
+    cl_command_t *c = s_cmd(CL_CMD_ISSUE_CARD);
+    snprintf(c->u.issue_card.merchant_id, CL_ID_MAX + 1, "m1");
+    snprintf(c->u.issue_card.program_id, CL_ID_MAX + 1, "gift");
+    snprintf(c->u.issue_card.holder, CL_HOLDER_MAX + 1, "dora");
+    c->u.issue_card.channel = CL_CHANNEL_STORE;
+    snprintf(c->u.issue_card.store_id, CL_ID_MAX + 1, "s2");
+    c->u.issue_card.face_value_minor = 10000;
+    snprintf(c->u.issue_card.import_code, CL_CODE_MAX + 1, "PRINTED-7788-9911");
+    snprintf(c->u.issue_card.import_pin, CL_PIN_MAX + 1, "482913");
+    cards[CODES] = s_call(c)->card.card_id;
+    snprintf(codes[CODES], CL_CODE_MAX + 1, "PRINTED77889911");
+    /* A gift offer: the journal holds its claim secret's hash. */
+    c = s_cmd(CL_CMD_OFFER_GIFT);
+    c->u.gift.card.card_id = cards[0];
+    snprintf(c->u.gift.from_holder, CL_HOLDER_MAX + 1, "bob");
+    snprintf(c->u.gift.to_holder, CL_HOLDER_MAX + 1, "carol");
+    s_call(c);
+    c = s_cmd(CL_CMD_REDEEM);
+    c->u.redeem.card.card_id = cards[CODES];
+    snprintf(c->u.redeem.store_id, CL_ID_MAX + 1, "s1");
+    snprintf(c->u.redeem.pin, CL_PIN_MAX + 1, "482913");
+    c->u.redeem.amount_minor = 2500;
+    s_call(c);
+    for (int k = 0; k < 4; k++)
+        s_redeem_burst(CODES, CL_BATCH_REQUESTS_MAX, (unsigned)k);
+    uint64_t head = s_daemon_head();
+    s_proj_start(NULL, NULL);
+    REQUIRE(s_wait_caught_up(head));
+    CHECK_EQ_INT(s_proj_wait(SIGTERM), 0);
+    static char mine[1024], out[4096];
+    s_proj_digests(mine, sizeof(mine));
+
+    char jdir[S_PATH_MAX], file[S_PATH_MAX], bad[S_PATH_MAX], rdir[S_PATH_MAX];
+    snprintf(jdir, sizeof(jdir), "%s/journal", harness_data_dir(H));
+    snprintf(file, sizeof(file), "%s/ledger.export", harness_dir(H));
+    const char *jtool = s_build_path("tools/cardledger-journal");
+    const char *exp_argv[] = { jtool, "export", jdir, file, NULL };
+    CHECK_EQ_INT(s_exec(exp_argv, out, sizeof(out)), 0);
+    char want[64];
+    snprintf(want, sizeof(want), "%llu entries", (unsigned long long)head);
+    CHECK(strstr(out, want) != NULL);
+
+    /* What the journal holds in clear that an export must not: the codes, the hashes. */
+    size_t n = 0;
+    uint8_t *bytes = s_slurp(file, &n);
+    for (int i = 0; i <= CODES; i++)
+        CHECK(memmem(bytes, n, codes[i], strlen(codes[i])) == NULL);
+    journal_t *j = NULL;
+    journal_opts_t jo = { .read_only = true };
+    REQUIRE(journal_open(jdir, &jo, &j) == 0);
+    journal_reader_t *r = NULL;
+    REQUIRE(journal_reader_open(j, 1, &r) == 0);
+    static cl_event_t ev;
+    journal_entry_t e;
+    int pins = 0, claims = 0, code_seen = 0;
+    while (journal_reader_next(r, &e) == 0) {
+        REQUIRE(codec_event_decode(e.payload, e.payload_len, &ev) == 0);
+        const uint8_t *secret = NULL;
+        if (ev.type == CL_EV_CARD_ISSUED) {
+            /* The test's list of codes is the journal's. */
+            for (int i = 0; i <= CODES; i++)
+                code_seen += strcmp(ev.u.card_issued.code, codes[i]) == 0;
+            if (ev.u.card_issued.has_pin) {
+                secret = ev.u.card_issued.pin_hash;
+                pins++;
+            }
+        } else if (ev.type == CL_EV_GIFT_OFFERED) {
+            secret = ev.u.gift_offered.claim_hash;
+            claims++;
+        }
+        if (secret != NULL)
+            CHECK(memmem(bytes, n, secret, CL_HASH_LEN) == NULL);
+    }
+    journal_reader_close(&r);
+    journal_close(&j);
+    CHECK_EQ_INT(code_seen, CODES + 1);
+    CHECK_EQ_INT(pins, 1);
+    CHECK_EQ_INT(claims, 1);
+
+    /* The replay of the export: the projector's bytes. */
+    snprintf(rdir, sizeof(rdir), "%s/replay-export", harness_dir(H));
+    static char fresh[1024];
+    const char *rep_argv[] = { s_build_path("tools/cardledger-replay"), file, rdir, "--digest",
+                               NULL };
+    CHECK_EQ_INT(s_exec(rep_argv, fresh, sizeof(fresh)), 0);
+    CHECK_EQ_STR(fresh, mine);
+
+    /* One byte changed in the middle of the entries: refused, the entry named, nothing made. */
+    bytes[n / 2] ^= 0x20;
+    snprintf(bad, sizeof(bad), "%s/damaged.export", harness_dir(H));
+    FILE *f = fopen(bad, "wb");
+    REQUIRE(f != NULL && fwrite(bytes, 1, n, f) == n && fclose(f) == 0);
+    free(bytes);
+    const char *ver_argv[] = { jtool, "verify", bad, NULL };
+    CHECK_EQ_INT(s_exec(ver_argv, out, sizeof(out)), 3);
+    snprintf(rdir, sizeof(rdir), "%s/replay-damaged", harness_dir(H));
+    const char *bad_argv[] = { s_build_path("tools/cardledger-replay"), bad, rdir, NULL };
+    CHECK_EQ_INT(s_exec(bad_argv, out, sizeof(out)), 1);
+    struct stat st;
+    CHECK(stat(rdir, &st) != 0 && errno == ENOENT);
+    snprintf(rdir, sizeof(rdir), "%s/imported", harness_dir(H));
+    const char *imp_argv[] = { jtool, "import", bad, rdir, NULL };
+    CHECK_EQ_INT(s_exec(imp_argv, out, sizeof(out)), 3);
+    CHECK(stat(rdir, &st) != 0 && errno == ENOENT);
+    s_teardown();
+}
+
 static void
 schema_bump_is_rebuilt_while_queries_are_answered(void)
 {
@@ -863,6 +1004,7 @@ main(int argc, char **argv)
         CHECK_CASE(projector_refuses_endpoints_beyond_loopback_and_bad_usage),
         CHECK_CASE(projector_answers_every_query_with_the_checkpoint_it_reflects),
         CHECK_CASE(killed_projector_catches_up_to_the_bytes_of_a_fresh_replay),
+        CHECK_CASE(an_export_replays_to_the_projectors_bytes_and_holds_no_code_or_secret),
         CHECK_CASE(schema_bump_is_rebuilt_while_queries_are_answered),
     };
     int rc = check_main(argc, argv, cases, sizeof(cases) / sizeof(cases[0]));

@@ -1,13 +1,15 @@
 /*
  * cardledger-journal: the operator's and analyst's tool for a journal directory.
  *
- * It opens journals read-only (it never writes a journal; `copy` writes a new one) and offers
- * four subcommands: `stat` (counts, sizes and the head, as text or JSON), `dump` (one JSON
- * object per entry and line), `verify` (structure, gap-free sequence numbers and the hash
- * chain; names the first bad sequence number) and `copy` (a consistent hot backup that is then
- * verified). Everything it knows about entries comes from the journal library, so the tool
- * reads exactly what the daemon writes. The exit status is the contract scripts rely on: 0 ok,
- * 1 usage error, 2 cannot open, read or write, 3 verification failed.
+ * It opens journals read-only (it never writes a journal; `copy` and `import` write a new one)
+ * and offers six subcommands: `stat` (counts, sizes and the head, as text or JSON), `dump` (one
+ * JSON object per entry and line), `verify` (structure, gap-free sequence numbers and the hash
+ * chain; names the first bad sequence number; also of an export file), `copy` (a consistent hot
+ * backup that is then verified), `export` (a portable, checksummed file for analysts, card
+ * codes masked: journal/export.h, codec_event_export()) and `import` (an export back into a
+ * journal, for the replay). Everything it knows about entries comes from the journal library,
+ * so the tool reads exactly what the daemon writes. The exit status is the contract scripts rely
+ * on: 0 ok, 1 usage error, 2 cannot open, read or write, 3 verification failed.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -17,10 +19,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "cardledger-config.h"
 #include "codec.h"
+#include "export.h"
 #include "journal.h"
 
 #define S_PROG "cardledger-journal"
@@ -36,8 +40,8 @@
 static const char s_usage[] =
     "Usage: " S_PROG " [--help] [--version] COMMAND [ARGS]\n"
     "\n"
-    "Inspect, verify and back up a cardledger journal (an LMDB directory). Journals are\n"
-    "opened read-only; the tool never modifies one.\n"
+    "Inspect, verify, back up and export a cardledger journal (an LMDB directory). Journals\n"
+    "are opened read-only; the tool never modifies one.\n"
     "\n"
     "Commands:\n"
     "  stat DIR [--json]              entries, sequence range, head hash, sizes\n"
@@ -46,8 +50,15 @@ static const char s_usage[] =
     "                                 (card codes masked, PIN hashes never shown)\n"
     "  verify DIR [--from N] [--to N] check structure, gap-free sequence numbers and the\n"
     "                                 hash chain; names the first bad sequence number\n"
+    "  verify FILE                    check an export file (the same, and its checksum)\n"
     "  copy DIR DEST                  consistent hot backup of DIR into DEST (created, must\n"
     "                                 not hold a data.mdb), then verify the copy\n"
+    "  export DIR FILE [--to N]       entries 1..N (default: all) as one portable,\n"
+    "                                 checksummed file for analysts (FILE must not exist):\n"
+    "                                 card codes masked to their last 4 characters, PIN and\n"
+    "                                 claim hashes left out; cardledger-replay reads it\n"
+    "  import FILE DEST               check an export, then write its entries into a new\n"
+    "                                 journal DEST (created, must not hold a data.mdb)\n"
     "\n"
     "Options:\n"
     "  -h, --help      show this help and exit\n"
@@ -56,8 +67,8 @@ static const char s_usage[] =
     "Exit status:\n"
     "  0  success (verify: the checked range is intact)\n"
     "  1  usage error\n"
-    "  2  cannot open, read or write a journal\n"
-    "  3  verification failed (a corrupt entry or a broken hash chain)\n";
+    "  2  cannot open, read or write a journal or a file\n"
+    "  3  verification failed (a corrupt entry, a broken hash chain, a bad checksum)\n";
 
 static void s_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
@@ -247,7 +258,7 @@ s_parse_args(int argc, char **argv, bool range, bool json, bool dest, struct s_a
     }
     int want = dest ? 2 : 1;
     if (argc - optind != want) {
-        s_usage_error(dest ? "%s: needs DIR and DEST" : "%s: needs exactly one DIR", cmd);
+        s_usage_error(dest ? "%s: needs two paths (see --help)" : "%s: needs exactly one DIR", cmd);
         return S_EXIT_USAGE;
     }
     a->dir = argv[optind];
@@ -418,6 +429,55 @@ s_verify_report(journal_t *j, const char *dir, uint64_t from_seq, uint64_t to_se
     return S_EXIT_OK;
 }
 
+static bool
+s_is_file(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+/* Reports a failed check of an export file (verify, import) and returns the exit status. */
+static int
+s_export_failed(const char *what, const char *path, int rc, const journal_export_info_t *info)
+{
+    if (rc == JOURNAL_EVERSION) {
+        fprintf(stderr,
+                S_PROG ": %s %s: not a cardledger export file (or one of a later version)\n", what,
+                path);
+        return S_EXIT_IO;
+    }
+    if ((rc == JOURNAL_ECORRUPT || rc == JOURNAL_ECHAIN) && info->bad_seq != 0) {
+        fprintf(stderr,
+                S_PROG ": %s %s: FAILED at sequence %" PRIu64 ": %s (%" PRIu64
+                       " entries before it are intact)\n",
+                what, path, info->bad_seq, journal_strerror(rc), info->bad_seq - 1);
+    } else if (rc == JOURNAL_ECORRUPT) {
+        fprintf(stderr,
+                S_PROG ": %s %s: FAILED: the file is cut short, or its header, trailer or "
+                       "checksum is damaged\n",
+                what, path);
+    } else {
+        fprintf(stderr, S_PROG ": %s %s: %s\n", what, path,
+                rc < 0 && rc > -4096 ? strerror(-rc) : journal_strerror(rc));
+    }
+    return s_exit_for(rc);
+}
+
+/* Prints what an export says of itself: entries, source journal, hashes. */
+static void
+s_export_report(const char *path, const journal_export_info_t *info)
+{
+    char buf[S_TIME_BUF_SIZE];
+    printf("%s: %" PRIu64 " entries (seq 1..%" PRIu64 ", %" PRIu64 " payload bytes) exported %s"
+           " from journal ",
+           path, info->entries, info->entries, info->payload_bytes,
+           s_iso_time(info->exported_at_us, buf) ? buf : "?");
+    s_hex(stdout, info->journal_id, JOURNAL_ID_SIZE);
+    printf("; the source's hash of the last entry ");
+    s_hex(stdout, info->source_hash, JOURNAL_HASH_SIZE);
+    printf("; structure, sequence, hash chain and checksum intact\n");
+}
+
 static int
 s_cmd_verify(int argc, char **argv)
 {
@@ -425,6 +485,19 @@ s_cmd_verify(int argc, char **argv)
     int status = s_parse_args(argc, argv, true, false, false, &a);
     if (status != S_EXIT_OK) {
         return status < 0 ? S_EXIT_OK : status;
+    }
+    if (s_is_file(a.dir)) {
+        if (a.from_seq != 0 || a.to_seq != 0) {
+            s_usage_error("verify: an export file is checked whole (no --from or --to)");
+            return S_EXIT_USAGE;
+        }
+        journal_export_info_t info;
+        int rc = journal_export_check(a.dir, &info);
+        if (rc != 0) {
+            return s_export_failed("verify", a.dir, rc, &info);
+        }
+        s_export_report(a.dir, &info);
+        return S_EXIT_OK;
     }
     journal_t *j = NULL;
     status = s_open(a.dir, &j);
@@ -460,6 +533,103 @@ s_cmd_copy(int argc, char **argv)
         return status;
     }
     printf("copied %s to %s\n", a.dir, a.dest);
+    status = s_verify_report(j, a.dest, 0, 0);
+    journal_close(&j);
+    return status;
+}
+
+/* An export's payload: the entry's event with codes masked and PIN and claim hashes left out. */
+static int
+s_export_entry(const journal_entry_t *e, uint8_t *out, size_t cap, size_t *out_len, void *ctx)
+{
+    int *codec_rc = ctx;
+    *codec_rc = codec_event_export(e->payload, e->payload_len, out, cap, out_len);
+    return *codec_rc;
+}
+
+static int
+s_cmd_export(int argc, char **argv)
+{
+    struct s_args a;
+    int status = s_parse_args(argc, argv, true, false, true, &a);
+    if (status != S_EXIT_OK) {
+        return status < 0 ? S_EXIT_OK : status;
+    }
+    if (a.from_seq > 1) {
+        s_usage_error("export: an export starts at sequence 1 (only --to is an option)");
+        return S_EXIT_USAGE;
+    }
+    journal_t *j = NULL;
+    status = s_open(a.dir, &j);
+    if (status != S_EXIT_OK) {
+        return status;
+    }
+    journal_export_info_t info;
+    int codec_rc = 0;
+    int rc = journal_export(j, a.to_seq, a.dest, s_export_entry, &codec_rc, &info);
+    journal_close(&j);
+    if (rc == 0) {
+        s_export_report(a.dest, &info);
+        return S_EXIT_OK;
+    }
+    if (codec_rc != 0) {
+        fprintf(stderr, S_PROG ": export %s: sequence %" PRIu64 ": %s; nothing written\n", a.dir,
+                info.bad_seq, codec_strerror(codec_rc));
+        return S_EXIT_VERIFY;
+    }
+    if (rc == -EEXIST) {
+        fprintf(stderr, S_PROG ": export: %s exists; an export never overwrites a file\n", a.dest);
+        return S_EXIT_IO;
+    }
+    if (rc == JOURNAL_ENOTFOUND) {
+        fprintf(stderr, S_PROG ": export %s: --to %" PRIu64 " is past the journal's head\n", a.dir,
+                a.to_seq);
+        return S_EXIT_USAGE;
+    }
+    if ((rc == JOURNAL_ECORRUPT || rc == JOURNAL_ECHAIN) && info.bad_seq != 0) {
+        fprintf(stderr, S_PROG ": export %s: sequence %" PRIu64 ": %s; nothing written\n", a.dir,
+                info.bad_seq, journal_strerror(rc));
+        return S_EXIT_VERIFY;
+    }
+    fprintf(stderr, S_PROG ": export %s to %s: %s\n", a.dir, a.dest,
+            rc < 0 && rc > -4096 ? strerror(-rc) : journal_strerror(rc));
+    return s_exit_for(rc);
+}
+
+static int
+s_cmd_import(int argc, char **argv)
+{
+    struct s_args a;
+    int status = s_parse_args(argc, argv, false, false, true, &a);
+    if (status != S_EXIT_OK) {
+        return status < 0 ? S_EXIT_OK : status;
+    }
+    /* The whole file is checked before DEST is made: a bad file creates nothing. */
+    journal_export_info_t info;
+    int rc = journal_export_check(a.dir, &info);
+    if (rc != 0) {
+        return s_export_failed("import", a.dir, rc, &info);
+    }
+    char data[4096];
+    snprintf(data, sizeof(data), "%s/data.mdb", a.dest);
+    if (s_is_file(data)) {
+        fprintf(stderr, S_PROG ": import: %s already holds a journal\n", a.dest);
+        return S_EXIT_IO;
+    }
+    journal_opts_t opts;
+    memset(&opts, 0, sizeof(opts));
+    journal_t *j = NULL;
+    rc = journal_open(a.dest, &opts, &j);
+    if (rc == 0) {
+        rc = journal_import(a.dir, j, &info);
+    }
+    if (rc != 0) {
+        journal_close(&j);
+        fprintf(stderr, S_PROG ": import %s into %s: %s\n", a.dir, a.dest,
+                rc < 0 && rc > -4096 ? strerror(-rc) : journal_strerror(rc));
+        return s_exit_for(rc);
+    }
+    printf("imported %s into %s\n", a.dir, a.dest);
     status = s_verify_report(j, a.dest, 0, 0);
     journal_close(&j);
     return status;
@@ -507,6 +677,12 @@ main(int argc, char **argv)
     }
     if (strcmp(cmd, "copy") == 0) {
         return s_cmd_copy(sub_argc, sub_argv);
+    }
+    if (strcmp(cmd, "export") == 0) {
+        return s_cmd_export(sub_argc, sub_argv);
+    }
+    if (strcmp(cmd, "import") == 0) {
+        return s_cmd_import(sub_argc, sub_argv);
     }
     s_usage_error("unknown command '%s'", cmd);
     return S_EXIT_USAGE;

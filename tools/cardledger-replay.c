@@ -1,19 +1,23 @@
 /*
  * cardledger-replay: folds a journal into the projector's projections, offline.
  *
- *   cardledger-replay JOURNAL_DIR OUT_DIR [--to SEQ] [--digest]
+ *   cardledger-replay JOURNAL OUT_DIR [--to SEQ] [--digest]
  *
- * For analysts: copy a journal (cardledger-journal copy, or any consistent snapshot), replay it
- * into a directory of projections, and read them with the same queries the projector answers.
+ * For analysts: copy a journal (cardledger-journal copy, or any consistent snapshot) or export
+ * it (cardledger-journal export), replay it into a directory of projections, and read them with
+ * the same queries the projector answers.
  * The fold is projections/ itself (pset, fold, the three projections): exactly the code the
  * live projector runs, so OUT_DIR at sequence N holds byte for byte what the projector's data
  * directory holds at checkpoint N. --digest prints one line per projection,
  * "NAME SEQ DIGEST", the XXH3-128 of its environment's contents (cardledger-projector
  * --print-digests prints the same for its own directory).
  *
- * JOURNAL_DIR is a journal environment (the directory with data.mdb) or a daemon data
- * directory (its journal/ is used). It is opened read-only, so a live daemon's journal works
- * too. OUT_DIR may hold an earlier replay: the fold continues from its checkpoints.
+ * JOURNAL is a journal environment (the directory with data.mdb) or a daemon data directory
+ * (its journal/ is used), opened read-only, so a live daemon's journal works too; or an export
+ * file, which is checked whole and imported into OUT_DIR/journal (made afresh each time) before
+ * the fold. An export folds to the same bytes as its journal: it leaves out only what the
+ * projections do not keep (codec_event_export()). OUT_DIR may hold an earlier replay: the fold
+ * continues from its checkpoints.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -24,8 +28,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "cardledger-config.h"
+#include "export.h"
 #include "fold.h"
 #include "journal.h"
 #include "plog.h"
@@ -49,11 +55,13 @@ static void
 s_usage(FILE *to)
 {
     fprintf(to,
-            "Usage: cardledger-replay JOURNAL_DIR OUT_DIR [OPTION]...\n"
+            "Usage: cardledger-replay JOURNAL OUT_DIR [OPTION]...\n"
             "Folds a journal into the projector's projections (balances, stores, analytics)\n"
             "offline, with the projector's own code.\n"
             "\n"
-            "  JOURNAL_DIR          a journal environment, or a daemon data directory\n"
+            "  JOURNAL              a journal environment, a daemon data directory, or an\n"
+            "                       export file (cardledger-journal export), which is checked\n"
+            "                       and imported into OUT_DIR/journal first\n"
             "  OUT_DIR              the projections' directory (created; an earlier replay\n"
             "                       continues from its checkpoints)\n"
             "  --to SEQ             stop at this sequence (default: the journal's head)\n"
@@ -78,6 +86,50 @@ s_journal_path(const char *dir, char out[PATH_MAX])
         snprintf(out, PATH_MAX, "%s/journal", dir);
     else
         snprintf(out, PATH_MAX, "%s", dir);
+}
+
+/* Checks the export file and imports it into OUT_DIR/journal (a journal there from an earlier
+ * replay is replaced); jpath receives that directory. */
+static int
+s_import_export(const char *file, const char *out_dir, char jpath[PATH_MAX])
+{
+    journal_export_info_t info;
+    int rc = journal_export_check(file, &info);
+    if (rc != 0) {
+        if (rc == JOURNAL_EVERSION)
+            plog_error("%s is not a journal export file (nor a journal directory)", file);
+        else if (info.bad_seq != 0)
+            plog_error("the export %s is damaged at sequence %llu: %s", file,
+                       (unsigned long long)info.bad_seq, journal_strerror(rc));
+        else
+            plog_error("the export %s is damaged (cut short, or its header, trailer or "
+                       "checksum): %s",
+                       file, journal_strerror(rc));
+        return rc;
+    }
+    char path[PATH_MAX + 16];
+    if (mkdir(out_dir, 0700) != 0 && errno != EEXIST) {
+        plog_error("cannot make %s: %s", out_dir, strerror(errno));
+        return -errno;
+    }
+    snprintf(jpath, PATH_MAX, "%s/journal", out_dir);
+    snprintf(path, sizeof(path), "%s/data.mdb", jpath);
+    (void)unlink(path);
+    snprintf(path, sizeof(path), "%s/lock.mdb", jpath);
+    (void)unlink(path);
+    journal_t *j = NULL;
+    journal_opts_t jo = { .read_only = false };
+    rc = journal_open(jpath, &jo, &j);
+    if (rc == 0)
+        rc = journal_import(file, j, &info);
+    journal_close(&j);
+    if (rc != 0) {
+        plog_error("cannot import %s into %s: %s", file, jpath, journal_strerror(rc));
+        return rc;
+    }
+    plog_info("imported the export %s into %s: %llu entries", file, jpath,
+              (unsigned long long)info.entries);
+    return 0;
 }
 
 static bool
@@ -154,7 +206,13 @@ main(int argc, char **argv)
     mallopt(M_MMAP_THRESHOLD, 64 * 1024 * 1024);
     const char *out_dir = argv[optind + 1];
     char jpath[PATH_MAX];
-    s_journal_path(argv[optind], jpath);
+    struct stat sb;
+    if (stat(argv[optind], &sb) == 0 && S_ISREG(sb.st_mode)) {
+        if (s_import_export(argv[optind], out_dir, jpath) != 0)
+            return S_EXIT_FAILURE;
+    } else {
+        s_journal_path(argv[optind], jpath);
+    }
 
     journal_t *j = NULL;
     journal_opts_t jo = { .read_only = true };
