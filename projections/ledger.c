@@ -813,7 +813,9 @@ s_apply_issued(ledger_t *l, const cl_event_t *ev)
     const cl_ev_card_issued_t *e = &ev->u.card_issued;
     const ledger_program_t *prog = ledger_program(l, e->merchant_id, e->program_id);
     size_t code_len = strlen(e->code);
-    if (prog == NULL || e->card_id != l->meta.next_card_id || code_len == 0 ||
+    /* A CardIssued with a code hash comes from an export, its code masked: a journal imported
+     * from one is for the replay, never a daemon's state. */
+    if (e->has_code_hash || prog == NULL || e->card_id != l->meta.next_card_id || code_len == 0 ||
         s_get(l, T_CODES, e->code, code_len) != NULL || e->face_value_minor < 0 ||
         e->price_paid_minor < 0)
         return LEDGER_EMISMATCH;

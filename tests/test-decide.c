@@ -1029,6 +1029,25 @@ replaying_the_events_gives_the_same_state(void)
     CHECK_EQ_INT(ledger_apply(fresh, &event_log[event_log_count - 1]), LEDGER_EMISMATCH);
     ledger_destroy(&fresh);
     CHECK(fresh == NULL);
+
+    /* A CardIssued as an export writes it (its code masked, its hash beside it) is refused and
+     * changes nothing: a journal imported from an export cannot run a ledger. */
+    REQUIRE(ledger_new(&fresh) == 0);
+    size_t i = 0;
+    for (; i < event_log_count && event_log[i].type != CL_EV_CARD_ISSUED; i++)
+        REQUIRE(ledger_apply(fresh, &event_log[i]) == 0);
+    REQUIRE(i < event_log_count);
+    static cl_event_t exported;
+    exported = event_log[i];
+    exported.u.card_issued.has_code_hash = true;
+    cl_code_hash(exported.u.card_issued.code, exported.u.card_issued.code_hash);
+    uint8_t before[16], after[16];
+    ledger_digest(fresh, before);
+    CHECK_EQ_INT(ledger_apply(fresh, &exported), LEDGER_EMISMATCH);
+    ledger_digest(fresh, after);
+    CHECK(memcmp(before, after, 16) == 0);
+    CHECK_EQ_INT(ledger_apply(fresh, &event_log[i]), 0);
+    ledger_destroy(&fresh);
 }
 
 static int
