@@ -315,15 +315,16 @@ s_keyed_hash(const decide_ctx_t *ctx, const char *secret, uint8_t out[CL_HASH_LE
 }
 
 /*
- * The PIN check. A card with a PIN (or of a program that requires one) needs it. A wrong PIN
- * writes PinRejected, and CardLocked at the limit; the command is refused either way.
- * Returns true when the command may go on.
+ * The PIN check. A card with a PIN needs it: every card of a program that requires PINs has one
+ * from its issue, and a card sold before its program came to require them has none to check,
+ * so it goes on without (an UpdateProgram that turns pin_required on gives PINs to the cards
+ * issued after it). A wrong PIN writes PinRejected, and CardLocked at the limit; the command is
+ * refused either way. Returns true when the command may go on.
  */
 static bool
 s_pin_ok(dec_t *d, const ledger_card_t *card, const char *pin)
 {
-    const ledger_program_t *prog = s_card_program(d, card);
-    if (!card->has_pin && !prog->spec.pin_required)
+    if (!card->has_pin)
         return true;
     if (pin[0] == '\0') {
         s_refuse(d, CL_PIN_REQUIRED, "this card needs its PIN");
@@ -588,6 +589,13 @@ s_define_program(dec_t *d)
         if (cur->spec.kind != s->kind || strcmp(cur->spec.currency, s->currency) != 0)
             return s_refuse(d, CL_INVALID_ARGUMENT,
                             "a program's kind and currency never change; define a new program");
+        /* A sold card's worth (and its breakage when it expires) is its face value times the
+         * share of its uses left, counted against the program's uses per card. */
+        if (cur->issued_count > 0 && s_uses_per_card(&cur->spec) != s_uses_per_card(s))
+            return s_refuse(d, CL_INVALID_ARGUMENT,
+                            "program %s has sold cards with %u uses each; its uses per card "
+                            "never change; define a new program",
+                            s->program_id, s_uses_per_card(&cur->spec));
     }
     if (!s_spec_ok(d, s))
         return 0;
@@ -775,6 +783,13 @@ s_row_card(dec_t *d, const cl_program_spec_t *spec, const char *row_key)
 }
 
 /* Is the face value one the program sells? */
+/* The most a stored-value card of the program may hold (0 in the spec: the amount limit). */
+static int64_t
+s_balance_max(const cl_program_spec_t *spec)
+{
+    return spec->balance_max_minor != 0 ? spec->balance_max_minor : CL_AMOUNT_MAX_MINOR;
+}
+
 static bool
 s_denomination_ok(const cl_program_spec_t *spec, int64_t face)
 {
@@ -831,12 +846,22 @@ s_issue_one(dec_t *d, const ledger_program_t *prog, const cl_cmd_issue_card_t *c
             return s_refuse(d, CL_DENOMINATION_INVALID,
                             "face value %lld is not one of program %s's denominations",
                             (long long)face, spec->program_id);
+        if (face > s_balance_max(spec))
+            return s_refuse(d, CL_MAX_BALANCE_EXCEEDED,
+                            "face value %lld is above program %s's maximum balance of %lld",
+                            (long long)face, spec->program_id, (long long)s_balance_max(spec));
     } else {
         if (face == 0 && spec->denoms_count > 0)
             face = spec->denoms_minor[0];
         if (face < 0 || face > CL_AMOUNT_MAX_MINOR)
             return s_refuse(d, CL_AMOUNT_INVALID, "face_value must be 0..%lld",
                             (long long)CL_AMOUNT_MAX_MINOR);
+        /* A punch card or voucher is sold at one of its program's prices, when it has any. */
+        if ((spec->denoms_count > 0 || spec->custom_max_minor > 0) &&
+            !s_denomination_ok(spec, face))
+            return s_refuse(d, CL_DENOMINATION_INVALID,
+                            "face value %lld is not one of program %s's denominations",
+                            (long long)face, spec->program_id);
     }
     int64_t price = c->price_paid_minor;
     if (price == 0 && !c->paid_nothing)
@@ -1455,12 +1480,6 @@ s_reverse(dec_t *d)
     d->r->amount_minor = amount;
     d->r->uses = uses;
     return 0;
-}
-
-static int64_t
-s_balance_max(const cl_program_spec_t *spec)
-{
-    return spec->balance_max_minor != 0 ? spec->balance_max_minor : CL_AMOUNT_MAX_MINOR;
 }
 
 static int

@@ -985,6 +985,65 @@ reload_of_a_fixed_card_or_above_the_maximum_balance_is_refused_and_changes_nothi
     REFUSED(&c, CL_MAX_BALANCE_EXCEEDED, card, other);
 }
 
+/* A card is sold at one of its program's prices and within its maximum balance: a stored-value
+ * face above the maximum, a punch card's face off its price list, are refused. */
+static void
+issue_above_the_maximum_balance_or_off_the_price_list_is_refused_and_changes_nothing(void)
+{
+    s_world();
+    /* "gift" sells any amount 1..1e8 but holds at most 50000. */
+    cl_command_t c = s_issue_cmd("m1", "gift", "alice", 50001);
+    REFUSED(&c, CL_MAX_BALANCE_EXCEEDED, 0, 0);
+    c = s_issue_cmd("m1", "gift", "alice", 50000);
+    CHECK_EQ_INT(s_ok(&c)->card.balance_minor, 50000);
+    cl_program_spec_t spec = s_spec("m1", "punch10", CL_KIND_PUNCH); /* sold at 50000 only */
+    s_program(&spec);
+    c = s_issue_cmd("m1", "punch10", "alice", 1);
+    REFUSED(&c, CL_DENOMINATION_INVALID, 0, 0);
+    c = s_issue_cmd("m1", "punch10", "alice", 99999999);
+    REFUSED(&c, CL_DENOMINATION_INVALID, 0, 0);
+    c = s_issue_cmd("m1", "punch10", "alice", 0); /* no price given: the first one */
+    CHECK_EQ_INT(s_ok(&c)->card.face_value_minor, 50000);
+}
+
+/* An UpdateProgram leaves the cards already sold as they were: it cannot change how many uses
+ * a sold card is worth against, and turning PINs on does not lock out the cards sold without
+ * one (the cards issued after it get PINs). */
+static void
+program_update_keeps_the_cards_already_sold_working_and_worth_the_same(void)
+{
+    s_world();
+    cl_program_spec_t punch = s_spec("m1", "punch-upd", CL_KIND_PUNCH);
+    s_program(&punch);
+    uint64_t card = s_issue("m1", "punch-upd", "alice", 50000);
+    cl_command_t c = s_cmd(CL_CMD_UPDATE_PROGRAM);
+    c.u.program = punch;
+    c.u.program.uses_per_card = 2;
+    REFUSED1(&c, CL_INVALID_ARGUMENT, card);
+    c = s_cmd(CL_CMD_UPDATE_PROGRAM);
+    c.u.program = punch;
+    snprintf(c.u.program.name, sizeof(c.u.program.name), "Ten visits");
+    s_ok(&c);
+
+    cl_program_spec_t later = s_spec("m1", "pin-later", CL_KIND_STORED_VALUE);
+    s_program(&later);
+    uint64_t old = s_issue("m1", "pin-later", "alice", 20000);
+    c = s_cmd(CL_CMD_UPDATE_PROGRAM);
+    c.u.program = later;
+    c.u.program.pin_required = true;
+    s_ok(&c);
+    char pin[CL_PIN_MAX + 1];
+    uint64_t fresh = s_issue_pin("m1", "pin-later", "bob", 20000, pin);
+    CHECK(pin[0] != '\0');
+    c = s_redeem_cmd(old, "s1", 500);
+    CHECK_EQ_INT(s_ok(&c)->card.balance_minor, 19500);
+    c = s_redeem_cmd(fresh, "s1", 500);
+    REFUSED1(&c, CL_PIN_REQUIRED, fresh);
+    c = s_redeem_cmd(fresh, "s1", 500);
+    snprintf(c.u.redeem.pin, sizeof(c.u.redeem.pin), "%s", pin);
+    CHECK_EQ_INT(s_ok(&c)->card.balance_minor, 19500);
+}
+
 /* ---- Reversals, currencies, vouchers -------------------------------------------------------- */
 
 static void
@@ -1201,6 +1260,9 @@ main(int argc, char **argv)
             non_transferable_card_and_a_used_up_transfer_limit_are_refused_and_change_nothing),
         CHECK_CASE(
             reload_of_a_fixed_card_or_above_the_maximum_balance_is_refused_and_changes_nothing),
+        CHECK_CASE(
+            issue_above_the_maximum_balance_or_off_the_price_list_is_refused_and_changes_nothing),
+        CHECK_CASE(program_update_keeps_the_cards_already_sold_working_and_worth_the_same),
         CHECK_CASE(
             reversal_beyond_the_redemption_or_of_an_unknown_redemption_is_refused_and_changes_nothing),
         CHECK_CASE(balance_transfer_between_currencies_is_refused_and_changes_nothing),
