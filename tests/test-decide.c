@@ -403,7 +403,7 @@ another_merchants_principal_cannot_touch_the_card(void)
 }
 
 static void
-store_terminal_redeems_only_at_its_own_store(void)
+store_terminal_redeems_and_reverses_only_at_its_own_store(void)
 {
     s_world();
     uint64_t id = s_issue("m1", "gift", "alice", 10000, NULL, NULL);
@@ -412,6 +412,18 @@ store_terminal_redeems_only_at_its_own_store(void)
                                 .store_id = "s1" };
     CHECK_REFUSED_AS(&terminal, s_redeem_cmd(id, "s2", 100), CL_PERMISSION_DENIED);
     CHECK_OK(s_run_as(&terminal, s_redeem_cmd(id, "s1", 100)));
+    /* It reverses only the redemptions made at its own store. */
+    uint64_t at_s2 = s_run(s_redeem_cmd(id, "s2", 300))->redemption_seq;
+    uint64_t at_s1 = s_run(s_redeem_cmd(id, "s1", 200))->redemption_seq;
+    cl_command_t *c = s_cmd(CL_CMD_REVERSE_REDEMPTION);
+    c->u.reverse.card.card_id = id;
+    c->u.reverse.redemption_seq = at_s2;
+    CHECK_REFUSED_AS(&terminal, c, CL_PERMISSION_DENIED);
+    c = s_cmd(CL_CMD_REVERSE_REDEMPTION);
+    c->u.reverse.card.card_id = id;
+    c->u.reverse.redemption_seq = at_s1;
+    CHECK_OK(s_run_as(&terminal, c));
+    CHECK_EQ_INT(s_card(id)->balance_minor, 10000 - 100 - 300);
 }
 
 static void
@@ -1535,7 +1547,7 @@ main(int argc, char **argv)
         CHECK_CASE(redeem_of_zero_negative_or_huge_amounts_is_refused),
         CHECK_CASE(unknown_merchant_store_program_and_card_are_refused),
         CHECK_CASE(another_merchants_principal_cannot_touch_the_card),
-        CHECK_CASE(store_terminal_redeems_only_at_its_own_store),
+        CHECK_CASE(store_terminal_redeems_and_reverses_only_at_its_own_store),
         CHECK_CASE(store_outside_the_programs_stores_or_regions_is_refused),
         CHECK_CASE(frozen_card_refuses_redeem_gift_reload_and_transfer),
         CHECK_CASE(card_past_expiry_refuses_redemption_before_its_expiry_event),
