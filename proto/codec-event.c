@@ -1400,7 +1400,9 @@ codec_event_export(const void *buf, size_t len, uint8_t *out, size_t cap, size_t
         return CODEC_ENOMEM;
     }
     int rc = codec_event_decode(buf, len, ev);
-    if (rc == 0 && ev->type == CL_EV_CARD_ISSUED) {
+    if (rc == 0 && ev->type == CL_EV_CARD_ISSUED && !ev->u.card_issued.has_code_hash) {
+        /* (An entry with a code hash is an export's already: its code is masked, and its hash
+         * is the real code's, which stays.) */
         cl_ev_card_issued_t *e = &ev->u.card_issued;
         cl_code_hash(e->code, e->code_hash);
         e->has_code_hash = true;

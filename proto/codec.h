@@ -213,7 +213,9 @@ int codec_event_decode_fold(const void *buf, size_t len, cl_event_t *ev);
  *   set to cl_code_hash() of the code, the key of the balances projection's code index; the PIN
  *   hash becomes zeros (has_pin stays, the projections show it).
  * - GiftOffered: the claim hash is dropped.
- * - every other event is decoded and encoded again unchanged.
+ * - every other event, and a CardIssued that has a code hash (an export's own: exporting a
+ *   journal imported from an export gives the same entries), is decoded and encoded again
+ *   unchanged.
  * Returns 0 and the length in *out_len, or what codec_event_decode() returns (an entry this
  * codec cannot read is not exported: it might hold anything) or codec_event_encode() returns.
  */
