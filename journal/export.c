@@ -43,6 +43,9 @@ enum {
 
 _Static_assert(S_T_CHECKSUM + JOURNAL_HASH_SIZE == JOURNAL_EXPORT_TRAILER_SIZE, "trailer size");
 
+/* The fewest bytes that can say "an export of this version": the magic and the version. */
+#define S_MAGIC_AND_VERSION (S_H_VERSION + 4)
+
 /* ---- Writing ------------------------------------------------------------------------------ */
 
 /* A file being written: its stream and the running checksum of what went into it. */
@@ -167,17 +170,27 @@ journal_export(journal_t *j, uint64_t to_seq, const char *path, journal_export_f
     if (to_seq > st.head_seq)
         return JOURNAL_ENOTFOUND;
     struct stat sb;
-    if (stat(path, &sb) == 0)
-        return -EEXIST;
+    if (lstat(path, &sb) == 0)
+        return -EEXIST; /* early, for a clear answer; link() below is the guard */
 
     size_t tmp_len = strlen(path) + sizeof(".tmp");
     char *tmp = malloc(tmp_len);
     if (tmp == NULL)
         return -ENOMEM;
     snprintf(tmp, tmp_len, "%s.tmp", path);
-    s_out_t o = { .f = fopen(tmp, "wb"), .sum = XXH3_createState() };
+    /* Made here and only here (O_EXCL, never through a link), readable by the owner only: the
+     * file holds holders, stores and amounts. */
+    int fd = open(tmp, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) {
+        rc = -errno;
+        free(tmp);
+        return rc;
+    }
+    s_out_t o = { .f = fdopen(fd, "wb"), .sum = XXH3_createState() };
     if (o.f == NULL || o.sum == NULL) {
         rc = o.f == NULL ? -errno : -ENOMEM;
+        if (o.f == NULL)
+            close(fd);
     } else {
         (void)XXH3_128bits_reset(o.sum);
         rc = s_export_into(j, to_seq, &st, &o, fn, ctx, info);
@@ -189,13 +202,13 @@ journal_export(journal_t *j, uint64_t to_seq, const char *path, journal_export_f
     if (o.f != NULL && fclose(o.f) != 0 && rc == 0)
         rc = -errno;
     XXH3_freeState(o.sum);
-    if (rc == 0 && rename(tmp, path) != 0)
+    /* link() never replaces a file that appeared at path meanwhile, as rename() would. */
+    if (rc == 0 && link(tmp, path) != 0)
         rc = -errno;
-    if (rc == 0)
-        rc = s_sync_dir(path);
-    else
-        (void)unlink(tmp);
+    (void)unlink(tmp);
     free(tmp);
+    if (rc == 0)
+        rc = s_sync_dir(path); /* on failure the whole file is at path, its name not synced */
     return rc;
 }
 
@@ -211,13 +224,16 @@ static int
 s_map_open(const char *path, s_map_t *m)
 {
     memset(m, 0, sizeof(*m));
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO given by mistake must not hang the open. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     if (fd < 0)
         return -errno;
     struct stat sb;
     int rc = fstat(fd, &sb) != 0 ? -errno : 0;
-    if (rc == 0 && (!S_ISREG(sb.st_mode) || sb.st_size < S_H_FLAGS))
+    if (rc == 0 && (!S_ISREG(sb.st_mode) || sb.st_size < S_MAGIC_AND_VERSION))
         rc = JOURNAL_EVERSION; /* not an export file at all */
+    if (rc == 0 && (uint64_t)sb.st_size > SIZE_MAX)
+        rc = -EFBIG;
     if (rc == 0) {
         void *p = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
         if (p == MAP_FAILED) {
@@ -239,9 +255,9 @@ s_map_close(s_map_t *m)
     m->p = NULL;
 }
 
-/* Checks the mapped file (at least S_H_FLAGS bytes); fills info. A file that does not begin
- * with the magic and this version is not an export (JOURNAL_EVERSION); one that does but is cut
- * short or damaged is corrupt. */
+/* Checks the mapped file (at least S_MAGIC_AND_VERSION bytes); fills info. A file that does not
+ * begin with the magic and this version is not an export (JOURNAL_EVERSION); one that does but
+ * is cut short or damaged is corrupt. */
 static int
 s_check(const s_map_t *m, journal_export_info_t *info)
 {
@@ -259,9 +275,13 @@ s_check(const s_map_t *m, journal_export_info_t *info)
         if (head[i] != 0)
             return JOURNAL_ECORRUPT;
     }
+    /* The trailer is the last 64 bytes: a file cut short or grown has no trailer there, and is
+     * refused as a whole before its entries are blamed. */
+    const uint8_t *tail = m->p + m->len - JOURNAL_EXPORT_TRAILER_SIZE;
+    if (memcmp(tail, s_tail_magic, sizeof(s_tail_magic)) != 0)
+        return JOURNAL_ECORRUPT;
 
     /* The entries, as a journal reader checks them: structure, sequence, chain. */
-    const uint8_t *tail = m->p + m->len - JOURNAL_EXPORT_TRAILER_SIZE;
     size_t off = JOURNAL_EXPORT_HEADER_SIZE;
     size_t end = m->len - JOURNAL_EXPORT_TRAILER_SIZE;
     uint8_t prev[JOURNAL_HASH_SIZE] = { 0 };
@@ -293,8 +313,7 @@ s_check(const s_map_t *m, journal_export_info_t *info)
 
     memcpy(info->last_hash, prev, JOURNAL_HASH_SIZE);
     memcpy(info->source_hash, tail + S_T_SOURCE_HASH, JOURNAL_HASH_SIZE);
-    if (memcmp(tail, s_tail_magic, sizeof(s_tail_magic)) != 0 ||
-        journal_format_get_le64(tail + S_T_ENTRIES) != seq ||
+    if (journal_format_get_le64(tail + S_T_ENTRIES) != seq ||
         memcmp(tail + S_T_LAST_HASH, prev, JOURNAL_HASH_SIZE) != 0)
         return JOURNAL_ECORRUPT;
     XXH128_canonical_t canon;
@@ -337,8 +356,13 @@ s_import_fill(journal_txn_t *txn, void *ctx)
     journal_head_t h;
     journal_txn_head(txn, &h);
     for (unsigned n = 0; n < JOURNAL_TXN_ENTRIES_MAX && off < imp->end; n++) {
+        /* (Bounded again: the file may have changed since s_check() read it.) */
+        if (imp->end - off < JOURNAL_HEADER_SIZE)
+            return JOURNAL_ECORRUPT;
         const uint8_t *val = imp->m->p + off;
         size_t len = JOURNAL_HEADER_SIZE + journal_format_get_le32(val + 16);
+        if (len > imp->end - off)
+            return JOURNAL_ECORRUPT;
         uint8_t key[JOURNAL_FORMAT_KEY_SIZE];
         journal_format_key_encode(h.seq + n + 1, key);
         journal_entry_t e;

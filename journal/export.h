@@ -12,6 +12,7 @@
  * (cardledger-journal uses codec_event_export()). The export's hash chain is over its own
  * bytes; its trailer also keeps the source journal's stored hash of entry N, which ties the
  * file to the journal it came from (compare it with `cardledger-journal stat` of the source).
+ * The hashes and the checksum catch accidents, not forgery: anyone can write a consistent file.
  *
  * Reading one back (journal_import()) checks the whole file before it writes anything, and
  * appends its entries verbatim into an empty journal, where every journal tool and the replay
@@ -50,8 +51,9 @@ typedef struct journal_export_info {
     /** The source journal's stored hash of that entry (zeros when none). */
     uint8_t source_hash[JOURNAL_HASH_SIZE];
     /** After JOURNAL_ECORRUPT or JOURNAL_ECHAIN: the first bad entry's sequence number, or 0
-     *  when the damage is outside the entries (header, trailer, checksum, file length). After
-     *  a transform's failure in journal_export(): the entry it failed on. */
+     *  when the damage is outside the entries (header, trailer, checksum, a file cut short or
+     *  grown, which moves the trailer). After a transform's failure in journal_export(): the
+     *  entry it failed on. */
     uint64_t bad_seq;
 } journal_export_info_t;
 
@@ -68,13 +70,17 @@ typedef int (*journal_export_fn)(const journal_entry_t *e, uint8_t *out, size_t 
 
 /**
  * Writes entries 1 .. @p to_seq (0: up to the head) of @p j, each verified as read and passed
- * through @p fn, into a new file at @p path. The file is written as PATH.tmp, synced and then
- * renamed, so @p path never holds half an export.
+ * through @p fn, into a new file at @p path, mode 0600. The file is written as PATH.tmp (made
+ * with O_EXCL, never through a symbolic link), synced, and linked to @p path, which never
+ * replaces a file there: so @p path never holds half an export, nor does an export overwrite
+ * anything.
  *
- * @return 0; -EEXIST when @p path exists; JOURNAL_ENOTFOUND when @p to_seq is past the head;
- *         JOURNAL_ECORRUPT or JOURNAL_ECHAIN for a damaged journal entry (info->bad_seq);
- *         fn's own non-zero value (info->bad_seq); JOURNAL_EINVAL; an MDB_* code; a negated
- *         errno. On failure no file is left at @p path (nor PATH.tmp).
+ * @return 0; -EEXIST when @p path or PATH.tmp exists (a crashed export leaves PATH.tmp: remove
+ *         it); JOURNAL_ENOTFOUND when @p to_seq is past the head; JOURNAL_ECORRUPT or
+ *         JOURNAL_ECHAIN for a damaged journal entry (info->bad_seq); fn's own non-zero value
+ *         (info->bad_seq); JOURNAL_EINVAL; an MDB_* code; a negated errno. On failure nothing is
+ *         left at @p path nor PATH.tmp, except when only the final sync of the directory failed:
+ *         then the whole export is at @p path, its name maybe not yet durable.
  */
 int journal_export(journal_t *j, uint64_t to_seq, const char *path, journal_export_fn fn, void *ctx,
                    journal_export_info_t *out_info);
@@ -92,8 +98,11 @@ int journal_export_check(const char *path, journal_export_info_t *out_info);
 
 /**
  * Checks the export at @p path as journal_export_check() does, then appends its entries
- * verbatim into @p dest, which must be an empty journal opened for writing. Nothing is written
- * unless the whole file checked out.
+ * verbatim into @p dest, which must be an empty journal opened for writing, in transactions of
+ * up to JOURNAL_TXN_ENTRIES_MAX entries. Nothing is written unless the whole file checked out;
+ * a failure after that (a full disk) leaves the entries of the transactions committed so far:
+ * import into a new directory and remove it on failure (as cardledger-journal and
+ * cardledger-replay do).
  *
  * @return as journal_export_check(); JOURNAL_EINVAL when @p dest is not empty; then as
  *         journal_write().

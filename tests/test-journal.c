@@ -403,10 +403,11 @@ test_damaged_export_is_refused_with_the_entry_named_and_imports_nothing(void)
     size_t len = 0;
     uint8_t *good = s_read_file(file, &len);
     CHECK(good != NULL);
-    uint8_t *copy = malloc(len);
+    uint8_t *copy = malloc(len + 1);
     CHECK(copy != NULL);
     static const struct {
-        size_t at;    /* the byte flipped (SIZE_MAX: the file cut one byte short) */
+        size_t at;    /* the byte flipped (SIZE_MAX: the file cut one byte short; SIZE_MAX - 1:
+                         a byte added) */
         int rc;       /* what the check returns */
         uint64_t seq; /* the entry it names (0: the file's parts) */
     } cases[] = {
@@ -421,13 +422,16 @@ test_damaged_export_is_refused_with_the_entry_named_and_imports_nothing(void)
         { S_EXPORT_AT(21) + 63, JOURNAL_ECORRUPT, 0 }, /* the checksum */
         { 8, JOURNAL_EVERSION, 0 },                    /* the version */
         { 0, JOURNAL_EVERSION, 0 },                    /* the magic */
-        { SIZE_MAX, JOURNAL_ECORRUPT, 20 }, /* one byte short: the last entry looks cut */
+        { SIZE_MAX, JOURNAL_ECORRUPT, 0 },             /* one byte short: no trailer there */
+        { SIZE_MAX - 1, JOURNAL_ECORRUPT, 0 },         /* one byte more: no trailer there */
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         memcpy(copy, good, len);
         size_t n = len;
         if (cases[i].at == SIZE_MAX)
             n--;
+        else if (cases[i].at == SIZE_MAX - 1)
+            copy[n++] = 0; /* copy has a byte of room */
         else
             copy[cases[i].at] ^= 0x01;
         CHECK(s_write_file(bad, copy, n));
@@ -480,6 +484,21 @@ test_export_never_overwrites_and_a_failed_one_leaves_no_file(void)
     CHECK(stat(tmp, &sb) != 0 && errno == ENOENT);
     CHECK_RC(journal_export(j, 21, file, s_export_same, NULL, NULL), JOURNAL_ENOTFOUND);
     CHECK(stat(file, &sb) != 0 && errno == ENOENT);
+    /* A PATH.tmp that is there already (a link to another file, say) is never written through. */
+    char victim[PATH_MAX];
+    s_join(victim, s_test_dir, "victim");
+    CHECK(s_write_file(victim, (const uint8_t *)"keep", 4));
+    CHECK(symlink(victim, tmp) == 0);
+    CHECK_RC(journal_export(j, 0, file, s_export_same, NULL, NULL), -EEXIST);
+    kept = s_read_file(victim, &len);
+    CHECK(kept != NULL && len == 4 && memcmp(kept, "keep", 4) == 0);
+    free(kept);
+    CHECK(stat(file, &sb) != 0 && errno == ENOENT);
+    CHECK(unlink(tmp) == 0);
+    /* The export itself is the owner's only. */
+    CHECK_OK(journal_export(j, 0, file, s_export_same, NULL, NULL));
+    CHECK(stat(file, &sb) == 0 && (sb.st_mode & 0777) == 0600);
+    CHECK(lstat(tmp, &sb) != 0 && errno == ENOENT);
     journal_close(&j);
 }
 
