@@ -855,6 +855,17 @@ an_export_replays_to_the_projectors_bytes_and_holds_no_code_or_secret(void)
                                NULL };
     CHECK_EQ_INT(s_exec(rep_argv, fresh, sizeof(fresh)), 0);
     CHECK_EQ_STR(fresh, mine);
+    /* An OUT_DIR whose export-journal the replay did not make is refused and left as it is. */
+    snprintf(rdir, sizeof(rdir), "%s/replay-not-mine", harness_dir(H));
+    char foreign[S_PATH_MAX + 32];
+    snprintf(foreign, sizeof(foreign), "%s/export-journal", rdir);
+    REQUIRE(mkdir(rdir, 0700) == 0 && mkdir(foreign, 0700) == 0);
+    const char *not_mine_argv[] = { s_build_path("tools/cardledger-replay"), file, rdir, NULL };
+    CHECK_EQ_INT(s_exec(not_mine_argv, out, sizeof(out)), 1);
+    struct stat st;
+    CHECK(stat(foreign, &st) == 0 && S_ISDIR(st.st_mode));
+    snprintf(foreign, sizeof(foreign), "%s/export-journal/data.mdb", rdir);
+    CHECK(stat(foreign, &st) != 0 && errno == ENOENT);
 
     /* One byte changed in the middle of the entries: refused, the entry named, nothing made. */
     bytes[n / 2] ^= 0x20;
@@ -867,7 +878,6 @@ an_export_replays_to_the_projectors_bytes_and_holds_no_code_or_secret(void)
     snprintf(rdir, sizeof(rdir), "%s/replay-damaged", harness_dir(H));
     const char *bad_argv[] = { s_build_path("tools/cardledger-replay"), bad, rdir, NULL };
     CHECK_EQ_INT(s_exec(bad_argv, out, sizeof(out)), 1);
-    struct stat st;
     CHECK(stat(rdir, &st) != 0 && errno == ENOENT);
     snprintf(rdir, sizeof(rdir), "%s/imported", harness_dir(H));
     const char *imp_argv[] = { jtool, "import", bad, rdir, NULL };

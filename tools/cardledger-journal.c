@@ -21,6 +21,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cardledger-config.h"
 #include "codec.h"
@@ -56,7 +57,9 @@ static const char s_usage[] =
     "  export DIR FILE [--to N]       entries 1..N (default: all) as one portable,\n"
     "                                 checksummed file for analysts (FILE must not exist):\n"
     "                                 card codes masked to their last 4 characters, PIN and\n"
-    "                                 claim hashes left out; cardledger-replay reads it\n"
+    "                                 claim hashes left out; cardledger-replay reads it.\n"
+    "                                 Keep it private: it holds the codes' fast hashes\n"
+    "                                 (docs/journal-format.md section 10)\n"
     "  import FILE DEST               check an export, then write its entries into a new\n"
     "                                 journal DEST (created, must not hold a data.mdb)\n"
     "\n"
@@ -584,7 +587,7 @@ s_cmd_export(int argc, char **argv)
     if (rc == JOURNAL_ENOTFOUND) {
         fprintf(stderr, S_PROG ": export %s: --to %" PRIu64 " is past the journal's head\n", a.dir,
                 a.to_seq);
-        return S_EXIT_USAGE;
+        return S_EXIT_IO; /* as verify's range beyond the head */
     }
     if ((rc == JOURNAL_ECORRUPT || rc == JOURNAL_ECHAIN) && info.bad_seq != 0) {
         fprintf(stderr, S_PROG ": export %s: sequence %" PRIu64 ": %s; nothing written\n", a.dir,
@@ -610,12 +613,15 @@ s_cmd_import(int argc, char **argv)
     if (rc != 0) {
         return s_export_failed("import", a.dir, rc, &info);
     }
-    char data[4096];
+    char data[4096], lock[4096];
     snprintf(data, sizeof(data), "%s/data.mdb", a.dest);
+    snprintf(lock, sizeof(lock), "%s/lock.mdb", a.dest);
     if (s_is_file(data)) {
         fprintf(stderr, S_PROG ": import: %s already holds a journal\n", a.dest);
         return S_EXIT_IO;
     }
+    struct stat sb;
+    bool made_dir = stat(a.dest, &sb) != 0;
     journal_opts_t opts;
     memset(&opts, 0, sizeof(opts));
     journal_t *j = NULL;
@@ -625,7 +631,12 @@ s_cmd_import(int argc, char **argv)
     }
     if (rc != 0) {
         journal_close(&j);
-        fprintf(stderr, S_PROG ": import %s into %s: %s\n", a.dir, a.dest,
+        /* A failure after the check (a full disk) leaves no half journal behind. */
+        (void)unlink(data);
+        (void)unlink(lock);
+        if (made_dir)
+            (void)rmdir(a.dest);
+        fprintf(stderr, S_PROG ": import %s into %s: %s; nothing left there\n", a.dir, a.dest,
                 rc < 0 && rc > -4096 ? strerror(-rc) : journal_strerror(rc));
         return s_exit_for(rc);
     }

@@ -14,8 +14,8 @@
  *
  * JOURNAL is a journal environment (the directory with data.mdb) or a daemon data directory
  * (its journal/ is used), opened read-only, so a live daemon's journal works too; or an export
- * file, which is checked whole and imported into OUT_DIR/journal (made afresh each time) before
- * the fold. An export folds to the same bytes as its journal: it leaves out only what the
+ * file, which is checked whole and imported into OUT_DIR/export-journal (made afresh each time)
+ * before the fold. An export folds to the same bytes as its journal: it leaves out only what the
  * projections do not keep (codec_event_export()). OUT_DIR may hold an earlier replay: the fold
  * continues from its checkpoints.
  */
@@ -61,7 +61,7 @@ s_usage(FILE *to)
             "\n"
             "  JOURNAL              a journal environment, a daemon data directory, or an\n"
             "                       export file (cardledger-journal export), which is checked\n"
-            "                       and imported into OUT_DIR/journal first\n"
+            "                       and imported into OUT_DIR/export-journal first\n"
             "  OUT_DIR              the projections' directory (created; an earlier replay\n"
             "                       continues from its checkpoints)\n"
             "  --to SEQ             stop at this sequence (default: the journal's head)\n"
@@ -88,8 +88,29 @@ s_journal_path(const char *dir, char out[PATH_MAX])
         snprintf(out, PATH_MAX, "%s", dir);
 }
 
-/* Checks the export file and imports it into OUT_DIR/journal (a journal there from an earlier
- * replay is replaced); jpath receives that directory. */
+/* What an import directory of this tool holds besides the journal: its mark. */
+#define S_IMPORT_DIR  "export-journal"
+#define S_IMPORT_MARK "MADE-BY-CARDLEDGER-REPLAY"
+
+/* Removes an import directory: the journal's two files, the mark, the directory. */
+static void
+s_remove_import(const char *dir)
+{
+    static const char *const names[] = { "data.mdb", "lock.mdb", S_IMPORT_MARK };
+    char path[PATH_MAX + 64];
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
+        (void)unlink(path);
+    }
+    (void)rmdir(dir);
+}
+
+/*
+ * Checks the export file and imports it into OUT_DIR/export-journal, which jpath receives. The
+ * import is made in a new directory beside it and renamed into place, so a failed one leaves
+ * nothing; an earlier import is replaced only when it carries this tool's mark, so no other
+ * journal is ever touched (a daemon data directory given as OUT_DIR keeps its own journal/).
+ */
 static int
 s_import_export(const char *file, const char *out_dir, char jpath[PATH_MAX])
 {
@@ -107,23 +128,46 @@ s_import_export(const char *file, const char *out_dir, char jpath[PATH_MAX])
                        file, journal_strerror(rc));
         return rc;
     }
-    char path[PATH_MAX + 16];
     if (mkdir(out_dir, 0700) != 0 && errno != EEXIST) {
         plog_error("cannot make %s: %s", out_dir, strerror(errno));
         return -errno;
     }
-    snprintf(jpath, PATH_MAX, "%s/journal", out_dir);
-    snprintf(path, sizeof(path), "%s/data.mdb", jpath);
-    (void)unlink(path);
-    snprintf(path, sizeof(path), "%s/lock.mdb", jpath);
-    (void)unlink(path);
+    char mark[PATH_MAX + 64], tmp[PATH_MAX];
+    snprintf(jpath, PATH_MAX, "%s/%s", out_dir, S_IMPORT_DIR);
+    snprintf(mark, sizeof(mark), "%s/%s", jpath, S_IMPORT_MARK);
+    struct stat sb;
+    if (stat(jpath, &sb) == 0 && stat(mark, &sb) != 0) {
+        plog_error("%s exists and was not made by cardledger-replay: give another OUT_DIR", jpath);
+        return -EEXIST;
+    }
+    snprintf(tmp, sizeof(tmp), "%s/.%s.XXXXXX", out_dir, S_IMPORT_DIR);
+    if (mkdtemp(tmp) == NULL) {
+        plog_error("cannot make a directory in %s: %s", out_dir, strerror(errno));
+        return -errno;
+    }
     journal_t *j = NULL;
     journal_opts_t jo = { .read_only = false };
-    rc = journal_open(jpath, &jo, &j);
+    rc = journal_open(tmp, &jo, &j);
     if (rc == 0)
         rc = journal_import(file, j, &info);
     journal_close(&j);
+    if (rc == 0) {
+        snprintf(mark, sizeof(mark), "%s/%s", tmp, S_IMPORT_MARK);
+        FILE *f = fopen(mark, "w");
+        rc = f != NULL && fprintf(f, "imported from %s: %llu entries\n", file,
+                                  (unsigned long long)info.entries) > 0
+                 ? 0
+                 : -EIO;
+        if (f != NULL && fclose(f) != 0)
+            rc = -EIO;
+    }
+    if (rc == 0) {
+        s_remove_import(jpath); /* an earlier import of this tool, if any */
+        if (rename(tmp, jpath) != 0)
+            rc = -errno;
+    }
     if (rc != 0) {
+        s_remove_import(tmp);
         plog_error("cannot import %s into %s: %s", file, jpath, journal_strerror(rc));
         return rc;
     }
