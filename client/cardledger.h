@@ -60,6 +60,9 @@ extern "C" {
 #define CL_CLIENT_WINDOW_MAX         1024
 #define CL_CLIENT_ENDPOINT_MAX       512 /* bytes of an endpoint string */
 
+/* Characters of a CurveZMQ key in Z85 (without the NUL). */
+#define CL_CLIENT_KEY_LEN 40
+
 /* Characters of a request id made by cl_client_new_request_id() (without the NUL). */
 #define CL_CLIENT_REQUEST_ID_LEN 26
 
@@ -74,7 +77,24 @@ typedef struct cl_client_opts {
      * after closing every client on it. NULL (the default): the client makes a context of its
      * own and terminates it on cl_client_close(). */
     void *zmq_context;
+    /* CurveZMQ, for a daemon started with keys (docs/daemon.md): the daemon's public key and
+     * this client's key pair, each CL_CLIENT_KEY_LEN characters of Z85 as cardledger-keys
+     * prints them. All three empty (the default): no keys, for a daemon without them on this
+     * machine. The daemon decides the client's commands as the principal its public key is
+     * listed as. */
+    char curve_server_key[CL_CLIENT_KEY_LEN + 1];
+    char curve_public_key[CL_CLIENT_KEY_LEN + 1];
+    char curve_secret_key[CL_CLIENT_KEY_LEN + 1];
 } cl_client_opts_t;
+
+/*
+ * Fills the CurveZMQ keys of opts from two files: the daemon's public key (server_key_file) and
+ * this client's secret key (key_file), each one Z85 key as cardledger-keys writes and prints
+ * them; the client's public key is derived from its secret key. Returns 0, or CLIENT_EINVAL (a
+ * file that cannot be read or does not hold one key; opts is then unchanged).
+ */
+int cl_client_opts_load_keys(cl_client_opts_t *opts, const char *server_key_file,
+                             const char *key_file);
 
 /* The name of a CLIENT_E* code as a sentence ("could not reach the ledger"); never NULL. */
 const char *cl_client_strerror(int rc);
@@ -107,8 +127,9 @@ void cl_client_request_id_from_bytes(const uint8_t raw[16], char out[CL_REQUEST_
 /*
  * Opens a client connected to `endpoint` (tcp://host:port or ipc://path). The connection is made
  * lazily by ZeroMQ: a daemon that is not there yet is not an error here, only a call that times
- * out. opts NULL means the defaults. Returns 0, CLIENT_EINVAL (bad options or endpoint),
- * CLIENT_ENOMEM or CLIENT_EZMQ.
+ * out. opts NULL means the defaults. Returns 0, CLIENT_EINVAL (bad options or endpoint, keys
+ * that are not all three given or not Z85 keys), CLIENT_ENOMEM or CLIENT_EZMQ. A key the daemon
+ * does not list gets no connection: every call times out (CLIENT_ETIMEOUT).
  */
 int cl_client_open(const char *endpoint, const cl_client_opts_t *opts, cl_client_t **out);
 

@@ -26,6 +26,11 @@ static const cli_opt_t s_global_opts[] = {
     { "projector", "ENDPOINT",
       "the projector's query endpoint (default $CARDLEDGER_PROJECTOR, else " CLI_PROJECTOR_DEFAULT
       ")" },
+    { "server-key-file", "FILE",
+      "the daemon's CurveZMQ public key, for a daemon started with keys (default "
+      "$CARDLEDGER_SERVER_KEY_FILE)" },
+    { "key-file", "FILE",
+      "this client's CurveZMQ secret key, made by cardledger-keys (default $CARDLEDGER_KEY_FILE)" },
     { "json", NULL, "print one JSON object per reply instead of sentences" },
     { "request-id", "ID", "the request's idempotency key (default: a fresh random one)" },
     { "timeout-ms", "MS", "how long one try waits for the reply (default 5000)" },
@@ -47,6 +52,8 @@ static const char s_exit_codes[] =
 /* Global options seen while parsing; applied to cli_t once the line is known to be good. */
 typedef struct s_globals {
     const char *connect;
+    const char *server_key_file;
+    const char *key_file;
     const char *projector;
     const char *request_id;
     const char *timeout_ms;
@@ -202,6 +209,10 @@ s_parse_global(int argc, char **argv, int *i, s_globals_t *g, const char *where)
     }
     if (strcmp(o->name, "connect") == 0)
         g->connect = value;
+    else if (strcmp(o->name, "server-key-file") == 0)
+        g->server_key_file = value;
+    else if (strcmp(o->name, "key-file") == 0)
+        g->key_file = value;
     else if (strcmp(o->name, "projector") == 0)
         g->projector = value;
     else if (strcmp(o->name, "json") == 0)
@@ -234,6 +245,17 @@ s_apply_globals(cli_t *cli, const s_globals_t *g)
         cli->connect = CLI_CONNECT_DEFAULT;
     if (strlen(cli->connect) >= CL_CLIENT_ENDPOINT_MAX) {
         fprintf(stderr, "cardledger: --connect: the endpoint is too long\n");
+        return CLI_EXIT_USAGE;
+    }
+    cli->server_key_file =
+        g->server_key_file != NULL ? g->server_key_file : getenv("CARDLEDGER_SERVER_KEY_FILE");
+    cli->key_file = g->key_file != NULL ? g->key_file : getenv("CARDLEDGER_KEY_FILE");
+    if (cli->server_key_file != NULL && cli->server_key_file[0] == '\0')
+        cli->server_key_file = NULL;
+    if (cli->key_file != NULL && cli->key_file[0] == '\0')
+        cli->key_file = NULL;
+    if ((cli->server_key_file == NULL) != (cli->key_file == NULL)) {
+        fprintf(stderr, "cardledger: --server-key-file and --key-file go together\n");
         return CLI_EXIT_USAGE;
     }
     cli->projector = g->projector;
@@ -674,6 +696,14 @@ cli_client(cli_t *cli, cl_client_t **out)
         cl_client_opts_init(&opts);
         opts.timeout_ms = cli->timeout_ms;
         opts.retries = cli->retries;
+        if (cli->key_file != NULL &&
+            cl_client_opts_load_keys(&opts, cli->server_key_file, cli->key_file) != 0) {
+            fprintf(stderr,
+                    "cardledger: cannot read the CurveZMQ keys: %s or %s does not hold one "
+                    "key\n",
+                    cli->server_key_file, cli->key_file);
+            return CLI_EXIT_USAGE;
+        }
         int rc = cl_client_open(cli->connect, &opts, &cli->client);
         if (rc < 0) {
             fprintf(stderr, "cardledger: cannot use endpoint '%s': %s\n", cli->connect,

@@ -65,6 +65,8 @@ struct cli_args {
 /* Global state: the global options and the client, opened on first use. */
 struct cli {
     const char *connect;           /* --connect, $CARDLEDGER_CONNECT or the default */
+    const char *server_key_file;   /* --server-key-file, $CARDLEDGER_SERVER_KEY_FILE, or NULL */
+    const char *key_file;          /* --key-file, $CARDLEDGER_KEY_FILE, or NULL */
     const char *projector;         /* --projector, $CARDLEDGER_PROJECTOR or the default */
     const char *request_id;        /* --request-id, or NULL to generate */
     bool json;                     /* --json */

@@ -54,7 +54,8 @@ struct cl_client {
     void *sock;                            /* the DEALER socket, replaced on every retry */
     int sock_fd;                           /* its ZMQ_FD (cl_client_fd()), -1 without a socket */
     char endpoint[CL_CLIENT_ENDPOINT_MAX]; /* where to connect */
-    cl_client_opts_t opts;                 /* timeouts, retries, window */
+    cl_client_opts_t opts;                 /* timeouts, retries, window, keys */
+    bool curve;                            /* opts has CurveZMQ keys */
     uint64_t next_tag;                     /* the tag of the next message */
     s_slot_t *slots;                       /* opts.window slots */
     size_t outstanding;                    /* slots in use */
@@ -113,6 +114,63 @@ cl_client_opts_init(cl_client_opts_t *opts)
     opts->retries = CL_CLIENT_RETRIES_DEFAULT;
     opts->window = CL_CLIENT_WINDOW_DEFAULT;
     opts->zmq_context = NULL;
+    opts->curve_server_key[0] = '\0';
+    opts->curve_public_key[0] = '\0';
+    opts->curve_secret_key[0] = '\0';
+}
+
+/* A CurveZMQ key in Z85: CL_CLIENT_KEY_LEN characters that decode to 32 bytes. */
+static bool
+s_key_ok(const char *z85)
+{
+    uint8_t raw[32];
+    return strnlen(z85, CL_CLIENT_KEY_LEN + 1) == CL_CLIENT_KEY_LEN &&
+           zmq_z85_decode(raw, z85) != NULL;
+}
+
+/* Reads one Z85 key, whitespace around it allowed, from a file. */
+static bool
+s_read_key(const char *path, char out[CL_CLIENT_KEY_LEN + 1])
+{
+    FILE *f = path != NULL ? fopen(path, "r") : NULL;
+    if (f == NULL)
+        return false;
+    char buf[128] = { 0 };
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    char *save = NULL;
+    char *tok = strtok_r(buf, " \t\r\n", &save);
+    bool ok = n > 0 && tok != NULL && s_key_ok(tok) && strtok_r(NULL, " \t\r\n", &save) == NULL;
+    if (ok)
+        memcpy(out, tok, CL_CLIENT_KEY_LEN + 1);
+    sodium_memzero(buf, sizeof(buf));
+    return ok;
+}
+
+int
+cl_client_opts_load_keys(cl_client_opts_t *opts, const char *server_key_file, const char *key_file)
+{
+    char server[CL_CLIENT_KEY_LEN + 1], secret[CL_CLIENT_KEY_LEN + 1],
+        public[CL_CLIENT_KEY_LEN + 1];
+    if (opts == NULL || !s_read_key(server_key_file, server) || !s_read_key(key_file, secret) ||
+        zmq_curve_public(public, secret) != 0)
+        return CLIENT_EINVAL;
+    memcpy(opts->curve_server_key, server, sizeof(server));
+    memcpy(opts->curve_public_key, public, sizeof(public));
+    memcpy(opts->curve_secret_key, secret, sizeof(secret));
+    sodium_memzero(secret, sizeof(secret));
+    return 0;
+}
+
+/* The keys of opts: none (false, fine), or all three valid (true); *ok false when neither. */
+static bool
+s_curve(const cl_client_opts_t *o, bool *ok)
+{
+    bool any = o->curve_server_key[0] != '\0' || o->curve_public_key[0] != '\0' ||
+               o->curve_secret_key[0] != '\0';
+    *ok = !any || (s_key_ok(o->curve_server_key) && s_key_ok(o->curve_public_key) &&
+                   s_key_ok(o->curve_secret_key));
+    return any;
 }
 
 /*
@@ -228,6 +286,12 @@ s_socket_open(cl_client_t *c)
         zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &maxmsg, sizeof(maxmsg)) != 0 ||
         zmq_setsockopt(s, ZMQ_SNDHWM, &hwm, sizeof(hwm)) != 0 ||
         zmq_setsockopt(s, ZMQ_RCVHWM, &hwm, sizeof(hwm)) != 0 ||
+        (c->curve && (zmq_setsockopt(s, ZMQ_CURVE_SERVERKEY, c->opts.curve_server_key,
+                                     CL_CLIENT_KEY_LEN) != 0 ||
+                      zmq_setsockopt(s, ZMQ_CURVE_PUBLICKEY, c->opts.curve_public_key,
+                                     CL_CLIENT_KEY_LEN) != 0 ||
+                      zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, c->opts.curve_secret_key,
+                                     CL_CLIENT_KEY_LEN) != 0)) ||
         zmq_getsockopt(s, ZMQ_FD, &fd, &fd_len) != 0 || zmq_connect(s, c->endpoint) != 0) {
         int err = errno;
         zmq_close(s);
@@ -259,8 +323,10 @@ cl_client_open(const char *endpoint, const cl_client_opts_t *opts, cl_client_t *
     cl_client_opts_init(&o);
     if (opts != NULL)
         o = *opts;
+    bool keys_ok = false;
+    bool curve = s_curve(&o, &keys_ok);
     if (o.timeout_ms <= 0 || o.retries < 0 || o.retries > CL_CLIENT_RETRIES_MAX || o.window == 0 ||
-        o.window > CL_CLIENT_WINDOW_MAX)
+        o.window > CL_CLIENT_WINDOW_MAX || !keys_ok)
         return CLIENT_EINVAL;
     if (sodium_init() < 0)
         return CLIENT_ENOMEM;
@@ -269,6 +335,7 @@ cl_client_open(const char *endpoint, const cl_client_opts_t *opts, cl_client_t *
     if (c == NULL)
         return CLIENT_ENOMEM;
     c->opts = o;
+    c->curve = curve;
     c->sock_fd = -1;
     c->next_tag = 1;
     memcpy(c->endpoint, endpoint, strlen(endpoint) + 1);

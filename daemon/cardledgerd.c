@@ -26,6 +26,7 @@
 #include <sodium.h>
 #include <zmq.h>
 
+#include "auth.h"
 #include "cardledger-config.h"
 #include "checkpoint.h"
 #include "config.h"
@@ -334,7 +335,7 @@ s_print_digest(const daemon_config_t *cfg)
 }
 
 static void *
-s_bind(void *zctx, int type, const char *endpoint, const char *what)
+s_bind(void *zctx, int type, const char *endpoint, const char *what, const auth_t *auth)
 {
     int linger = DAEMON_LINGER_MS;
     int hwm = DAEMON_ROUTER_HWM;
@@ -352,6 +353,12 @@ s_bind(void *zctx, int type, const char *endpoint, const char *what)
         zmq_setsockopt(s, ZMQ_RCVHWM, &hwm, sizeof(hwm));
         /* Frames over the limit are refused by libzmq itself: the peer is disconnected. */
         zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &max_msg, sizeof(max_msg));
+    }
+    if (auth != NULL && auth_curve_server(auth, s) != 0) {
+        log_error("cannot make the %s socket a CurveZMQ server: %s", what,
+                  zmq_strerror(zmq_errno()));
+        zmq_close(s);
+        return NULL;
     }
     if (zmq_bind(s, endpoint) != 0) {
         log_error("cannot bind the %s socket to %s: %s", what, endpoint, zmq_strerror(zmq_errno()));
@@ -373,6 +380,7 @@ s_run(const daemon_config_t *cfg)
     checkpoint_source_t *source = NULL;
     checkpointer_t *writer = NULL;
     void *zctx = NULL, *router = NULL, *pub = NULL;
+    auth_t *auth = NULL;
     checkpoint_info_t info;
     idem_dbs_t idem;
     int lock_fd = -1;
@@ -381,31 +389,44 @@ s_run(const daemon_config_t *cfg)
     int ex;
     double t0 = s_mono_ms();
 
-    if (!config_endpoint_local(cfg->listen, why, sizeof(why)) ||
+    /* Without keys every command runs as the local operator: only this machine may reach it.
+     * The event stream carries card codes in clear, so it stays local either way. */
+    bool curve = cfg->principals[0] != '\0';
+    if ((!curve && !config_endpoint_local(cfg->listen, why, sizeof(why))) ||
         !config_endpoint_local(cfg->publish, why, sizeof(why))) {
+        log_error("refusing to start: %s", why);
+        return EXIT_USAGE;
+    }
+    if (curve && auth_load(cfg->principals, cfg->curve_secret_key, &auth, why, sizeof(why)) != 0) {
         log_error("refusing to start: %s", why);
         return EXIT_USAGE;
     }
     if (strcmp(cfg->listen, cfg->publish) == 0) {
         log_error("refusing to start: --listen and --publish are the same endpoint");
+        auth_destroy(&auth);
         return EXIT_USAGE;
     }
     if (sodium_init() < 0) {
         log_error("libsodium cannot initialise");
+        auth_destroy(&auth);
         return EXIT_RUNTIME;
     }
     ex = s_make_data_dir(cfg->data_dir);
-    if (ex != EXIT_OK)
-        return ex;
-    lock_fd = s_lock_data_dir(cfg->data_dir);
-    if (lock_fd < 0)
-        return EXIT_RUNTIME;
+    if (ex == EXIT_OK) {
+        lock_fd = s_lock_data_dir(cfg->data_dir);
+        if (lock_fd < 0)
+            ex = EXIT_RUNTIME;
+    }
     /* Signals are caught from here on: a SIGTERM during a long load stops the daemon cleanly
      * right after it. */
-    if (pipe2(wake, O_NONBLOCK | O_CLOEXEC) != 0) {
+    if (ex == EXIT_OK && pipe2(wake, O_NONBLOCK | O_CLOEXEC) != 0) {
         log_error("cannot make a pipe: %s", strerror(errno));
         close(lock_fd);
-        return EXIT_RUNTIME;
+        ex = EXIT_RUNTIME;
+    }
+    if (ex != EXIT_OK) {
+        auth_destroy(&auth);
+        return ex;
     }
     s_wake_fd = wake[1];
     memset(&sa, 0, sizeof(sa));
@@ -440,8 +461,15 @@ s_run(const daemon_config_t *cfg)
         ex = s_load_state(j, state, true, source, &l, &info);
     if (ex == EXIT_OK) {
         zctx = zmq_ctx_new();
-        router = zctx != NULL ? s_bind(zctx, ZMQ_ROUTER, cfg->listen, "command") : NULL;
-        pub = router != NULL ? s_bind(zctx, ZMQ_PUB, cfg->publish, "event") : NULL;
+        if (zctx != NULL && auth != NULL && auth_zap_start(auth, zctx) != 0) {
+            log_error("cannot start the CurveZMQ authentication handler: %s",
+                      zmq_strerror(zmq_errno()));
+            ex = EXIT_RUNTIME;
+        }
+        router = zctx != NULL && ex == EXIT_OK
+                     ? s_bind(zctx, ZMQ_ROUTER, cfg->listen, "command", auth)
+                     : NULL;
+        pub = router != NULL ? s_bind(zctx, ZMQ_PUB, cfg->publish, "event", NULL) : NULL;
         if (pub == NULL)
             ex = EXIT_RUNTIME;
     }
@@ -456,7 +484,8 @@ s_run(const daemon_config_t *cfg)
                              .idem = idem,
                              .key = key,
                              .router = router,
-                             .pub = pub };
+                             .pub = pub,
+                             .auth = auth };
         if (server_new(&so, &srv) != 0) {
             log_error("out of memory");
             ex = EXIT_RUNTIME;
@@ -465,9 +494,12 @@ s_run(const daemon_config_t *cfg)
         }
     }
     if (ex == EXIT_OK) {
-        log_info("cardledgerd %s ready in %.0f ms: commands on %s, events on %s%s",
-                 CARDLEDGER_VERSION, s_mono_ms() - t0, cfg->listen, cfg->publish,
+        log_info("cardledgerd %s ready in %.0f ms: commands on %s (%s), events on %s%s",
+                 CARDLEDGER_VERSION, s_mono_ms() - t0, cfg->listen,
+                 auth != NULL ? "CurveZMQ" : "local operator, no keys", cfg->publish,
                  cfg->test_clock ? " (test clock)" : "");
+        if (auth != NULL)
+            log_info("%zu principals may send commands", auth_count(auth));
         int rc = server_run(srv, &s_stop, wake[0]);
         if (rc != 0) {
             log_error("stopping after a failure");
@@ -488,7 +520,9 @@ s_run(const daemon_config_t *cfg)
     if (pub != NULL)
         zmq_close(pub);
     if (zctx != NULL)
-        zmq_ctx_term(zctx);
+        zmq_ctx_term(zctx); /* ends the ZAP handler's socket too */
+    auth_zap_stop(auth);
+    auth_destroy(&auth);
     journal_close(&state);
     journal_close(&j);
     sodium_memzero(key, sizeof(key));

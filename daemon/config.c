@@ -32,6 +32,8 @@ enum {
     S_OPT_JOURNAL_MAP_MAX_MB,
     S_OPT_PREFAULT,
     S_OPT_JOURNAL_AHEAD_MB,
+    S_OPT_CURVE_SECRET_KEY,
+    S_OPT_PRINCIPALS,
     S_OPT_CONFIG,
     S_OPT_HELP,
     S_OPT_VERSION,
@@ -53,6 +55,8 @@ static const struct option s_options[] = {
     { "journal-map-max-mb", required_argument, NULL, S_OPT_JOURNAL_MAP_MAX_MB },
     { "prefault", required_argument, NULL, S_OPT_PREFAULT },
     { "journal-ahead-mb", required_argument, NULL, S_OPT_JOURNAL_AHEAD_MB },
+    { "curve-secret-key", required_argument, NULL, S_OPT_CURVE_SECRET_KEY },
+    { "principals", required_argument, NULL, S_OPT_PRINCIPALS },
     { "config", required_argument, NULL, S_OPT_CONFIG },
     { "help", no_argument, NULL, S_OPT_HELP },
     { "version", no_argument, NULL, S_OPT_VERSION },
@@ -92,14 +96,21 @@ config_usage(void)
            "                                   written blocks (default 64; 0 = off)\n"
            "  --prefault on|off                a thread faults the state's memory in before\n"
            "                                   the loop writes it (default on)\n"
+           "  --curve-secret-key FILE          the daemon's CurveZMQ secret key (Z85, made by\n"
+           "                                   cardledger-keys); with --principals, commands\n"
+           "                                   are encrypted and authenticated\n"
+           "  --principals FILE                the client keys that may send commands, each\n"
+           "                                   with its role, merchant and store\n"
            "  --test-clock START_US            a clock that only AdvanceClock moves (tests, "
            "drills)\n"
            "  --config FILE                    read `key = value` lines named like the flags\n"
            "  --help                           show this and exit\n"
            "  --version                        show the version and exit\n"
            "\n"
-           "Endpoints must be ipc://, inproc:// or tcp:// on a loopback address until CurveZMQ\n"
-           "keys are configured. Exit status: 0 clean stop, 1 runtime failure, 2 the data\n"
+           "Without CurveZMQ keys every command runs as one local operator, so the endpoints\n"
+           "must be ipc://, inproc:// or tcp:// on a loopback address; with them --listen may\n"
+           "be any tcp:// address (--publish stays local). Exit status: 0 clean stop, 1 runtime "
+           "failure, 2 the data\n"
            "directory holds something this version does not understand, 64 bad usage.\n"
            "See docs/daemon.md.\n";
 }
@@ -192,6 +203,10 @@ s_apply(daemon_config_t *c, int opt, const char *name, const char *value, char *
     case S_OPT_JOURNAL_AHEAD_MB:
         return s_parse_u64(name, value, 0, CONFIG_JOURNAL_AHEAD_MB_MAX, &c->journal_ahead_mb, err,
                            cap);
+    case S_OPT_CURVE_SECRET_KEY:
+        return s_copy(name, value, c->curve_secret_key, sizeof(c->curve_secret_key), err, cap);
+    case S_OPT_PRINCIPALS:
+        return s_copy(name, value, c->principals, sizeof(c->principals), err, cap);
     case S_OPT_PREFAULT:
         if (strcmp(value, "on") != 0 && strcmp(value, "off") != 0) {
             s_err(err, cap, "--prefault is on or off, not \"%s\"", value);
@@ -349,6 +364,12 @@ config_parse(int argc, char **argv, daemon_config_t *out, char *err, size_t err_
     }
     if (c.data_dir[0] == '\0') {
         s_err(err, err_cap, "--data DIR is required: the directory of the journal and state");
+        return CONFIG_EUSAGE;
+    }
+    if ((c.curve_secret_key[0] != '\0') != (c.principals[0] != '\0')) {
+        s_err(err, err_cap,
+              "--curve-secret-key and --principals go together: the daemon's key and the keys "
+              "of those who may connect");
         return CONFIG_EUSAGE;
     }
     if (c.full_replay && !c.print_digest) {

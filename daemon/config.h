@@ -5,8 +5,9 @@
  * file given with --config FILE. The file is read first wherever --config appears, and flags on
  * the command line override it. docs/daemon.md lists every setting with its default.
  *
- * Until CurveZMQ keys exist, the daemon runs with one all-powerful local principal, so it only
- * binds where nobody else can reach it: config_endpoint_local() is the check.
+ * Without CurveZMQ keys (--curve-secret-key and --principals, daemon/auth.h) the daemon runs
+ * with one all-powerful local principal, so it only binds where nobody else can reach it:
+ * config_endpoint_local() is the check. With them, the command endpoint may be any address.
  */
 #ifndef CARDLEDGER_CONFIG_H
 #define CARDLEDGER_CONFIG_H
@@ -39,22 +40,24 @@
 #define CONFIG_VERSION 2        /* --version was given */
 
 typedef struct daemon_config {
-    char data_dir[CONFIG_PATH_MAX];       /* --data: journal, state and secret key */
-    char listen[CONFIG_ENDPOINT_MAX];     /* --listen: the ROUTER for commands */
-    char publish[CONFIG_ENDPOINT_MAX];    /* --publish: the PUB for events */
-    log_level_t log_level;                /* --log-level */
-    bool test_clock;                      /* --test-clock given: AdvanceClock accepted */
-    int64_t test_clock_start_us;          /* its start, until the first ClockAdvanced */
-    uint64_t checkpoint_events;           /* --checkpoint-events: events between checkpoints */
-    uint64_t checkpoint_interval_ms;      /* --checkpoint-interval-ms */
-    uint64_t cache_records;               /* --cache-records: a state table's records in memory */
-    uint64_t commit_events;               /* --commit-events: events of a group before it ends */
-    uint32_t idempotency_retention_hours; /* --idempotency-retention-hours */
-    uint64_t journal_map_max_mb;          /* --journal-map-max-mb: 0 = the journal's 1 TiB */
-    bool prefault;                        /* --prefault on|off: daemon/prefault.h */
-    uint64_t journal_ahead_mb;            /* --journal-ahead-mb: journal/ahead.h; 0 = off */
-    bool print_digest;                    /* --print-digest: load, print, exit (hidden) */
-    bool full_replay;                     /* --full-replay: ignore the checkpoint (hidden) */
+    char data_dir[CONFIG_PATH_MAX];         /* --data: journal, state and secret key */
+    char listen[CONFIG_ENDPOINT_MAX];       /* --listen: the ROUTER for commands */
+    char publish[CONFIG_ENDPOINT_MAX];      /* --publish: the PUB for events */
+    log_level_t log_level;                  /* --log-level */
+    bool test_clock;                        /* --test-clock given: AdvanceClock accepted */
+    int64_t test_clock_start_us;            /* its start, until the first ClockAdvanced */
+    uint64_t checkpoint_events;             /* --checkpoint-events: events between checkpoints */
+    uint64_t checkpoint_interval_ms;        /* --checkpoint-interval-ms */
+    uint64_t cache_records;                 /* --cache-records: a state table's records in memory */
+    uint64_t commit_events;                 /* --commit-events: events of a group before it ends */
+    uint32_t idempotency_retention_hours;   /* --idempotency-retention-hours */
+    uint64_t journal_map_max_mb;            /* --journal-map-max-mb: 0 = the journal's 1 TiB */
+    bool prefault;                          /* --prefault on|off: daemon/prefault.h */
+    uint64_t journal_ahead_mb;              /* --journal-ahead-mb: journal/ahead.h; 0 = off */
+    char curve_secret_key[CONFIG_PATH_MAX]; /* --curve-secret-key FILE (daemon/auth.h) */
+    char principals[CONFIG_PATH_MAX];       /* --principals FILE; both or neither */
+    bool print_digest;                      /* --print-digest: load, print, exit (hidden) */
+    bool full_replay;                       /* --full-replay: ignore the checkpoint (hidden) */
 } daemon_config_t;
 
 /*

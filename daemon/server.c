@@ -49,7 +49,10 @@
 #include <sodium.h>
 #include <zmq.h>
 
+#include <xxhash.h>
+
 #include "ahead.h"
+#include "auth.h"
 #include "bytes.h"
 #include "clcheck.h"
 #include "codec.h"
@@ -118,6 +121,9 @@ typedef struct s_msg {
     size_t reply_count;
     bool complete; /* every request of it is decided */
     bool sent;     /* answered, or moved on to the next window */
+    /* Whom its commands are decided for: the local operator without CurveZMQ, else the
+     * principal of the key it came with (NULL: a key no longer listed, refused). */
+    const cl_principal_t *who;
 } s_msg_t;
 
 /*
@@ -189,7 +195,8 @@ struct server {
     idem_dbs_t idem;
     void *router;
     void *pub;
-    cl_principal_t principal; /* the local development principal */
+    cl_principal_t principal; /* the local development principal (no CurveZMQ) */
+    const auth_t *auth;       /* CurveZMQ principals, or NULL */
 
     /* Deciding. */
     codec_batch_t *batch;
@@ -1136,7 +1143,7 @@ static void
 s_query(server_t *s, s_msg_t *m, const cl_command_t *cmd)
 {
     s_prepare_ctx(s);
-    int rc = decide(s->ledger, &s->principal, cmd, &s->ctx, &s->out);
+    int rc = decide(s->ledger, m->who, cmd, &s->ctx, &s->out);
     if (rc != 0 || s->out.events_count != 0) {
         log_error("decide() failed on a query: %s", decide_strerror(rc));
         s_reply_simple(s, m, cmd->request_id, CL_INTERNAL, NULL);
@@ -1204,16 +1211,50 @@ s_reused(server_t *s, s_msg_t *m, const char *request_id)
                    "this request id was already used for a different request");
 }
 
+/*
+ * The content hash a command is remembered by. With CurveZMQ it covers the principal too: the
+ * same request id and content from another key is another request, refused as reused, so no key
+ * is ever given another's reply (an issue's reply holds the code).
+ */
+static void
+s_content_hash(const server_t *s, const s_msg_t *m, const codec_request_t *rq,
+               uint8_t out[IDEM_HASH_LEN])
+{
+    _Static_assert(IDEM_HASH_LEN == 16, "an XXH3-128");
+    if (s->auth == NULL) {
+        memcpy(out, rq->content_hash, IDEM_HASH_LEN);
+        return;
+    }
+    uint8_t buf[IDEM_HASH_LEN + 4 + 3 * (CL_NAME_MAX + 1)];
+    size_t n = 0;
+    memcpy(buf, rq->content_hash, IDEM_HASH_LEN);
+    n += IDEM_HASH_LEN;
+    cl_put_le32(buf + n, (uint32_t)m->who->role);
+    n += 4;
+    const char *parts[] = { m->who->merchant_id, m->who->store_id, m->who->name };
+    for (size_t i = 0; i < 3; i++) {
+        size_t len = strnlen(parts[i], CL_NAME_MAX) + 1;
+        memcpy(buf + n, parts[i], len - 1);
+        buf[n + len - 1] = '\0';
+        n += len;
+    }
+    XXH128_canonical_t canon;
+    XXH128_canonicalFromHash(&canon, XXH3_128bits(buf, n));
+    memcpy(out, canon.digest, IDEM_HASH_LEN);
+}
+
 /* A command: the idempotency check, decide, apply, record. */
 static void
 s_command(server_t *s, s_msg_t *m, const codec_request_t *rq)
 {
     const cl_command_t *cmd = &rq->cmd;
+    uint8_t content[IDEM_HASH_LEN];
+    s_content_hash(s, m, rq, content);
 
     const s_window_t *in = NULL;
     const s_rec_t *prior = s_map_find(s, cmd->request_id, &in);
     if (prior != NULL) {
-        if (memcmp(prior->content_hash, rq->content_hash, IDEM_HASH_LEN) != 0) {
+        if (memcmp(prior->content_hash, content, IDEM_HASH_LEN) != 0) {
             s_reused(s, m, cmd->request_id);
             return;
         }
@@ -1226,7 +1267,7 @@ s_command(server_t *s, s_msg_t *m, const codec_request_t *rq)
     if (rc == 0)
         rc = idem_get(s->rtxn, &s->idem, cmd->request_id, &stored);
     if (rc == 0) {
-        if (memcmp(stored.content_hash, rq->content_hash, IDEM_HASH_LEN) != 0)
+        if (memcmp(stored.content_hash, content, IDEM_HASH_LEN) != 0)
             s_reused(s, m, cmd->request_id);
         else if (stored.sealed_len > 0)
             s_reply_replay_sealed(s, m, cmd->request_id, &stored);
@@ -1242,7 +1283,7 @@ s_command(server_t *s, s_msg_t *m, const codec_request_t *rq)
     }
 
     s_prepare_ctx(s);
-    rc = decide(s->ledger, &s->principal, cmd, &s->ctx, &s->out);
+    rc = decide(s->ledger, m->who, cmd, &s->ctx, &s->out);
     if (rc != 0) {
         log_error("decide() failed: %s", decide_strerror(rc));
         s_reply_simple(s, m, cmd->request_id, CL_INTERNAL, NULL);
@@ -1264,7 +1305,7 @@ s_command(server_t *s, s_msg_t *m, const codec_request_t *rq)
     CL_CHECK(w->recs_count < S_RECS_MAX);
     s_rec_t *rec = &w->recs[w->recs_count];
     s_copy(rec->request_id, sizeof(rec->request_id), cmd->request_id);
-    memcpy(rec->content_hash, rq->content_hash, IDEM_HASH_LEN);
+    memcpy(rec->content_hash, content, IDEM_HASH_LEN);
     rec->at_us = s->ctx.now_us;
     rec->reply = (size_t)idx;
     rec->stored = NULL;
@@ -1293,7 +1334,15 @@ s_request(server_t *s, s_msg_t *m, const codec_request_t *rq)
         s_get_status(s, m, cmd);
         break;
     case CL_CMD_GET_REQUEST:
-        s_get_request(s, m, cmd);
+        /* Another key's reply is not this one's to read (an issue's holds the code): with
+         * CurveZMQ only operators look requests up; others send the command again with its
+         * request id, which replays their own reply. */
+        if (s->auth != NULL && m->who->role != CL_ROLE_OPERATOR)
+            s_reply_simple(s, m, cmd->request_id, CL_PERMISSION_DENIED,
+                           "only an operator looks requests up; send the command again with its "
+                           "request id");
+        else
+            s_get_request(s, m, cmd);
         break;
     case CL_CMD_GET_CARD:
         s_query(s, m, cmd);
@@ -1381,6 +1430,10 @@ s_recv(server_t *s, s_msg_t *m, zmq_msg_t *body)
         zmq_msg_close(&frame);
         return 2;
     }
+    /* With CurveZMQ, ZeroMQ tags the frame with the key its connection authenticated with. */
+    m->who = &s->principal;
+    if (s->auth != NULL)
+        m->who = auth_find(s->auth, zmq_msg_gets(&frame, "User-Id"));
     zmq_msg_move(body, &frame);
     zmq_msg_close(&frame);
     return 1;
@@ -1396,6 +1449,12 @@ s_handle(server_t *s, s_msg_t *m, zmq_msg_t *body)
     m->reply_count = 0;
     m->complete = false;
     m->sent = false;
+    if (m->who == NULL) {
+        s_reply_simple(s, m, "", CL_UNAUTHENTICATED, "this key is not a principal of the ledger");
+        s->cur->requests++;
+        m->complete = true;
+        return 0;
+    }
     if (rc != 0) {
         cl_status_t st = rc == CODEC_ETOOLARGE    ? CL_TOO_LARGE
                          : rc == CODEC_EMALFORMED ? CL_MALFORMED
@@ -1787,6 +1846,7 @@ server_new(const server_opts_t *o, server_t **out)
     s->pub = o->pub;
     s->principal.role = CL_ROLE_OPERATOR;
     s_copy(s->principal.name, sizeof(s->principal.name), "local");
+    s->auth = o->auth;
 
     s->events = calloc(DECIDE_EVENTS_MAX, sizeof(*s->events));
     s->rows = calloc(CL_ISSUE_BATCH_MAX, sizeof(*s->rows));

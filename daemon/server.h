@@ -17,6 +17,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "auth.h"
 #include "checkpoint.h"
 #include "config.h"
 #include "idempotency.h"
@@ -65,6 +66,7 @@ typedef struct server_opts {
     const uint8_t *key;              /* DECIDE_KEY_LEN bytes: the secret for PIN and claim hashes */
     void *router;                    /* bound ROUTER socket for commands */
     void *pub;                       /* bound PUB socket for events */
+    const auth_t *auth;              /* CurveZMQ principals (daemon/auth.h), or NULL */
 } server_opts_t;
 
 /* Errors besides the modules' own codes. */

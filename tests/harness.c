@@ -37,6 +37,7 @@ struct harness {
     char pub_ep[S_PATH_MAX];   /* ipc://DIR/pub.sock */
     char clock_arg[32];        /* the test clock start, as text */
     char *extra;               /* a private copy of opts->extra_args, or NULL */
+    char curve[3][41];         /* opts->curve_keys, or empty */
     pid_t pid;                 /* the running daemon, or 0 */
     void *zctx;                /* ZeroMQ context for the probe and harness_roundtrip() */
 };
@@ -181,6 +182,13 @@ s_wait_ready(harness_t *h)
         return -1;
     }
     zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof(linger));
+    if (h->curve[0][0] != '\0' && (zmq_setsockopt(s, ZMQ_CURVE_SERVERKEY, h->curve[0], 40) != 0 ||
+                                   zmq_setsockopt(s, ZMQ_CURVE_PUBLICKEY, h->curve[1], 40) != 0 ||
+                                   zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, h->curve[2], 40) != 0)) {
+        fprintf(stderr, "harness: the CurveZMQ keys: %s\n", zmq_strerror(zmq_errno()));
+        zmq_close(s);
+        return -1;
+    }
     if (zmq_connect(s, h->cmd_ep) != 0 || zmq_send(s, req, req_len, 0) < 0) {
         fprintf(stderr, "harness: %s: %s\n", h->cmd_ep, zmq_strerror(zmq_errno()));
         zmq_close(s);
@@ -271,6 +279,8 @@ harness_start(const harness_opts_t *opts, harness_t **out)
     snprintf(h->clock_arg, sizeof(h->clock_arg), "%lld", (long long)start_us);
     if (opts != NULL && opts->extra_args != NULL)
         h->extra = strdup(opts->extra_args);
+    for (int i = 0; i < 3 && opts != NULL && opts->curve_keys[0] != NULL; i++)
+        snprintf(h->curve[i], sizeof(h->curve[i]), "%s", opts->curve_keys[i]);
     h->zctx = zmq_ctx_new();
     if (h->zctx == NULL || s_spawn(h) != 0 || s_wait_ready(h) != 0) {
         harness_destroy(&h);

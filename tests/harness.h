@@ -33,6 +33,10 @@ typedef struct harness harness_t;
 typedef struct harness_opts {
     int64_t test_clock_start_us; /* 0 = HARNESS_CLOCK_START_US_DEFAULT */
     const char *extra_args;      /* appended to the daemon's argv, space-separated, may be NULL */
+    /* For a daemon started with CurveZMQ keys (in extra_args): the keys the readiness GetStatus
+     * connects with, in Z85: the daemon's public key, then a listed client's public and secret
+     * keys. NULL: no keys. */
+    const char *curve_keys[3];
 } harness_opts_t;
 
 /*

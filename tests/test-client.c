@@ -828,6 +828,205 @@ nothing_listening_times_out_after_every_retry(void)
     rmdir(dir);
 }
 
+/* ---- CurveZMQ principals ----------------------------------------------------------------------
+ */
+
+typedef struct s_keys {
+    char pub[41], sec[41];
+} s_keys_t;
+
+static void
+s_keypair(s_keys_t *k)
+{
+    REQUIRE(zmq_curve_keypair(k->pub, k->sec) == 0);
+}
+
+static void
+s_write(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    REQUIRE(f != NULL && fputs(text, f) >= 0 && fclose(f) == 0);
+}
+
+/* A client of the running case that connects with the key pair k to a daemon of key server. */
+static cl_client_t *
+s_open_keys(const char *endpoint, const s_keys_t *server, const s_keys_t *k, int timeout_ms)
+{
+    cl_client_opts_t o;
+    cl_client_opts_init(&o);
+    o.timeout_ms = timeout_ms;
+    o.retries = 0;
+    if (k != NULL) {
+        memcpy(o.curve_server_key, server->pub, sizeof(o.curve_server_key));
+        memcpy(o.curve_public_key, k->pub, sizeof(o.curve_public_key));
+        memcpy(o.curve_secret_key, k->sec, sizeof(o.curve_secret_key));
+    }
+    return s_open_opts(endpoint, &o);
+}
+
+static int s_cli(const char *const *args);
+
+/*
+ * PRODUCT.md section 8: with CurveZMQ keys, the daemon decides each command as the principal its
+ * key is listed as. A store terminal redeems at its own store only; another merchant's admin
+ * reaches none of this merchant's cards; the same request id from another key is another
+ * request; only an operator looks requests up; a key that is not listed, or no key, gets no
+ * connection. A bad principals file is refused at start.
+ */
+static void
+principals_decide_over_curvezmq_and_unlisted_keys_get_no_connection(void)
+{
+    s_cleanup();
+    char dir[] = "/tmp/cl-keys-XXXXXX";
+    REQUIRE(mkdtemp(dir) != NULL);
+    s_keys_t server, op, till, till2, admin2, stranger;
+    s_keypair(&server);
+    s_keypair(&op);
+    s_keypair(&till);
+    s_keypair(&till2);
+    s_keypair(&admin2);
+    s_keypair(&stranger);
+    char secret_file[128], principals[128], bad[128], text[1024];
+    snprintf(secret_file, sizeof(secret_file), "%s/server.key", dir);
+    snprintf(principals, sizeof(principals), "%s/principals", dir);
+    snprintf(bad, sizeof(bad), "%s/bad-principals", dir);
+    snprintf(text, sizeof(text), "%s\n", server.sec);
+    s_write(secret_file, text);
+    snprintf(text, sizeof(text),
+             "# key role merchant store name\n"
+             "%s operator - - ops\n"
+             "%s store_terminal m1 s1 till-1\n"
+             "  %s   store_terminal  m1  s1  till-2\n"
+             "\n"
+             "%s merchant_admin m2 - admin-m2\n",
+             op.pub, till.pub, till2.pub, admin2.pub);
+    s_write(principals, text);
+
+    /* Refused at start: a key file without principals, a principals line that is wrong. */
+    snprintf(text, sizeof(text), "%s store_terminal m1 - till-without-store\n", till.pub);
+    s_write(bad, text);
+    char data[160], out[2048];
+    snprintf(data, sizeof(data), "%s/data", dir);
+    int status = -1;
+    const char *alone[] = {
+        "--data",    data, "--listen", "ipc:///tmp/cl-unused.sock", "--curve-secret-key",
+        secret_file, NULL
+    };
+    REQUIRE(harness_exec(alone, 10000, out, sizeof(out), &status) == 0);
+    CHECK_EQ_INT(status, 64);
+    CHECK(strstr(out, "go together") != NULL);
+    const char *wrong[] = { "--data",
+                            data,
+                            "--listen",
+                            "ipc:///tmp/cl-unused.sock",
+                            "--curve-secret-key",
+                            secret_file,
+                            "--principals",
+                            bad,
+                            NULL };
+    REQUIRE(harness_exec(wrong, 10000, out, sizeof(out), &status) == 0);
+    CHECK_EQ_INT(status, 64);
+    CHECK(strstr(out, "line 1: a store terminal names its store") != NULL);
+
+    char extra[512];
+    snprintf(extra, sizeof(extra), "--curve-secret-key %s --principals %s", secret_file,
+             principals);
+    harness_opts_t ho = { .extra_args = extra, .curve_keys = { server.pub, op.pub, op.sec } };
+    REQUIRE(harness_start(&ho, &s_h) == 0);
+    const char *ep = harness_cmd_endpoint(s_h);
+
+    cl_client_t *ops = s_open_keys(ep, &server, &op, 5000);
+    REQUIRE(ops != NULL);
+    char code[CL_CODE_MAX + 1];
+    s_setup(ops, code);
+    static cl_command_t cmd;
+    static cl_reply_t r;
+    memset(&cmd, 0, sizeof(cmd));
+    cmd.type = CL_CMD_REGISTER_STORE;
+    strcpy(cmd.u.register_store.merchant_id, S_MERCHANT);
+    strcpy(cmd.u.register_store.store_id, "s2");
+    strcpy(cmd.u.register_store.region, "110000");
+    s_call_expect(ops, &cmd, CL_OK, &r);
+    memset(&cmd, 0, sizeof(cmd));
+    cmd.type = CL_CMD_REGISTER_MERCHANT;
+    strcpy(cmd.u.register_merchant.merchant_id, "m2");
+    s_call_expect(ops, &cmd, CL_OK, &r);
+
+    /* The terminal of s1 redeems there, never at s2; the other merchant's admin not at all. */
+    cl_client_t *t1 = s_open_keys(ep, &server, &till, 5000);
+    REQUIRE(t1 != NULL);
+    s_redeem_cmd(&cmd, code, 1000, "rid-1");
+    s_call_expect(t1, &cmd, CL_OK, &r);
+    CHECK_EQ_INT(r.card.balance_minor, S_FACE - 1000);
+    s_redeem_cmd(&cmd, code, 1000, NULL);
+    strcpy(cmd.u.redeem.store_id, "s2");
+    s_call_expect(t1, &cmd, CL_PERMISSION_DENIED, &r);
+    cl_client_t *a2 = s_open_keys(ep, &server, &admin2, 5000);
+    REQUIRE(a2 != NULL);
+    s_redeem_cmd(&cmd, code, 1000, NULL);
+    s_call_expect(a2, &cmd, CL_WRONG_MERCHANT, &r);
+    CHECK_EQ_INT(s_balance(ops, code), S_FACE - 1000);
+
+    /* The same request id and content from another key is another request; from the same key
+     * it replays the first reply and applies nothing. */
+    cl_client_t *t2 = s_open_keys(ep, &server, &till2, 5000);
+    REQUIRE(t2 != NULL);
+    s_redeem_cmd(&cmd, code, 1000, "rid-1");
+    s_call_expect(t2, &cmd, CL_REQUEST_ID_REUSED, &r);
+    s_call_expect(t1, &cmd, CL_OK, &r);
+    CHECK_EQ_INT(r.card.balance_minor, S_FACE - 1000);
+    CHECK_EQ_INT(s_balance(ops, code), S_FACE - 1000);
+
+    /* Looking a request up is an operator's. */
+    memset(&cmd, 0, sizeof(cmd));
+    cmd.type = CL_CMD_GET_REQUEST;
+    strcpy(cmd.u.get_request_id, "rid-1");
+    s_call_expect(t1, &cmd, CL_PERMISSION_DENIED, &r);
+    s_call_expect(ops, &cmd, CL_OK, &r);
+    CHECK(r.found);
+
+    /* An unlisted key, or none, gets no connection at all. */
+    cl_client_t *x = s_open_keys(ep, &server, &stranger, 300);
+    REQUIRE(x != NULL);
+    memset(&cmd, 0, sizeof(cmd));
+    cmd.type = CL_CMD_GET_STATUS;
+    CHECK_EQ_INT(cl_client_call(x, &cmd, &r), CLIENT_ETIMEOUT);
+    s_close(&x);
+    x = s_open_keys(ep, &server, NULL, 300);
+    REQUIRE(x != NULL);
+    CHECK_EQ_INT(cl_client_call(x, &cmd, &r), CLIENT_ETIMEOUT);
+    s_close(&x);
+
+    /* The CLI with the operator's key files is answered; without keys it cannot reach it. */
+    char server_pub[128], op_key[128];
+    snprintf(server_pub, sizeof(server_pub), "%s/server.pub", dir);
+    snprintf(op_key, sizeof(op_key), "%s/op.key", dir);
+    snprintf(text, sizeof(text), "%s\n", server.pub);
+    s_write(server_pub, text);
+    snprintf(text, sizeof(text), "%s\n", op.sec);
+    s_write(op_key, text);
+    const char *with[] = { "--connect", ep,  "--server-key-file", server_pub, "--key-file", op_key,
+                           "status",    NULL };
+    CHECK_EQ_INT(s_cli(with), 0);
+    const char *without[] = { "--connect", ep,  "--timeout-ms", "300",
+                              "--retries", "0", "status",       NULL };
+    CHECK_EQ_INT(s_cli(without), 2);
+    const char *half[] = { "--connect", ep, "--key-file", op_key, "status", NULL };
+    CHECK_EQ_INT(s_cli(half), 1);
+    unlink(server_pub);
+    unlink(op_key);
+    s_close(&t1);
+    s_close(&t2);
+    s_close(&a2);
+    s_close(&ops);
+    CHECK_EQ_INT(harness_stop(s_h), 0);
+    harness_destroy(&s_h);
+    unlink(secret_file);
+    unlink(principals);
+    unlink(bad);
+    rmdir(dir);
+}
+
 /* ---- the CLI's exit codes ------------------------------------------------------------------- */
 
 /* Runs the CLI with args (NULL-terminated), output discarded; returns its exit status. */
@@ -908,6 +1107,7 @@ main(int argc, char **argv)
         CHECK_CASE(clients_share_the_callers_zeromq_context),
         CHECK_CASE(a_wait_on_the_fd_ends_at_a_reply_or_at_its_timeout),
         CHECK_CASE(nothing_listening_times_out_after_every_retry),
+        CHECK_CASE(principals_decide_over_curvezmq_and_unlisted_keys_get_no_connection),
         CHECK_CASE(cli_exit_codes_tell_refused_from_unreachable),
     };
     int rc = check_main(argc, argv, cases, sizeof(cases) / sizeof(cases[0]));

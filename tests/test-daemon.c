@@ -64,7 +64,7 @@ static void
 s_up(const char *extra_args)
 {
     s_down();
-    harness_opts_t o = { 0, extra_args };
+    harness_opts_t o = { .test_clock_start_us = 0, .extra_args = extra_args };
     REQUIRE(harness_start(&o, &H) == 0);
     REQUIRE(harness_client_open(harness_cmd_endpoint(H), &C) == 0);
 }
