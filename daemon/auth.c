@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -243,6 +244,14 @@ size_t
 auth_count(const auth_t *a)
 {
     return a != NULL ? a->count : 0;
+}
+
+size_t
+auth_index(const auth_t *a, const cl_principal_t *who)
+{
+    const s_entry_t *e =
+        (const s_entry_t *)(const void *)((const char *)who - offsetof(s_entry_t, who));
+    return (size_t)(e - a->entries);
 }
 
 /* ---- The ZAP handler ---------------------------------------------------------------------- */

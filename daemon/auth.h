@@ -47,6 +47,9 @@ const cl_principal_t *auth_find(const auth_t *a, const char *key_z85);
 /* Principals listed. */
 size_t auth_count(const auth_t *a);
 
+/* The place of a principal auth_find() returned: 0 .. auth_count() - 1. */
+size_t auth_index(const auth_t *a, const cl_principal_t *who);
+
 /*
  * Starts the ZAP handler on zctx (before any CURVE socket of zctx binds: ZeroMQ refuses
  * connections it cannot ask about) and makes `sock` a CURVE server with the secret key that

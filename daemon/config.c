@@ -34,6 +34,7 @@ enum {
     S_OPT_JOURNAL_AHEAD_MB,
     S_OPT_CURVE_SECRET_KEY,
     S_OPT_PRINCIPALS,
+    S_OPT_UNKNOWN_CARDS,
     S_OPT_CONFIG,
     S_OPT_HELP,
     S_OPT_VERSION,
@@ -57,6 +58,7 @@ static const struct option s_options[] = {
     { "journal-ahead-mb", required_argument, NULL, S_OPT_JOURNAL_AHEAD_MB },
     { "curve-secret-key", required_argument, NULL, S_OPT_CURVE_SECRET_KEY },
     { "principals", required_argument, NULL, S_OPT_PRINCIPALS },
+    { "unknown-cards-per-s", required_argument, NULL, S_OPT_UNKNOWN_CARDS },
     { "config", required_argument, NULL, S_OPT_CONFIG },
     { "help", no_argument, NULL, S_OPT_HELP },
     { "version", no_argument, NULL, S_OPT_VERSION },
@@ -101,6 +103,9 @@ config_usage(void)
            "                                   are encrypted and authenticated\n"
            "  --principals FILE                the client keys that may send commands, each\n"
            "                                   with its role, merchant and store\n"
+           "  --unknown-cards-per-s N          a principal that names N cards a second that do\n"
+           "                                   not exist is refused (rate_limited) until its\n"
+           "                                   guesses age (default 1000; 0 = no limit)\n"
            "  --test-clock START_US            a clock that only AdvanceClock moves (tests, "
            "drills)\n"
            "  --config FILE                    read `key = value` lines named like the flags\n"
@@ -207,6 +212,8 @@ s_apply(daemon_config_t *c, int opt, const char *name, const char *value, char *
         return s_copy(name, value, c->curve_secret_key, sizeof(c->curve_secret_key), err, cap);
     case S_OPT_PRINCIPALS:
         return s_copy(name, value, c->principals, sizeof(c->principals), err, cap);
+    case S_OPT_UNKNOWN_CARDS:
+        return s_parse_u64(name, value, 0, 1000000000u, &c->unknown_cards_per_s, err, cap);
     case S_OPT_PREFAULT:
         if (strcmp(value, "on") != 0 && strcmp(value, "off") != 0) {
             s_err(err, cap, "--prefault is on or off, not \"%s\"", value);
@@ -315,6 +322,7 @@ config_parse(int argc, char **argv, daemon_config_t *out, char *err, size_t err_
     c.journal_ahead_mb = CONFIG_JOURNAL_AHEAD_MB_DEFAULT;
     c.commit_events = CONFIG_COMMIT_EVENTS_MAX;
     c.idempotency_retention_hours = CONFIG_IDEMPOTENCY_RETENTION_H_DEFAULT;
+    c.unknown_cards_per_s = CONFIG_UNKNOWN_CARDS_PER_S_DEFAULT;
 
     /* Pass 1: --help, --version and the config file; anything unknown is an error. */
     opterr = 0;

@@ -33,6 +33,7 @@
 #define CONFIG_IDEMPOTENCY_RETENTION_H_MAX     (24u * 3660u) /* about 10 years */
 #define CONFIG_JOURNAL_AHEAD_MB_DEFAULT        64u
 #define CONFIG_JOURNAL_AHEAD_MB_MAX            65536u /* 64 GiB */
+#define CONFIG_UNKNOWN_CARDS_PER_S_DEFAULT     1000u
 
 /* Results of config_parse() besides 0. */
 #define CONFIG_EUSAGE  (-37001) /* a bad flag, value or config file line; see the message */
@@ -56,8 +57,9 @@ typedef struct daemon_config {
     uint64_t journal_ahead_mb;              /* --journal-ahead-mb: journal/ahead.h; 0 = off */
     char curve_secret_key[CONFIG_PATH_MAX]; /* --curve-secret-key FILE (daemon/auth.h) */
     char principals[CONFIG_PATH_MAX];       /* --principals FILE; both or neither */
-    bool print_digest;                      /* --print-digest: load, print, exit (hidden) */
-    bool full_replay;                       /* --full-replay: ignore the checkpoint (hidden) */
+    uint64_t unknown_cards_per_s; /* --unknown-cards-per-s: a principal's guesses (0 = no limit) */
+    bool print_digest;            /* --print-digest: load, print, exit (hidden) */
+    bool full_replay;             /* --full-replay: ignore the checkpoint (hidden) */
 } daemon_config_t;
 
 /*

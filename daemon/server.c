@@ -114,6 +114,12 @@ typedef struct s_reply {
 } s_reply_t;
 
 /* One incoming message of a window. */
+/* What one principal may still guess (s_guessing()). */
+typedef struct s_guesses {
+    double left;   /* unknown cards it may still name */
+    int64_t at_us; /* when left was last brought up to date (0: never) */
+} s_guesses_t;
+
 typedef struct s_msg {
     zmq_msg_t env[DAEMON_ENVELOPE_FRAMES_MAX]; /* the ROUTER envelope, sent back as it came */
     size_t env_count;
@@ -197,6 +203,10 @@ struct server {
     void *pub;
     cl_principal_t principal; /* the local development principal (no CurveZMQ) */
     const auth_t *auth;       /* CurveZMQ principals, or NULL */
+    /* Unknown cards each principal may still name (PRODUCT.md 8: codes are not guessed):
+     * [0] the local principal's, [1 + auth_index()] each key's. */
+    s_guesses_t *guesses;
+    size_t guesses_count;
 
     /* Deciding. */
     codec_batch_t *batch;
@@ -1138,11 +1148,102 @@ s_get_request(server_t *s, s_msg_t *m, const cl_command_t *cmd)
     s_reply_commit(s, m, e, len);
 }
 
+/* ---- Guessing codes ------------------------------------------------------------------------ */
+
+/*
+ * A principal may name at most --unknown-cards-per-s cards that do not exist per second: a
+ * token bucket of that size, refilled at that rate by the daemon's clock (the test clock in
+ * tests). While it is empty every command of the principal that names a card by its code is
+ * refused with rate_limited, before it is decided, so it changes nothing and is not remembered:
+ * the same request id goes through once the guesses have aged. Commands naming cards by id (an
+ * operator's) are not guesses. So a code (19 digits, about 2^60) is not found by trying.
+ */
+static s_guesses_t *
+s_guesses_of(server_t *s, const s_msg_t *m)
+{
+    size_t i = m->who == &s->principal ? 0 : 1 + auth_index(s->auth, m->who);
+    CL_CHECK(i < s->guesses_count);
+    return &s->guesses[i];
+}
+
+/* Whether a command names a card by its code (what a guess is). */
+static bool
+s_names_a_code(const cl_command_t *c)
+{
+    switch (c->type) {
+    case CL_CMD_OFFER_GIFT:
+    case CL_CMD_TRANSFER_CARD:
+        return c->u.gift.card.code[0] != '\0';
+    case CL_CMD_CLAIM_GIFT:
+    case CL_CMD_RECALL_GIFT:
+        return c->u.gift_close.card.code[0] != '\0';
+    case CL_CMD_REDEEM:
+        return c->u.redeem.card.code[0] != '\0';
+    case CL_CMD_REVERSE_REDEMPTION:
+        return c->u.reverse.card.code[0] != '\0';
+    case CL_CMD_RELOAD:
+        return c->u.reload.card.code[0] != '\0';
+    case CL_CMD_TRANSFER_BALANCE:
+        return c->u.transfer_balance.from_card.code[0] != '\0' ||
+               c->u.transfer_balance.to_card.code[0] != '\0';
+    case CL_CMD_ADJUST:
+        return c->u.adjust.card.code[0] != '\0';
+    case CL_CMD_FREEZE:
+    case CL_CMD_UNFREEZE:
+    case CL_CMD_UNLOCK:
+    case CL_CMD_GET_CARD:
+        return c->u.card_flag.card.code[0] != '\0';
+    default:
+        return false;
+    }
+}
+
+/* True when the command names a code and the principal's guesses are used up (s->ctx.now_us
+ * is set). */
+static bool
+s_guessing(server_t *s, const s_msg_t *m, const cl_command_t *cmd)
+{
+    uint64_t rate = s->cfg->unknown_cards_per_s;
+    if (rate == 0 || !s_names_a_code(cmd))
+        return false;
+    s_guesses_t *g = s_guesses_of(s, m);
+    int64_t now = s->ctx.now_us;
+    if (g->at_us == 0 || now < g->at_us) {
+        g->left = (double)rate;
+    } else {
+        g->left += (double)(now - g->at_us) * (double)rate / 1e6;
+        if (g->left > (double)rate)
+            g->left = (double)rate;
+    }
+    g->at_us = now;
+    return g->left < 1.0;
+}
+
+/* Counts a code that named no card against the principal. */
+static void
+s_guessed(server_t *s, const s_msg_t *m, const cl_command_t *cmd, const cl_reply_t *r)
+{
+    if (s->cfg->unknown_cards_per_s != 0 && r->status == CL_UNKNOWN_CARD && s_names_a_code(cmd))
+        s_guesses_of(s, m)->left -= 1.0;
+}
+
+static void
+s_refuse_guessing(server_t *s, s_msg_t *m, const cl_command_t *cmd)
+{
+    s_reply_simple(s, m, cmd->request_id, CL_RATE_LIMITED,
+                   "too many cards that do not exist were named from this key; try again in a "
+                   "second");
+}
+
 /* Queries decide() answers (GetCard) and projector queries, which it refuses. */
 static void
 s_query(server_t *s, s_msg_t *m, const cl_command_t *cmd)
 {
     s_prepare_ctx(s);
+    if (s_guessing(s, m, cmd)) {
+        s_refuse_guessing(s, m, cmd);
+        return;
+    }
     int rc = decide(s->ledger, m->who, cmd, &s->ctx, &s->out);
     if (rc != 0 || s->out.events_count != 0) {
         log_error("decide() failed on a query: %s", decide_strerror(rc));
@@ -1150,6 +1251,7 @@ s_query(server_t *s, s_msg_t *m, const cl_command_t *cmd)
         return;
     }
     decide_finish(s->ledger, cmd, &s->out);
+    s_guessed(s, m, cmd, &s->reply);
     if (s_reply_add(s, m, &s->reply) < 0)
         s_reply_simple(s, m, cmd->request_id, CL_INTERNAL, NULL);
 }
@@ -1283,6 +1385,10 @@ s_command(server_t *s, s_msg_t *m, const codec_request_t *rq)
     }
 
     s_prepare_ctx(s);
+    if (s_guessing(s, m, cmd)) {
+        s_refuse_guessing(s, m, cmd);
+        return;
+    }
     rc = decide(s->ledger, m->who, cmd, &s->ctx, &s->out);
     if (rc != 0) {
         log_error("decide() failed: %s", decide_strerror(rc));
@@ -1294,6 +1400,7 @@ s_command(server_t *s, s_msg_t *m, const codec_request_t *rq)
         return;
     }
     decide_finish(s->ledger, cmd, &s->out);
+    s_guessed(s, m, cmd, &s->reply);
     long idx = s_reply_add(s, m, &s->reply);
     s_window_t *w = s->cur;
     if (idx < 0) {
@@ -1847,15 +1954,17 @@ server_new(const server_opts_t *o, server_t **out)
     s->principal.role = CL_ROLE_OPERATOR;
     s_copy(s->principal.name, sizeof(s->principal.name), "local");
     s->auth = o->auth;
+    s->guesses_count = 1 + auth_count(o->auth);
+    s->guesses = calloc(s->guesses_count, sizeof(*s->guesses));
 
     s->events = calloc(DECIDE_EVENTS_MAX, sizeof(*s->events));
     s->rows = calloc(CL_ISSUE_BATCH_MAX, sizeof(*s->rows));
     s->rows_scratch = calloc(CL_ISSUE_BATCH_MAX, sizeof(*s->rows_scratch));
     s->entry_buf = malloc(S_ENTRY_MAX);
     s->committer.done_fd = -1;
-    bool ok = s->events != NULL && s->rows != NULL && s->rows_scratch != NULL &&
-              s->entry_buf != NULL && s_window_init(&s->win[0], &s->idem) &&
-              s_window_init(&s->win[1], &s->idem) &&
+    bool ok = s->events != NULL && s->guesses != NULL && s->rows != NULL &&
+              s->rows_scratch != NULL && s->entry_buf != NULL &&
+              s_window_init(&s->win[0], &s->idem) && s_window_init(&s->win[1], &s->idem) &&
               s_grow(&s->send_buf, &s->send_cap, 1024u * 1024) && codec_batch_new(&s->batch) == 0;
     s->cur = &s->win[0];
     if (ok) {
@@ -1943,6 +2052,7 @@ server_destroy(server_t **sp)
     prefault_stop(&s->prefault);
     ledger_destroy(&s->ledger);
     free(s->events);
+    free(s->guesses);
     free(s->rows);
     free(s->rows_scratch);
     s_window_free(&s->win[0]);

@@ -929,8 +929,8 @@ principals_decide_over_curvezmq_and_unlisted_keys_get_no_connection(void)
     CHECK(strstr(out, "line 1: a store terminal names its store") != NULL);
 
     char extra[512];
-    snprintf(extra, sizeof(extra), "--curve-secret-key %s --principals %s", secret_file,
-             principals);
+    snprintf(extra, sizeof(extra), "--curve-secret-key %s --principals %s --unknown-cards-per-s 2",
+             secret_file, principals);
     harness_opts_t ho = { .extra_args = extra, .curve_keys = { server.pub, op.pub, op.sec } };
     REQUIRE(harness_start(&ho, &s_h) == 0);
     const char *ep = harness_cmd_endpoint(s_h);
@@ -984,6 +984,20 @@ principals_decide_over_curvezmq_and_unlisted_keys_get_no_connection(void)
     s_call_expect(t1, &cmd, CL_PERMISSION_DENIED, &r);
     s_call_expect(ops, &cmd, CL_OK, &r);
     CHECK(r.found);
+
+    /* Guessing codes is limited per key: the terminal that named 2 codes of no card is refused
+     * when it names one more, even a real one; the other terminal is not. */
+    for (int i = 0; i < 2; i++) {
+        memset(&cmd, 0, sizeof(cmd));
+        cmd.type = CL_CMD_GET_CARD;
+        snprintf(cmd.u.card_flag.card.code, sizeof(cmd.u.card_flag.card.code), "1234567890%d", i);
+        s_call_expect(t1, &cmd, CL_UNKNOWN_CARD, &r);
+    }
+    memset(&cmd, 0, sizeof(cmd));
+    cmd.type = CL_CMD_GET_CARD;
+    snprintf(cmd.u.card_flag.card.code, sizeof(cmd.u.card_flag.card.code), "%s", code);
+    s_call_expect(t1, &cmd, CL_RATE_LIMITED, &r);
+    s_call_expect(t2, &cmd, CL_OK, &r);
 
     /* An unlisted key, or none, gets no connection at all. */
     cl_client_t *x = s_open_keys(ep, &server, &stranger, 300);

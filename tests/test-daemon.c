@@ -442,6 +442,58 @@ daemon_starts_and_answers_get_status(void)
     s_down();
 }
 
+/* GetCard of a card by its code. */
+static cl_command_t
+s_get_by_code(const char *code)
+{
+    cl_command_t c = s_cmd(CL_CMD_GET_CARD);
+    snprintf(c.u.card_flag.card.code, CL_CODE_MAX + 1, "%s", code);
+    return c;
+}
+
+/*
+ * PRODUCT.md section 8: codes are not found by guessing. A principal that named
+ * --unknown-cards-per-s codes of no card within a second is refused (rate_limited) whenever it
+ * names a code, a real one too, until its guesses age: the refusal changes nothing and is not
+ * remembered, so the same request id goes through afterwards. Cards named by id are not
+ * guesses.
+ */
+static void
+guessing_codes_is_refused_as_rate_limited_until_the_guesses_age(void)
+{
+    s_up("--unknown-cards-per-s 5");
+    s_world();
+    cl_command_t issue = s_issue_cmd("m1", "gift", 20000);
+    const cl_reply_t *ir = s_call(&issue);
+    CHECK_STATUS(ir, CL_OK);
+    uint64_t card = ir->card.card_id;
+    char code[CL_CODE_MAX + 1];
+    snprintf(code, sizeof(code), "%s", ir->code);
+    for (int i = 0; i < 5; i++) {
+        char guess[32];
+        snprintf(guess, sizeof(guess), "99999999999999999%d", i);
+        cl_command_t g = s_get_by_code(guess);
+        CHECK_STATUS(s_call(&g), CL_UNKNOWN_CARD);
+    }
+    uint64_t head = s_head();
+    cl_command_t real = s_get_by_code(code);
+    CHECK_STATUS(s_call(&real), CL_RATE_LIMITED);
+    cl_command_t redeem = s_redeem_cmd(card, "s1", 500);
+    memset(&redeem.u.redeem.card, 0, sizeof(redeem.u.redeem.card));
+    snprintf(redeem.u.redeem.card.code, CL_CODE_MAX + 1, "%s", code);
+    CHECK_STATUS(s_call(&redeem), CL_RATE_LIMITED);
+    CHECK_EQ_U64(s_head(), head);
+    CHECK_EQ_INT(s_balance(card), 20000); /* by id: not a guess, answered */
+    /* A second later (the test clock), one guess has aged per fifth of a second. */
+    s_advance(T0 + 1000000);
+    CHECK_STATUS(s_call(&real), CL_OK);
+    CHECK_STATUS(s_call(&redeem), CL_OK); /* the same request id, applied once now */
+    CHECK_EQ_INT(R[0].card.balance_minor, 19500);
+    CHECK_STATUS(s_call(&redeem), CL_OK);
+    CHECK_EQ_INT(R[0].card.balance_minor, 19500);
+    s_down();
+}
+
 static void
 non_loopback_tcp_endpoints_are_refused_at_start(void)
 {
@@ -1867,6 +1919,7 @@ main(int argc, char **argv)
     static const check_case_t integration[] = {
         CHECK_CASE(daemon_starts_and_answers_get_status),
         CHECK_CASE(non_loopback_tcp_endpoints_are_refused_at_start),
+        CHECK_CASE(guessing_codes_is_refused_as_rate_limited_until_the_guesses_age),
         CHECK_CASE(bad_flags_and_config_lines_are_refused),
         CHECK_CASE(journal_of_another_format_version_is_refused),
         CHECK_CASE(second_daemon_on_the_same_data_directory_is_refused),
