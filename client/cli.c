@@ -16,6 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sodium.h>
+
 #include "cardledger-config.h"
 #include "units.h"
 
@@ -705,6 +707,7 @@ cli_client(cli_t *cli, cl_client_t **out)
             return CLI_EXIT_USAGE;
         }
         int rc = cl_client_open(cli->connect, &opts, &cli->client);
+        sodium_memzero(opts.curve_secret_key, sizeof(opts.curve_secret_key));
         if (rc < 0) {
             fprintf(stderr, "cardledger: cannot use endpoint '%s': %s\n", cli->connect,
                     cl_client_strerror(rc));

@@ -153,8 +153,10 @@ cl_client_opts_load_keys(cl_client_opts_t *opts, const char *server_key_file, co
     char server[CL_CLIENT_KEY_LEN + 1], secret[CL_CLIENT_KEY_LEN + 1],
         public[CL_CLIENT_KEY_LEN + 1];
     if (opts == NULL || !s_read_key(server_key_file, server) || !s_read_key(key_file, secret) ||
-        zmq_curve_public(public, secret) != 0)
+        zmq_curve_public(public, secret) != 0) {
+        sodium_memzero(secret, sizeof(secret));
         return CLIENT_EINVAL;
+    }
     memcpy(opts->curve_server_key, server, sizeof(server));
     memcpy(opts->curve_public_key, public, sizeof(public));
     memcpy(opts->curve_secret_key, secret, sizeof(secret));
@@ -374,6 +376,7 @@ cl_client_close(cl_client_t **cp)
     free(c->enc);
     free(c->rows);
     free(c->stored_rows);
+    sodium_memzero(c->opts.curve_secret_key, sizeof(c->opts.curve_secret_key));
     free(c);
     *cp = NULL;
 }

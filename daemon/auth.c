@@ -5,12 +5,14 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <sodium.h>
 #include <zmq.h>
 
 #define S_ZAP_ENDPOINT "inproc://zeromq.zap.01"
@@ -78,7 +80,8 @@ s_parse_line(char *line, s_entry_t *e, char *why, size_t why_cap)
         f[n++] = t;
     }
     if (n != 5) {
-        snprintf(why, why_cap, "needs 5 fields (PUBLIC_KEY ROLE MERCHANT STORE NAME), has %zu", n);
+        snprintf(why, why_cap, "needs 5 fields (PUBLIC_KEY ROLE MERCHANT STORE NAME), has %s%zu",
+                 n == 6 ? "more than " : "", n == 6 ? (size_t)5 : n);
         return false;
     }
     memset(e, 0, sizeof(*e));
@@ -100,10 +103,11 @@ s_parse_line(char *line, s_entry_t *e, char *why, size_t why_cap)
     }
     if (!s_field(e->who.merchant_id, sizeof(e->who.merchant_id), f[2]) ||
         !s_field(e->who.store_id, sizeof(e->who.store_id), f[3]) ||
-        !s_field(e->who.name, sizeof(e->who.name), f[4])) {
+        strlen(f[4]) >= sizeof(e->who.name)) {
         snprintf(why, why_cap, "an id or the name is too long");
         return false;
     }
+    memcpy(e->who.name, f[4], strlen(f[4]) + 1); /* a name is a name, '-' too */
     bool operator= e->who.role == CL_ROLE_OPERATOR;
     bool terminal = e->who.role == CL_ROLE_STORE_TERMINAL;
     if (operator!=(e->who.merchant_id[0] == '\0')) {
@@ -135,12 +139,15 @@ s_load_secret(const char *path, char out[AUTH_KEY_Z85_LEN + 1], char *why, size_
     fclose(f);
     char *save = NULL;
     char *tok = strtok_r(buf, " \t\r\n", &save);
-    if (n == 0 || tok == NULL || !s_key_ok(tok) || strtok_r(NULL, " \t\r\n", &save) != NULL) {
+    bool ok = n > 0 && tok != NULL && s_key_ok(tok) && strtok_r(NULL, " \t\r\n", &save) == NULL;
+    if (ok)
+        memcpy(out, tok, AUTH_KEY_Z85_LEN + 1);
+    sodium_memzero(buf, sizeof(buf));
+    if (!ok) {
         snprintf(why, why_cap, "%s does not hold one CurveZMQ secret key in Z85 (40 characters)",
                  path);
         return -1;
     }
-    memcpy(out, tok, AUTH_KEY_Z85_LEN + 1);
     return 0;
 }
 
@@ -164,11 +171,18 @@ auth_load(const char *principals_path, const char *secret_key_path, auth_t **out
         auth_destroy(&a);
         return -1;
     }
-    char line[S_LINE_MAX];
+    char *line = NULL; /* getline(): a long line is one line, never two */
+    size_t line_cap = 0;
     size_t cap = 0, lineno = 0;
     int rc = 0;
-    while (rc == 0 && fgets(line, sizeof(line), f) != NULL) {
+    while (rc == 0 && getline(&line, &line_cap, f) >= 0) {
         lineno++;
+        if (strlen(line) > S_LINE_MAX) {
+            snprintf(why, why_cap, "%s line %zu is longer than %d bytes", principals_path, lineno,
+                     S_LINE_MAX);
+            rc = -1;
+            break;
+        }
         /* A comment is a whole line: Z85 keys may hold '#'. */
         line[strcspn(line, "\r\n")] = '\0';
         size_t lead = strspn(line, " \t");
@@ -193,6 +207,7 @@ auth_load(const char *principals_path, const char *secret_key_path, auth_t **out
         }
         a->count++;
     }
+    free(line);
     fclose(f);
     if (rc == 0 && a->count == 0) {
         snprintf(why, why_cap, "%s lists no principal", principals_path);
@@ -224,7 +239,7 @@ auth_destroy(auth_t **ap)
         return;
     auth_t *a = *ap;
     free(a->entries);
-    memset(a->secret, 0, sizeof(a->secret));
+    sodium_memzero(a->secret, sizeof(a->secret));
     free(a);
     *ap = NULL;
 }
@@ -246,6 +261,12 @@ auth_count(const auth_t *a)
     return a != NULL ? a->count : 0;
 }
 
+const char *
+auth_key(const auth_t *a, const cl_principal_t *who)
+{
+    return a->entries[auth_index(a, who)].key;
+}
+
 size_t
 auth_index(const auth_t *a, const cl_principal_t *who)
 {
@@ -256,11 +277,14 @@ auth_index(const auth_t *a, const cl_principal_t *who)
 
 /* ---- The ZAP handler ---------------------------------------------------------------------- */
 
-/* Receives one frame into buf (cut to cap); returns its length, or -1. *more: more follow. */
+/* Receives one frame into buf (cut to cap); returns its length, or -1 when the context is
+ * going away. *more: more follow. */
 static int
 s_frame(void *sock, uint8_t *buf, size_t cap, bool *more)
 {
-    int n = zmq_recv(sock, buf, cap, 0);
+    int n;
+    while ((n = zmq_recv(sock, buf, cap, 0)) < 0 && zmq_errno() == EINTR) {
+    }
     if (n < 0)
         return -1;
     int m = 0;
@@ -268,6 +292,16 @@ s_frame(void *sock, uint8_t *buf, size_t cap, bool *more)
     zmq_getsockopt(sock, ZMQ_RCVMORE, &m, &ml);
     *more = m != 0;
     return n > (int)cap ? (int)cap : n;
+}
+
+/* zmq_send(), again after a signal. */
+static int
+s_send(void *sock, const void *p, size_t n, int flags)
+{
+    int rc;
+    while ((rc = zmq_send(sock, p, n, flags)) < 0 && zmq_errno() == EINTR) {
+    }
+    return rc;
 }
 
 /* Answers ZAP requests on the socket auth_zap_start() bound, until the context is terminated. */
@@ -292,12 +326,13 @@ s_zap_main(void *arg)
                 lens[n] = len;
             n++;
         }
+        /* Only CURVE with a listed key: NULL (6 frames) and PLAIN are refused with 400. */
         const char *status = "400", *text = "unknown key";
         char user[AUTH_KEY_Z85_LEN + 1] = "";
-        if (n < 7 || lens[0] != 3 || memcmp(frames[0], "1.0", 3) != 0) {
+        if (n < 6 || lens[0] != 3 || memcmp(frames[0], "1.0", 3) != 0) {
             status = "500";
             text = "not a ZAP 1.0 request";
-        } else if (lens[5] == 5 && memcmp(frames[5], "CURVE", 5) == 0 && lens[6] == 32) {
+        } else if (n >= 7 && lens[5] == 5 && memcmp(frames[5], "CURVE", 5) == 0 && lens[6] == 32) {
             zmq_z85_encode(user, frames[6], 32);
             if (auth_find(a, user) != NULL) {
                 status = "200";
@@ -307,11 +342,11 @@ s_zap_main(void *arg)
             }
         }
         /* The reply: version, request id, status, text, user id, metadata. */
-        if (zmq_send(sock, "1.0", 3, ZMQ_SNDMORE) < 0 ||
-            zmq_send(sock, frames[1], n > 1 ? (size_t)lens[1] : 0, ZMQ_SNDMORE) < 0 ||
-            zmq_send(sock, status, 3, ZMQ_SNDMORE) < 0 ||
-            zmq_send(sock, text, strlen(text), ZMQ_SNDMORE) < 0 ||
-            zmq_send(sock, user, strlen(user), ZMQ_SNDMORE) < 0 || zmq_send(sock, "", 0, 0) < 0)
+        if (s_send(sock, "1.0", 3, ZMQ_SNDMORE) < 0 ||
+            s_send(sock, frames[1], n > 1 ? (size_t)lens[1] : 0, ZMQ_SNDMORE) < 0 ||
+            s_send(sock, status, 3, ZMQ_SNDMORE) < 0 ||
+            s_send(sock, text, strlen(text), ZMQ_SNDMORE) < 0 ||
+            s_send(sock, user, strlen(user), ZMQ_SNDMORE) < 0 || s_send(sock, "", 0, 0) < 0)
             goto out;
     }
 out:
@@ -333,7 +368,14 @@ auth_zap_start(auth_t *a, void *zctx)
         a->zap = NULL;
         return -1;
     }
-    if (pthread_create(&a->thread, NULL, s_zap_main, a) != 0) {
+    /* The handler takes no signal (the daemon's SIGTERM goes to the loop): a handler that died
+     * would leave libzmq letting every key in. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int rc = pthread_create(&a->thread, NULL, s_zap_main, a);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0) {
         zmq_close(a->zap);
         a->zap = NULL;
         return -1;

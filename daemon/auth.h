@@ -50,6 +50,9 @@ size_t auth_count(const auth_t *a);
 /* The place of a principal auth_find() returned: 0 .. auth_count() - 1. */
 size_t auth_index(const auth_t *a, const cl_principal_t *who);
 
+/* The public key (Z85, AUTH_KEY_Z85_LEN characters) of a principal auth_find() returned. */
+const char *auth_key(const auth_t *a, const cl_principal_t *who);
+
 /*
  * Starts the ZAP handler on zctx (before any CURVE socket of zctx binds: ZeroMQ refuses
  * connections it cannot ask about) and makes `sock` a CURVE server with the secret key that
@@ -58,8 +61,8 @@ size_t auth_index(const auth_t *a, const cl_principal_t *who);
 int auth_zap_start(auth_t *a, void *zctx);
 int auth_curve_server(const auth_t *a, void *sock);
 
-/* Stops the ZAP handler thread. Call it after closing the CURVE sockets and before
- * zmq_ctx_term() returns (the handler's socket is closed when the context is terminated). */
+/* Joins the ZAP handler thread. Call it after zmq_ctx_term(), which ends the handler (its
+ * socket gets ETERM and is closed); joining before would wait forever. */
 void auth_zap_stop(auth_t *a);
 
 #endif /* CARDLEDGER_AUTH_H */

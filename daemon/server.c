@@ -49,8 +49,6 @@
 #include <sodium.h>
 #include <zmq.h>
 
-#include <xxhash.h>
-
 #include "ahead.h"
 #include "auth.h"
 #include "bytes.h"
@@ -609,6 +607,7 @@ s_window_reset(s_window_t *w)
         for (size_t k = 0; k < w->msgs[i].env_count; k++)
             zmq_msg_close(&w->msgs[i].env[k]);
         w->msgs[i].env_count = 0;
+        w->msgs[i].who = NULL; /* set by s_recv() or s_window_carry() for its next message */
     }
     w->msgs_count = 0;
     w->requests = 0;
@@ -674,6 +673,7 @@ s_window_carry(s_window_t *from, s_window_t *to)
     n->reply_count = m->reply_count;
     n->complete = false;
     n->sent = false;
+    n->who = m->who; /* its remaining commands are decided for the same principal */
     m->env_count = 0;
     m->sent = true;
     for (size_t i = 0; i < m->reply_count; i++) {
@@ -1314,9 +1314,9 @@ s_reused(server_t *s, s_msg_t *m, const char *request_id)
 }
 
 /*
- * The content hash a command is remembered by. With CurveZMQ it covers the principal too: the
- * same request id and content from another key is another request, refused as reused, so no key
- * is ever given another's reply (an issue's reply holds the code).
+ * The content hash a command is remembered by. With CurveZMQ it covers the principal's public
+ * key too: the same request id and content from another key is another request, refused as
+ * reused, so no key is ever given another's reply (an issue's holds the code).
  */
 static void
 s_content_hash(const server_t *s, const s_msg_t *m, const codec_request_t *rq,
@@ -1327,22 +1327,11 @@ s_content_hash(const server_t *s, const s_msg_t *m, const codec_request_t *rq,
         memcpy(out, rq->content_hash, IDEM_HASH_LEN);
         return;
     }
-    uint8_t buf[IDEM_HASH_LEN + 4 + 3 * (CL_NAME_MAX + 1)];
-    size_t n = 0;
+    /* BLAKE2b, not XXH3: no other key may make a request that lands on this one's record. */
+    uint8_t buf[IDEM_HASH_LEN + AUTH_KEY_Z85_LEN];
     memcpy(buf, rq->content_hash, IDEM_HASH_LEN);
-    n += IDEM_HASH_LEN;
-    cl_put_le32(buf + n, (uint32_t)m->who->role);
-    n += 4;
-    const char *parts[] = { m->who->merchant_id, m->who->store_id, m->who->name };
-    for (size_t i = 0; i < 3; i++) {
-        size_t len = strnlen(parts[i], CL_NAME_MAX) + 1;
-        memcpy(buf + n, parts[i], len - 1);
-        buf[n + len - 1] = '\0';
-        n += len;
-    }
-    XXH128_canonical_t canon;
-    XXH128_canonicalFromHash(&canon, XXH3_128bits(buf, n));
-    memcpy(out, canon.digest, IDEM_HASH_LEN);
+    memcpy(buf + IDEM_HASH_LEN, auth_key(s->auth, m->who), AUTH_KEY_Z85_LEN);
+    crypto_generichash(out, IDEM_HASH_LEN, buf, sizeof(buf), NULL, 0);
 }
 
 /* A command: the idempotency check, decide, apply, record. */
@@ -1432,6 +1421,7 @@ static void
 s_request(server_t *s, s_msg_t *m, const codec_request_t *rq)
 {
     const cl_command_t *cmd = &rq->cmd;
+    CL_CHECK(m->who != NULL); /* s_handle() refused a message without one */
     if (rq->status != CL_OK) {
         s_reply_simple(s, m, cmd->request_id, rq->status, rq->message);
         return;

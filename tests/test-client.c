@@ -879,11 +879,12 @@ principals_decide_over_curvezmq_and_unlisted_keys_get_no_connection(void)
     s_cleanup();
     char dir[] = "/tmp/cl-keys-XXXXXX";
     REQUIRE(mkdtemp(dir) != NULL);
-    s_keys_t server, op, till, till2, admin2, stranger;
+    s_keys_t server, op, till, till2, till3, admin2, stranger;
     s_keypair(&server);
     s_keypair(&op);
     s_keypair(&till);
     s_keypair(&till2);
+    s_keypair(&till3);
     s_keypair(&admin2);
     s_keypair(&stranger);
     char secret_file[128], principals[128], bad[128], text[1024];
@@ -898,8 +899,9 @@ principals_decide_over_curvezmq_and_unlisted_keys_get_no_connection(void)
              "%s store_terminal m1 s1 till-1\n"
              "  %s   store_terminal  m1  s1  till-2\n"
              "\n"
-             "%s merchant_admin m2 - admin-m2\n",
-             op.pub, till.pub, till2.pub, admin2.pub);
+             "%s merchant_admin m2 - admin-m2\n"
+             "%s store_terminal m1 s1 till-2\n", /* the same fields as another key */
+             op.pub, till.pub, till2.pub, admin2.pub, till3.pub);
     s_write(principals, text);
 
     /* Refused at start: a key file without principals, a principals line that is wrong. */
@@ -927,9 +929,21 @@ principals_decide_over_curvezmq_and_unlisted_keys_get_no_connection(void)
     REQUIRE(harness_exec(wrong, 10000, out, sizeof(out), &status) == 0);
     CHECK_EQ_INT(status, 64);
     CHECK(strstr(out, "line 1: a store terminal names its store") != NULL);
+    /* A line too long is refused whole, never read as two (a key after a long comment). */
+    char *long_line = malloc(1400);
+    REQUIRE(long_line != NULL);
+    memset(long_line, 'x', 1100);
+    snprintf(long_line + 1100, 300, "%s operator - - ops\n", op.pub);
+    long_line[0] = '#';
+    s_write(bad, long_line);
+    free(long_line);
+    REQUIRE(harness_exec(wrong, 10000, out, sizeof(out), &status) == 0);
+    CHECK_EQ_INT(status, 64);
+    CHECK(strstr(out, "line 1 is longer than") != NULL);
 
     char extra[512];
-    snprintf(extra, sizeof(extra), "--curve-secret-key %s --principals %s --unknown-cards-per-s 2",
+    snprintf(extra, sizeof(extra),
+             "--curve-secret-key %s --principals %s --unknown-cards-per-s 2 --commit-events 1",
              secret_file, principals);
     harness_opts_t ho = { .extra_args = extra, .curve_keys = { server.pub, op.pub, op.sec } };
     REQUIRE(harness_start(&ho, &s_h) == 0);
@@ -966,6 +980,20 @@ principals_decide_over_curvezmq_and_unlisted_keys_get_no_connection(void)
     s_redeem_cmd(&cmd, code, 1000, NULL);
     s_call_expect(a2, &cmd, CL_WRONG_MERCHANT, &r);
     CHECK_EQ_INT(s_balance(ops, code), S_FACE - 1000);
+    /* A message cut across commit groups (--commit-events 1) is decided as its key throughout:
+     * the admin may register its store, never a merchant. */
+    static cl_command_t two[2];
+    static cl_reply_t two_r[2];
+    memset(two, 0, sizeof(two));
+    two[0].type = CL_CMD_REGISTER_STORE;
+    strcpy(two[0].u.register_store.merchant_id, "m2");
+    strcpy(two[0].u.register_store.store_id, "t9");
+    strcpy(two[0].u.register_store.region, "310000");
+    two[1].type = CL_CMD_REGISTER_MERCHANT;
+    strcpy(two[1].u.register_merchant.merchant_id, "evil");
+    REQUIRE(cl_client_call_batch(a2, two, 2, two_r) == 0);
+    CHECK_EQ_INT(two_r[0].status, CL_OK);
+    CHECK_EQ_INT(two_r[1].status, CL_PERMISSION_DENIED);
 
     /* The same request id and content from another key is another request; from the same key
      * it replays the first reply and applies nothing. */
@@ -976,6 +1004,14 @@ principals_decide_over_curvezmq_and_unlisted_keys_get_no_connection(void)
     s_call_expect(t1, &cmd, CL_OK, &r);
     CHECK_EQ_INT(r.card.balance_minor, S_FACE - 1000);
     CHECK_EQ_INT(s_balance(ops, code), S_FACE - 1000);
+    /* ... also between keys listed with the very same role, merchant, store and name. */
+    cl_client_t *t3 = s_open_keys(ep, &server, &till3, 5000);
+    REQUIRE(t3 != NULL);
+    s_redeem_cmd(&cmd, code, 500, "rid-2");
+    s_call_expect(t2, &cmd, CL_OK, &r);
+    s_call_expect(t3, &cmd, CL_REQUEST_ID_REUSED, &r);
+    CHECK_EQ_INT(s_balance(ops, code), S_FACE - 1500);
+    s_close(&t3);
 
     /* Looking a request up is an operator's. */
     memset(&cmd, 0, sizeof(cmd));

@@ -17,6 +17,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include <zmq.h>
@@ -56,8 +57,8 @@ main(int argc, char **argv)
     snprintf(line, sizeof(line), "%s\n", secret_key);
     bool ok = write(fd, line, 41) == 41 && fsync(fd) == 0;
     ok = close(fd) == 0 && ok;
-    memset(line, 0, sizeof(line));
-    memset(secret_key, 0, sizeof(secret_key));
+    explicit_bzero(line, sizeof(line));
+    explicit_bzero(secret_key, sizeof(secret_key));
     if (!ok) {
         fprintf(stderr, S_PROG ": cannot write %s: %s\n", argv[1], strerror(errno));
         unlink(argv[1]);
