@@ -7,7 +7,7 @@
  * exist (made with mode 0600), and prints the public key on stdout. The daemon's secret key file
  * is its --curve-secret-key, and its public key is what every client is given; a client's public
  * key goes into the daemon's --principals file with the client's role, merchant and store, and
- * its secret key file stays with the client (cardledger --key-file, docs/cli.md). See
+ * its secret key file stays with the client (cardledger --key-file, docs/client.md). See
  * docs/daemon.md, "Principals and CurveZMQ".
  *
  * Exit status: 0 done, 1 failure, 64 bad usage.
