@@ -108,12 +108,12 @@ s_parse_line(char *line, s_entry_t *e, char *why, size_t why_cap)
         return false;
     }
     memcpy(e->who.name, f[4], strlen(f[4]) + 1); /* a name is a name, '-' too */
-    bool operator= e->who.role == CL_ROLE_OPERATOR;
+    bool is_operator = e->who.role == CL_ROLE_OPERATOR;
     bool terminal = e->who.role == CL_ROLE_STORE_TERMINAL;
-    if (operator!=(e->who.merchant_id[0] == '\0')) {
+    if (is_operator != (e->who.merchant_id[0] == '\0')) {
         snprintf(why, why_cap, "%s",
-                               operator? "an operator has no merchant ('-')"
-                                       : "every role but operator names its merchant");
+                 is_operator ? "an operator has no merchant ('-')"
+                             : "every role but operator names its merchant");
         return false;
     }
     if (terminal != (e->who.store_id[0] != '\0')) {

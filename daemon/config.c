@@ -114,10 +114,9 @@ config_usage(void)
            "\n"
            "Without CurveZMQ keys every command runs as one local operator, so the endpoints\n"
            "must be ipc://, inproc:// or tcp:// on a loopback address; with them --listen may\n"
-           "be any tcp:// address (--publish stays local). Exit status: 0 clean stop, 1 runtime "
-           "failure, 2 the data\n"
-           "directory holds something this version does not understand, 64 bad usage.\n"
-           "See docs/daemon.md.\n";
+           "be any tcp:// address (--publish stays local).\n"
+           "Exit status: 0 clean stop, 1 runtime failure, 2 the data directory holds something\n"
+           "this version does not understand, 64 bad usage. See docs/daemon.md.\n";
 }
 
 static void s_err(char *err, size_t cap, const char *fmt, ...)

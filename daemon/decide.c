@@ -782,7 +782,6 @@ s_row_card(dec_t *d, const cl_program_spec_t *spec, const char *row_key)
     return id;
 }
 
-/* Is the face value one the program sells? */
 /* The most a stored-value card of the program may hold (0 in the spec: the amount limit). */
 static int64_t
 s_balance_max(const cl_program_spec_t *spec)
@@ -790,6 +789,7 @@ s_balance_max(const cl_program_spec_t *spec)
     return spec->balance_max_minor != 0 ? spec->balance_max_minor : CL_AMOUNT_MAX_MINOR;
 }
 
+/* Is the face value one the program sells? */
 static bool
 s_denomination_ok(const cl_program_spec_t *spec, int64_t face)
 {
@@ -839,30 +839,28 @@ s_issue_one(dec_t *d, const ledger_program_t *prog, const cl_cmd_issue_card_t *c
     }
 
     int64_t face = c->face_value_minor;
-    if (spec->kind == CL_KIND_STORED_VALUE) {
+    bool stored = spec->kind == CL_KIND_STORED_VALUE;
+    if (stored) {
         if (!s_amount_ok(d, "face_value", face))
             return 0;
-        if (!s_denomination_ok(spec, face))
-            return s_refuse(d, CL_DENOMINATION_INVALID,
-                            "face value %lld is not one of program %s's denominations",
-                            (long long)face, spec->program_id);
-        if (face > s_balance_max(spec))
-            return s_refuse(d, CL_MAX_BALANCE_EXCEEDED,
-                            "face value %lld is above program %s's maximum balance of %lld",
-                            (long long)face, spec->program_id, (long long)s_balance_max(spec));
     } else {
         if (face == 0 && spec->denoms_count > 0)
             face = spec->denoms_minor[0];
         if (face < 0 || face > CL_AMOUNT_MAX_MINOR)
             return s_refuse(d, CL_AMOUNT_INVALID, "face_value must be 0..%lld",
                             (long long)CL_AMOUNT_MAX_MINOR);
-        /* A punch card or voucher is sold at one of its program's prices, when it has any. */
-        if ((spec->denoms_count > 0 || spec->custom_max_minor > 0) &&
-            !s_denomination_ok(spec, face))
-            return s_refuse(d, CL_DENOMINATION_INVALID,
-                            "face value %lld is not one of program %s's denominations",
-                            (long long)face, spec->program_id);
     }
+    /* A card is sold at one of its program's prices: a stored-value program always has some; a
+     * punch card or voucher program that lists none sells at any price. */
+    if ((stored || spec->denoms_count > 0 || spec->custom_max_minor > 0) &&
+        !s_denomination_ok(spec, face))
+        return s_refuse(d, CL_DENOMINATION_INVALID,
+                        "face value %lld is not one of program %s's denominations", (long long)face,
+                        spec->program_id);
+    if (stored && face > s_balance_max(spec))
+        return s_refuse(d, CL_MAX_BALANCE_EXCEEDED,
+                        "face value %lld is above program %s's maximum balance of %lld",
+                        (long long)face, spec->program_id, (long long)s_balance_max(spec));
     int64_t price = c->price_paid_minor;
     if (price == 0 && !c->paid_nothing)
         price = face;

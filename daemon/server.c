@@ -111,13 +111,13 @@ typedef struct s_reply {
     cl_status_t failed; /* non-zero: the commit failed; answer with this status instead */
 } s_reply_t;
 
-/* One incoming message of a window. */
 /* What one principal may still guess (s_guessing()). */
 typedef struct s_guesses {
     double left;   /* unknown cards it may still name */
     int64_t at_us; /* when left was last brought up to date (0: never) */
 } s_guesses_t;
 
+/* One incoming message of a window. */
 typedef struct s_msg {
     zmq_msg_t env[DAEMON_ENVELOPE_FRAMES_MAX]; /* the ROUTER envelope, sent back as it came */
     size_t env_count;
@@ -126,7 +126,8 @@ typedef struct s_msg {
     bool complete; /* every request of it is decided */
     bool sent;     /* answered, or moved on to the next window */
     /* Whom its commands are decided for: the local operator without CurveZMQ, else the
-     * principal of the key it came with (NULL: a key no longer listed, refused). */
+     * principal of the key it came with. NULL (refused, unauthenticated): a message without a
+     * listed key, which only a connection the ZAP handler was not asked about could bring. */
     const cl_principal_t *who;
 } s_msg_t;
 

@@ -255,6 +255,22 @@ s_map_close(s_map_t *m)
     m->p = NULL;
 }
 
+/* Reads the entry that should be sequence seq at off, bounded by end: its structure decoded
+ * into *e (the chain is the caller's), its length in *len. Returns 0 or JOURNAL_ECORRUPT. */
+static int
+s_entry_at(const s_map_t *m, size_t off, size_t end, uint64_t seq, journal_entry_t *e, size_t *len)
+{
+    if (end - off < JOURNAL_HEADER_SIZE)
+        return JOURNAL_ECORRUPT;
+    const uint8_t *val = m->p + off;
+    *len = JOURNAL_HEADER_SIZE + journal_format_get_le32(val + JOURNAL_FORMAT_OFF_LEN);
+    if (*len > end - off)
+        return JOURNAL_ECORRUPT;
+    uint8_t key[JOURNAL_FORMAT_KEY_SIZE];
+    journal_format_key_encode(seq, key);
+    return journal_format_decode(key, sizeof(key), val, *len, e);
+}
+
 /* Checks the mapped file (at least S_MAGIC_AND_VERSION bytes); fills info. A file that does not
  * begin with the magic and this version is not an export (JOURNAL_EVERSION); one that does but
  * is cut short or damaged is corrupt. */
@@ -289,19 +305,12 @@ s_check(const s_map_t *m, journal_export_info_t *info)
     while (off < end) {
         seq++;
         info->bad_seq = seq;
-        if (end - off < JOURNAL_HEADER_SIZE)
-            return JOURNAL_ECORRUPT;
-        const uint8_t *val = m->p + off;
-        size_t len = JOURNAL_HEADER_SIZE + journal_format_get_le32(val + 16);
-        if (len > end - off)
-            return JOURNAL_ECORRUPT;
-        uint8_t key[JOURNAL_FORMAT_KEY_SIZE];
-        journal_format_key_encode(seq, key);
         journal_entry_t e;
-        int rc = journal_format_decode(key, sizeof(key), val, len, &e);
+        size_t len;
+        int rc = s_entry_at(m, off, end, seq, &e, &len);
         if (rc != 0)
             return rc;
-        rc = journal_format_check_chain(prev, val, &e);
+        rc = journal_format_check_chain(prev, m->p + off, &e);
         if (rc != 0)
             return rc;
         memcpy(prev, e.hash, JOURNAL_HASH_SIZE);
@@ -356,17 +365,10 @@ s_import_fill(journal_txn_t *txn, void *ctx)
     journal_head_t h;
     journal_txn_head(txn, &h);
     for (unsigned n = 0; n < JOURNAL_TXN_ENTRIES_MAX && off < imp->end; n++) {
-        /* (Bounded again: the file may have changed since s_check() read it.) */
-        if (imp->end - off < JOURNAL_HEADER_SIZE)
-            return JOURNAL_ECORRUPT;
-        const uint8_t *val = imp->m->p + off;
-        size_t len = JOURNAL_HEADER_SIZE + journal_format_get_le32(val + 16);
-        if (len > imp->end - off)
-            return JOURNAL_ECORRUPT;
-        uint8_t key[JOURNAL_FORMAT_KEY_SIZE];
-        journal_format_key_encode(h.seq + n + 1, key);
+        /* (Read and bounded again: the file may have changed since s_check() read it.) */
         journal_entry_t e;
-        int rc = journal_format_decode(key, sizeof(key), val, len, &e);
+        size_t len;
+        int rc = s_entry_at(imp->m, off, imp->end, h.seq + n + 1, &e, &len);
         if (rc == 0)
             rc = journal_txn_append_entry(txn, &e); /* checks the chain once more */
         if (rc != 0)

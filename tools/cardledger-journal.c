@@ -460,8 +460,7 @@ s_export_failed(const char *what, const char *path, int rc, const journal_export
                        "checksum is damaged\n",
                 what, path);
     } else {
-        fprintf(stderr, S_PROG ": %s %s: %s\n", what, path,
-                rc < 0 && rc > -4096 ? strerror(-rc) : journal_strerror(rc));
+        fprintf(stderr, S_PROG ": %s %s: %s\n", what, path, journal_strerror(rc));
     }
     return s_exit_for(rc);
 }
@@ -594,8 +593,7 @@ s_cmd_export(int argc, char **argv)
                 info.bad_seq, journal_strerror(rc));
         return S_EXIT_VERIFY;
     }
-    fprintf(stderr, S_PROG ": export %s to %s: %s\n", a.dir, a.dest,
-            rc < 0 && rc > -4096 ? strerror(-rc) : journal_strerror(rc));
+    fprintf(stderr, S_PROG ": export %s to %s: %s\n", a.dir, a.dest, journal_strerror(rc));
     return s_exit_for(rc);
 }
 
@@ -614,8 +612,11 @@ s_cmd_import(int argc, char **argv)
         return s_export_failed("import", a.dir, rc, &info);
     }
     char data[4096], lock[4096];
-    snprintf(data, sizeof(data), "%s/data.mdb", a.dest);
-    snprintf(lock, sizeof(lock), "%s/lock.mdb", a.dest);
+    if (snprintf(data, sizeof(data), "%s/data.mdb", a.dest) >= (int)sizeof(data) ||
+        snprintf(lock, sizeof(lock), "%s/lock.mdb", a.dest) >= (int)sizeof(lock)) {
+        fprintf(stderr, S_PROG ": import: the path %s is too long\n", a.dest);
+        return S_EXIT_USAGE;
+    }
     if (s_is_file(data)) {
         fprintf(stderr, S_PROG ": import: %s already holds a journal\n", a.dest);
         return S_EXIT_IO;
@@ -637,7 +638,7 @@ s_cmd_import(int argc, char **argv)
         if (made_dir)
             (void)rmdir(a.dest);
         fprintf(stderr, S_PROG ": import %s into %s: %s; nothing left there\n", a.dir, a.dest,
-                rc < 0 && rc > -4096 ? strerror(-rc) : journal_strerror(rc));
+                journal_strerror(rc));
         return s_exit_for(rc);
     }
     printf("imported %s into %s\n", a.dir, a.dest);

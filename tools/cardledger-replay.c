@@ -129,8 +129,9 @@ s_import_export(const char *file, const char *out_dir, char jpath[PATH_MAX])
         return rc;
     }
     if (mkdir(out_dir, 0700) != 0 && errno != EEXIST) {
-        plog_error("cannot make %s: %s", out_dir, strerror(errno));
-        return -errno;
+        rc = -errno;
+        plog_error("cannot make %s: %s", out_dir, strerror(-rc));
+        return rc;
     }
     char mark[PATH_MAX + 64], tmp[PATH_MAX];
     snprintf(jpath, PATH_MAX, "%s/%s", out_dir, S_IMPORT_DIR);
@@ -142,8 +143,9 @@ s_import_export(const char *file, const char *out_dir, char jpath[PATH_MAX])
     }
     snprintf(tmp, sizeof(tmp), "%s/.%s.XXXXXX", out_dir, S_IMPORT_DIR);
     if (mkdtemp(tmp) == NULL) {
-        plog_error("cannot make a directory in %s: %s", out_dir, strerror(errno));
-        return -errno;
+        rc = -errno;
+        plog_error("cannot make a directory in %s: %s", out_dir, strerror(-rc));
+        return rc;
     }
     journal_t *j = NULL;
     journal_opts_t jo = { .read_only = false };
