@@ -896,6 +896,42 @@ closed_program_refuses_issue_and_reload_and_changes_nothing(void)
     CHECK_EQ_INT(s_ok(&c)->card.balance_minor, 9900);
 }
 
+/* Imported cards (pre-printed or platform codes, PRODUCT.md section 4): a code already a card's,
+ * a code of fewer than 6 letters or digits, or a PIN that is not 4 to 12 digits is refused, and
+ * nothing changes; a good one is issued under its normalised code and redeems with its PIN. */
+static void
+imported_codes_and_pins_are_refused_when_taken_short_or_not_digits_and_change_nothing(void)
+{
+    s_world();
+    cl_command_t c = s_issue_cmd("m1", "gift", "alice", 10000);
+    snprintf(c.u.issue_card.import_code, CL_CODE_MAX + 1, "pre-7788-9911-a");
+    snprintf(c.u.issue_card.import_pin, CL_PIN_MAX + 1, "4829");
+    const cl_reply_t *r = s_ok(&c);
+    uint64_t card = r->card.card_id;
+    CHECK_EQ_STR(r->code, "PRE77889911A");
+    static const struct {
+        const char *code, *pin;
+        cl_status_t want;
+    } bad[] = {
+        { "PRE 7788 9911 A", "", CL_ALREADY_EXISTS },    /* the same code as typed differently */
+        { "AB-12", "", CL_INVALID_ARGUMENT },            /* 4 letters or digits */
+        { "GOOD-CODE-77", "48a9", CL_INVALID_ARGUMENT }, /* a PIN with a letter */
+        { "GOOD-CODE-78", "123", CL_INVALID_ARGUMENT },  /* a PIN of 3 digits */
+        { "GOOD*CODE*79", "", CL_INVALID_ARGUMENT },     /* not letters or digits */
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        c = s_issue_cmd("m1", "gift", "alice", 10000);
+        snprintf(c.u.issue_card.import_code, CL_CODE_MAX + 1, "%s", bad[i].code);
+        snprintf(c.u.issue_card.import_pin, CL_PIN_MAX + 1, "%s", bad[i].pin);
+        REFUSED1(&c, bad[i].want, card);
+    }
+    c = s_redeem_cmd(card, "s1", 100);
+    REFUSED1(&c, CL_PIN_REQUIRED, card);
+    c = s_redeem_cmd(card, "s1", 100); /* a new request: the refused one is remembered */
+    snprintf(c.u.redeem.pin, sizeof(c.u.redeem.pin), "4829");
+    CHECK_EQ_INT(s_ok(&c)->card.balance_minor, 9900);
+}
+
 static void
 stock_and_per_holder_limits_refuse_issue_and_gift_claim_and_change_nothing(void)
 {
@@ -1255,6 +1291,8 @@ main(int argc, char **argv)
         CHECK_CASE(card_before_its_validity_window_refuses_redemption_and_changes_nothing),
         CHECK_CASE(used_up_voucher_is_refused_as_closed_and_changes_nothing),
         CHECK_CASE(closed_program_refuses_issue_and_reload_and_changes_nothing),
+        CHECK_CASE(
+            imported_codes_and_pins_are_refused_when_taken_short_or_not_digits_and_change_nothing),
         CHECK_CASE(stock_and_per_holder_limits_refuse_issue_and_gift_claim_and_change_nothing),
         CHECK_CASE(
             non_transferable_card_and_a_used_up_transfer_limit_are_refused_and_change_nothing),
