@@ -1138,8 +1138,9 @@ typedef struct redeem_result {
 } redeem_result_t;
 
 /*
- * A child process: `count` redeems of `amount` on one card, `per_msg` per message, up to
- * `window` messages in flight. Writes its redeem_result_t to fd and exits.
+ * A child process: `count` redeems of `amount` on one card (a negative amount: that many uses of
+ * a punch card), `per_msg` per message, up to `window` messages in flight. Writes its
+ * redeem_result_t to fd and exits.
  */
 static _Noreturn void
 s_redeemer(const char *endpoint, int child, uint64_t card, int count, int per_msg, int window,
@@ -1164,7 +1165,10 @@ s_redeemer(const char *endpoint, int child, uint64_t card, int count, int per_ms
                 snprintf(cmds[i].u.redeem.store_id, CL_ID_MAX + 1, "s1");
                 snprintf(cmds[i].u.redeem.order_ref, CL_ORDER_REF_MAX + 1, "o-%d-%d", child,
                          sent + i);
-                cmds[i].u.redeem.amount_minor = amount;
+                if (amount > 0)
+                    cmds[i].u.redeem.amount_minor = amount;
+                else
+                    cmds[i].u.redeem.uses = (uint32_t)-amount; /* a punch card's uses */
             }
             if (harness_client_send(c, cmds, (size_t)n) != 0)
                 _exit(4);
@@ -1228,6 +1232,37 @@ s_redeem_from_children(uint64_t card, int children, int each, int per_msg, int w
         }
     }
     return total;
+}
+
+/* The same for a punch card's uses: four processes redeem one use at a time, and exactly as
+ * many as the card has are taken (PRODUCT.md section 5: nor a use count below zero). */
+static void
+concurrent_punches_on_one_card_never_take_more_uses_than_it_has(void)
+{
+    enum { CHILDREN = 4, EACH = 300, PER_MSG = 10, WINDOW = 4, USES = 500 };
+    s_up(NULL);
+    s_merchant("m1", "s1");
+    cl_program_spec_t spec = s_spec("m1", "punch");
+    spec.kind = CL_KIND_PUNCH;
+    spec.uses_per_card = USES;
+    spec.custom_min_minor = 0;
+    spec.custom_max_minor = 0;
+    spec.denoms_count = 1;
+    spec.denoms_minor[0] = 50000;
+    s_program(&spec);
+    uint64_t card = s_issue("m1", "punch", 50000);
+    CHECK_EQ_INT(s_get_card(card)->card.uses_left, USES);
+    uint64_t head = s_head();
+    redeem_result_t total = s_redeem_from_children(card, CHILDREN, EACH, PER_MSG, WINDOW, -1);
+    CHECK_EQ_INT(total.replies, CHILDREN * EACH);
+    CHECK_EQ_INT(total.ok, USES);
+    CHECK_EQ_INT(total.insufficient, CHILDREN * EACH - USES);
+    CHECK_EQ_INT(total.other, 0);
+    CHECK_EQ_INT(s_get_card(card)->card.uses_left, 0);
+    CHECK_EQ_U64(s_head(), head + USES);
+    CHECK_EQ_INT(harness_stop(H), 0);
+    s_check_digests_equal();
+    s_down();
 }
 
 static void
@@ -1932,6 +1967,7 @@ main(int argc, char **argv)
         CHECK_CASE(idempotency_records_are_purged_after_their_retention),
         CHECK_CASE(full_journal_refuses_the_batch_and_keeps_the_state_consistent),
         CHECK_CASE(concurrent_redeems_on_one_card_never_double_spend),
+        CHECK_CASE(concurrent_punches_on_one_card_never_take_more_uses_than_it_has),
         CHECK_CASE(groups_cut_inside_messages_answer_each_message_once_and_in_order),
         CHECK_CASE(full_journal_under_load_applies_exactly_the_acknowledged_redeems),
         CHECK_CASE(kill_9_under_load_loses_no_acknowledged_command),
