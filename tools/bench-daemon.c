@@ -112,13 +112,36 @@ s_child_gone(pid_t pid)
     return info.si_pid == pid;
 }
 
+static cl_client_opts_t s_keys; /* only the curve_* keys are used */
+static bool s_have_keys;
+
+int
+bench_set_keys(const char *server_key_file, const char *key_file)
+{
+    cl_client_opts_init(&s_keys);
+    int rc = cl_client_opts_load_keys(&s_keys, server_key_file, key_file);
+    s_have_keys = rc == 0;
+    return rc;
+}
+
+void
+bench_client_opts(cl_client_opts_t *o)
+{
+    cl_client_opts_init(o);
+    if (s_have_keys) {
+        memcpy(o->curve_server_key, s_keys.curve_server_key, sizeof(o->curve_server_key));
+        memcpy(o->curve_public_key, s_keys.curve_public_key, sizeof(o->curve_public_key));
+        memcpy(o->curve_secret_key, s_keys.curve_secret_key, sizeof(o->curve_secret_key));
+    }
+}
+
 int
 bench_wait_ready(const char *endpoint, pid_t pid, int timeout_ms, double *out_ms)
 {
     uint64_t t0 = bench_now_ns();
     uint64_t deadline = t0 + (uint64_t)timeout_ms * 1000000u;
     cl_client_opts_t o;
-    cl_client_opts_init(&o);
+    bench_client_opts(&o);
     o.timeout_ms = S_PROBE_MS;
     o.retries = 0;
     o.window = 1;

@@ -20,6 +20,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "cardledger.h"
+
 #define BENCH_DAEMON_ARGS_MAX     32     /* extra daemon arguments (--daemon-arg) */
 #define BENCH_DAEMON_PATH_MAX     512    /* paths and endpoints */
 #define BENCH_DAEMON_READY_MAX_MS 300000 /* a start slower than 5 minutes is a failure */
@@ -124,6 +126,13 @@ void bench_daemon_destroy(bench_daemon_t **d);
  * up at once. Returns 0 with the milliseconds waited in *out_ms (may be NULL), or -1.
  */
 int bench_wait_ready(const char *endpoint, pid_t pid, int timeout_ms, double *out_ms);
+
+/* CurveZMQ keys for every client the bench opens, for a daemon started with keys: read once at
+ * start (cl_client_opts_load_keys()). Returns 0 or a CLIENT_E* code. */
+int bench_set_keys(const char *server_key_file, const char *key_file);
+
+/* cl_client_opts_init() with the keys of bench_set_keys(), if any. */
+void bench_client_opts(cl_client_opts_t *o);
 
 /* Monotonic clock in nanoseconds. */
 uint64_t bench_now_ns(void);

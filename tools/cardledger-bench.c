@@ -154,24 +154,26 @@ typedef struct s_config {
     const char *data_dir;    /* --data DIR */
     const char *daemon_path; /* --daemon PATH */
     bench_daemon_opts_t dopts;
-    uint64_t cards;         /* --cards */
-    bool reuse_cards;       /* --reuse-cards */
-    unsigned issue_window;  /* --issue-window */
-    unsigned issue_per_msg; /* --issue-per-message */
-    s_workload_t workload;  /* --workload */
-    double duration_s;      /* --duration */
-    double warmup_s;        /* --warmup */
-    unsigned clients;       /* --clients */
-    unsigned threads;       /* --threads */
-    unsigned window;        /* --window */
-    unsigned per_message;   /* --per-message */
-    double rate;            /* --rate, requests/s; 0 = closed loop */
-    s_ids_t ids;            /* --sequential-ids, --random-ids; default libcardledger's */
-    bool restart;           /* --restart */
-    bool replay;            /* --replay */
-    bool json;              /* --json */
-    bool quiet;             /* --quiet */
-    uint64_t seed;          /* --seed */
+    uint64_t cards;              /* --cards */
+    bool reuse_cards;            /* --reuse-cards */
+    unsigned issue_window;       /* --issue-window */
+    unsigned issue_per_msg;      /* --issue-per-message */
+    s_workload_t workload;       /* --workload */
+    double duration_s;           /* --duration */
+    double warmup_s;             /* --warmup */
+    unsigned clients;            /* --clients */
+    unsigned threads;            /* --threads */
+    unsigned window;             /* --window */
+    unsigned per_message;        /* --per-message */
+    double rate;                 /* --rate, requests/s; 0 = closed loop */
+    s_ids_t ids;                 /* --sequential-ids, --random-ids; default libcardledger's */
+    bool restart;                /* --restart */
+    bool replay;                 /* --replay */
+    bool json;                   /* --json */
+    bool quiet;                  /* --quiet */
+    uint64_t seed;               /* --seed */
+    const char *server_key_file; /* --server-key-file: for a daemon with CurveZMQ keys */
+    const char *key_file;        /* --key-file */
 } s_config_t;
 
 /* Shared by the workers. */
@@ -476,7 +478,7 @@ s_issue_cards(const s_config_t *cfg, const char *endpoint, const char *nonce, ui
 {
     const unsigned per_msg = cfg->issue_per_msg;
     cl_client_opts_t o;
-    cl_client_opts_init(&o);
+    bench_client_opts(&o);
     o.timeout_ms = S_TIMEOUT_MS * 4;
     o.window = cfg->issue_window;
     cl_client_t *c = NULL;
@@ -1028,7 +1030,7 @@ s_worker_setup(s_worker_t *w)
 {
     const s_shared_t *sh = w->sh;
     cl_client_opts_t o;
-    cl_client_opts_init(&o);
+    bench_client_opts(&o);
     o.timeout_ms = S_TIMEOUT_MS;
     o.window = sh->cfg->window;
     o.zmq_context = sh->zctx;
@@ -1359,7 +1361,7 @@ s_measure_rebuild(const char *data_dir, uint64_t head, s_replay_t *out)
         return;
     }
     cl_client_opts_t o;
-    cl_client_opts_init(&o);
+    bench_client_opts(&o);
     o.timeout_ms = 200;
     o.retries = 0;
     o.window = 1;
@@ -2014,6 +2016,10 @@ s_usage(FILE *to)
         "                         own (time-ordered, docs/client.md)\n"
         "  --random-ids           request ids of 128 random bits instead of libcardledger's:\n"
         "                         every one lands on its own page of the idempotency index\n"
+        "  --server-key-file F, --key-file F\n"
+        "                         CurveZMQ: the daemon's public key and the bench's secret key\n"
+        "                         (cardledger-keys), for a daemon started with keys (give it\n"
+        "                         --curve-secret-key and --principals with --daemon-arg)\n"
         "\n"
         "More measurements:\n"
         "  --restart              kill -9 the spawned daemon after the run, start it again and\n"
@@ -2057,6 +2063,8 @@ s_parse(int argc, char **argv, s_config_t *cfg)
         O_SEED,
         O_SEQ_IDS,
         O_RANDOM_IDS,
+        O_SERVER_KEY_FILE,
+        O_KEY_FILE,
         O_RESTART,
         O_REPLAY,
         O_JSON,
@@ -2086,6 +2094,8 @@ s_parse(int argc, char **argv, s_config_t *cfg)
         { "seed", required_argument, NULL, O_SEED },
         { "sequential-ids", no_argument, NULL, O_SEQ_IDS },
         { "random-ids", no_argument, NULL, O_RANDOM_IDS },
+        { "server-key-file", required_argument, NULL, O_SERVER_KEY_FILE },
+        { "key-file", required_argument, NULL, O_KEY_FILE },
         { "restart", no_argument, NULL, O_RESTART },
         { "replay", no_argument, NULL, O_REPLAY },
         { "json", no_argument, NULL, O_JSON },
@@ -2182,6 +2192,12 @@ s_parse(int argc, char **argv, s_config_t *cfg)
         case O_RANDOM_IDS:
             cfg->ids = S_IDS_RANDOM;
             break;
+        case O_SERVER_KEY_FILE:
+            cfg->server_key_file = optarg;
+            break;
+        case O_KEY_FILE:
+            cfg->key_file = optarg;
+            break;
         case O_RESTART:
             cfg->restart = true;
             break;
@@ -2216,6 +2232,11 @@ s_parse(int argc, char **argv, s_config_t *cfg)
         s_die_usage("%s", "--restart needs --spawn-daemon (it kills and restarts the daemon)");
     if (cfg->replay && cfg->data_dir == NULL && !cfg->spawn)
         s_die_usage("%s", "--replay with --connect needs --data DIR");
+    if ((cfg->server_key_file == NULL) != (cfg->key_file == NULL))
+        s_die_usage("%s", "--server-key-file and --key-file go together");
+    if (cfg->key_file != NULL && bench_set_keys(cfg->server_key_file, cfg->key_file) != 0)
+        s_die_usage("cannot read the CurveZMQ keys from %s and %s", cfg->server_key_file,
+                    cfg->key_file);
 }
 
 int
@@ -2271,7 +2292,7 @@ main(int argc, char **argv)
     cl_client_t *c = NULL;
     if (rc == 0) {
         cl_client_opts_t o;
-        cl_client_opts_init(&o);
+        bench_client_opts(&o);
         o.timeout_ms = S_TIMEOUT_MS;
         rc = cl_client_open(endpoint, &o, &c);
         if (rc < 0)
