@@ -17,10 +17,13 @@
 
 #define S_ZAP_ENDPOINT "inproc://zeromq.zap.01"
 #define S_LINE_MAX     1024
+#define S_DOMAIN       "cardledger" /* the ZAP domain of the daemon's CURVE sockets */
+#define S_DOMAIN_LEN   (sizeof(S_DOMAIN) - 1)
 
 typedef struct s_entry {
     char key[AUTH_KEY_Z85_LEN + 1]; /* Z85, as ZeroMQ reports it in "User-Id" */
     cl_principal_t who;
+    size_t line; /* where the file lists it */
 } s_entry_t;
 
 struct auth {
@@ -47,21 +50,22 @@ s_entry_cmp(const void *x, const void *y)
     return strcmp(((const s_entry_t *)x)->key, ((const s_entry_t *)y)->key);
 }
 
-/* A Z85 key: 40 characters that decode to 32 bytes. */
+/* A Z85 key: 40 characters that decode to 32 bytes, not all zero. */
 static bool
 s_key_ok(const char *z85)
 {
     uint8_t raw[32];
-    return strlen(z85) == AUTH_KEY_Z85_LEN && zmq_z85_decode(raw, z85) != NULL;
+    return strlen(z85) == AUTH_KEY_Z85_LEN && zmq_z85_decode(raw, z85) != NULL &&
+           !sodium_is_zero(raw, sizeof(raw));
 }
 
-/* Copies an id field ('-' means none); false when it is too long. */
+/* Copies an id field ('-' means none); false when it is too long or not an id (cl_id_ok()). */
 static bool
 s_field(char *dst, size_t cap, const char *src)
 {
     if (strcmp(src, "-") == 0)
         src = "";
-    if (strlen(src) >= cap)
+    if (strlen(src) >= cap || (src[0] != '\0' && !cl_id_ok(src)))
         return false;
     memcpy(dst, src, strlen(src) + 1);
     return true;
@@ -104,7 +108,9 @@ s_parse_line(char *line, s_entry_t *e, char *why, size_t why_cap)
     if (!s_field(e->who.merchant_id, sizeof(e->who.merchant_id), f[2]) ||
         !s_field(e->who.store_id, sizeof(e->who.store_id), f[3]) ||
         strlen(f[4]) >= sizeof(e->who.name)) {
-        snprintf(why, why_cap, "an id or the name is too long");
+        snprintf(why, why_cap,
+                 "the merchant or store is not an id (letters, digits, '.', '_', "
+                 "'-'), or an id or the name is too long");
         return false;
     }
     memcpy(e->who.name, f[4], strlen(f[4]) + 1); /* a name is a name, '-' too */
@@ -205,7 +211,7 @@ auth_load(const char *principals_path, const char *secret_key_path, auth_t **out
             rc = -1;
             break;
         }
-        a->count++;
+        a->entries[a->count++].line = lineno;
     }
     free(line);
     fclose(f);
@@ -217,8 +223,9 @@ auth_load(const char *principals_path, const char *secret_key_path, auth_t **out
         qsort(a->entries, a->count, sizeof(*a->entries), s_entry_cmp);
         for (size_t i = 1; i < a->count; i++) {
             if (strcmp(a->entries[i - 1].key, a->entries[i].key) == 0) {
-                snprintf(why, why_cap, "%s lists the key %s twice", principals_path,
-                         a->entries[i].key);
+                size_t l1 = a->entries[i - 1].line, l2 = a->entries[i].line;
+                snprintf(why, why_cap, "%s lists the key %s twice (lines %zu and %zu)",
+                         principals_path, a->entries[i].key, l1 < l2 ? l1 : l2, l1 < l2 ? l2 : l1);
                 rc = -1;
                 break;
             }
@@ -332,7 +339,9 @@ s_zap_main(void *arg)
         if (n < 6 || lens[0] != 3 || memcmp(frames[0], "1.0", 3) != 0) {
             status = "500";
             text = "not a ZAP 1.0 request";
-        } else if (n >= 7 && lens[5] == 5 && memcmp(frames[5], "CURVE", 5) == 0 && lens[6] == 32) {
+        } else if (n >= 7 && lens[2] == (int)S_DOMAIN_LEN &&
+                   memcmp(frames[2], S_DOMAIN, S_DOMAIN_LEN) == 0 && lens[5] == 5 &&
+                   memcmp(frames[5], "CURVE", 5) == 0 && lens[6] == 32) {
             zmq_z85_encode(user, frames[6], 32);
             if (auth_find(a, user) != NULL) {
                 status = "200";
@@ -388,10 +397,9 @@ int
 auth_curve_server(const auth_t *a, void *sock)
 {
     int one = 1;
-    static const char domain[] = "cardledger";
     if (zmq_setsockopt(sock, ZMQ_CURVE_SERVER, &one, sizeof(one)) != 0 ||
         zmq_setsockopt(sock, ZMQ_CURVE_SECRETKEY, a->secret, AUTH_KEY_Z85_LEN) != 0 ||
-        zmq_setsockopt(sock, ZMQ_ZAP_DOMAIN, domain, sizeof(domain) - 1) != 0)
+        zmq_setsockopt(sock, ZMQ_ZAP_DOMAIN, S_DOMAIN, S_DOMAIN_LEN) != 0)
         return -1;
     return 0;
 }

@@ -175,18 +175,6 @@ s_emit(dec_t *d, cl_event_type_t type)
 
 /* ---- Checks shared by many commands ------------------------------------------------------- */
 
-static bool
-s_id_ok(const char *id)
-{
-    if (id[0] == '\0')
-        return false;
-    for (const char *p = id; *p != '\0'; p++) {
-        if (!isalnum((unsigned char)*p) && *p != '.' && *p != '_' && *p != '-')
-            return false;
-    }
-    return true;
-}
-
 static int
 s_bad_id(dec_t *d, const char *field, const char *id)
 {
@@ -418,7 +406,7 @@ s_register_merchant(dec_t *d)
     const cl_ev_merchant_registered_t *c = &d->cmd->u.register_merchant;
     if (!s_role_in(d->who, R(CL_ROLE_OPERATOR)))
         return s_refuse(d, CL_PERMISSION_DENIED, "only an operator registers merchants");
-    if (!s_id_ok(c->merchant_id))
+    if (!cl_id_ok(c->merchant_id))
         return s_bad_id(d, "merchant_id", c->merchant_id);
     if (ledger_merchant(d->l, c->merchant_id) != NULL)
         return s_refuse(d, CL_ALREADY_EXISTS, "merchant %s already exists", c->merchant_id);
@@ -433,13 +421,13 @@ static int
 s_register_store(dec_t *d)
 {
     const cl_ev_store_registered_t *c = &d->cmd->u.register_store;
-    if (!s_id_ok(c->merchant_id))
+    if (!cl_id_ok(c->merchant_id))
         return s_bad_id(d, "merchant_id", c->merchant_id);
     if (ledger_merchant(d->l, c->merchant_id) == NULL)
         return s_refuse(d, CL_UNKNOWN_MERCHANT, "no merchant %s", c->merchant_id);
     if (!s_may(d, R_ADMIN, c->merchant_id))
         return 0;
-    if (!s_id_ok(c->store_id))
+    if (!cl_id_ok(c->store_id))
         return s_bad_id(d, "store_id", c->store_id);
     if (c->region[0] == '\0')
         return s_refuse(d, CL_INVALID_ARGUMENT, "region is required");
@@ -570,13 +558,13 @@ s_define_program(dec_t *d)
 {
     const cl_program_spec_t *s = &d->cmd->u.program;
     bool update = d->cmd->type == CL_CMD_UPDATE_PROGRAM;
-    if (!s_id_ok(s->merchant_id))
+    if (!cl_id_ok(s->merchant_id))
         return s_bad_id(d, "merchant_id", s->merchant_id);
     if (ledger_merchant(d->l, s->merchant_id) == NULL)
         return s_refuse(d, CL_UNKNOWN_MERCHANT, "no merchant %s", s->merchant_id);
     if (!s_may(d, R_ADMIN, s->merchant_id))
         return 0;
-    if (!s_id_ok(s->program_id))
+    if (!cl_id_ok(s->program_id))
         return s_bad_id(d, "program_id", s->program_id);
     const ledger_program_t *cur = ledger_program(d->l, s->merchant_id, s->program_id);
     if (!update && cur != NULL)

@@ -174,6 +174,10 @@ typedef struct cl_card_ref {
  */
 void cl_code_mask(const char *code, char *out, size_t out_cap);
 
+/* An id (merchant, store, program, row key) as the ledger accepts it: letters, digits, '.', '_'
+ * and '-', at least one. */
+bool cl_id_ok(const char *id);
+
 /* A code as people may type it, normalised: spaces and dashes dropped, letters upper-cased, at
  * most CL_CODE_MAX bytes kept. The daemon and the projector compare codes in this form. */
 void cl_code_normalize(const char *in, char out[CL_CODE_MAX + 1]);

@@ -164,6 +164,18 @@ cl_event_name(cl_event_type_t type)
     return "unknown";
 }
 
+bool
+cl_id_ok(const char *id)
+{
+    if (id[0] == '\0')
+        return false;
+    for (const char *p = id; *p != '\0'; p++) {
+        if (!isalnum((unsigned char)*p) && *p != '.' && *p != '_' && *p != '-')
+            return false;
+    }
+    return true;
+}
+
 void
 cl_code_normalize(const char *in, char out[CL_CODE_MAX + 1])
 {

@@ -940,6 +940,27 @@ principals_decide_over_curvezmq_and_unlisted_keys_get_no_connection(void)
     REQUIRE(harness_exec(wrong, 10000, out, sizeof(out), &status) == 0);
     CHECK_EQ_INT(status, 64);
     CHECK(strstr(out, "line 1 is longer than") != NULL);
+    /* A merchant that is no id, a key twice, a key of zeros. */
+    struct {
+        char text[256];
+        const char *says;
+    } bads[3];
+    snprintf(bads[0].text, sizeof(bads[0].text), "%s merchant_admin m/1 - a\n", op.pub);
+    bads[0].says = "line 1: the merchant or store is not an id";
+    snprintf(bads[1].text, sizeof(bads[1].text), "%s operator - - a\n%s analyst m1 - b\n", op.pub,
+             op.pub);
+    bads[1].says = "twice (lines 1 and 2)";
+    snprintf(bads[2].text, sizeof(bads[2].text), "%s operator - - zero\n",
+             "0000000000000000000000000000000000000000");
+    bads[2].says =
+        "line 1: '0000000000000000000000000000000000000000' is not a CurveZMQ public key";
+    for (size_t i = 0; i < 3; i++) {
+        s_write(bad, bads[i].text);
+        REQUIRE(harness_exec(wrong, 10000, out, sizeof(out), &status) == 0);
+        CHECK_EQ_INT(status, 64);
+        if (strstr(out, bads[i].says) == NULL)
+            check_fail(__FILE__, __LINE__, "bad principals file %zu: %s", i, out);
+    }
 
     char extra[512];
     snprintf(extra, sizeof(extra),
