@@ -132,19 +132,8 @@ s_key_ok(const char *z85)
 static bool
 s_read_key(const char *path, char out[CL_CLIENT_KEY_LEN + 1])
 {
-    FILE *f = path != NULL ? fopen(path, "r") : NULL;
-    if (f == NULL)
-        return false;
-    char buf[128] = { 0 };
-    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-    fclose(f);
-    char *save = NULL;
-    char *tok = strtok_r(buf, " \t\r\n", &save);
-    bool ok = n > 0 && tok != NULL && s_key_ok(tok) && strtok_r(NULL, " \t\r\n", &save) == NULL;
-    if (ok)
-        memcpy(out, tok, CL_CLIENT_KEY_LEN + 1);
-    sodium_memzero(buf, sizeof(buf));
-    return ok;
+    _Static_assert(CL_CLIENT_KEY_LEN == CL_KEY_Z85_LEN, "one key length");
+    return cl_key_file_read(path, out) == 0 && s_key_ok(out);
 }
 
 int

@@ -135,26 +135,17 @@ s_parse_line(char *line, s_entry_t *e, char *why, size_t why_cap)
 static int
 s_load_secret(const char *path, char out[AUTH_KEY_Z85_LEN + 1], char *why, size_t why_cap)
 {
-    FILE *f = fopen(path, "r");
-    if (f == NULL) {
-        snprintf(why, why_cap, "cannot open the secret key file %s: %s", path, strerror(errno));
-        return -1;
-    }
-    char buf[128] = { 0 };
-    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-    fclose(f);
-    char *save = NULL;
-    char *tok = strtok_r(buf, " \t\r\n", &save);
-    bool ok = n > 0 && tok != NULL && s_key_ok(tok) && strtok_r(NULL, " \t\r\n", &save) == NULL;
-    if (ok)
-        memcpy(out, tok, AUTH_KEY_Z85_LEN + 1);
-    sodium_memzero(buf, sizeof(buf));
-    if (!ok) {
+    _Static_assert(AUTH_KEY_Z85_LEN == CL_KEY_Z85_LEN, "one key length");
+    int rc = cl_key_file_read(path, out);
+    if (rc == 0 && s_key_ok(out))
+        return 0;
+    if (rc != 0 && rc != -EINVAL)
+        snprintf(why, why_cap, "cannot open the secret key file %s: %s", path, strerror(-rc));
+    else
         snprintf(why, why_cap, "%s does not hold one CurveZMQ secret key in Z85 (40 characters)",
                  path);
-        return -1;
-    }
-    return 0;
+    sodium_memzero(out, AUTH_KEY_Z85_LEN + 1);
+    return -1;
 }
 
 int

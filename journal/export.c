@@ -67,19 +67,15 @@ s_write(s_out_t *o, const void *p, size_t n)
     (void)XXH3_128bits_update(o->sum, p, n);
 }
 
-/* Syncs the directory holding path, so a rename into it is durable. */
+/* Syncs the directory holding path, so a link into it is durable. */
 static int
 s_sync_dir(const char *path)
 {
     char *copy = strdup(path);
     if (copy == NULL)
         return -ENOMEM;
-    int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY);
+    int rc = journal_fsync_dir(dirname(copy));
     free(copy);
-    if (fd < 0)
-        return -errno;
-    int rc = fsync(fd) != 0 ? -errno : 0;
-    close(fd);
     return rc;
 }
 

@@ -555,8 +555,8 @@ s_setup(journal_t *j, bool *out_created)
     return 0;
 }
 
-static int
-s_fsync_dir(const char *dir)
+int
+journal_fsync_dir(const char *dir)
 {
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) {
@@ -658,7 +658,7 @@ journal_open(const char *dir, const journal_opts_t *opts, journal_t **out_journa
         rc = s_setup(j, &created);
     }
     if (rc == 0 && created) {
-        rc = s_fsync_dir(dir); /* make the new files' directory entries durable too */
+        rc = journal_fsync_dir(dir); /* make the new files' directory entries durable too */
     }
     if (rc != 0) {
         journal_close(&j);
@@ -1689,7 +1689,7 @@ journal_copy(journal_t *j, const char *dest_dir)
         rc = -errno;
     }
     if (rc == 0) {
-        rc = s_fsync_dir(dest_dir);
+        rc = journal_fsync_dir(dest_dir);
     }
     if (rc != 0) {
         unlink(path);

@@ -489,6 +489,12 @@ int journal_stat(journal_t *j, journal_stat_t *out_stat);
 int journal_copy(journal_t *j, const char *dest_dir);
 
 /**
+ * fsync()s a directory, so that files made, renamed or linked in it stay after a crash.
+ * @return 0 or a negated errno.
+ */
+int journal_fsync_dir(const char *dir);
+
+/**
  * A human sentence for any code the journal returns: its own codes, JOURNAL_END, MDB_* codes
  * and negated errno values. The string is static; never NULL.
  */

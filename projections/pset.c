@@ -64,17 +64,6 @@ s_mkdir(const char *path)
     return 0;
 }
 
-static int
-s_fsync_dir(const char *path)
-{
-    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    int rc = fsync(fd) != 0 ? -errno : 0;
-    close(fd);
-    return rc;
-}
-
 /* Reads DATA/<name>/ACTIVE: "s<schema>-g<gen>". Returns 0, PROJ_ENOTFOUND, PROJ_ECORRUPT. */
 static int
 s_read_active(const slot_t *sl, uint32_t *out_schema, uint32_t *out_gen)
@@ -119,7 +108,7 @@ s_write_active(const slot_t *sl, uint32_t schema, uint32_t gen)
     close(fd);
     if (rename(tmp, path) != 0)
         return -errno;
-    return s_fsync_dir(sl->dir);
+    return journal_fsync_dir(sl->dir);
 }
 
 static void

@@ -174,6 +174,17 @@ typedef struct cl_card_ref {
  */
 void cl_code_mask(const char *code, char *out, size_t out_cap);
 
+/* Characters of a CurveZMQ key in Z85 (without the NUL). */
+#define CL_KEY_Z85_LEN 40
+
+/*
+ * Reads a key file as cardledger-keys writes it: one token of CL_KEY_Z85_LEN characters,
+ * whitespace around it allowed. Whether it is a valid key is the caller's to check (ZeroMQ's
+ * Z85). The file's bytes are wiped from memory. Returns 0, a negated errno (cannot open), or
+ * -EINVAL (not one token of that length).
+ */
+int cl_key_file_read(const char *path, char out[CL_KEY_Z85_LEN + 1]);
+
 /* An id (merchant, store, program, row key) as the ledger accepts it: letters, digits, '.', '_'
  * and '-', at least one. */
 bool cl_id_ok(const char *id);

@@ -7,6 +7,8 @@
  * (docs/protocol.md lists them all); programs never parse them. Nothing here allocates.
  */
 #include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <xxhash.h>
@@ -162,6 +164,25 @@ cl_event_name(cl_event_type_t type)
         break;
     }
     return "unknown";
+}
+
+int
+cl_key_file_read(const char *path, char out[CL_KEY_Z85_LEN + 1])
+{
+    FILE *f = path != NULL ? fopen(path, "r") : NULL;
+    if (f == NULL)
+        return path != NULL ? -errno : -EINVAL;
+    char buf[128] = { 0 };
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    char *save = NULL;
+    char *tok = strtok_r(buf, " \t\r\n", &save);
+    bool ok = n > 0 && tok != NULL && strlen(tok) == CL_KEY_Z85_LEN &&
+              strtok_r(NULL, " \t\r\n", &save) == NULL;
+    if (ok)
+        memcpy(out, tok, CL_KEY_Z85_LEN + 1);
+    explicit_bzero(buf, sizeof(buf));
+    return ok ? 0 : -EINVAL;
 }
 
 bool
